@@ -1,2 +1,148 @@
-def main() -> None:  # replaced below
-    raise SystemExit(0)
+"""Command line: ``clank run``, ``clank sandbox``, ``clank config``, ``clank tools``.
+
+Expected failures (bad config, refused token, unreachable gateway) end with one clear line on
+stderr and a non-zero exit code — never a traceback. Bugs still show their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import trio
+
+from clank import __version__
+from clank.config import Settings, load_settings, settings_table
+from clank.errors import AuthenticationFailed, ClankError, ConfigError, TransportError
+from clank.logging import configure_logging, register_secret
+
+EXIT_CONFIG = 2
+EXIT_AUTH = 3
+EXIT_TRANSPORT = 4
+EXIT_ERROR = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clank",
+        description="Eyes and a voice in Discord: native Go Live watch, voice, and a local Discord sandbox.",
+    )
+    parser.add_argument("--version", action="version", version=f"clank {__version__}")
+    parser.add_argument(
+        "--config", type=Path, help="TOML settings file (default: conf/clank.toml or $CLANK_CONFIG)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="join voice and serve the agent API and dashboard",
+        description=(
+            "Run clank. Without a Discord token (CLANK_DISCORD_TOKEN) it starts the built-in sandbox with a "
+            "demo scenario — a simulated user who talks and goes live, and one with a webcam — joins the "
+            "voice channel and starts watching the stream exactly as an agent would. With a token it "
+            "connects to Discord (or CLANK_API_URL / CLANK_GATEWAY_URL) and joins the configured channel. "
+            "The dashboard and the HTTP API listen on api.host:api.port (127.0.0.1:8787 by default)."
+        ),
+    )
+    run.add_argument(
+        "--scenario", help="sandbox scenario to run when no token is set (default: sandbox.scenario)"
+    )
+    run.add_argument("--port", type=int, help="port for the HTTP API and dashboard (default: api.port)")
+    run.add_argument(
+        "--no-watch", action="store_true", help="in sandbox mode, don't start watching on startup"
+    )
+
+    sandbox = sub.add_parser(
+        "sandbox",
+        help="run the local Discord (REST, gateway, voice and stream servers) on its own",
+        description=(
+            "Run the local Discord sandbox. Prints exactly one JSON line on stdout when ready (api_url, "
+            "gateway_url, token, bot_token, guild_id, voice_channel_id, text_channel_id, users), then logs "
+            "to stderr until interrupted. Point any Discord client library's API base URL at api_url."
+        ),
+    )
+    sandbox.add_argument("--host", default=None, help="address to bind (default: sandbox.host, 127.0.0.1)")
+    sandbox.add_argument("--port", type=int, default=None, help="port of the REST API (0 = any free port)")
+    sandbox.add_argument("--scenario", default=None, help="scenario: demo, streamer, empty, churn")
+
+    sub.add_parser("config", help="print the effective settings (secrets hidden) and where they come from")
+    sub.add_parser("tools", help="print the agent tool schemas (JSON) ready to hand to an LLM")
+    return parser
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    print(f"clank: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    try:
+        return load_settings(args.config)
+    except ConfigError as exc:
+        _fail(EXIT_CONFIG, f"configuration error: {exc}")
+
+
+def _cmd_config(settings: Settings) -> None:
+    for key, default, expected in settings_table():
+        value: object = settings
+        for part in key.split("."):
+            value = getattr(value, part)
+        shown = "<set>" if key.endswith("token") and value else value
+        marker = "" if value == default else "   (overridden)"
+        print(f"{key} = {shown!r}   # {expected}{marker}")
+
+
+def _cmd_tools() -> None:
+    from clank.control.tools import tool_schemas
+
+    print(json.dumps(tool_schemas(), indent=2))
+
+
+def _cmd_sandbox(settings: Settings, args: argparse.Namespace) -> None:
+    from clank.sandbox.app import serve_sandbox_cli
+
+    host = args.host or settings.sandbox.host
+    port = settings.sandbox.port if args.port is None else args.port
+    scenario = args.scenario or settings.sandbox.scenario
+    trio.run(serve_sandbox_cli, host, port, scenario)
+
+
+def _cmd_run(settings: Settings, args: argparse.Namespace) -> None:
+    from clank.runner import run_clank
+
+    register_secret(settings.discord.token)
+    register_secret(settings.api.token)
+    trio.run(run_clank, settings, args)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    settings = _load(args)
+    configure_logging(settings.log.format, settings.log.level)
+    try:
+        if args.command == "config":
+            _cmd_config(settings)
+        elif args.command == "tools":
+            _cmd_tools()
+        elif args.command == "sandbox":
+            _cmd_sandbox(settings, args)
+        elif args.command == "run":
+            _cmd_run(settings, args)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except AuthenticationFailed as exc:
+        _fail(EXIT_AUTH, f"authentication failed: {exc}")
+    except TransportError as exc:
+        _fail(EXIT_TRANSPORT, f"connection failed: {exc}")
+    except ConfigError as exc:
+        _fail(EXIT_CONFIG, f"configuration error: {exc}")
+    except ClankError as exc:
+        _fail(EXIT_ERROR, str(exc))
+
+
+if __name__ == "__main__":
+    main()

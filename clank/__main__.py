@@ -1,0 +1,3 @@
+from clank.cli import main
+
+main()

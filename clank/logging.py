@@ -1,0 +1,192 @@
+"""structlog setup: JSON lines or console, contextvars binding, secret redaction, recent events.
+
+Secrets reach this module in two ways, and both are redacted before any renderer runs:
+
+* by *value*: every token clank learns (user token, voice and stream tokens, share and API
+  tokens) is registered with :func:`register_secret`; any occurrence inside any string of a
+  log event is replaced with ``[redacted]``;
+* by *key*: event keys that name secrets (``token``, ``secret_key``, ``authorization`` ...)
+  are always replaced, whatever their value.
+
+Stdlib logging (hypercorn, trio-websocket) is routed through the same processors, so a
+library that logs a URL with a token in it is redacted too.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import sys
+import threading
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from typing import Any, Literal, TextIO
+
+import structlog
+
+REDACTED = "[redacted]"
+SECRET_KEYS = frozenset(
+    {"token", "secret", "secret_key", "password", "authorization", "bot_token", "api_token", "share_token"}
+)
+_MIN_SECRET_LEN = 6
+
+
+class SecretRegistry:
+    """Values that must never be logged. Thread-safe: decode workers log too."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: frozenset[str] = frozenset()
+
+    def add(self, value: str | bytes | None) -> None:
+        if not value:
+            return
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        if len(text) < _MIN_SECRET_LEN:  # too short to redact without mangling ordinary text
+            return
+        with self._lock:
+            self._values = self._values | {text}
+            if text.startswith("Bot "):
+                self._values = self._values | {text.removeprefix("Bot ")}
+
+    def scrub(self, text: str) -> str:
+        for secret in self._values:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+SECRETS = SecretRegistry()
+
+
+def register_secret(value: str | bytes | None) -> None:
+    """Make sure ``value`` never appears in a log line from now on."""
+    SECRETS.add(value)
+
+
+def _scrub_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return SECRETS.scrub(value)
+    if isinstance(value, Mapping):
+        return {k: (REDACTED if str(k).lower() in SECRET_KEYS else _scrub_value(v)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub_value(v) for v in value)
+    if isinstance(value, bytes | bytearray):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, BaseException):
+        return SECRETS.scrub(repr(value))
+    return value
+
+
+def redact(logger: object, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: drop secrets by key and by value."""
+    for key in list(event):
+        if key.lower() in SECRET_KEYS:
+            event[key] = REDACTED
+        else:
+            event[key] = _scrub_value(event[key])
+    return event
+
+
+def _scrub_rendered(logger: object, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    # exc_info is rendered into text by format_exc_info; scrub the text it produced.
+    if "exception" in event and isinstance(event["exception"], str):
+        event["exception"] = SECRETS.scrub(event["exception"])
+    return event
+
+
+class RecentEvents:
+    """The last N log events (already redacted), for the dashboard. Bounded, thread-safe."""
+
+    def __init__(self, size: int = 200) -> None:
+        self._events: collections.deque[dict[str, Any]] = collections.deque(maxlen=size)
+        self._lock = threading.Lock()
+        self._counter = 0
+
+    def __call__(
+        self, logger: object, method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        snapshot = {
+            k: v if isinstance(v, str | int | float | bool | None) else repr(v) for k, v in event.items()
+        }
+        with self._lock:
+            self._counter += 1
+            snapshot["n"] = self._counter
+            self._events.append(snapshot)
+        return event
+
+    def since(self, n: int = 0) -> list[dict[str, Any]]:
+        with self._lock:
+            return [e for e in self._events if e["n"] > n]
+
+
+RECENT = RecentEvents()
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def _shared_processors() -> list[Any]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact,
+        structlog.processors.format_exc_info,
+        _scrub_rendered,
+        RECENT,
+    ]
+
+
+def configure_logging(
+    fmt: Literal["auto", "json", "console"] = "auto",
+    level: str = "info",
+    stream: TextIO | None = None,
+) -> None:
+    """Configure structlog and stdlib logging. ``auto`` picks JSON unless ``stream`` is a TTY."""
+    out = stream if stream is not None else sys.stderr
+    use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer(sort_keys=False)
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    shared = _shared_processors()
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(_LEVELS.get(level, logging.INFO))
+    # Chatty libraries: keep their warnings, not their per-frame debug lines.
+    for name in ("trio-websocket", "hypercorn.access", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)
+
+
+@contextmanager
+def bound(**context: Any) -> Iterator[None]:
+    """Bind context (guild, channel, role, user, stream key ...) for this task and its children.
+
+    trio copies contextvars into child tasks at spawn time, so bind *before* starting them.
+    """
+    tokens = structlog.contextvars.bind_contextvars(**context)
+    try:
+        yield
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
