@@ -26,7 +26,9 @@ ALLOWED["session"] = _BASE | {"io", "session"}
 ALLOWED["watch"] = _BASE | {"io", "session", "watch"}
 ALLOWED["control"] = _BASE | {"io", "session", "watch", "control"}
 ALLOWED["sandbox"] = _BASE | {"io", "sandbox"}
-ALLOWED["cli"] = _BASE | {"io", "session", "watch", "control", "sandbox", "cli"}
+ALLOWED["cli"] = _BASE | {"io", "session", "watch", "control", "sandbox", "cli", "runner"}
+# The composition root: the only product module besides cli that may start the sandbox.
+ALLOWED["runner"] = _BASE | {"io", "session", "watch", "control", "sandbox", "runner"}
 ALLOWED["__init__"] = set()
 ALLOWED["__main__"] = {"cli"}
 

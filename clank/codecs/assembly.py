@@ -144,6 +144,9 @@ class FrameAssembler:
             return out
         if not self._in_frame:
             self._start(packet)
+        else:
+            # The hole (if any) was inside this frame, which is already marked damaged.
+            self._gap_before_next = False
         self._count += 1
         self._last_seq = seq
         try:

@@ -15,10 +15,11 @@ error and on reset, and cleared when a keyframe decodes.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import attrs
 import av
+from av.video.codeccontext import VideoCodecContext
 
 from clank.errors import UsageError
 
@@ -93,8 +94,8 @@ class VideoDecoder:
         self._width = 0
         self._height = 0
 
-    def _open_context(self) -> av.CodecContext:
-        context = av.CodecContext.create(_DECODER_NAMES[self.codec], "r")
+    def _open_context(self) -> VideoCodecContext:
+        context = cast(VideoCodecContext, av.CodecContext.create(_DECODER_NAMES[self.codec], "r"))
         context.thread_count = 1
         return context
 

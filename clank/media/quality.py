@@ -26,8 +26,9 @@ def plane_array(frame: av.VideoFrame, index: int) -> Plane:
     """A (height, width) uint8 view of plane ``index`` with the row padding cut off (no copy)."""
     plane = frame.planes[index]
     rows = plane.buffer_size // plane.line_size
-    full = np.frombuffer(plane, dtype=np.uint8).reshape(rows, plane.line_size)
-    return full[: plane.height, : plane.width]
+    full = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(rows, plane.line_size)
+    view: Plane = full[: plane.height, : plane.width]
+    return view
 
 
 def yuv420p_planes(frame: av.VideoFrame) -> tuple[Plane, Plane, Plane]:

@@ -23,7 +23,7 @@ import json
 import struct
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, ClassVar, Final, Literal
+from typing import Any, ClassVar, Final, Literal, TypeGuard
 
 import attrs
 
@@ -200,7 +200,7 @@ class TransitionPayload:
 # --------------------------------------------------------------------------- field readers
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -666,7 +666,7 @@ class Heartbeat:
     @classmethod
     def parse(cls, d: object) -> Heartbeat:
         if _is_int(d):  # pre-v8 form: the bare nonce
-            return cls(t=int(d))  # type: ignore[call-overload]
+            return cls(t=int(d))
         if d is None:  # a server heartbeat request may carry no payload
             return cls(t=0)
         o = _obj(d, "heartbeat")
@@ -686,7 +686,7 @@ class HeartbeatAck:
     @classmethod
     def parse(cls, d: object) -> HeartbeatAck:
         if _is_int(d):
-            return cls(t=int(d))  # type: ignore[call-overload]
+            return cls(t=int(d))
         return cls(t=_int(_obj(d, "heartbeat_ack"), "t", "heartbeat_ack"))
 
     def serialize(self) -> dict[str, Any]:
@@ -827,7 +827,7 @@ class VideoStream:
 
 @attrs.frozen
 class Video:
-    """op12 in both directions. ``None`` means "absent" — a partial update; ``streams=()`` is "present, empty".
+    """op12 in both directions. ``None`` means "absent" (a partial update); ``streams=()`` is present, empty.
 
     The client never sets ``user_id``; the server always does.
     """
@@ -923,12 +923,12 @@ def _ssrc_key(key: object, what: str) -> int:
 def _quality(value: object, what: str) -> int:
     if not _is_int(value):
         raise _bad(f"{what} quality is not an integer")
-    return int(value)  # type: ignore[call-overload]
+    return int(value)
 
 
 @attrs.frozen
 class MediaSinkWants:
-    """op15: per-SSRC wanted quality 0–100 (0 = don't send), ``any`` = default for others.
+    """op15: per-SSRC wanted quality 0-100 (0 = don't send), ``any`` = default for others.
 
     Mappings are read-only; this value is comparable but not hashable.
     """

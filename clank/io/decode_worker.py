@@ -1,0 +1,382 @@
+"""The trio side of video decoding: one long-lived worker thread per watched stream.
+
+Why a thread of our own: decoding is ~85% of the cost of watching, PyAV releases the GIL while
+decoding, and ``trio.to_thread.run_sync`` costs ~140 µs per call against ~0.1 µs for a
+``queue.SimpleQueue`` put (performance notes). So the receive task ``submit``s whole access
+units into a bounded queue and returns at once; the thread decodes every one of them (P frames
+need their references), and only when a picture is due (``max_fps``, in RTP time) scales it,
+encodes a JPEG from its planes and computes change metrics. Only those emitted pictures cross
+back into trio: the thread puts them in a latest-wins slot and wakes a delivery task with
+``TrioToken.run_sync_soon`` (never blocking the thread on trio); the delivery task calls
+``on_output`` in trio context, so its exceptions propagate normally.
+
+Drop policy (queue of ``queue_size`` access units): when the queue is full,
+
+* an incoming *keyframe* flushes the queued access units (it supersedes them: nothing after
+  it references them) and is queued; the flushed ones count as dropped;
+* any other incoming access unit is dropped and counted, and ``keyframe_wanted`` turns on,
+  because the following P frames now miss a reference. We keep feeding them (the decoder
+  conceals; a sender may never send the keyframe we ask for) and clear the flag at the next
+  decoded keyframe.
+
+When a picture is due while more access units are already queued, emission waits for the
+queue to drain (for at most one more output interval) so that the JPEG shows the newest
+picture rather than a stale one.
+
+``synchronous=True`` decodes inline in ``submit`` (no thread): deterministic, for tests under
+``autojump_clock``.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import attrs
+import outcome
+import trio
+
+from clank.errors import UsageError
+from clank.media.decoder import DecodedFrame, VideoCodec, VideoDecoder, access_unit_is_keyframe
+from clank.media.jpeg import DEFAULT_JPEG_QUALITY, JpegImage, encode_jpeg, scale_frame
+from clank.media.metrics import ChangeSample, ChangeTracker
+
+DECODE_QUEUE_SIZE = 8  # access units, ~270 ms at 30 fps: enough to ride out a keyframe burst
+DEFAULT_MAX_FPS = 2.0
+DEFAULT_MAX_PIXELS = 1280 * 720
+RTP_VIDEO_CLOCK_RATE = 90_000  # H264 and VP8 both use a 90 kHz RTP clock
+THREAD_STOP_TIMEOUT = 2.0  # seconds to wait for the thread to finish its current access unit
+LATENCY_WINDOW = 512  # emitted pictures kept for the delay percentiles
+RATE_WINDOW = 2.0  # seconds over which fps in/out are measured
+
+_TIMESTAMP_MODULUS = 1 << 32
+
+
+@attrs.frozen
+class DecodedImage:
+    """One emitted picture: the JPEG, how much changed, and where it came from."""
+
+    jpeg: JpegImage
+    change: ChangeSample
+    timestamp: int  # RTP timestamp of the access unit
+    source_width: int
+    source_height: int
+    keyframe: bool
+    decode_delay: float  # seconds from submit() of its access unit to the JPEG being ready
+    sequence: int  # 1 for the first emitted picture, +1 per emitted picture
+
+
+@attrs.frozen
+class DecodeWorkerStatistics:
+    submitted: int
+    dropped: int  # access units never decoded (queue full, or flushed by a keyframe)
+    decoded_frames: int
+    emitted: int
+    superseded: int  # emitted pictures replaced in the latest-wins slot before trio took them
+    decode_errors: int
+    decoder_resets: int
+    width: int
+    height: int
+    fps_in: float
+    fps_out: float
+    delay_p50: float | None
+    delay_p99: float | None
+    queue_depth: int
+    keyframe_wanted: bool
+    worker_cpu_seconds: float
+
+
+@attrs.frozen
+class _Submitted:
+    access_unit: bytes = attrs.field(repr=False)
+    timestamp: int
+    enqueued_at: float
+
+
+@attrs.frozen
+class _Stop:
+    """Tells the thread to finish; it skips whatever is still queued once closing is set."""
+
+
+class _RateMeter:
+    """Events per second over the last ``RATE_WINDOW`` seconds."""
+
+    def __init__(self) -> None:
+        self._times: collections.deque[float] = collections.deque()
+
+    def tick(self, now: float) -> None:
+        self._times.append(now)
+        while now - self._times[0] > RATE_WINDOW:
+            self._times.popleft()
+
+    def rate(self) -> float:
+        if len(self._times) < 2:
+            return 0.0
+        span = self._times[-1] - self._times[0]
+        return (len(self._times) - 1) / span if span > 0 else 0.0
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, math.ceil(fraction * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+class DecodeWorker:
+    """Decode one stream off the trio thread. Create with ``open_decode_worker``."""
+
+    def __init__(
+        self,
+        codec: VideoCodec,
+        *,
+        max_fps: float,
+        max_pixels: int | None,
+        jpeg_quality: int,
+        queue_size: int,
+        synchronous: bool,
+    ) -> None:
+        if max_fps <= 0:
+            raise UsageError(f"max_fps must be positive, got {max_fps}")
+        if queue_size < 1:
+            raise UsageError(f"queue_size must be at least 1, got {queue_size}")
+        self.codec: VideoCodec = codec
+        self._decoder = VideoDecoder(codec)
+        self._tracker = ChangeTracker()
+        self._max_pixels = max_pixels
+        self._jpeg_quality = jpeg_quality
+        self._interval_ticks = max(1, round(RTP_VIDEO_CLOCK_RATE / max_fps))
+        self._queue_size = queue_size
+        self._synchronous = synchronous
+        self._queue: queue.SimpleQueue[_Submitted | _Stop] = queue.SimpleQueue()
+        self._token = trio.lowlevel.current_trio_token()
+        self._lock = threading.Lock()  # guards the slot, the delays and the output meter
+        self._closing = False
+        # Trio-side state.
+        self._wake = trio.Event()
+        self._thread_done = trio.Event()
+        self._thread_outcome: outcome.Outcome[None] | None = None
+        self._submitted = 0
+        self._dropped = 0
+        self._in_meter = _RateMeter()
+        # Thread-side state (read by statistics(): plain ints and bools).
+        self._pending: DecodedImage | None = None
+        self._superseded = 0
+        self._emitted = 0
+        self._decoded = 0
+        self._chain_broken = False
+        self._last_emitted_ts: int | None = None
+        self._candidate: tuple[DecodedFrame, float] | None = None
+        self._candidate_due_ts = 0
+        self._delays: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self._out_meter = _RateMeter()
+        self._cpu_seconds = 0.0
+
+    # ---- trio side ---------------------------------------------------------------------
+
+    @property
+    def keyframe_wanted(self) -> bool:
+        """True when the sender should be asked for a keyframe (PLI/FIR); rate-limit the asks."""
+        return self._chain_broken or self._decoder.needs_keyframe
+
+    def submit(self, access_unit: bytes, timestamp: int, *, keyframe: bool | None = None) -> bool:
+        """Hand over one access unit without blocking. False if it was dropped (counted).
+
+        ``keyframe`` is detected from the bytes when not given.
+        """
+        if self._closing:
+            raise UsageError("submit() on a closed decode worker")
+        now = time.perf_counter()
+        self._submitted += 1
+        self._in_meter.tick(now)
+        item = _Submitted(access_unit=access_unit, timestamp=timestamp, enqueued_at=now)
+        if self._synchronous:
+            self._process(item)
+            return True
+        if self._queue.qsize() >= self._queue_size:
+            if keyframe is None:
+                keyframe = access_unit_is_keyframe(self.codec, access_unit)
+            if not keyframe:
+                self._dropped += 1
+                self._chain_broken = True
+                return False
+            self._flush_queue()
+        self._queue.put(item)
+        return True
+
+    def _flush_queue(self) -> None:
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._dropped += 1
+
+    def statistics(self) -> DecodeWorkerStatistics:
+        decoder = self._decoder.statistics()
+        with self._lock:
+            delays = sorted(self._delays)
+            fps_out = self._out_meter.rate()
+        return DecodeWorkerStatistics(
+            submitted=self._submitted,
+            dropped=self._dropped,
+            decoded_frames=self._decoded,
+            emitted=self._emitted,
+            superseded=self._superseded,
+            decode_errors=decoder.errors,
+            decoder_resets=decoder.resets,
+            width=decoder.width,
+            height=decoder.height,
+            fps_in=self._in_meter.rate(),
+            fps_out=fps_out,
+            delay_p50=_percentile(delays, 0.50) if delays else None,
+            delay_p99=_percentile(delays, 0.99) if delays else None,
+            queue_depth=self._queue.qsize(),
+            keyframe_wanted=self.keyframe_wanted,
+            worker_cpu_seconds=self._cpu_seconds,
+        )
+
+    async def _deliver(self, on_output: Callable[[DecodedImage], None]) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()  # replace before taking the slot: no wake-up is lost
+            if self._thread_outcome is not None:
+                self._thread_outcome.unwrap()  # a bug in the thread surfaces here, loudly
+            with self._lock:
+                image, self._pending = self._pending, None
+            if image is not None:
+                on_output(image)
+
+    def _start_thread(self) -> None:
+        trio.lowlevel.start_thread_soon(self._run, self._thread_finished, name=f"clank decode {self.codec}")
+
+    async def _stop(self) -> None:
+        self._closing = True
+        if self._synchronous:
+            return
+        self._queue.put(_Stop())
+        await self._thread_done.wait()
+
+    # ---- thread side -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if isinstance(item, _Stop):
+                return
+            if not self._closing:
+                started = time.thread_time()
+                self._process(item)
+                self._cpu_seconds += time.thread_time() - started
+
+    def _thread_finished(self, result: outcome.Outcome[None]) -> None:
+        def record() -> None:
+            self._thread_outcome = result
+            self._thread_done.set()
+            self._wake.set()
+
+        try:
+            self._token.run_sync_soon(record)
+        except trio.RunFinishedError:
+            pass  # trio gave up waiting (bounded stop) and has finished: nobody to tell
+
+    def _process(self, item: _Submitted) -> None:
+        for frame in self._decoder.decode(item.access_unit, item.timestamp):
+            self._decoded += 1
+            if frame.keyframe:
+                self._chain_broken = False
+            if self._candidate is not None:
+                self._candidate = (frame, item.enqueued_at)  # a newer picture of the same due slot
+            elif self._is_due(frame.timestamp):
+                self._candidate = (frame, item.enqueued_at)
+                self._candidate_due_ts = frame.timestamp
+        if self._candidate is not None and self._should_emit_now(self._candidate[0].timestamp):
+            frame, enqueued_at = self._candidate
+            self._candidate = None
+            self._emit(frame, enqueued_at)
+
+    def _is_due(self, timestamp: int) -> bool:
+        if self._last_emitted_ts is None:
+            return True
+        delta = (timestamp - self._last_emitted_ts) % _TIMESTAMP_MODULUS
+        # A delta in the upper half means the timestamp went backwards (a restarted sender).
+        return delta >= self._interval_ticks or delta >= _TIMESTAMP_MODULUS // 2
+
+    def _should_emit_now(self, timestamp: int) -> bool:
+        if self._synchronous or self._queue.empty():
+            return True
+        waited = (timestamp - self._candidate_due_ts) % _TIMESTAMP_MODULUS
+        return waited >= self._interval_ticks
+
+    def _emit(self, frame: DecodedFrame, enqueued_at: float) -> None:
+        scaled = scale_frame(frame.image, max_pixels=self._max_pixels)
+        jpeg = encode_jpeg(scaled, max_pixels=self._max_pixels, quality=self._jpeg_quality)
+        change = self._tracker.update(scaled)
+        now = time.perf_counter()
+        self._last_emitted_ts = frame.timestamp
+        self._emitted += 1
+        image = DecodedImage(
+            jpeg=jpeg,
+            change=change,
+            timestamp=frame.timestamp,
+            source_width=frame.width,
+            source_height=frame.height,
+            keyframe=frame.keyframe,
+            decode_delay=now - enqueued_at,
+            sequence=self._emitted,
+        )
+        with self._lock:
+            if self._pending is not None:
+                self._superseded += 1
+            self._pending = image
+            self._delays.append(image.decode_delay)
+            self._out_meter.tick(now)
+        if self._synchronous:
+            self._wake.set()
+        else:
+            try:
+                self._token.run_sync_soon(self._wake_trio)
+            except trio.RunFinishedError:
+                pass  # shutting down after a timed-out stop; the picture is not wanted
+
+    def _wake_trio(self) -> None:
+        self._wake.set()
+
+
+@asynccontextmanager
+async def open_decode_worker(
+    codec: VideoCodec,
+    *,
+    on_output: Callable[[DecodedImage], None],
+    max_fps: float = DEFAULT_MAX_FPS,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+    queue_size: int = DECODE_QUEUE_SIZE,
+    synchronous: bool = False,
+) -> AsyncIterator[DecodeWorker]:
+    """Run a decode worker for one stream; ``on_output`` is called in trio for each picture.
+
+    On exit the thread finishes the access unit it is decoding and stops (bounded wait of
+    ``THREAD_STOP_TIMEOUT``); access units still queued are discarded.
+    """
+    worker = DecodeWorker(
+        codec,
+        max_fps=max_fps,
+        max_pixels=max_pixels,
+        jpeg_quality=jpeg_quality,
+        queue_size=queue_size,
+        synchronous=synchronous,
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(worker._deliver, on_output)
+        if not synchronous:
+            worker._start_thread()
+        try:
+            yield worker
+        finally:
+            with trio.move_on_after(THREAD_STOP_TIMEOUT, shield=True):
+                await worker._stop()
+            nursery.cancel_scope.cancel()

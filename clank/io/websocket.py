@@ -1,0 +1,117 @@
+"""A trio-websocket connection whose failures are clank errors.
+
+trio-websocket raises its own ``HandshakeError`` / ``ConnectionClosed``; callers above the
+I/O layer only ever see ``clank.errors.TransportError`` and ``clank.errors.ConnectionClosed``.
+The translation happens here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+import trio_websocket
+
+from clank.errors import ConnectionClosed, TransportError
+
+#: Seconds for the TCP connect + HTTP upgrade.
+CONNECT_TIMEOUT = 10.0
+#: Seconds we wait for the peer to answer our close frame before dropping the TCP stream.
+CLOSE_TIMEOUT = 2.0
+#: Gateway READY payloads of large accounts reach several MiB.
+MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+#: Frames trio-websocket may hold before its reader stops reading the socket.
+MESSAGE_QUEUE_SIZE = 64
+#: Close code trio-websocket reports when the TCP stream ended without a close frame.
+ABNORMAL_CLOSURE = 1006
+
+
+class WebSocket:
+    """One open websocket. ``receive``/``send`` raise ``clank.errors.ConnectionClosed``."""
+
+    def __init__(self, connection: trio_websocket.WebSocketConnection) -> None:
+        self._connection = connection
+
+    @property
+    def close_code(self) -> int | None:
+        reason = self._connection.closed
+        return None if reason is None else reason.code
+
+    async def receive(self) -> str | bytes:
+        try:
+            return await self._connection.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise _translate(exc) from exc
+
+    async def send(self, message: str | bytes) -> None:
+        try:
+            await self._connection.send_message(message)
+        except trio_websocket.ConnectionClosed as exc:
+            raise _translate(exc) from exc
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        """Send a close frame and wait (bounded) for the peer's; idempotent. Closes the TCP stream."""
+        with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+            await self._connection.aclose(code, reason or None)
+        # trio-websocket 0.12 leaves the TCP stream open when the *server* closed first (the
+        # client waits for the server's TCP FIN, and aclose() returns early once a close
+        # reason is known), so the socket would only be freed by the GC. Close it here.
+        stream = getattr(self._connection, "_stream", None)
+        if isinstance(stream, trio.abc.AsyncResource):
+            with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                await trio.aclose_forcefully(stream)
+
+
+def _translate(exc: trio_websocket.ConnectionClosed) -> ConnectionClosed:
+    if exc.reason is None:
+        return ConnectionClosed(ABNORMAL_CLOSURE, "")
+    return ConnectionClosed(exc.reason.code, exc.reason.reason or "")
+
+
+@asynccontextmanager
+async def open_websocket(
+    url: str,
+    *,
+    max_message_size: int = MAX_MESSAGE_SIZE,
+    message_queue_size: int = MESSAGE_QUEUE_SIZE,
+) -> AsyncIterator[WebSocket]:
+    """Connect to ``url`` (``ws://`` or ``wss://``); close with 1000 on exit unless already closed.
+
+    A connection that cannot be made raises ``TransportError`` naming the URL (never any
+    credentials: callers keep tokens out of URLs).
+    """
+    opened = False
+    try:
+        async with trio_websocket.open_websocket_url(
+            url,
+            connect_timeout=CONNECT_TIMEOUT,
+            disconnect_timeout=CLOSE_TIMEOUT,
+            max_message_size=max_message_size,
+            message_queue_size=message_queue_size,
+        ) as connection:
+            opened = True
+            ws = WebSocket(connection)
+            try:
+                yield ws
+            finally:
+                await ws.aclose()
+    except trio_websocket.HandshakeError as exc:
+        if opened:
+            # Only DisconnectionTimeout can get here after a successful open: the peer
+            # never answered our close. The stream is closed regardless.
+            raise TransportError(f"websocket {url} did not close cleanly") from exc
+        raise TransportError(f"could not connect to {url}: {_describe(exc)}") from exc
+    except ValueError as exc:
+        if opened:
+            raise
+        raise TransportError(f"invalid websocket URL {url!r}: {exc}") from exc
+
+
+def _describe(exc: trio_websocket.HandshakeError) -> str:
+    if isinstance(exc, trio_websocket.ConnectionTimeout):
+        return "timed out"
+    if isinstance(exc, trio_websocket.ConnectionRejected):
+        return f"HTTP {exc.status_code}"
+    cause = exc.__cause__ or exc.__context__
+    return str(cause) if cause is not None else type(exc).__name__

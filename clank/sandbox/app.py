@@ -1,0 +1,151 @@
+"""Open a whole local Discord: REST + main gateway on one port, a world, a scenario, fault controls.
+
+    async with open_sandbox(scenario="streamer") as sb:
+        sb.api_url, sb.gateway_url, sb.token ...
+        await sb.world.go_live(...)
+        sb.faults.send_reconnect(sb.our_user_id)
+
+REST lives under ``/api/v{9,10}``; the gateway websocket is at ``/`` (``ws://host:port/?v=9&encoding=json``).
+The voice and stream servers plug in through ``media_backend`` (see :mod:`clank.sandbox.media`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, TextIO, cast
+
+import attrs
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from starlette.routing import WebSocketRoute
+
+from clank.errors import SandboxError
+from clank.logging import get_logger
+from clank.sandbox.faults import Faults
+from clank.sandbox.gateway import GatewayServer
+from clank.sandbox.hub import DispatchHub
+from clank.sandbox.ids import IdFactory
+from clank.sandbox.media import MediaBackend, NullMediaBackend
+from clank.sandbox.rest import RestApi, build_app
+from clank.sandbox.scenarios import apply_setup, get_scenario, run_scenario
+from clank.sandbox.world import World
+
+log = get_logger("clank.sandbox")
+
+# Bound on stopping: connections are closed (1001) first, so this is rarely reached.
+SHUTDOWN_TIMEOUT = 5.0
+HTTP_GRACEFUL_TIMEOUT = 1.0
+
+
+@attrs.frozen
+class Sandbox:
+    """A running sandbox. Tokens are kept out of the repr."""
+
+    world: World = attrs.field(repr=False)
+    faults: Faults = attrs.field(repr=False)
+    api_url: str
+    gateway_url: str
+    token: str = attrs.field(repr=False)
+    bot_token: str = attrs.field(repr=False)
+    our_user_id: str
+    bot_user_id: str
+    guild_id: str
+    voice_channel_id: str
+    text_channel_id: str
+
+    def info(self) -> dict[str, Any]:
+        """The JSON line ``clank sandbox`` prints (contains the tokens: for the local client only)."""
+        return {
+            "api_url": self.api_url,
+            "gateway_url": self.gateway_url,
+            "token": self.token,
+            "bot_token": self.bot_token,
+            "our_user_id": self.our_user_id,
+            "guild_id": self.guild_id,
+            "voice_channel_id": self.voice_channel_id,
+            "text_channel_id": self.text_channel_id,
+            "users": [{"id": u.id, "name": u.name} for u in self.world.users.values()],
+        }
+
+
+def _port_from_binds(binds: list[str]) -> int:
+    for bind in binds:
+        _, _, port = bind.rpartition(":")
+        if port.isdigit():
+            return int(port)
+    raise SandboxError(f"sandbox HTTP server reported no port: {binds!r}")
+
+
+@asynccontextmanager
+async def open_sandbox(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    scenario: str = "empty",
+    heartbeat_interval_ms: int = 41250,
+    seed: int = 0,
+    media_backend: MediaBackend | None = None,
+) -> AsyncIterator[Sandbox]:
+    """Start the sandbox; on exit, close every gateway connection and stop the server."""
+    chosen = get_scenario(scenario)
+    ids = IdFactory(seed)
+    hub = DispatchHub()
+    world = World(hub, media_backend or NullMediaBackend(), ids)
+    await apply_setup(world, chosen)
+    gateway = GatewayServer(world, hub, ids, heartbeat_interval_ms)
+    api = RestApi(world)
+    app = build_app(api, [WebSocketRoute("/", gateway.handle)])
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.graceful_timeout = HTTP_GRACEFUL_TIMEOUT
+    config.errorlog = logging.getLogger("hypercorn.error")  # through clank's logging setup
+    config.accesslog = None
+    stop_http = trio.Event()
+    # cast: hypercorn's ASGI typing and Starlette's are structurally equal but nominally distinct.
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(partial(serve, cast(Any, app), config, shutdown_trigger=stop_http.wait))
+        bound_port = _port_from_binds(binds)
+        gateway.public_url = api.gateway_url = f"ws://{host}:{bound_port}/"
+        guild = world.default_guild
+        sandbox = Sandbox(
+            world=world,
+            faults=Faults(hub),
+            api_url=f"http://{host}:{bound_port}/api",
+            gateway_url=gateway.public_url,
+            token=world.our_user.token,
+            bot_token=world.bot_user.token,
+            our_user_id=world.our_user.id,
+            bot_user_id=world.bot_user.id,
+            guild_id=guild.id,
+            voice_channel_id=world.voice_channel_ids(guild.id)[0],
+            text_channel_id=world.text_channel_ids(guild.id)[0],
+        )
+        scenario_scope = trio.CancelScope()
+
+        async def run_chosen_scenario() -> None:
+            with scenario_scope:
+                await run_scenario(world, chosen, ids.choice_rng())
+
+        nursery.start_soon(run_chosen_scenario)
+        log.info("sandbox ready", api_url=sandbox.api_url, scenario=scenario)
+        try:
+            yield sandbox
+        finally:
+            scenario_scope.cancel()
+            gateway.shutdown()
+            stop_http.set()
+            nursery.cancel_scope.deadline = trio.current_time() + SHUTDOWN_TIMEOUT
+
+
+async def serve_sandbox_cli(host: str, port: int, scenario: str, *, out: TextIO | None = None) -> None:
+    """``clank sandbox``: print one JSON line of :meth:`Sandbox.info` when ready, run until cancelled."""
+    stream = out if out is not None else sys.stdout
+    async with open_sandbox(host=host, port=port, scenario=scenario) as sandbox:
+        stream.write(json.dumps(sandbox.info()) + "\n")
+        stream.flush()
+        await trio.sleep_forever()

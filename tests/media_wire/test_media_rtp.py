@@ -1,0 +1,192 @@
+"""RTP header, extensions, padding and the datagram demux."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from clank.errors import MalformedPacket, UsageError
+from clank.wire import ip_discovery, rtcp, udp_ping
+from clank.wire.rtp import (
+    ONE_BYTE_PROFILE,
+    VIDEO_EXTENSION,
+    PacketKind,
+    RtpExtension,
+    RtpHeader,
+    build_padding,
+    build_plain_packet,
+    classify,
+    strip_extension,
+    strip_padding,
+)
+
+OPUS_HEADER = bytes.fromhex("80780001000003c000003249")
+VIDEO_HEADER = bytes.fromhex("90e7000700000bb80000324abede0001")
+
+headers = st.builds(
+    RtpHeader,
+    payload_type=st.integers(0, 127),
+    sequence=st.integers(0, 0xFFFF),
+    timestamp=st.integers(0, 0xFFFFFFFF),
+    ssrc=st.integers(0, 0xFFFFFFFF),
+    marker=st.booleans(),
+    padding=st.booleans(),
+    csrcs=st.lists(st.integers(0, 0xFFFFFFFF), max_size=15).map(tuple),
+    extension_profile=st.one_of(st.none(), st.integers(0, 0xFFFF)),
+    extension_words=st.integers(0, 0xFFFF),
+).map(lambda h: h if h.extension_profile is not None else h._replace(extension_words=0))
+
+
+def test_opus_header_bytes() -> None:
+    header = RtpHeader(payload_type=120, sequence=1, timestamp=960, ssrc=12873)
+    assert header.serialize() == OPUS_HEADER
+    assert RtpHeader.parse(OPUS_HEADER + b"payload") == (header, 12)
+
+
+def test_video_header_with_extension_preamble() -> None:
+    header, clear_len = RtpHeader.parse(VIDEO_HEADER)
+    assert header == RtpHeader(
+        103, 7, 3000, 12874, marker=True, extension_profile=ONE_BYTE_PROFILE, extension_words=1
+    )
+    assert header.has_extension and clear_len == header.clear_len == 16
+    assert header.serialize() == VIDEO_HEADER
+
+
+def test_csrcs_and_extension_count_in_the_clear_length() -> None:
+    header = RtpHeader(96, 1, 2, 3, csrcs=(10, 11), extension_profile=0x1000, extension_words=3)
+    parsed, clear_len = RtpHeader.parse(header.serialize())
+    assert parsed == header
+    assert clear_len == 12 + 8 + 4
+
+
+@given(headers)
+def test_header_round_trip(header: RtpHeader) -> None:
+    wire = header.serialize()
+    assert RtpHeader.parse(wire) == (header, len(wire))
+    assert len(wire) == header.clear_len
+
+
+@given(headers)
+def test_every_truncation_of_a_header_is_malformed(header: RtpHeader) -> None:
+    wire = header.serialize()
+    for cut in range(len(wire)):
+        with pytest.raises(MalformedPacket):
+            RtpHeader.parse(wire[:cut])
+
+
+@given(st.binary(max_size=80))
+def test_parse_raises_only_malformed(data: bytes) -> None:
+    try:
+        header, clear_len = RtpHeader.parse(data)
+    except MalformedPacket:
+        return
+    assert clear_len <= len(data)
+    assert header.serialize() == data[:clear_len]
+
+
+def test_wrong_version_is_malformed() -> None:
+    with pytest.raises(MalformedPacket):
+        RtpHeader.parse(bytes([0x40]) + OPUS_HEADER[1:])
+
+
+def test_video_extension_is_what_senders_use() -> None:
+    assert RtpExtension(0xBEDE, bytes.fromhex("51000000")) == VIDEO_EXTENSION
+    assert VIDEO_EXTENSION.words == 1
+    assert VIDEO_EXTENSION.elements() == [(5, b"\x00\x00")]
+
+
+@given(st.lists(st.tuples(st.integers(1, 14), st.binary(min_size=1, max_size=16)), max_size=8))
+def test_one_byte_extension_round_trip(elements: list[tuple[int, bytes]]) -> None:
+    ext = RtpExtension.one_byte(elements)
+    assert len(ext.body) % 4 == 0
+    assert ext.elements() == elements
+
+
+@given(st.lists(st.tuples(st.integers(1, 255), st.binary(max_size=40)), max_size=6), st.integers(0, 15))
+def test_two_byte_extension_round_trip(elements: list[tuple[int, bytes]], appbits: int) -> None:
+    ext = RtpExtension.two_byte(elements, appbits)
+    assert ext.profile == 0x1000 | appbits
+    assert len(ext.body) % 4 == 0
+    # zero-length elements are indistinguishable from... nothing: they still round-trip by id
+    assert ext.elements() == elements
+
+
+def test_one_byte_stop_and_padding_elements() -> None:
+    ext = RtpExtension(ONE_BYTE_PROFILE, bytes.fromhex("00 10 aa 00 f0 ff".replace(" ", "")) + bytes(2))
+    assert ext.elements() == [(1, b"\xaa")]
+
+
+@pytest.mark.parametrize(
+    "ext",
+    [
+        RtpExtension(ONE_BYTE_PROFILE, bytes.fromhex("5f000000")),  # claims 16 data bytes
+        RtpExtension(0x1000, bytes.fromhex("01ff0000")),  # claims 255 data bytes
+        RtpExtension(0x1234, bytes(4)),  # unknown profile
+    ],
+)
+def test_bad_extension_blocks_are_malformed(ext: RtpExtension) -> None:
+    with pytest.raises(MalformedPacket):
+        ext.elements()
+
+
+@pytest.mark.parametrize("elements", [[(0, b"x")], [(15, b"x")], [(1, b"")], [(1, bytes(17))]])
+def test_invalid_one_byte_elements_are_usage_errors(elements: list[tuple[int, bytes]]) -> None:
+    with pytest.raises(UsageError):
+        RtpExtension.one_byte(elements)
+
+
+def test_strip_padding_cases() -> None:
+    assert strip_padding(b"abc" + build_padding(3)) == b"abc"
+    assert strip_padding(b"abc\x01") == b"abc"
+    assert strip_padding(b"abc\x00") == b"abc\x00"  # count 0: ignored
+    assert strip_padding(b"ab\x09") == b"ab\x09"  # count > length: ignored
+    assert strip_padding(build_padding(4)) == b""  # padding-only probe
+    assert strip_padding(b"") == b""
+
+
+@given(st.binary(max_size=40), st.integers(1, 255))
+def test_padding_round_trip(payload: bytes, count: int) -> None:
+    assert strip_padding(payload + build_padding(count)) == payload
+
+
+def test_strip_extension() -> None:
+    assert strip_extension(VIDEO_EXTENSION.body + b"nal", 1) == b"nal"
+    assert strip_extension(b"abcd", 1) == b""
+    with pytest.raises(MalformedPacket):
+        strip_extension(b"abc", 1)
+
+
+def test_plain_packet_layout() -> None:
+    header = RtpHeader(103, 7, 3000, 12874, marker=True)
+    wire = build_plain_packet(header, b"\x41\x9a", VIDEO_EXTENSION)
+    assert wire == VIDEO_HEADER + VIDEO_EXTENSION.body + b"\x41\x9a"
+
+
+def test_classify_each_kind() -> None:
+    assert classify(OPUS_HEADER + b"x") is PacketKind.RTP
+    assert classify(VIDEO_HEADER) is PacketKind.RTP
+    assert classify(ip_discovery.build_request(1)) is PacketKind.IP_DISCOVERY_REQUEST
+    assert classify(ip_discovery.build_response(1, "127.0.0.1", 5)) is PacketKind.IP_DISCOVERY_RESPONSE
+    assert classify(udp_ping.build_ping(3)) is PacketKind.PING
+    assert classify(udp_ping.build_pong(3)) is PacketKind.PING
+    assert classify(rtcp.ReceiverReport(1).serialize()) is PacketKind.RTCP
+    assert classify(rtcp.PictureLossIndication(1, 2).serialize()) is PacketKind.RTCP
+    assert classify(rtcp.GenericNack(1, 2, ((5, 0),)).serialize()) is PacketKind.RTCP
+    assert classify(b"") is PacketKind.UNKNOWN
+    assert classify(bytes(20)) is PacketKind.UNKNOWN
+
+
+@pytest.mark.parametrize("second_byte", [192, 200, 205, 206, 223])
+def test_rtcp_range_is_the_full_rfc5761_range(second_byte: int) -> None:
+    assert classify(bytes([0x80, second_byte]) + bytes(10)) is PacketKind.RTCP
+
+
+@pytest.mark.parametrize("second_byte", [0x78, 0x67, 0xE7, 191, 224])
+def test_media_payload_types_are_rtp(second_byte: int) -> None:
+    assert classify(bytes([0x80, second_byte]) + bytes(10)) is PacketKind.RTP
+
+
+@given(st.binary(max_size=100))
+def test_classify_is_total(data: bytes) -> None:
+    assert isinstance(classify(data), PacketKind)

@@ -1,0 +1,129 @@
+"""The trio UDP driver over real loopback sockets."""
+
+from __future__ import annotations
+
+import functools
+
+import trio
+import trio.testing
+
+from clank.crypto.transport import AES256_GCM_RTPSIZE, TransportCipher
+from clank.io.udp import DEFAULT_RCVBUF, Address, UdpEndpoint, discover_ip, open_udp_endpoint
+from clank.wire import ip_discovery
+from clank.wire.ip_discovery import DiscoveryRequest
+from clank.wire.rtp import PacketKind, RtpHeader, classify
+
+KEY = bytes(range(32))
+
+
+async def test_rcvbuf_is_raised() -> None:
+    with trio.fail_after(5):
+        async with open_udp_endpoint() as endpoint:
+            # Linux reports twice the requested size; anything below the request means it was capped.
+            assert endpoint.statistics().rcvbuf >= DEFAULT_RCVBUF
+            assert endpoint.local_address[0] == "127.0.0.1"
+
+
+async def test_drain_loop_receives_a_burst_inline() -> None:
+    count = 2000
+    received: list[bytes] = []
+    all_in = trio.Event()
+
+    with trio.fail_after(10):
+        async with open_udp_endpoint() as receiver:
+            async with open_udp_endpoint(receiver.local_address) as sender:
+
+                def handler(data: bytes, address: Address) -> None:
+                    assert address == sender.local_address
+                    received.append(data)
+                    if len(received) == count:
+                        all_in.set()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(receiver.drain_loop, handler)
+                    for i in range(count):
+                        assert sender.send_nowait(i.to_bytes(4, "big") + bytes(1096))
+                        if i % 200 == 199:
+                            await trio.lowlevel.checkpoint()
+                    await all_in.wait()
+                    nursery.cancel_scope.cancel()
+                stats = receiver.statistics()
+                assert stats.packets_received == count
+                assert stats.bytes_received == count * 1100
+                assert 1 <= stats.drain_batches < count  # batches, not one wakeup per packet
+                assert sender.statistics().packets_sent == count
+    assert [int.from_bytes(p[:4], "big") for p in received] == list(range(count))
+
+
+async def test_encrypted_rtp_over_loopback() -> None:
+    sealer = TransportCipher.create(AES256_GCM_RTPSIZE, KEY)
+    opener = TransportCipher.create(AES256_GCM_RTPSIZE, KEY)
+    payloads: list[tuple[int, bytes]] = []
+    done = trio.Event()
+
+    def handler(data: bytes, address: Address) -> None:
+        assert classify(data) is PacketKind.RTP
+        header, payload = opener.open_rtp(data)
+        payloads.append((header.sequence, payload))
+        if len(payloads) == 50:
+            done.set()
+
+    with trio.fail_after(10):
+        async with open_udp_endpoint() as receiver, open_udp_endpoint(receiver.local_address) as sender:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receiver.drain_loop, handler)
+                for seq in range(50):
+                    header = RtpHeader(120, seq, seq * 960, 12873).serialize()
+                    await sender.send(sealer.seal_rtp(header, b"opus%d" % seq))
+                await done.wait()
+                nursery.cancel_scope.cancel()
+    assert payloads == [(seq, b"opus%d" % seq) for seq in range(50)]
+
+
+async def _discovery_server(
+    server: UdpEndpoint, *, ignore_first: int, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    task_status.started()
+    seen = 0
+    while True:
+        data, address = await server.receive()
+        request = DiscoveryRequest.parse(data)
+        seen += 1
+        if seen <= ignore_first:
+            continue  # simulate a lost datagram
+        await server.sendto(b"\x80\x78" + bytes(20), address)  # unrelated media first
+        await server.sendto(ip_discovery.build_response(request.ssrc, address[0], address[1]), address)
+
+
+async def test_discover_ip_against_a_loopback_server() -> None:
+    with trio.fail_after(5):
+        async with open_udp_endpoint() as server, trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(_discovery_server, server, ignore_first=0))
+            async with open_udp_endpoint(server.local_address) as client:
+                assert await discover_ip(client, 12873) == client.local_address
+            nursery.cancel_scope.cancel()
+
+
+async def test_discover_ip_resends_after_a_lost_request(autojump_clock: trio.testing.MockClock) -> None:
+    autojump_clock.autojump_threshold = 0.005
+    with trio.fail_after(5):
+        async with open_udp_endpoint() as server, trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(_discovery_server, server, ignore_first=1))
+            async with open_udp_endpoint(server.local_address) as client:
+                assert await discover_ip(client, 7) == client.local_address
+                assert client.statistics().packets_sent >= 2
+            nursery.cancel_scope.cancel()
+
+
+async def test_icmp_refusal_is_counted_not_raised() -> None:
+    with trio.fail_after(5):
+        async with open_udp_endpoint() as gone:
+            dead_address = gone.local_address
+        async with open_udp_endpoint(dead_address) as endpoint:
+            for _ in range(5):
+                endpoint.send_nowait(b"hello?")
+                await trio.sleep(0.01)
+            stats = endpoint.statistics()
+            # Linux reports the ICMP error on the next send on a connected socket.
+            assert stats.send_dropped + stats.packets_sent == 5
+            assert stats.send_dropped >= 1

@@ -1,0 +1,104 @@
+"""Helpers for sandbox tests: a minimal raw gateway client over trio-websocket (not the product client)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+
+from clank.wire.gateway import ZlibStreamInflater
+
+
+class RawGateway:
+    """Reads and writes gateway frames as plain dicts; remembers the last ``s``."""
+
+    def __init__(self, ws: WebSocketConnection, compressed: bool) -> None:
+        self.ws = ws
+        self.inflater = ZlibStreamInflater() if compressed else None
+        self.seq: int | None = None
+        self.binary_frames = 0
+
+    async def recv(self) -> dict[str, Any]:
+        while True:
+            message = await self.ws.get_message()
+            if isinstance(message, bytes):
+                self.binary_frames += 1
+                assert self.inflater is not None, "binary frame on an uncompressed connection"
+                text = self.inflater.feed(message)
+                if text is None:
+                    continue
+            else:
+                text = message
+            frame: dict[str, Any] = json.loads(text)
+            if frame.get("s") is not None:
+                self.seq = frame["s"]
+            return frame
+
+    async def send(self, op: int, d: Any) -> None:
+        await self.ws.send_message(json.dumps({"op": op, "d": d}))
+
+    async def recv_until(self, predicate: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """Frames up to and including the first matching one."""
+        frames = []
+        while True:
+            frame = await self.recv()
+            frames.append(frame)
+            if predicate(frame):
+                return frames
+
+    async def recv_dispatch(self, event: str) -> dict[str, Any]:
+        frames = await self.recv_until(lambda f: f.get("t") == event)
+        return frames[-1]["d"]  # type: ignore[no-any-return]
+
+    async def hello(self) -> dict[str, Any]:
+        frame = await self.recv()
+        assert frame["op"] == 10, frame
+        return frame["d"]  # type: ignore[no-any-return]
+
+    async def identify(self, token: str, capabilities: int = 0) -> list[dict[str, Any]]:
+        """hello -> identify -> frames through the last GUILD_CREATE (one guild in the sandbox)."""
+        await self.hello()
+        await self.send(2, {"token": token, "capabilities": capabilities, "properties": {"os": "Linux"}})
+        return await self.recv_until(lambda f: f.get("t") == "GUILD_CREATE")
+
+    async def expect_close(self) -> int | None:
+        """Read until the server closes; return its close code."""
+        try:
+            while True:
+                await self.ws.get_message()
+        except ConnectionClosed as exc:
+            return exc.reason.code
+
+
+@asynccontextmanager
+async def connect_gateway(url: str, *, compress: bool = False, version: int = 9) -> AsyncIterator[RawGateway]:
+    query = f"?v={version}&encoding=json" + ("&compress=zlib-stream" if compress else "")
+    async with open_websocket_url(url + query) as ws:
+        yield RawGateway(ws, compress)
+
+
+@pytest.fixture
+def gateway_connect() -> Callable[..., Any]:
+    return connect_gateway
+
+
+@pytest.fixture
+def time_limit() -> float:
+    return 10.0
+
+
+def dispatches(frames: list[dict[str, Any]]) -> list[str]:
+    return [f["t"] for f in frames if f["op"] == 0]
+
+
+@pytest.fixture
+def dispatch_names() -> Callable[[list[dict[str, Any]]], list[str]]:
+    return dispatches
+
+
+__all__ = ["RawGateway", "connect_gateway", "trio"]
