@@ -20,6 +20,7 @@ from pathlib import Path
 import av
 import simplejpeg
 import trio
+from PIL import Image
 
 from clank.io.decode_worker import DecodedImage, open_decode_worker
 from clank.media.decoder import DecodedFrame, VideoCodec, VideoDecoder
@@ -91,6 +92,10 @@ def cpu_per_call(function: Callable[[av.VideoFrame], object], frames: list[av.Vi
     return (time.process_time() - started) / len(frames)
 
 
+def _to_image(frame: av.VideoFrame) -> Image.Image:
+    return frame.to_image()  # type: ignore[no-untyped-call,no-any-return]
+
+
 def jpeg_paths(frames: list[av.VideoFrame]) -> None:
     def pillow(image: object) -> bytes:
         buffer = io.BytesIO()
@@ -115,9 +120,9 @@ def jpeg_path_table(
         ),
         frames,
     )
-    rgb_pillow = cpu_per_call(lambda f: pillow(f.reformat(*size, format="rgb24").to_image()), frames)
+    rgb_pillow = cpu_per_call(lambda f: pillow(_to_image(f.reformat(*size, format="rgb24"))), frames)
     to_image = cpu_per_call(
-        lambda f: pillow(f.to_image() if size == (WIDTH, HEIGHT) else f.to_image().resize(size)), frames
+        lambda f: pillow(_to_image(f) if size == (WIDTH, HEIGHT) else _to_image(f).resize(size)), frames
     )
     print(f" JPEG path, {label} (CPU ms per picture; ratio vs simplejpeg planes):")
     line("simplejpeg from I420 planes (chosen, video range)", f"{planes * 1e3:.2f} ms", "1.00x")
@@ -169,14 +174,15 @@ def main() -> None:
     synth = ScreenSynth(WIDTH, HEIGHT, fps=FPS, scene_seconds=2.0)
     print(f"clank media bench: {WIDTH}x{HEIGHT}@{FPS} synthetic screen content, {SECONDS} s of video")
     print(f" PyAV {av.__version__}; ffmpeg binary: {shutil.which('ffmpeg') or 'not installed'}")
-    streams = {codec: encode_stream(codec, synth) for codec in ("h264", "vp8")}
-    decode_only: dict[str, float] = {}
+    codecs: tuple[VideoCodec, ...] = ("h264", "vp8")
+    streams: dict[VideoCodec, list[EncodedFrame]] = {codec: encode_stream(codec, synth) for codec in codecs}
+    decode_only: dict[VideoCodec, float] = {}
     decoded_720p: list[av.VideoFrame] = []
     print(" Decode only (1 thread), CPU per second of video:")
     for codec, stream in streams.items():
         bitrate = sum(len(f.data) for f in stream) * 8 / SECONDS / 1e6
-        decode_cpu(codec, stream)  # type: ignore[arg-type]  # warm-up
-        cpu, frames = decode_cpu(codec, stream)  # type: ignore[arg-type]
+        decode_cpu(codec, stream)  # warm-up
+        cpu, frames = decode_cpu(codec, stream)
         decode_only[codec] = cpu
         goal = "notes: H264 720p screen ~0.6 ms/frame" if codec == "h264" else "notes: VP8 1.4-1.7x H264"
         line(
@@ -186,7 +192,7 @@ def main() -> None:
         )
         if codec == "h264":
             decoded_720p = [f.image for f in frames]
-        ffmpeg = ffmpeg_cpu(stream, codec)  # type: ignore[arg-type]
+        ffmpeg = ffmpeg_cpu(stream, codec)
         if ffmpeg is not None:
             line(f"ffmpeg -threads 1 {codec}", f"{ffmpeg / SECONDS * 1e3:.1f} ms/s", "PyAV should match")
     line("VP8 / H264 decode CPU", f"{decode_only['vp8'] / decode_only['h264']:.2f}x", "notes: 1.4-1.7x")
@@ -198,7 +204,7 @@ def main() -> None:
     for codec, stream in streams.items():
         decode_runs, pipeline_runs = [], []
         for _ in range(3):
-            decode_runs.append(decode_cpu(codec, stream)[0])  # type: ignore[arg-type]
+            decode_runs.append(decode_cpu(codec, stream)[0])
             cpu, emitted = trio.run(pipeline_cpu, codec, stream)
             pipeline_runs.append(cpu)
         ratio = min(pipeline_runs) / min(decode_runs)

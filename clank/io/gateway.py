@@ -286,10 +286,7 @@ class GatewayClient:
             deadline = self._core.next_deadline()
             with trio.move_on_at(math.inf if deadline is None else deadline):
                 await wake.wait()
-            events = self._core.tick(trio.current_time())
-            if any(isinstance(e, Close) for e in events):
-                log.warning("gateway closing", reason=next(e.reason for e in events if isinstance(e, Close)))
-            await self._handle(ws, events)
+            await self._handle(ws, self._core.tick(trio.current_time()))
 
     def _poke_timer(self) -> None:
         self._wake_timer.set()

@@ -52,14 +52,16 @@ def _encode(codec: str, options: dict[str, str], count: int) -> list[bytes]:
 @functools.cache
 def h264_access_units(count: int = 30) -> tuple[bytes, ...]:
     """Annex-B access units from libx264 (baseline, keyframe every 10 frames)."""
-    options = {"profile": "baseline", "preset": "ultrafast", "tune": "zerolatency", "g": "10"}
+    options = {"profile": "baseline", "preset": "ultrafast", "tune": "zerolatency", "g": "10", "threads": "1"}
     return tuple(_encode("libx264", options, count))
 
 
 @functools.cache
 def vp8_frames(count: int = 30) -> tuple[bytes, ...]:
     """VP8 frames from libvpx (keyframe every 10 frames)."""
-    return tuple(_encode("libvpx", {"g": "10", "deadline": "realtime", "cpu-used": "8"}, count))
+    return tuple(
+        _encode("libvpx", {"g": "10", "deadline": "realtime", "cpu-used": "8", "threads": "1"}, count)
+    )
 
 
 def rtp_packets(

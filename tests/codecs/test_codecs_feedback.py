@@ -39,7 +39,9 @@ def test_retries_every_interval_then_gives_up() -> None:
 
 
 def test_max_retries_limits_attempts() -> None:
-    scheduler = NackScheduler(NackPolicy(first_delay=0.0, retry_interval=0.01, give_up_after=10, max_retries=2))
+    scheduler = NackScheduler(
+        NackPolicy(first_delay=0.0, retry_interval=0.01, give_up_after=10, max_retries=2)
+    )
     sent = [scheduler.poll([1], now=t / 100) for t in range(10)]
     assert sum(bool(s) for s in sent) == 2
 
@@ -62,8 +64,9 @@ def test_seqs_that_stop_missing_are_forgotten() -> None:
 
 def test_rate_limit_caps_nack_packets_per_second() -> None:
     scheduler = NackScheduler(
-        NackPolicy(first_delay=0.0, retry_interval=0.0, give_up_after=100, max_retries=1000,
-                   max_packets_per_second=5)
+        NackPolicy(
+            first_delay=0.0, retry_interval=0.0, give_up_after=100, max_retries=1000, max_packets_per_second=5
+        )
     )
     sent = sum(bool(scheduler.poll([1], now=t / 1000)) for t in range(0, 2000))
     # burst of 5 plus 5 per second for the remaining ~2 s
@@ -130,7 +133,9 @@ def test_new_need_after_a_keyframe_respects_min_interval() -> None:
 
 
 def test_fir_sequence_numbers_increment_and_wrap() -> None:
-    requester = KeyframeRequester(KeyframePolicy(kind=KeyframeRequestKind.FIR, min_interval=0, repeat_interval=0))
+    requester = KeyframeRequester(
+        KeyframePolicy(kind=KeyframeRequestKind.FIR, min_interval=0, repeat_interval=0)
+    )
     requester.need(KeyframeReason.GAP, 0.0)
     numbers = []
     for step in range(258):

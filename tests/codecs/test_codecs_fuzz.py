@@ -14,9 +14,9 @@ from clank.codecs.vp8 import Vp8Depacketizer
 # Payloads whose first byte is often a meaningful H264 type or VP8 descriptor.
 payloads = st.one_of(
     st.binary(max_size=24),
-    st.tuples(st.sampled_from([0x05, 0x07, 0x18, 0x1C, 0x19, 0x1F, 0x90, 0x10, 0x80]), st.binary(max_size=24)).map(
-        lambda t: bytes([t[0]]) + t[1]
-    ),
+    st.tuples(
+        st.sampled_from([0x05, 0x07, 0x18, 0x1C, 0x19, 0x1F, 0x90, 0x10, 0x80]), st.binary(max_size=24)
+    ).map(lambda t: bytes([t[0]]) + t[1]),
 )
 packets = st.builds(
     MediaPacket,
@@ -31,7 +31,9 @@ steps = st.lists(st.tuples(packets, st.floats(0, 0.2)), max_size=60)
 def check_assembler(assembler: FrameAssembler, frames: list[AssembledFrame]) -> None:
     frames += assembler.flush()
     stats = assembler.statistics()
-    assert stats.packets == stats.accepted + stats.malformed + stats.unsupported + stats.duplicates + stats.empty
+    assert (
+        stats.packets == stats.accepted + stats.malformed + stats.unsupported + stats.duplicates + stats.empty
+    )
     assert stats.frames_started == stats.frames_complete + stats.frames_dropped
     assert all(f.complete for f in frames)
     assert len(frames) == stats.frames_complete
@@ -85,7 +87,9 @@ def test_reorder_buffer_and_depacketizers_never_raise(
     check_assembler(vp8, vp8_frames)
 
 
-@given(st.lists(st.one_of(packets, st.builds(Gap, st.integers(0, 65535), st.integers(0, 5), st.just("lost")))))
+@given(
+    st.lists(st.one_of(packets, st.builds(Gap, st.integers(0, 65535), st.integers(0, 5), st.just("lost"))))
+)
 def test_depacketizers_accept_any_direct_input(items: list[MediaPacket | Gap]) -> None:
     for assembler in (H264Depacketizer(), Vp8Depacketizer(deliver_incomplete=True)):
         frames: list[AssembledFrame] = []
@@ -94,5 +98,8 @@ def test_depacketizers_accept_any_direct_input(items: list[MediaPacket | Gap]) -
         frames += assembler.flush()
         stats = assembler.statistics()
         assert stats.packets == sum(isinstance(i, MediaPacket) for i in items)
-        assert stats.packets == stats.accepted + stats.malformed + stats.unsupported + stats.duplicates + stats.empty
+        assert (
+            stats.packets
+            == stats.accepted + stats.malformed + stats.unsupported + stats.duplicates + stats.empty
+        )
         assert stats.frames_started == stats.frames_complete + stats.frames_dropped

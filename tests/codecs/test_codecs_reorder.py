@@ -12,8 +12,10 @@ def pkt(seq: int) -> MediaPacket:
 
 
 def seqs(items: list[MediaPacket | Gap]) -> list[object]:
-    return [item.seq if isinstance(item, MediaPacket) else (item.first_seq, item.count, item.reason)
-            for item in items]
+    return [
+        item.seq if isinstance(item, MediaPacket) else (item.first_seq, item.count, item.reason)
+        for item in items
+    ]
 
 
 def test_in_order_packets_are_released_immediately() -> None:

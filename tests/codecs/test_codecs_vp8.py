@@ -42,8 +42,12 @@ def test_packetizer_rejects_bad_arguments() -> None:
         (b"\x03", dict(start=False, partition=3, size=1)),
         (b"\x90\x80\x05", dict(picture_id=5, size=3)),
         (b"\x90\x80\xff\xff", dict(picture_id=0x7FFF, size=4)),
-        (b"\xb0\xf0\x81\x02\x07\xe3", dict(non_reference=True, picture_id=0x102, tl0_pic_idx=7, tid=3,
-                                           layer_sync=True, key_idx=3, size=6)),
+        (
+            b"\xb0\xf0\x81\x02\x07\xe3",
+            dict(
+                non_reference=True, picture_id=0x102, tl0_pic_idx=7, tid=3, layer_sync=True, key_idx=3, size=6
+            ),
+        ),
         (b"\x90\x10\x1f", dict(tid=None, key_idx=31, size=3)),
     ],
 )
@@ -115,7 +119,7 @@ def test_libvpx_stream_round_trips_with_reordering_and_duplicates() -> None:
 
 def test_libvpx_stream_with_loss_only_yields_intact_frames() -> None:
     frames_in = vp8_frames()
-    packets = rtp_packets([packetize_vp8(frame, index, mtu=400) for index, frame in enumerate(frames_in)])
+    packets = rtp_packets([packetize_vp8(frame, index, mtu=200) for index, frame in enumerate(frames_in)])
     delivered = lossy_channel(packets, random.Random(5), drop=0.05, reorder_window=2)
     depacketizer = Vp8Depacketizer()
     frames = run_through(delivered, depacketizer.push)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import random
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
 import trio
 import trio.testing
 
-from clank.errors import AuthenticationFailed, TransportError
+from clank.errors import AuthenticationFailed, TransportError, UsageError
 from clank.io.gateway import Dispatch, GatewayClient, GatewayStatistics, open_gateway_client
 from clank.protocol.gateway import BackoffPolicy, Phase
 from clank.sandbox.app import Sandbox, open_sandbox
@@ -32,8 +32,12 @@ async def sandbox_and_client(
     *, compress: bool = False, seed: int = 0
 ) -> AsyncIterator[tuple[Sandbox, GatewayClient]]:
     async with (
-        open_sandbox(host="127.0.0.1", port=0, scenario="empty", heartbeat_interval_ms=41250, seed=seed) as sb,
-        open_gateway_client(url=sb.gateway_url, token=sb.token, compress=compress, rng=random.Random(seed)) as gw,
+        open_sandbox(
+            host="127.0.0.1", port=0, scenario="empty", heartbeat_interval_ms=41250, seed=seed
+        ) as sb,
+        open_gateway_client(
+            url=sb.gateway_url, token=sb.token, compress=compress, rng=random.Random(seed)
+        ) as gw,
     ):
         yield sb, gw
 
@@ -53,11 +57,16 @@ def assert_contiguous(seqs: list[int]) -> None:
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
 
 
-async def wait_for_stat(gw: GatewayClient, predicate: object) -> GatewayStatistics:
-    assert callable(predicate)
-    while not predicate(gw.statistics()):
+async def wait_for_stat(
+    gw: GatewayClient, predicate: Callable[[GatewayStatistics], bool]
+) -> GatewayStatistics:
+    """Poll the client's statistics (virtual time, so cheap) until ``predicate`` holds."""
+    for _ in range(100_000):
+        stats = gw.statistics()
+        if predicate(stats):
+            return stats
         await trio.sleep(0.5)
-    return gw.statistics()
+    raise AssertionError("statistics never matched")
 
 
 async def test_identify_ready_and_guild_create(loopback_clock: trio.testing.MockClock) -> None:
@@ -104,7 +113,9 @@ async def test_server_heartbeat_request_is_answered(loopback_clock: trio.testing
             await wait_for_stat(gw, lambda s: s.heartbeats_sent > before)
 
 
-async def test_zombie_connection_resumes_without_losing_dispatches(loopback_clock: trio.testing.MockClock) -> None:
+async def test_zombie_connection_resumes_without_losing_dispatches(
+    loopback_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(600):
         async with sandbox_and_client() as (sb, gw):
             with gw.subscribe(buffer=1024) as dispatches:
@@ -208,7 +219,9 @@ def closed_port() -> int:
     return port
 
 
-async def test_unreachable_gateway_fails_after_bounded_backoff(loopback_clock: trio.testing.MockClock) -> None:
+async def test_unreachable_gateway_fails_after_bounded_backoff(
+    loopback_clock: trio.testing.MockClock,
+) -> None:
     backoff = BackoffPolicy(initial=1.0, cap=4.0, multiplier=2.0, jitter=0.5)
     with trio.fail_after(120):
         start = trio.current_time()
@@ -226,7 +239,9 @@ async def test_unreachable_gateway_fails_after_bounded_backoff(loopback_clock: t
     assert 4.0 <= elapsed <= 7.0 + 0.5
 
 
-async def test_slow_subscriber_drops_while_others_get_everything(loopback_clock: trio.testing.MockClock) -> None:
+async def test_slow_subscriber_drops_while_others_get_everything(
+    loopback_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(60):
         async with sandbox_and_client() as (sb, gw):
             with gw.subscribe(buffer=1) as _slow, gw.subscribe(events={"VOICE_STATE_UPDATE"}) as fast:
@@ -234,7 +249,9 @@ async def test_slow_subscriber_drops_while_others_get_everything(loopback_clock:
                 for name in ("alice", "bob", "carol"):
                     await sb.world.join_voice(simulated_user(sb, name), sb.voice_channel_id)
                 got = [await fast.receive() for _ in range(3)]
-                assert {d.data["user_id"] for d in got} == {simulated_user(sb, n) for n in ("alice", "bob", "carol")}
+                assert {d.data["user_id"] for d in got} == {
+                    simulated_user(sb, n) for n in ("alice", "bob", "carol")
+                }
                 stats = gw.statistics()
                 assert stats.subscriber_drops[0] >= 2
                 assert stats.subscriber_drops[1] == 0
@@ -263,3 +280,33 @@ async def test_voice_and_stream_senders_reach_the_world(loopback_clock: trio.tes
                 while left.data["channel_id"] is not None:
                     left = await next_named(dispatches, "VOICE_STATE_UPDATE")
             assert sb.world.voice_state(sb.our_user_id) is None
+
+
+async def test_control_sends_wait_out_a_reconnect(loopback_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(60):
+        async with sandbox_and_client() as (sb, gw):
+            with gw.subscribe(events={"VOICE_STATE_UPDATE", "RESUMED"}) as dispatches:
+                await gw.wait_ready()
+                sb.faults.invalidate_session(sb.our_user_id, True)  # 1-5 s without a usable socket
+                await trio.sleep(0.5)
+                assert gw.statistics().state is not Phase.CONNECTED
+                await gw.update_voice_state(sb.guild_id, sb.voice_channel_id)
+                names = [(await dispatches.receive()).name for _ in range(2)]
+            assert names == ["RESUMED", "VOICE_STATE_UPDATE"]
+            state = sb.world.voice_state(sb.our_user_id)
+            assert state is not None
+            assert state.channel_id == sb.voice_channel_id
+
+
+async def test_errors_of_the_block_pass_through_unwrapped(loopback_clock: trio.testing.MockClock) -> None:
+    class Boom(Exception):
+        pass
+
+    with trio.fail_after(60):
+        async with open_sandbox(host="127.0.0.1", port=0, scenario="empty", seed=0) as sb:
+            with pytest.raises(Boom):
+                async with open_gateway_client(url=sb.gateway_url, token=sb.token) as gw:
+                    await gw.wait_ready()
+                    raise Boom
+            with pytest.raises(UsageError):
+                await gw.wait_ready()  # the client is closed once its block has ended

@@ -293,8 +293,9 @@ def test_op7_reconnects_at_once_and_resumes_with_replay() -> None:
     assert core.receive_text(text(Op.DISPATCH, {}, s=4, t="C"), 3.1) == [Dispatch("C", {}, 4)]
     events = core.receive_text(text(Op.DISPATCH, None, s=5, t="RESUMED"), 3.2)
     assert events == [Resumed(replayed=2), Dispatch("RESUMED", None, 5)]
-    assert core.phase is Phase.CONNECTED
-    assert core.statistics().resumes == 1
+    stats = core.statistics()  # (read via statistics(): mypy narrowed core.phase above)
+    assert stats.phase is Phase.CONNECTED
+    assert stats.resumes == 1
 
 
 @given(seed=st.integers(0, 2**32 - 1))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
 from clank.wire.gateway import ZlibStreamInflater
 
@@ -77,9 +78,25 @@ class RawGateway:
 
 @asynccontextmanager
 async def connect_gateway(url: str, *, compress: bool = False, version: int = 9) -> AsyncIterator[RawGateway]:
-    query = f"?v={version}&encoding=json" + ("&compress=zlib-stream" if compress else "")
-    async with open_websocket_url(url + query) as ws:
-        yield RawGateway(ws, compress)
+    """Connect to ``url`` (``ws://host:port/``).
+
+    We own the TCP stream ourselves: trio-websocket 0.12's client does not close its socket when
+    the *server* closes first (ResourceWarning), so the stream is closed here explicitly.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    assert parsed.hostname is not None and parsed.port is not None
+    resource = (parsed.path or "/") + f"?v={version}&encoding=json" + ("&compress=zlib-stream" if compress else "")
+    async with trio.open_nursery() as nursery:
+        stream = await trio.open_tcp_stream(parsed.hostname, parsed.port)
+        try:
+            ws = await wrap_client_stream(nursery, stream, parsed.hostname, resource)
+            try:
+                yield RawGateway(ws, compress)
+            finally:
+                with trio.move_on_after(2, shield=True):
+                    await ws.aclose()
+        finally:
+            await stream.aclose()
 
 
 @pytest.fixture

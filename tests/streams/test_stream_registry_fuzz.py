@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -197,3 +198,5 @@ class RegistryMachine(RuleBasedStateMachine):
 
 
 TestRegistryMachine = RegistryMachine.TestCase
+# Bounded: a few seconds per run; CLANK_HYPOTHESIS_EXAMPLES still scales the profile elsewhere.
+TestRegistryMachine.settings = settings(max_examples=60, stateful_step_count=30)
