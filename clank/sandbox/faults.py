@@ -58,10 +58,10 @@ class Faults:
 
     def delay_dispatch(self, event_name: str, seconds: float) -> None:
         """Hold every future ``event_name`` dispatch (and what follows it) for ``seconds``; 0 clears."""
-        log.info("fault: delay dispatch", event=event_name, seconds=seconds)
+        log.info("fault: delay dispatch", dispatch=event_name, seconds=seconds)
         self._hub.delay(event_name, seconds)
 
     def drop_dispatch(self, event_name: str, count: int = 1) -> None:
         """Never deliver the next ``count`` ``event_name`` events (to anyone)."""
-        log.info("fault: drop dispatch", event=event_name, count=count)
+        log.info("fault: drop dispatch", dispatch=event_name, count=count)
         self._hub.drop_next(event_name, count)
