@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import random
@@ -90,7 +91,7 @@ async def test_serve_sandbox_cli_prints_one_json_line() -> None:
     out = io.StringIO()
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(serve_sandbox_cli, "127.0.0.1", 0, "streamer", out)
+            nursery.start_soon(functools.partial(serve_sandbox_cli, "127.0.0.1", 0, "streamer", out=out))
             while not out.getvalue().endswith("\n"):
                 await trio.sleep(0.01)
             info = json.loads(out.getvalue())

@@ -210,8 +210,8 @@ def test_text_frame_parser_raises_only_malformed_message(data: bytes | str) -> N
 
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | st.text(max_size=6),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=5),
-    max_leaves=16,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
 )
 _KEYS = st.sampled_from(
     [
@@ -243,14 +243,15 @@ _KEYS = st.sampled_from(
         "123",
     ]
 )
-_PAYLOADS = _JSON | st.dictionaries(_KEYS, _JSON, max_size=8)
+_PAYLOADS = _JSON | st.dictionaries(_KEYS, _JSON, max_size=6)
 _TYPES = sorted({type(v) for v in SAMPLES} | {vg.MediaSinkWants}, key=lambda t: t.__name__)
 
 
-@pytest.mark.parametrize("kind", _TYPES, ids=lambda t: t.__name__)
 @given(d=_PAYLOADS)
-def test_payload_parsers_raise_only_malformed_message(kind: Any, d: Any) -> None:
-    try:
-        kind.parse(d)
-    except MalformedMessage as exc:
-        assert exc.close_code == 4002
+def test_payload_parsers_raise_only_malformed_message(d: Any) -> None:
+    # Generation dominates the cost, so every parser sees every generated payload.
+    for kind in _TYPES:
+        try:
+            kind.parse(d)
+        except MalformedMessage as exc:
+            assert exc.close_code == 4002
