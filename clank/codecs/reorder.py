@@ -35,6 +35,10 @@ _LOST_MEMORY = 1024
 
 @attrs.frozen
 class ReorderStatistics:
+    """``received`` = ``released`` + sum(``dropped``) + ``buffered``. ``reordered``: arrived after a
+    higher seq; ``recovered``: arrived after ``missing()`` had reported it (e.g. answered by RTX);
+    ``lost``: seqs released as Gaps."""
+
     received: int
     released: int
     duplicates: int
@@ -61,6 +65,7 @@ class ReorderBuffer:
         self._reported_missing: set[int] = set()
         self._recently_lost: OrderedDict[int, None] = OrderedDict()
         self._next: int | None = None  # extended seq of the next packet to release
+        self._origin = 0  # extended seq the stream (re)started at; anything older is stale
         self._highest = 0
         self._probation: int | None = None  # u16 seq that would confirm a jump
         self._ready: list[MediaPacket | Gap] = []
@@ -147,6 +152,7 @@ class ReorderBuffer:
     def _start_at(self, seq: int) -> None:
         # Start one cycle up so packets from "before" the first one never go negative.
         self._next = SEQ_MOD + seq
+        self._origin = self._next
         self._highest = self._next - 1
 
     def _extend(self, seq: int) -> int:
@@ -176,7 +182,7 @@ class ReorderBuffer:
     def _drop_old(self, ext: int) -> None:
         if ext in self._recently_lost:
             self._dropped[DROP_TOO_LATE] += 1
-        elif self._next is not None and self._next - ext <= self._capacity:
+        elif self._next is not None and ext >= self._origin and self._next - ext <= self._capacity:
             self._duplicates += 1
             self._dropped[DROP_DUPLICATE] += 1
         else:

@@ -148,3 +148,38 @@ def test_fir_sequence_numbers_increment_and_wrap() -> None:
 def test_bad_keyframe_policy_is_a_usage_error() -> None:
     with pytest.raises(UsageError):
         KeyframeRequester(KeyframePolicy(min_interval=3, repeat_interval=2))
+
+
+def test_depacketizer_loss_drives_keyframe_requests() -> None:
+    from clank.codecs.annexb import join_nals
+    from clank.codecs.h264 import H264Depacketizer, packetize_h264
+    from clank.codecs.packet import Gap
+
+    idr = b"\x65\x88" + bytes(range(1, 200)) * 3
+    payloads = packetize_h264(join_nals([idr]), mtu=100)
+    depacketizer = H264Depacketizer()
+    requester = KeyframeRequester()
+    now = 0.0
+
+    def deliver(seq0: int, ts: int, skip: int | None = None) -> None:
+        for index, payload in enumerate(payloads):
+            item = (
+                Gap(seq0 + index, 1, "lost")
+                if index == skip
+                else MediaPacket(seq0 + index, ts, index == len(payloads) - 1, payload)
+            )
+            if depacketizer.push(item) and not depacketizer.keyframe_needed:
+                requester.keyframe_received()
+        if depacketizer.keyframe_needed:
+            requester.need(KeyframeReason.GAP, now)
+
+    assert depacketizer.keyframe_needed  # on join
+    requester.need(KeyframeReason.JOIN, now)
+    assert requester.poll(now) is not None
+    deliver(0, 0)
+    assert not requester.waiting
+    now = 5.0
+    deliver(len(payloads), 3000, skip=2)
+    assert requester.waiting
+    request = requester.poll(now)
+    assert request is not None and request.reason is KeyframeReason.GAP

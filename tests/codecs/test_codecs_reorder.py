@@ -139,3 +139,11 @@ def test_bad_configuration_is_a_usage_error() -> None:
         ReorderBuffer(capacity=0)
     with pytest.raises(UsageError):
         ReorderBuffer(capacity=100, max_jump=10)
+
+
+def test_packet_older_than_the_first_one_is_stale_not_a_duplicate() -> None:
+    buffer = ReorderBuffer()
+    buffer.insert(pkt(500), 0.0)
+    buffer.insert(pkt(499), 0.0)
+    assert seqs(buffer.pop_ready(0.0)) == [500]
+    assert buffer.statistics().dropped == {"stale": 1}

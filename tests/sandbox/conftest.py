@@ -85,7 +85,9 @@ async def connect_gateway(url: str, *, compress: bool = False, version: int = 9)
     """
     parsed = urllib.parse.urlsplit(url)
     assert parsed.hostname is not None and parsed.port is not None
-    resource = (parsed.path or "/") + f"?v={version}&encoding=json" + ("&compress=zlib-stream" if compress else "")
+    resource = (
+        (parsed.path or "/") + f"?v={version}&encoding=json" + ("&compress=zlib-stream" if compress else "")
+    )
     async with trio.open_nursery() as nursery:
         stream = await trio.open_tcp_stream(parsed.hostname, parsed.port)
         try:

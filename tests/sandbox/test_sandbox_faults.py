@@ -80,7 +80,9 @@ async def test_drop_dispatch(gateway_connect: Any) -> None:
             assert frame["t"] == "VOICE_STATE_UPDATE"
             assert frame["d"]["user_id"] == alice
             # Only one was dropped.
-            await gw.send(4, {"guild_id": sb.guild_id, "channel_id": sb.world.voice_channel_ids(sb.guild_id)[1]})
+            await gw.send(
+                4, {"guild_id": sb.guild_id, "channel_id": sb.world.voice_channel_ids(sb.guild_id)[1]}
+            )
             frames = await gw.recv_until(lambda f: f.get("t") == "VOICE_SERVER_UPDATE")
             assert frames[-1]["d"]["guild_id"] == sb.guild_id
 

@@ -10,6 +10,7 @@ import trio
 
 from clank.sandbox.app import open_sandbox
 from clank.sandbox.gateway import CLOSE_CODES, OP_RULES
+from clank.sandbox.hub import REPLAY_BUFFER_SIZE
 from clank.sandbox.model import guild_stream_key
 
 
@@ -126,7 +127,12 @@ async def test_voice_join_and_leave(gateway_connect: Any) -> None:
         ):
             await ours.identify(sb.token)
             await bot.identify(sb.bot_token)
-            join = {"guild_id": sb.guild_id, "channel_id": sb.voice_channel_id, "self_mute": False, "self_deaf": True}
+            join = {
+                "guild_id": sb.guild_id,
+                "channel_id": sb.voice_channel_id,
+                "self_mute": False,
+                "self_deaf": True,
+            }
             await ours.send(4, join)
             frames = [await ours.recv(), await ours.recv()]
             by_name = {f["t"]: f["d"] for f in frames}
@@ -201,7 +207,9 @@ async def test_watch_refused_with_stream_delete(
             if join:
                 await _join(gw, sb.guild_id, sb.voice_channel_id)
             alice = sb.world.user_by_name("alice").id
-            key = guild_stream_key(sb.guild_id, sb.voice_channel_id, alice) if key_kind == "valid" else "nope:1"
+            key = (
+                guild_stream_key(sb.guild_id, sb.voice_channel_id, alice) if key_kind == "valid" else "nope:1"
+            )
             await gw.send(20, {"stream_key": key})
             frame = await gw.recv()
             assert frame["t"] == "STREAM_DELETE"
@@ -329,7 +337,9 @@ async def test_unsupported_version_is_4012(gateway_connect: Any) -> None:
             assert await gw.expect_close() == 4012
 
 
-async def test_heartbeat_timeout_closes_4009(gateway_connect: Any, autojump_clock: trio.testing.MockClock) -> None:
+async def test_heartbeat_timeout_closes_4009(
+    gateway_connect: Any, autojump_clock: trio.testing.MockClock
+) -> None:
     autojump_clock.autojump_threshold = 0.05  # real sockets: only jump when really idle
     with trio.fail_after(300):
         async with open_sandbox(heartbeat_interval_ms=1000) as sb, gateway_connect(sb.gateway_url) as gw:
@@ -354,3 +364,14 @@ def test_close_code_table_is_consistent() -> None:
     for op, rule in OP_RULES.items():
         assert op not in (0, 7, 9, 10, 11), "server-to-client ops must not be accepted"
         assert rule.needs_session or op in (1, 2, 6)
+
+
+async def test_client_too_far_behind_is_disconnected_without_blocking_the_world(gateway_connect: Any) -> None:
+    with trio.fail_after(10):
+        async with open_sandbox() as sb, gateway_connect(sb.gateway_url) as gw:
+            await gw.identify(sb.token)
+            # The world never waits for a client: thousands of events are queued without a checkpoint.
+            for n in range(REPLAY_BUFFER_SIZE + 100):
+                sb.world.hub.dispatch("TEST_EVENT", {"n": n}, users=[sb.our_user_id])
+            assert await gw.expect_close() == 4000
+            assert sb.world.hub.statistics().sessions == 0

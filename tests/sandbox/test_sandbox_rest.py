@@ -114,7 +114,9 @@ async def test_post_and_get_messages() -> None:
                 assert posted.status_code == 200
                 assert posted.json()["content"] == text
                 assert posted.json()["author"]["id"] == sb.our_user_id
-            listed = await client.get(url, params={"limit": 5}, headers={"Authorization": f"Bot {sb.bot_token}"})
+            listed = await client.get(
+                url, params={"limit": 5}, headers={"Authorization": f"Bot {sb.bot_token}"}
+            )
             assert [m["content"] for m in listed.json()] == ["second", "first"]
             one = await client.get(url, params={"limit": 1}, headers={"Authorization": sb.token})
             assert [m["content"] for m in one.json()] == ["second"]

@@ -59,7 +59,9 @@ async def test_demo_scenario_plays_out(autojump_clock: trio.testing.MockClock) -
             bob_state = sb.world.voice_state(bob)
             assert bob_state is not None
             assert bob_state.self_video
-            assert [m.content for m in sb.world.messages(sb.text_channel_id)] == ["hey, let me show you something"]
+            assert [m.content for m in sb.world.messages(sb.text_channel_id)] == [
+                "hey, let me show you something"
+            ]
 
 
 def _world(seed: int) -> World:
@@ -74,7 +76,9 @@ async def test_churn_steps_are_always_valid_and_seeded() -> None:
         world, rng = _world(3), random.Random(7)
         for _ in range(150):
             await run_step(world, churn_step(world, spec, rng))  # raises SandboxError if invalid
-        summaries.append(sorted((s.user_id, s.channel_id, s.self_stream, s.self_video) for s in world.voice_states()))
+        summaries.append(
+            sorted((s.user_id, s.channel_id, s.self_stream, s.self_video) for s in world.voice_states())
+        )
         for stream in world.streams.values():
             state = world.voice_state(stream.owner_id)
             assert state is not None
@@ -87,20 +91,35 @@ async def test_same_seed_same_ids() -> None:
     assert [u.id for u in _world(1).users.values()] != [u.id for u in _world(2).users.values()]
 
 
+class _FlushSignal(io.StringIO):
+    """A stdout stand-in that tells the test when the CLI flushed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed = trio.Event()
+
+    def flush(self) -> None:
+        super().flush()
+        self.flushed.set()
+
+
 async def test_serve_sandbox_cli_prints_one_json_line() -> None:
-    out = io.StringIO()
+    out = _FlushSignal()
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(functools.partial(serve_sandbox_cli, "127.0.0.1", 0, "streamer", out=out))
-            while not out.getvalue().endswith("\n"):
-                await trio.sleep(0.01)
+            await out.flushed.wait()
             info = json.loads(out.getvalue())
             assert out.getvalue().count("\n") == 1
-            assert {"api_url", "gateway_url", "token", "bot_token", "guild_id", "voice_channel_id"} <= set(info)
+            assert {"api_url", "gateway_url", "token", "bot_token", "guild_id", "voice_channel_id"} <= set(
+                info
+            )
             assert {"text_channel_id", "users"} <= set(info)
             assert {u["name"] for u in info["users"]} >= {"alice", "bob"}
             async with httpx.AsyncClient(verify=False) as client:
-                me = await client.get(f"{info['api_url']}/v10/users/@me", headers={"Authorization": info["token"]})
+                me = await client.get(
+                    f"{info['api_url']}/v10/users/@me", headers={"Authorization": info["token"]}
+                )
             assert me.status_code == 200
             nursery.cancel_scope.cancel()
     assert out.getvalue().count("\n") == 1

@@ -255,3 +255,29 @@ def test_payload_parsers_raise_only_malformed_message(d: Any) -> None:
             kind.parse(d)
         except MalformedMessage as exc:
             assert exc.close_code == 4002
+
+
+@given(data=st.data())
+def test_mutated_valid_payloads_raise_only_malformed_message(data: st.DataObject) -> None:
+    """Replace or delete one field somewhere inside a valid payload (nested streams included)."""
+    value = data.draw(st.sampled_from(SAMPLES))
+    d = json.loads(json.dumps(value.serialize()))
+    container: Any = d
+    while True:
+        keys: list[Any] = sorted(container) if isinstance(container, dict) else list(range(len(container)))
+        if not keys:
+            break
+        key = data.draw(st.sampled_from(keys))
+        child = container[key]
+        if isinstance(child, dict | list) and child and data.draw(st.booleans()):
+            container = child
+            continue
+        if isinstance(container, dict) and data.draw(st.booleans()):
+            del container[key]
+        else:
+            container[key] = data.draw(_JSON)
+        break
+    try:
+        type(value).parse(d)
+    except MalformedMessage as exc:
+        assert exc.close_code == 4002
