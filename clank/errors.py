@@ -8,6 +8,7 @@ into these once, at the I/O boundary, with ``raise ... from exc``.
     ClankError
     ├── ConfigError                 bad configuration; names the key and the expected form
     ├── UsageError                  we called something wrongly (state misuse, bad argument)
+    │   └── InvalidArgument         a caller's argument is wrong; names the field (HTTP 400)
     ├── ProtocolError               the peer sent something we cannot accept
     │   ├── MalformedPacket         media path: undecodable bytes; counted and dropped
     │   └── MalformedMessage        control path: bad JSON/payload; ends the role (close_code)
@@ -43,6 +44,15 @@ class ConfigError(ClankError):
 
 class UsageError(ClankError):
     """We used an API wrongly (wrong state, bad argument)."""
+
+
+class InvalidArgument(UsageError):
+    """A caller (agent, HTTP client) passed a wrong argument. ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
 
 
 class ProtocolError(ClankError):

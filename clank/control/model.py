@@ -7,6 +7,7 @@ become the camelCase JSON the HTTP API and the tool schemas use.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -212,8 +213,6 @@ class LookResult:
     now: float = 0.0
 
     def to_json(self, *, include_image: bool = True) -> dict[str, Any]:
-        import base64
-
         out: dict[str, Any] = {
             "ok": self.ok,
             "reason": self.reason,

@@ -1,0 +1,290 @@
+"""``ClankService``: the agent surface — one implementation behind the Python API, the HTTP API
+and the LLM tool schemas.
+
+It reads and drives a voice session through :class:`SessionPort`, a deliberately small view of
+what the session offers (its sharers and members, its watches and their latest frames, its role
+statuses, and start/stop of a watch). The rules that pick a target live in
+:mod:`clank.control.resolve`; this module turns them into actions and the seed's result shape::
+
+    {ok, started, reused, reason, frameReady, transport, targetUserId, linkUrl, expiresInMinutes}
+
+``frameReady`` is true only once a decoded frame exists for the bound watch (``reason``
+``frame_context_ready``; before that ``waiting_for_frame_context``). ``transport: "link"`` is the
+share-link fallback, not built yet: asking for it answers ``link_transport_unavailable``.
+
+Calls that start or stop watches are serialized by one lock, so two agents asking at once get
+one watch and a reuse rather than two watches of the same stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final, Protocol
+
+import trio
+
+from clank.control.model import (
+    FrameView,
+    LookResult,
+    SessionStatus,
+    StopResult,
+    Transport,
+    WatchResult,
+    WatchView,
+)
+from clank.control.resolve import (
+    ActiveWatch,
+    Member,
+    ResolveInput,
+    SharerState,
+    WatchKind,
+    match_target,
+    resolve_watch_target,
+)
+from clank.errors import WatchError
+from clank.logging import get_logger
+
+log = get_logger("clank.control")
+
+TRANSPORTS: Final[tuple[Transport, ...]] = ("native", "link")
+
+
+class SessionPort(Protocol):
+    """What the service needs from a voice session. Implemented by the session (or a test)."""
+
+    @property
+    def our_user_id(self) -> str: ...
+
+    def in_voice(self) -> bool: ...
+
+    def sharers(self) -> Sequence[SharerState]:
+        """Users sharing Go Live and/or webcam (see :func:`clank.control.resolve.sharers_from_registry`)."""
+        ...
+
+    def members(self) -> Sequence[Member]:
+        """Guild members we can name (at least those in our voice channel)."""
+        ...
+
+    def watches(self) -> Sequence[WatchView]:
+        """Current watches, ended ones included until the session forgets them."""
+        ...
+
+    async def start_watch(self, user_id: str, kind: WatchKind) -> None:
+        """Start a watch role for ``user_id``; returns once it is started (it may still be
+        connecting). Raises :class:`WatchError` with a stable ``reason`` when it cannot start."""
+        ...
+
+    async def stop_watch(self, user_id: str, kind: WatchKind) -> None:
+        """Stop that watch and wait for its role to end."""
+        ...
+
+    def latest_frame(self, user_id: str, kind: WatchKind) -> FrameView | None: ...
+
+    def status(self) -> SessionStatus: ...
+
+
+class ClankService:
+    """The five agent tools over one voice session."""
+
+    def __init__(self, session: SessionPort) -> None:
+        self._session = session
+        self._lock = trio.Lock()
+
+    @property
+    def session(self) -> SessionPort:
+        return self._session
+
+    # --- snapshot helpers ----------------------------------------------------------------------
+
+    def _active_watches(self) -> list[WatchView]:
+        return [w for w in self._session.watches() if w.active]
+
+    def _snapshot(self) -> ResolveInput:
+        return ResolveInput(
+            our_user_id=self._session.our_user_id,
+            sharers=tuple(self._session.sharers()),
+            members=tuple(self._session.members()),
+            watches=tuple(ActiveWatch(w.user_id, w.kind) for w in self._active_watches()),
+        )
+
+    def _frame_ready(self, user_id: str, kind: WatchKind) -> bool:
+        return self._session.latest_frame(user_id, kind) is not None
+
+    # --- start_screen_watch --------------------------------------------------------------------
+
+    async def start_screen_watch(
+        self,
+        target: str | None = None,
+        preferred_transport: str | None = None,
+        requester_id: str | None = None,
+    ) -> WatchResult:
+        """Bind a watch by the seed's rules (see :mod:`clank.control.resolve`)."""
+        if preferred_transport is not None and preferred_transport not in TRANSPORTS:
+            return WatchResult(ok=False, reason="unknown_transport", detail=preferred_transport)
+        if preferred_transport == "link":
+            return WatchResult(
+                ok=False,
+                reason="link_transport_unavailable",
+                transport="link",
+                detail="the share-link fallback is not available in this build",
+            )
+        async with self._lock:
+            if not self._session.in_voice():
+                return WatchResult(ok=False, reason="not_in_voice")
+            resolution = resolve_watch_target(self._snapshot(), target, requester_id)
+            log.info(
+                "screen watch resolved",
+                target=target,
+                requester_id=requester_id,
+                ok=resolution.ok,
+                reason=resolution.reason,
+                target_user_id=resolution.target_user_id,
+                kind=resolution.kind,
+                reuse=resolution.reuse,
+            )
+            if not resolution.ok or resolution.target_user_id is None or resolution.kind is None:
+                return WatchResult(
+                    ok=False,
+                    reason=resolution.reason,
+                    target_user_id=resolution.target_user_id,
+                    candidates=resolution.candidates,
+                )
+            user_id, kind = resolution.target_user_id, resolution.kind
+            if not resolution.reuse:
+                try:
+                    await self._session.start_watch(user_id, kind)
+                except WatchError as exc:
+                    log.info("screen watch refused", target_user_id=user_id, kind=kind, reason=exc.reason)
+                    return WatchResult(
+                        ok=False,
+                        reason=exc.reason,
+                        transport="native",
+                        target_user_id=user_id,
+                        kind=kind,
+                        detail=exc.detail or None,
+                    )
+            ready = self._frame_ready(user_id, kind)
+            return WatchResult(
+                ok=True,
+                started=True,
+                reused=resolution.reuse,
+                reason="frame_context_ready" if ready else "waiting_for_frame_context",
+                frame_ready=ready,
+                transport="native",
+                target_user_id=user_id,
+                kind=kind,
+                detail=resolution.reason,
+            )
+
+    # --- stop_screen_watch ---------------------------------------------------------------------
+
+    async def stop_screen_watch(self, target: str | None = None) -> StopResult:
+        """Stop the watch of ``target`` (any name form), or every watch without a target."""
+        async with self._lock:
+            watches = self._active_watches()
+            if not watches:
+                return StopResult(ok=False, reason="not_watching")
+            if target is not None and target.strip():
+                chosen = self._watches_named(target, watches)
+                if chosen is None:
+                    return StopResult(ok=False, reason="target_not_watched")
+            else:
+                chosen = watches
+            for watch in chosen:
+                await self._session.stop_watch(watch.user_id, watch.kind)
+            return StopResult(ok=True, reason="stopped", stopped=tuple((w.user_id, w.kind) for w in chosen))
+
+    def _watches_named(self, target: str, watches: Sequence[WatchView]) -> list[WatchView] | None:
+        snapshot = ResolveInput(
+            our_user_id=self._session.our_user_id,
+            sharers=tuple(SharerState(w.user_id) for w in watches),
+            members=tuple(self._session.members()),
+        )
+        match = match_target(target, snapshot)
+        if match.user_id is None:
+            return None
+        chosen = [w for w in watches if w.user_id == match.user_id]
+        return chosen or None
+
+    # --- look_at_screen ------------------------------------------------------------------------
+
+    def look_at_screen(self, target: str | None = None) -> LookResult:
+        """The latest frame of the watch of ``target``; without a target, the freshest Go Live
+        frame (webcam frames only when no Go Live watch has one)."""
+        now = trio.current_time()
+        watches = self._active_watches()
+        if not watches:
+            return LookResult(ok=False, reason="not_watching", now=now)
+        if target is not None and target.strip():
+            named = self._watches_named(target, watches)
+            if named is None:
+                return LookResult(ok=False, reason="target_not_watched", now=now)
+            watches = named
+        framed = [(w, f) for w in watches if (f := self._session.latest_frame(w.user_id, w.kind)) is not None]
+        if not framed:
+            first = watches[0]
+            return LookResult(
+                ok=False,
+                reason="waiting_for_frame_context",
+                target_user_id=first.user_id,
+                kind=first.kind,
+                now=now,
+            )
+        watch, frame = max(framed, key=lambda wf: (wf[0].kind == "go_live", wf[1].captured_at))
+        return LookResult(
+            ok=True,
+            reason="frame_context_ready",
+            target_user_id=watch.user_id,
+            kind=watch.kind,
+            frame=frame,
+            now=now,
+        )
+
+    # --- list_sharers / status -----------------------------------------------------------------
+
+    def list_sharers(self) -> list[dict[str, Any]]:
+        """Discovered Go Live and webcam users with their state and whether we watch them."""
+        members = {m.user_id: m for m in self._session.members()}
+        watched = {(w.user_id, w.kind): w for w in self._active_watches()}
+        out: list[dict[str, Any]] = []
+        for sharer in self._session.sharers():
+            member = members.get(sharer.user_id)
+            out.append(
+                {
+                    "userId": sharer.user_id,
+                    "displayName": None if member is None else member.display_name,
+                    "username": None if member is None else member.username,
+                    "label": sharer.user_id if member is None else member.label,
+                    "live": sharer.live,
+                    "sharing": sharer.sharing,
+                    "discovered": sharer.discovered,
+                    "webcam": sharer.webcam,
+                    "paused": sharer.paused,
+                    "streamKey": sharer.stream_key,
+                    "watching": [kind for (uid, kind) in watched if uid == sharer.user_id],
+                }
+            )
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """Roles, transport states, QoS, DAVE state with codes, and the watches."""
+        now = trio.current_time()
+        out = self._session.status().to_json()
+        watches = []
+        for w in self._session.watches():
+            frame = self._session.latest_frame(w.user_id, w.kind)
+            watches.append(
+                {
+                    "targetUserId": w.user_id,
+                    "kind": w.kind,
+                    "state": w.state,
+                    "frames": w.frames,
+                    "frameReady": frame is not None,
+                    "frameSequence": None if frame is None else frame.sequence,
+                    "frameAgeMs": None if frame is None else max(0, round((now - frame.captured_at) * 1000)),
+                    "endedReason": w.ended_reason,
+                    "uptimeS": round(now - w.started_at, 1),
+                }
+            )
+        out["watches"] = watches
+        return out
