@@ -952,7 +952,8 @@ class MediaSinkWants:
             for key, value in _obj(nested, "media_sink_wants.streams").items():
                 streams[_ssrc_key(key, "media_sink_wants.streams")] = _quality(value, "media_sink_wants")
         for key, value in o.items():
-            if key in ("any", "streams", "pixelCounts"):
+            # Flat form: decimal keys are SSRCs; other unknown keys are tolerated.
+            if key in ("any", "streams", "pixelCounts") or not (isinstance(key, str) and key.isdecimal()):
                 continue
             streams[_ssrc_key(key, "media_sink_wants")] = _quality(value, "media_sink_wants")
         pixels: dict[int, float] = {}

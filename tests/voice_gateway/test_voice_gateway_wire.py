@@ -126,6 +126,7 @@ def test_media_sink_wants_both_formats() -> None:
     assert expected.serialize() == nested
     assert expected.serialize(vg.SinkWantsFormat.FLAT) == flat
     assert vg.MediaSinkWants.parse({}) == vg.MediaSinkWants()
+    assert vg.MediaSinkWants.parse({"any": 5, "future": "x"}) == vg.MediaSinkWants(any=5)
     with pytest.raises(TypeError):
         expected.streams[1] = 2  # type: ignore[index]
 

@@ -1,0 +1,256 @@
+"""The local HTTP JSON API and the dashboard: starlette served by hypercorn on trio.
+
+    async with open_http_api(service, settings.api, token=token) as api:
+        print(api.dashboard_url)        # http://127.0.0.1:8787/#token=...
+
+Every ``/api/*`` route needs ``Authorization: Bearer <token>`` (401 with a JSON error
+otherwise). The dashboard page (``GET /``) is served without it; it reads the token from the
+URL fragment (``#token=...``, never sent to the server, so it stays out of request logs) and
+keeps it in ``sessionStorage``. Request bodies are validated by the tool table
+(:mod:`clank.control.tools`); a wrong body answers 400 ``{"error": "invalid_request", "field":
+..., "message": ...}``.
+
+``GET /api/events`` is a server-sent-event stream: a ``status`` event every
+:data:`SSE_INTERVAL`, a ``frame`` event whenever a watch has a new picture, and ``log`` events
+for new entries of :data:`clank.logging.RECENT`. Streams end when the client goes away or the
+API closes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, Final, cast
+
+import attrs
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from clank.config import ApiSettings
+from clank.control.dashboard import dashboard_html
+from clank.control.service import ClankService
+from clank.control.tools import TOOLS_BY_NAME, call_tool, tool_schemas
+from clank.errors import InvalidArgument, TransportError
+from clank.logging import RECENT, get_logger, register_secret
+
+log = get_logger("clank.control.http")
+
+SSE_INTERVAL: Final = 0.5  # seconds between status events; frames are checked as often
+SSE_LOG_BACKLOG: Final = 50  # recent log events sent when a stream opens
+MAX_BODY_BYTES: Final = 64 * 1024
+GRACEFUL_TIMEOUT: Final = 1.0  # seconds hypercorn waits for open requests on shutdown
+SHUTDOWN_TIMEOUT: Final = 3.0
+REQUESTER_HEADER: Final = "x-clank-requester"
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def generate_api_token() -> str:
+    """A fresh bearer token for the API (when none is configured)."""
+    return secrets.token_urlsafe(24)
+
+
+@attrs.frozen
+class HttpApi:
+    """The running API. ``dashboard_url`` carries the token in its fragment: print it once."""
+
+    url: str
+    port: int
+    token: str = attrs.field(repr=False)
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"{self.url}/#token={self.token}"
+
+
+def _error(status: int, error: str, message: str, field: str | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": error, "message": message}
+    if field is not None:
+        body["field"] = field
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _authorized(request: Request, token: str) -> bool:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(value.strip().encode(), token.encode())
+
+
+def _protected(token: str, handler: Handler) -> Handler:
+    async def endpoint(request: Request) -> Response:
+        if not _authorized(request, token):
+            return _error(401, "unauthorized", "missing or wrong bearer token (Authorization: Bearer ...)")
+        try:
+            return await handler(request)
+        except InvalidArgument as exc:
+            return _error(400, "invalid_request", exc.message, exc.field)
+
+    return endpoint
+
+
+async def _json_body(request: Request) -> object:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise InvalidArgument("body", f"must be at most {MAX_BODY_BYTES} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidArgument("body", f"malformed JSON: {exc}") from None
+
+
+def _query_target(request: Request) -> str | None:
+    target = request.query_params.get("target")
+    if target is not None and len(target) > 100:
+        raise InvalidArgument("target", "must be at most 100 characters")
+    return target or None
+
+
+class _Routes:
+    """The API endpoints over one service; ``closing`` ends open event streams."""
+
+    def __init__(self, service: ClankService, closing: trio.Event) -> None:
+        self.service = service
+        self.closing = closing
+
+    async def index(self, request: Request) -> Response:
+        return HTMLResponse(dashboard_html(), headers={"Cache-Control": "no-store"})
+
+    async def tools(self, request: Request) -> Response:
+        return JSONResponse({"tools": tool_schemas()})
+
+    async def call(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in TOOLS_BY_NAME:
+            return _error(404, "unknown_tool", f"no tool named {name!r}", "name")
+        body = await _json_body(request)
+        requester = request.headers.get(REQUESTER_HEADER) or None
+        return JSONResponse(await call_tool(self.service, name, body, requester_id=requester))
+
+    async def status(self, request: Request) -> Response:
+        return JSONResponse(self.service.status())
+
+    async def sharers(self, request: Request) -> Response:
+        return JSONResponse({"sharers": self.service.list_sharers()})
+
+    async def screen(self, request: Request) -> Response:
+        result = self.service.look_at_screen(_query_target(request))
+        body = result.to_json(include_image=False)
+        if result.frame is not None and result.target_user_id is not None:
+            body["imageUrl"] = f"/api/screen/latest.jpg?target={result.target_user_id}"
+        return JSONResponse(body)
+
+    async def latest_jpeg(self, request: Request) -> Response:
+        result = self.service.look_at_screen(_query_target(request))
+        if result.frame is None:
+            return _error(404, result.reason, "no frame to show")
+        return Response(
+            result.frame.jpeg,
+            media_type="image/jpeg",
+            headers={
+                "Cache-Control": "no-store",
+                "X-Frame-Sequence": str(result.frame.sequence),
+                "X-Target-User-Id": result.target_user_id or "",
+            },
+        )
+
+    async def events(self, request: Request) -> Response:
+        return StreamingResponse(
+            self._event_stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def _event_stream(self) -> AsyncIterator[bytes]:
+        backlog = RECENT.since(0)[-SSE_LOG_BACKLOG:]
+        last_log = backlog[0]["n"] - 1 if backlog else 0
+        frames: dict[tuple[str, str], int] = {}
+        yield b"retry: 2000\n\n"
+        while not self.closing.is_set():
+            status = self.service.status()
+            yield _sse("status", status)
+            for watch in status["watches"]:
+                sequence = watch["frameSequence"]
+                key = (watch["targetUserId"], watch["kind"])
+                if sequence is not None and frames.get(key) != sequence:
+                    frames[key] = sequence
+                    yield _sse(
+                        "frame",
+                        {"targetUserId": key[0], "kind": key[1], "sequence": sequence},
+                    )
+            for entry in RECENT.since(last_log):
+                last_log = entry["n"]
+                yield _sse("log", entry)
+            with trio.move_on_after(SSE_INTERVAL):
+                await self.closing.wait()
+
+
+def _sse(event: str, data: object) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+def build_app(service: ClankService, token: str, closing: trio.Event) -> Starlette:
+    routes = _Routes(service, closing)
+
+    def api(path: str, handler: Handler, methods: list[str]) -> Route:
+        return Route(path, _protected(token, handler), methods=methods)
+
+    return Starlette(
+        routes=[
+            Route("/", routes.index, methods=["GET"]),
+            api("/api/tools", routes.tools, ["GET"]),
+            api("/api/tools/{name}", routes.call, ["POST"]),
+            api("/api/status", routes.status, ["GET"]),
+            api("/api/sharers", routes.sharers, ["GET"]),
+            api("/api/screen", routes.screen, ["GET"]),
+            api("/api/screen/latest.jpg", routes.latest_jpeg, ["GET"]),
+            api("/api/events", routes.events, ["GET"]),
+        ]
+    )
+
+
+def _bound_port(binds: list[str]) -> int:
+    return int(binds[0].rsplit(":", 1)[1])
+
+
+@asynccontextmanager
+async def open_http_api(service: ClankService, settings: ApiSettings, *, token: str) -> AsyncIterator[HttpApi]:
+    """Serve the API and dashboard on ``settings.host:settings.port`` (port 0: any free port)."""
+    if not token:
+        raise InvalidArgument("token", "the HTTP API needs a bearer token")
+    register_secret(token)
+    closing = trio.Event()
+    app = build_app(service, token, closing)
+    config = Config()
+    config.bind = [f"{settings.host}:{settings.port}"]
+    config.graceful_timeout = GRACEFUL_TIMEOUT
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")  # through clank's logging setup
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        try:
+            # cast: hypercorn's ASGI typing and Starlette's are structurally equal, nominally distinct.
+            binds = await nursery.start(partial(serve, cast(Any, app), config, shutdown_trigger=stop.wait))
+        except OSError as exc:
+            raise TransportError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
+        port = _bound_port(binds)
+        host = settings.host if ":" not in settings.host else f"[{settings.host}]"
+        api = HttpApi(url=f"http://{host}:{port}", port=port, token=token)
+        log.info("http api listening", url=api.url)
+        try:
+            yield api
+        finally:
+            closing.set()
+            stop.set()
+            nursery.cancel_scope.deadline = trio.current_time() + SHUTDOWN_TIMEOUT

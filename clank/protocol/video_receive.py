@@ -1,0 +1,795 @@
+"""Video receive core (sans-io): RTP packets of remote video SSRCs in, whole decodable frames out.
+
+One :class:`VideoReceiver` per transport role (a ``stream_watch`` leg, or webcams on the ``voice``
+leg). The driver hands it every media packet that is not audio, already transport-decrypted with
+padding and extension elements stripped (``TransportCipher.open_rtp``), plus ``now`` in seconds.
+Per remote video SSRC the pipeline is (discord-protocol.md §4.5, §4.7, §5.2, §5.4, §7.6)::
+
+    RTX unwrap (RFC 4588; rtx ssrc or RTX PT -> primary ssrc, seq = OSN)
+      -> ReorderBuffer (in sequence order; holes become Gaps after ``reorder_delay``)
+      -> H264 / VP8 depacketizer chosen by *our* PT table (a PT switch = codec change, §5.5)
+      -> DAVE decrypt of the assembled frame (``decrypt(user_id, frame)``; failures counted)
+      -> H264: cached SPS/PPS prepended to IDRs that lack them (after DAVE, never before)
+      -> EncodedVideoFrame (for the decode worker)
+
+Feedback is decided here and returned as plain RTCP datagrams from :meth:`VideoReceiver.poll`
+(one RTCP packet per datagram, so both transport AAD framings can protect it):
+
+* Generic NACK for holes the reorder buffer reports (``NackScheduler``: first after 20 ms, retried
+  about once per RTT, given up after 1 s, at most 20 NACK packets/s per stream);
+* PLI (or FIR) when a keyframe is needed: on first join (as soon as the SSRC is bound), after a
+  frame that could not be repaired, after a decoder reset (:meth:`request_keyframe`), and at once
+  for every stream when DAVE becomes ready (:meth:`dave_ready`: the first keyframe usually went
+  by before the MLS welcome, §6);
+* a Receiver Report every ``report_interval`` with one block per stream (RFC 3550 §6.4.2, A.3, A.8).
+
+Nothing here raises on network input: unknown SSRCs, unknown PTs, malformed payloads, duplicate and
+late packets are dropped and counted per reason. Frames are not handed on before a stream's first
+keyframe (a decoder cannot start from a P frame); after a loss, later complete frames still are
+(the decoder conceals until the requested keyframe arrives).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterable, Mapping
+from typing import Final, Literal
+
+import attrs
+
+from clank.codecs.assembly import FrameAssembler
+from clank.codecs.feedback import (
+    KeyframePolicy,
+    KeyframeReason,
+    KeyframeRequester,
+    KeyframeRequestKind,
+    NackPolicy,
+    NackScheduler,
+)
+from clank.codecs.h264 import H264Depacketizer, ParameterSetCache
+from clank.codecs.packet import SEQ_MOD, AssembledFrame, MediaPacket
+from clank.codecs.reorder import ReorderBuffer
+from clank.codecs.rtx import RtxUnwrapper
+from clank.codecs.vp8 import Vp8Depacketizer
+from clank.crypto.dave import MAGIC_MARKER, describe_frame
+from clank.errors import DecryptionFailed, UsageError
+from clank.protocol.voice_gateway import VideoState
+from clank.wire import voice_gateway as vg
+from clank.wire.rtcp import (
+    FullIntraRequest,
+    GenericNack,
+    PictureLossIndication,
+    ReceiverReport,
+    ReportBlock,
+    SenderReport,
+)
+from clank.wire.rtp import RtpHeader
+
+VideoCodecName = Literal["h264", "vp8"]
+StreamType = Literal["screen", "camera"]
+DecryptFn = Callable[[int, bytes], bytes]
+"""``decrypt(sender_user_id, frame) -> plaintext``; raises ``DecryptionFailed`` (counted)."""
+
+# Drop reasons (keys of ``VideoStreamStatistics.dropped`` / ``VideoReceiverStatistics.dropped``).
+DROP_UNKNOWN_SSRC: Final = "unknown_ssrc"
+DROP_UNKNOWN_PT: Final = "unknown_payload_type"
+DROP_RTX_PROBE: Final = "rtx_probe"
+DROP_RTX_MALFORMED: Final = "rtx_malformed"
+DROP_EMPTY: Final = "empty"
+DROP_INACTIVE: Final = "inactive"
+DROP_SUPPRESSED: Final = "suppressed"  # frames: a native watch of that user is active
+DROP_AWAITING_KEYFRAME: Final = "awaiting_keyframe"  # frames before the first decodable keyframe
+DROP_DAVE: Final = "dave"  # frames DAVE could not decrypt
+DROP_INCOMPLETE: Final = "incomplete"  # frames damaged by unrepaired loss
+
+# What the codec names of op4/op14 and our codec table mean here.
+CODEC_NAMES: Final[Mapping[str, VideoCodecName]] = {"h264": "h264", "vp8": "vp8"}
+
+RATE_WINDOW: Final = 2.0  # seconds over which fps_in is measured
+DIAGNOSTICS_KEPT: Final = 32  # undrained decrypt diagnostics kept (oldest dropped)
+MAX_REPORT_BLOCKS: Final = 31  # RTCP count field
+_NTP_MIDDLE_MASK: Final = 0xFFFF_FFFF
+_VIDEO_CLOCK: Final = 90_000
+
+
+@attrs.frozen
+class VideoReceiveConfig:
+    """Tunables of one receiver. ``local_ssrc`` is our SSRC on the leg (RTCP sender SSRC)."""
+
+    local_ssrc: int
+    default_stream_type: StreamType = "screen"
+    reorder_capacity: int = 512
+    reorder_delay: float = 0.12
+    nack: bool = True
+    nack_policy: NackPolicy = attrs.field(factory=NackPolicy)
+    keyframe_policy: KeyframePolicy = attrs.field(factory=KeyframePolicy)
+    report_interval: float = 1.0
+    diagnostics_interval: float = 5.0
+    codecs: tuple[vg.Codec, ...] = (vg.H264_DECODE, vg.VP8_DECODE)
+
+
+@attrs.frozen
+class EncodedVideoFrame:
+    """One decrypted, decodable access unit (H264 Annex-B / one VP8 frame)."""
+
+    ssrc: int
+    user_id: str
+    codec: VideoCodecName
+    stream_type: StreamType
+    timestamp: int
+    keyframe: bool
+    data: bytes = attrs.field(repr=lambda d: f"<{len(d)} bytes>")
+    first_seq: int
+    last_seq: int
+    assembled_at: float  # ``now`` of the packet that completed it
+
+
+@attrs.frozen
+class DecryptDiagnostic:
+    """Why a frame failed DAVE decrypt (rate-limited: first failure, then one per interval)."""
+
+    ssrc: int
+    user_id: str
+    reason: str
+    timestamp: int
+    first_seq: int
+    last_seq: int
+    packet_count: int
+    suppressed_since_last: int
+    frame: Mapping[str, object]  # ``describe_frame`` output
+
+
+@attrs.frozen
+class CodecChanged:
+    ssrc: int
+    user_id: str
+    previous: VideoCodecName | None
+    codec: VideoCodecName
+
+
+@attrs.frozen
+class StreamBound:
+    """An SSRC became (or stayed) bound to a user by op12."""
+
+    ssrc: int
+    user_id: str
+    rtx_ssrc: int | None
+    stream_type: StreamType
+    active: bool
+
+
+@attrs.frozen
+class StreamUnbound:
+    ssrc: int
+    user_id: str
+
+
+ReceiveEvent = EncodedVideoFrame | DecryptDiagnostic | CodecChanged | StreamBound | StreamUnbound
+
+
+@attrs.frozen
+class VideoStreamStatistics:
+    """QoS of one remote video SSRC (packets counted on the primary stream after RTX unwrap)."""
+
+    ssrc: int
+    user_id: str
+    rtx_ssrc: int | None
+    stream_type: StreamType
+    codec: VideoCodecName | None
+    active: bool
+    packets_received: int  # primary + unwrapped RTX packets that reached the reorder buffer
+    rtx_received: int
+    packets_lost: int  # sequence numbers given up on (released as gaps)
+    packets_recovered: int  # reported missing, then arrived (NACK answered with RTX, or late)
+    packets_reordered: int
+    duplicates: int
+    dropped: Mapping[str, int]
+    frames_assembled: int
+    frames_emitted: int
+    frames_dropped: Mapping[str, int]
+    keyframes: int
+    dave_ok: int
+    dave_failed: int
+    dave_passthrough: int
+    dave_failures: Mapping[str, int]
+    nack_packets: int
+    nack_seqs: int
+    keyframe_requests: int
+    first_packet_at: float | None
+    first_frame_at: float | None
+    time_to_first_frame: float | None  # bound -> first emitted frame, seconds
+    fps_in: float
+    jitter: float  # seconds (RFC 3550 A.8 interarrival jitter)
+
+
+@attrs.frozen
+class VideoReceiverStatistics:
+    packets: int
+    dropped: Mapping[str, int]
+    rtcp_sent: int
+    streams: Mapping[int, VideoStreamStatistics]
+
+
+def codec_table(codecs: Iterable[vg.Codec]) -> tuple[dict[int, VideoCodecName], dict[int, int]]:
+    """Our declared video PTs: ``{pt: codec}`` and ``{rtx_pt: primary_pt}`` (unknown names skipped)."""
+    primary: dict[int, VideoCodecName] = {}
+    rtx: dict[int, int] = {}
+    for codec in codecs:
+        name = CODEC_NAMES.get(codec.name.lower())
+        if codec.type != "video" or name is None:
+            continue
+        primary[codec.payload_type] = name
+        if codec.rtx_payload_type is not None:
+            rtx[codec.rtx_payload_type] = codec.payload_type
+    return primary, rtx
+
+
+def stream_type_of(stream: vg.VideoStream | None, default: StreamType) -> StreamType:
+    """op12 ``type: "screen"`` marks a Go Live layer; anything else is the leg's default kind."""
+    if stream is not None and stream.type == "screen":
+        return "screen"
+    return default
+
+
+def build_sink_wants(
+    states: Iterable[VideoState],
+    *,
+    want: Callable[[str, StreamType], bool],
+    quality: int,
+    pixel_count: float | None,
+    default_stream_type: StreamType,
+    any_quality: int | None = None,
+) -> vg.MediaSinkWants:
+    """op15 for the SSRCs in ``states``: ``quality`` for wanted (user, kind) pairs, 0 for the rest.
+
+    This is how sink wants are partitioned between legs: the stream leg wants the streamer's
+    screen SSRC, the voice leg wants camera SSRCs and says 0 to screen SSRCs it also sees.
+    """
+    streams: dict[int, int] = {}
+    pixels: dict[int, float] = {}
+    for state in states:
+        layers: list[tuple[int, vg.VideoStream | None]] = [(s.ssrc, s) for s in state.streams if s.ssrc]
+        if not layers and state.video_ssrc:
+            layers = [(state.video_ssrc, None)]
+        for ssrc, stream in layers:
+            kind = stream_type_of(stream, default_stream_type)
+            wanted = want(state.user_id, kind) and (stream is None or stream.active)
+            streams[ssrc] = quality if wanted else 0
+            if wanted and pixel_count:
+                pixels[ssrc] = float(pixel_count)
+    return vg.MediaSinkWants(any=any_quality, streams=streams, pixel_counts=pixels)
+
+
+class _RateMeter:
+    def __init__(self) -> None:
+        self._times: collections.deque[float] = collections.deque()
+
+    def tick(self, now: float) -> None:
+        self._times.append(now)
+        while self._times and now - self._times[0] > RATE_WINDOW:
+            self._times.popleft()
+
+    def rate(self) -> float:
+        if len(self._times) < 2:
+            return 0.0
+        span = self._times[-1] - self._times[0]
+        return (len(self._times) - 1) / span if span > 0 else 0.0
+
+
+class _ReportState:
+    """RFC 3550 A.3 / A.8 reception statistics for one source (primary packets only)."""
+
+    def __init__(self) -> None:
+        self.base: int | None = None  # extended seq of the first packet
+        self.highest = 0  # extended highest seq
+        self.received = 0
+        self.expected_prior = 0
+        self.received_prior = 0
+        self.transit: float | None = None
+        self.jitter = 0.0  # in RTP timestamp units
+        self.last_sr: int = 0  # middle 32 bits of the last SR's NTP timestamp
+        self.last_sr_at: float | None = None
+
+    def packet(self, seq: int, timestamp: int, now: float) -> None:
+        if self.base is None:
+            self.base = self.highest = seq
+        else:
+            delta = (seq - self.highest) % SEQ_MOD
+            if delta < SEQ_MOD // 2:
+                self.highest += delta
+        self.received += 1
+        transit = now * _VIDEO_CLOCK - timestamp
+        if self.transit is not None:
+            d = abs(transit - self.transit)
+            # Timestamps jump by whole frames; ignore absurd values (restarts, wraps).
+            if d < _VIDEO_CLOCK * 10:
+                self.jitter += (d - self.jitter) / 16
+        self.transit = transit
+
+    def block(self, ssrc: int, now: float) -> ReportBlock | None:
+        if self.base is None:
+            return None
+        expected = self.highest - self.base + 1
+        lost = max(0, expected - self.received)
+        expected_interval = expected - self.expected_prior
+        received_interval = self.received - self.received_prior
+        self.expected_prior, self.received_prior = expected, self.received
+        lost_interval = expected_interval - received_interval
+        fraction = (
+            0 if expected_interval <= 0 or lost_interval <= 0 else (lost_interval << 8) // expected_interval
+        )
+        dlsr = 0
+        if self.last_sr_at is not None:
+            dlsr = int((now - self.last_sr_at) * 65536) & 0xFFFF_FFFF
+        return ReportBlock(
+            ssrc=ssrc,
+            fraction_lost=min(fraction, 255),
+            cumulative_lost=min(lost, 0x7FFFFF),
+            highest_sequence=self.highest & 0xFFFF_FFFF,
+            jitter=int(self.jitter) & 0xFFFF_FFFF,
+            last_sr=self.last_sr,
+            delay_since_last_sr=dlsr,
+        )
+
+
+class _Stream:
+    """State of one remote video SSRC."""
+
+    def __init__(self, ssrc: int, user_id: str, config: VideoReceiveConfig, now: float) -> None:
+        self.ssrc = ssrc
+        self.user_id = user_id
+        self.user_int = int(user_id) if user_id.isdecimal() else 0
+        self.rtx_ssrc: int | None = None
+        self.stream_type: StreamType = config.default_stream_type
+        self.active = True
+        self.bound_at = now
+        self.reorder = ReorderBuffer(config.reorder_capacity, config.reorder_delay)
+        self.nack = NackScheduler(config.nack_policy)
+        self.keyframes = KeyframeRequester(config.keyframe_policy)
+        self.keyframes.need(KeyframeReason.JOIN, now)
+        self.rtx = RtxUnwrapper()
+        self.codec: VideoCodecName | None = None
+        self.depacketizer: FrameAssembler | None = None
+        self.parameter_sets = ParameterSetCache()
+        self.report = _ReportState()
+        self.fps_in = _RateMeter()
+        self.started = False  # a keyframe has been emitted since the last (re)start
+        self.forced_keyframe_request = False
+        self.dropped: collections.Counter[str] = collections.Counter()
+        self.frames_dropped: collections.Counter[str] = collections.Counter()
+        self.dave_failures: collections.Counter[str] = collections.Counter()
+        self.rtx_received = 0
+        self.frames_assembled = 0
+        self.frames_emitted = 0
+        self.keyframes_emitted = 0
+        self.dave_ok = 0
+        self.dave_failed = 0
+        self.dave_passthrough = 0
+        self.keyframe_requests_forced = 0
+        self.first_packet_at: float | None = None
+        self.first_frame_at: float | None = None
+        self.last_diagnostic_at: float | None = None
+        self.diagnostics_suppressed = 0
+        # Depacketizer counters survive codec changes.
+        self.assembler_frames_dropped_prior = 0
+
+    def set_codec(self, codec: VideoCodecName) -> VideoCodecName | None:
+        previous = self.codec
+        if self.depacketizer is not None:
+            self.assembler_frames_dropped_prior += self.depacketizer.statistics().frames_dropped
+        self.codec = codec
+        self.depacketizer = H264Depacketizer() if codec == "h264" else Vp8Depacketizer()
+        self.parameter_sets = ParameterSetCache()
+        self.started = False
+        return previous
+
+    def statistics(self) -> VideoStreamStatistics:
+        reorder = self.reorder.statistics()
+        nack = self.nack.statistics()
+        keyframes = self.keyframes.statistics()
+        dropped = collections.Counter(self.dropped)
+        for reason, count in reorder.dropped.items():
+            dropped[reason] += count
+        frames_dropped = collections.Counter(self.frames_dropped)
+        assembler_dropped = self.assembler_frames_dropped_prior
+        if self.depacketizer is not None:
+            depack = self.depacketizer.statistics()
+            assembler_dropped += depack.frames_dropped
+            dropped["malformed"] += depack.malformed
+            dropped["unsupported"] += depack.unsupported
+        if assembler_dropped:
+            frames_dropped[DROP_INCOMPLETE] += assembler_dropped
+        ttff = None if self.first_frame_at is None else self.first_frame_at - self.bound_at
+        return VideoStreamStatistics(
+            ssrc=self.ssrc,
+            user_id=self.user_id,
+            rtx_ssrc=self.rtx_ssrc,
+            stream_type=self.stream_type,
+            codec=self.codec,
+            active=self.active,
+            packets_received=reorder.received,
+            rtx_received=self.rtx_received,
+            packets_lost=reorder.lost,
+            packets_recovered=reorder.recovered,
+            packets_reordered=reorder.reordered,
+            duplicates=reorder.duplicates,
+            dropped={k: v for k, v in dropped.items() if v},
+            frames_assembled=self.frames_assembled,
+            frames_emitted=self.frames_emitted,
+            frames_dropped={k: v for k, v in frames_dropped.items() if v},
+            keyframes=self.keyframes_emitted,
+            dave_ok=self.dave_ok,
+            dave_failed=self.dave_failed,
+            dave_passthrough=self.dave_passthrough,
+            dave_failures=dict(self.dave_failures),
+            nack_packets=nack.packets,
+            nack_seqs=nack.seqs_sent,
+            keyframe_requests=keyframes.requests + self.keyframe_requests_forced,
+            first_packet_at=self.first_packet_at,
+            first_frame_at=self.first_frame_at,
+            time_to_first_frame=ttff,
+            fps_in=self.fps_in.rate(),
+            jitter=self.report.jitter / _VIDEO_CLOCK,
+        )
+
+
+class VideoReceiver:
+    """All remote video SSRCs of one transport role; see the module docstring."""
+
+    def __init__(self, config: VideoReceiveConfig, decrypt: DecryptFn | None = None) -> None:
+        if config.reorder_delay < 0 or config.report_interval <= 0:
+            raise UsageError("reorder_delay must be >= 0 and report_interval > 0")
+        self.config = config
+        self._decrypt = decrypt
+        self._pt_codec, self._rtx_pt = codec_table(config.codecs)
+        self._streams: dict[int, _Stream] = {}
+        self._rtx_to_primary: dict[int, int] = {}
+        self._suppressed: set[tuple[str, StreamType]] = set()
+        self._dave_ready = False
+        self._packets = 0
+        self._dropped: collections.Counter[str] = collections.Counter()
+        self._rtcp_sent = 0
+        self._next_report: float | None = None
+        self._diagnostics_pending: list[DecryptDiagnostic] = []
+
+    # ------------------------------------------------------------------ bindings
+
+    def on_video_state(self, state: VideoState, now: float) -> list[ReceiveEvent]:
+        """Apply a merged op12 state (``VoiceGatewayCore`` does the partial-update merging)."""
+        layers: dict[int, vg.VideoStream | None] = {s.ssrc: s for s in state.streams if s.ssrc}
+        if not layers and state.video_ssrc:
+            layers[state.video_ssrc] = None
+        events: list[ReceiveEvent] = []
+        for ssrc, stream in list(self._streams.items()):
+            if stream.user_id == state.user_id and ssrc not in layers:
+                events += self._unbind(ssrc)
+        for ssrc, layer in layers.items():
+            rtx = layer.rtx_ssrc if layer is not None else state.rtx_ssrc
+            stream_type = stream_type_of(layer, self.config.default_stream_type)
+            active = layer.active if layer is not None else True
+            events.append(self._bind(ssrc, state.user_id, rtx or None, stream_type, active, now))
+        return events
+
+    def on_client_disconnected(self, user_id: str) -> list[ReceiveEvent]:
+        events: list[ReceiveEvent] = []
+        for ssrc, stream in list(self._streams.items()):
+            if stream.user_id == user_id:
+                events += self._unbind(ssrc)
+        return events
+
+    def bind(
+        self,
+        ssrc: int,
+        user_id: str,
+        now: float,
+        *,
+        rtx_ssrc: int | None = None,
+        stream_type: StreamType | None = None,
+    ) -> StreamBound:
+        """Bind one SSRC directly (e.g. from Ready streams or a test)."""
+        return self._bind(ssrc, user_id, rtx_ssrc, stream_type or self.config.default_stream_type, True, now)
+
+    def _bind(
+        self, ssrc: int, user_id: str, rtx_ssrc: int | None, stream_type: StreamType, active: bool, now: float
+    ) -> StreamBound:
+        stream = self._streams.get(ssrc)
+        if stream is None or stream.user_id != user_id:
+            stream = self._streams[ssrc] = _Stream(ssrc, user_id, self.config, now)
+        if stream.rtx_ssrc is not None and stream.rtx_ssrc != rtx_ssrc:
+            self._rtx_to_primary.pop(stream.rtx_ssrc, None)
+        stream.rtx_ssrc = rtx_ssrc
+        if rtx_ssrc:
+            self._rtx_to_primary[rtx_ssrc] = ssrc
+        stream.stream_type = stream_type
+        if active and not stream.active:
+            stream.keyframes.need(KeyframeReason.JOIN, now)
+        stream.active = active
+        return StreamBound(ssrc, user_id, rtx_ssrc, stream_type, active)
+
+    def _unbind(self, ssrc: int) -> list[ReceiveEvent]:
+        stream = self._streams.pop(ssrc)
+        if stream.rtx_ssrc is not None:
+            self._rtx_to_primary.pop(stream.rtx_ssrc, None)
+        return [StreamUnbound(ssrc, stream.user_id)]
+
+    def user_for_ssrc(self, ssrc: int) -> str | None:
+        stream = self._streams.get(ssrc)
+        if stream is None:
+            primary = self._rtx_to_primary.get(ssrc)
+            stream = None if primary is None else self._streams.get(primary)
+        return None if stream is None else stream.user_id
+
+    def is_video_ssrc(self, ssrc: int) -> bool:
+        return ssrc in self._streams or ssrc in self._rtx_to_primary
+
+    def is_video_payload_type(self, payload_type: int) -> bool:
+        return payload_type in self._pt_codec or payload_type in self._rtx_pt
+
+    # ------------------------------------------------------------------ policy inputs
+
+    def suppress(self, user_id: str, stream_type: StreamType) -> None:
+        """Drop frames of ``user_id``'s ``stream_type`` (a native watch of that screen is active)."""
+        self._suppressed.add((user_id, stream_type))
+
+    def unsuppress(self, user_id: str, stream_type: StreamType, now: float) -> None:
+        if (user_id, stream_type) in self._suppressed:
+            self._suppressed.discard((user_id, stream_type))
+            for stream in self._streams.values():
+                if stream.user_id == user_id and stream.stream_type == stream_type:
+                    stream.started = False
+                    stream.keyframes.need(KeyframeReason.JOIN, now)
+
+    def dave_ready(self, now: float) -> None:
+        """DAVE just became usable: ask every stream for a keyframe now (not rate-limited)."""
+        self._dave_ready = True
+        for stream in self._streams.values():
+            stream.keyframes.need(KeyframeReason.JOIN, now)
+            stream.forced_keyframe_request = True
+
+    def request_keyframe(self, ssrc: int, reason: KeyframeReason, now: float) -> None:
+        """The decoder was reset or reports errors: ask for a keyframe (rate-limited)."""
+        stream = self._streams.get(ssrc)
+        if stream is not None:
+            stream.keyframes.need(reason, now)
+
+    def on_rtcp(self, packets: Iterable[object], now: float) -> None:
+        """Sender Reports of the senders we receive: remembered for LSR/DLSR in our reports."""
+        for packet in packets:
+            if isinstance(packet, SenderReport):
+                stream = self._streams.get(packet.ssrc)
+                if stream is not None:
+                    stream.report.last_sr = (packet.ntp_timestamp >> 16) & _NTP_MIDDLE_MASK
+                    stream.report.last_sr_at = now
+
+    # ------------------------------------------------------------------ media
+
+    def receive(self, header: RtpHeader, payload: bytes, now: float) -> list[ReceiveEvent]:
+        """One decrypted media packet (payload after padding and extension strip). Never raises."""
+        self._packets += 1
+        ssrc = header.ssrc
+        pt = header.payload_type
+        stream = self._streams.get(ssrc)
+        seq = header.sequence
+        if stream is None:
+            primary = self._rtx_to_primary.get(ssrc)
+            if primary is None and pt in self._rtx_pt:
+                primary = ssrc - 1 if ssrc - 1 in self._streams else None
+            if primary is None:
+                self._dropped[DROP_UNKNOWN_SSRC] += 1
+                return []
+            stream = self._streams[primary]
+            stream.rtx_received += 1
+            if pt in self._rtx_pt:
+                pt = self._rtx_pt[pt]
+            original = stream.rtx.unwrap(
+                MediaPacket(seq, header.timestamp, header.marker, payload, ssrc, now), primary
+            )
+            if original is None:
+                stream.dropped[DROP_RTX_MALFORMED if len(payload) < 2 else DROP_RTX_PROBE] += 1
+                return []
+            packet = original
+        elif pt in self._rtx_pt:
+            # RTX on the media SSRC itself (some senders): unwrap in place.
+            stream.rtx_received += 1
+            pt = self._rtx_pt[pt]
+            original = stream.rtx.unwrap(
+                MediaPacket(seq, header.timestamp, header.marker, payload, ssrc, now), ssrc
+            )
+            if original is None:
+                stream.dropped[DROP_RTX_MALFORMED if len(payload) < 2 else DROP_RTX_PROBE] += 1
+                return []
+            packet = original
+        else:
+            if not payload:
+                stream.dropped[DROP_EMPTY] += 1
+                return []
+            packet = MediaPacket(seq, header.timestamp, header.marker, payload, ssrc, now)
+        codec = self._pt_codec.get(pt)
+        if codec is None:
+            stream.dropped[DROP_UNKNOWN_PT] += 1
+            return []
+        events: list[ReceiveEvent] = []
+        if codec != stream.codec:
+            previous = stream.set_codec(codec)
+            if previous is not None:
+                stream.keyframes.need(KeyframeReason.DECODER_RESET, now)
+            events.append(CodecChanged(stream.ssrc, stream.user_id, previous, codec))
+        if stream.first_packet_at is None:
+            stream.first_packet_at = now
+        if ssrc == stream.ssrc:
+            stream.report.packet(packet.seq, packet.timestamp, now)
+        stream.reorder.insert(packet, now)
+        return self._drain(stream, now, events)
+
+    def tick(self, now: float) -> list[ReceiveEvent]:
+        """Release holes whose wait expired (frames may complete as a result)."""
+        events: list[ReceiveEvent] = []
+        for stream in list(self._streams.values()):
+            deadline = stream.reorder.next_deadline()
+            if deadline is not None and deadline <= now:
+                events = self._drain(stream, now, events)
+        return events
+
+    def _drain(self, stream: _Stream, now: float, events: list[ReceiveEvent]) -> list[ReceiveEvent]:
+        depacketizer = stream.depacketizer
+        if depacketizer is None:
+            return events
+        for item in stream.reorder.pop_ready(now):
+            for frame in depacketizer.push(item):
+                events += self._on_frame(stream, frame, now)
+        if depacketizer.keyframe_needed:
+            # A frame was lost beyond repair (or none decodable came yet): the chain is broken.
+            stream.keyframes.need(KeyframeReason.GAP, now)
+        return events
+
+    def _on_frame(self, stream: _Stream, frame: AssembledFrame, now: float) -> list[ReceiveEvent]:
+        stream.frames_assembled += 1
+        stream.fps_in.tick(now)
+        data = frame.data
+        if (stream.user_id, stream.stream_type) in self._suppressed:
+            stream.frames_dropped[DROP_SUPPRESSED] += 1
+            return []
+        if not stream.active:
+            stream.frames_dropped[DROP_INACTIVE] += 1
+            return []
+        if self._decrypt is not None:
+            try:
+                plain = self._decrypt(stream.user_int, data)
+            except DecryptionFailed as exc:
+                stream.dave_failed += 1
+                stream.dave_failures[exc.reason] += 1
+                stream.frames_dropped[DROP_DAVE] += 1
+                stream.keyframes.need(KeyframeReason.GAP, now)
+                return self._diagnose(stream, frame, exc.reason, now)
+            if data.endswith(MAGIC_MARKER):
+                stream.dave_ok += 1
+            else:
+                stream.dave_passthrough += 1
+            data = plain
+        else:
+            stream.dave_passthrough += 1
+        assert stream.codec is not None
+        if stream.codec == "h264":
+            data = stream.parameter_sets.prepend_missing(data)
+        if frame.keyframe:
+            stream.keyframes.keyframe_received()
+            stream.started = True
+            stream.keyframes_emitted += 1
+        elif not stream.started:
+            stream.frames_dropped[DROP_AWAITING_KEYFRAME] += 1
+            return []
+        stream.frames_emitted += 1
+        if stream.first_frame_at is None:
+            stream.first_frame_at = now
+        return [
+            EncodedVideoFrame(
+                ssrc=stream.ssrc,
+                user_id=stream.user_id,
+                codec=stream.codec,
+                stream_type=stream.stream_type,
+                timestamp=frame.timestamp,
+                keyframe=frame.keyframe,
+                data=data,
+                first_seq=frame.first_seq,
+                last_seq=frame.last_seq,
+                assembled_at=now,
+            )
+        ]
+
+    def _diagnose(
+        self, stream: _Stream, frame: AssembledFrame, reason: str, now: float
+    ) -> list[ReceiveEvent]:
+        last = stream.last_diagnostic_at
+        if last is not None and now - last < self.config.diagnostics_interval:
+            stream.diagnostics_suppressed += 1
+            return []
+        stream.last_diagnostic_at = now
+        suppressed, stream.diagnostics_suppressed = stream.diagnostics_suppressed, 0
+        return [
+            DecryptDiagnostic(
+                ssrc=stream.ssrc,
+                user_id=stream.user_id,
+                reason=reason,
+                timestamp=frame.timestamp,
+                first_seq=frame.first_seq,
+                last_seq=frame.last_seq,
+                packet_count=frame.packet_count,
+                suppressed_since_last=suppressed,
+                frame=describe_frame(frame.data),
+            )
+        ]
+
+    # ------------------------------------------------------------------ feedback
+
+    def poll(self, now: float) -> list[bytes]:
+        """RTCP datagrams (plain, one packet each) to send now: NACKs, PLI/FIR, receiver report."""
+        out: list[bytes] = []
+        local = self.config.local_ssrc
+        for stream in self._streams.values():
+            if not stream.active or (stream.user_id, stream.stream_type) in self._suppressed:
+                continue
+            if self.config.nack and stream.depacketizer is not None:
+                seqs = stream.nack.poll(stream.reorder.missing(now), now)
+                if seqs:
+                    out.append(GenericNack.for_sequences(local, stream.ssrc, seqs).serialize())
+            request = stream.keyframes.poll(now)
+            if request is None and stream.forced_keyframe_request and stream.keyframes.waiting:
+                stream.keyframe_requests_forced += 1
+                request_kind = self.config.keyframe_policy.kind
+                out.append(self._keyframe_packet(stream.ssrc, request_kind, stream.keyframe_requests_forced))
+            elif request is not None:
+                out.append(self._keyframe_packet(stream.ssrc, request.kind, request.fir_seq or 0))
+            stream.forced_keyframe_request = False
+        if self._next_report is None:
+            self._next_report = now + self.config.report_interval
+        elif now >= self._next_report:
+            self._next_report = now + self.config.report_interval
+            blocks = [
+                block
+                for ssrc, stream in self._streams.items()
+                if (block := stream.report.block(ssrc, now)) is not None
+            ][:MAX_REPORT_BLOCKS]
+            if blocks:
+                out.append(ReceiverReport(local, tuple(blocks)).serialize())
+        self._rtcp_sent += len(out)
+        return out
+
+    def _keyframe_packet(self, ssrc: int, kind: KeyframeRequestKind, fir_seq: int) -> bytes:
+        local = self.config.local_ssrc
+        if kind is KeyframeRequestKind.FIR:
+            return FullIntraRequest(local, ((ssrc, fir_seq % 256),)).serialize()
+        return PictureLossIndication(local, ssrc).serialize()
+
+    def next_deadline(self) -> float | None:
+        """When ``tick``/``poll`` next have something to do (None: nothing scheduled)."""
+        times: list[float] = []
+        if self._next_report is not None and self._streams:
+            times.append(self._next_report)
+        for stream in self._streams.values():
+            for deadline in (
+                stream.reorder.next_deadline(),
+                stream.nack.next_deadline() if self.config.nack else None,
+                stream.keyframes.next_deadline(),
+            ):
+                if deadline is not None:
+                    times.append(deadline)
+            if stream.forced_keyframe_request:
+                times.append(stream.bound_at)
+        return min(times) if times else None
+
+    # ------------------------------------------------------------------ queries
+
+    def streams(self) -> tuple[int, ...]:
+        return tuple(self._streams)
+
+    def stream_statistics(self, ssrc: int) -> VideoStreamStatistics | None:
+        stream = self._streams.get(ssrc)
+        return None if stream is None else stream.statistics()
+
+    def statistics(self) -> VideoReceiverStatistics:
+        return VideoReceiverStatistics(
+            packets=self._packets,
+            dropped=dict(self._dropped),
+            rtcp_sent=self._rtcp_sent,
+            streams={ssrc: stream.statistics() for ssrc, stream in self._streams.items()},
+        )

@@ -1,0 +1,158 @@
+"""The selective forwarding unit: relay RTP between participants, route RTCP feedback (synchronous).
+
+For each RTP packet from a sender (discord-protocol.md §8.2 step 9): decrypt with the sender's
+transport key (padding and extension elements stripped), map its PT to a codec with the
+*sender's* declared table, then for every other participant that can decode that codec and
+wants that SSRC (op15): same SSRC, sequence number, timestamp and marker; the *receiver's* PT
+(or RTX PT); a fresh extension block; encrypted with the receiver's key and the server's own
+per-connection counter. The media payload (a DAVE frame or part of one) is never modified.
+
+A sender's RTP padding is re-created (a seeded count of 1-32 bytes) so receivers exercise
+padding strip; audio gets an audio-level element (ID 1) and video the usual ID 5 element,
+like Discord's own packets.
+
+RTCP: try AAD 8 then AAD 4 (§4.6 conflict; counted per framing); NACK/PLI/FIR go to the
+participant that sends the named SSRC, re-sealed with its key (AAD 8); RR/SR are counted.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+from collections.abc import Callable, Iterable
+
+import attrs
+
+from clank.crypto.transport import RTCP_AAD_SRTCP
+from clank.errors import DecryptionFailed, MalformedPacket
+from clank.sandbox.rtc.peer import Participant
+from clank.wire import rtcp
+from clank.wire.rtp import VIDEO_EXTENSION, RtpExtension, RtpHeader, build_padding
+
+# What Discord puts on audio packets (ID 1 audio level, "voice activity" bit + level 30 dBov).
+AUDIO_EXTENSION = RtpExtension.one_byte([(1, b"\x9e")])
+MAX_RELAY_PADDING = 32
+
+Deliver = Callable[[Participant, bytes], None]
+
+
+@attrs.frozen
+class SfuStatistics:
+    rtp_in: int
+    rtp_relayed: int
+    rtcp_in: int
+    dropped: dict[str, int]
+    rtcp_aad: dict[int, int]
+    nacks_forwarded: int
+    keyframe_requests_forwarded: int
+    receiver_reports: int
+
+
+class Sfu:
+    """Relay logic of one call. ``deliver(receiver, datagram)`` sends a protected datagram."""
+
+    def __init__(self, deliver: Deliver, seed: int = 0) -> None:
+        self._deliver = deliver
+        self._rng = random.Random(seed)
+        self._dropped: collections.Counter[str] = collections.Counter()
+        self._aad: collections.Counter[int] = collections.Counter()
+        self._rtp_in = 0
+        self._relayed = 0
+        self._rtcp_in = 0
+        self._nacks = 0
+        self._keyframe_requests = 0
+        self._reports = 0
+
+    def statistics(self) -> SfuStatistics:
+        return SfuStatistics(
+            rtp_in=self._rtp_in,
+            rtp_relayed=self._relayed,
+            rtcp_in=self._rtcp_in,
+            dropped=dict(self._dropped),
+            rtcp_aad=dict(self._aad),
+            nacks_forwarded=self._nacks,
+            keyframe_requests_forwarded=self._keyframe_requests,
+            receiver_reports=self._reports,
+        )
+
+    # ------------------------------------------------------------------ RTP
+
+    def relay_rtp(self, sender: Participant, packet: bytes, others: Iterable[Participant]) -> None:
+        self._rtp_in += 1
+        try:
+            header, payload = sender.cipher.open_rtp(packet)
+        except MalformedPacket:
+            self._dropped["malformed"] += 1
+            return
+        except DecryptionFailed:
+            self._dropped["decrypt_failed"] += 1
+            return
+        if not payload:
+            self._dropped["probe"] += 1
+            return
+        if not sender.owns_ssrc(header.ssrc):
+            self._dropped["unknown_ssrc"] += 1
+            return
+        codec = sender.codec_for_payload_type(header.payload_type)
+        if codec is None:
+            self._dropped["unknown_payload_type"] += 1
+            return
+        is_rtx = header.payload_type == codec.rtx_payload_type and codec.payload_type != codec.rtx_payload_type
+        video = codec.type == "video"
+        primary = sender.primary_ssrc(header.ssrc)
+        extension = VIDEO_EXTENSION if video else AUDIO_EXTENSION
+        for receiver in others:
+            if video and not receiver.wants_video(primary):
+                self._dropped["not_wanted"] += 1
+                continue
+            theirs = receiver.codec_named(codec.name)
+            pt = None if theirs is None else (theirs.rtx_payload_type if is_rtx else theirs.payload_type)
+            if pt is None:
+                self._dropped["receiver_cannot_decode"] += 1
+                continue
+            padding = build_padding(self._rng.randint(1, MAX_RELAY_PADDING)) if header.padding else b""
+            out = RtpHeader(
+                payload_type=pt,
+                sequence=header.sequence,
+                timestamp=header.timestamp,
+                ssrc=header.ssrc,
+                marker=header.marker,
+                padding=bool(padding),
+                extension_profile=extension.profile,
+                extension_words=extension.words,
+            )
+            sealed = receiver.cipher.seal_rtp(out.serialize(), extension.body + payload + padding)
+            self._relayed += 1
+            self._deliver(receiver, sealed)
+
+    # ------------------------------------------------------------------ RTCP
+
+    def handle_rtcp(self, sender: Participant, packet: bytes, everyone: Iterable[Participant]) -> None:
+        self._rtcp_in += 1
+        try:
+            plain, aad_len = sender.cipher.open_rtcp_any(packet)
+            packets = rtcp.parse_compound(plain)
+        except (MalformedPacket, DecryptionFailed):
+            self._dropped["rtcp_undecodable"] += 1
+            return
+        self._aad[aad_len] += 1
+        members = [p for p in everyone if p is not sender]
+        for item in packets:
+            if isinstance(item, rtcp.GenericNack | rtcp.PictureLossIndication):
+                self._forward(item, item.media_ssrc, members)
+            elif isinstance(item, rtcp.FullIntraRequest):
+                for ssrc, _seq in item.entries:
+                    self._forward(item, ssrc, members)
+            elif isinstance(item, rtcp.ReceiverReport | rtcp.SenderReport):
+                self._reports += 1
+
+    def _forward(self, item: rtcp.RtcpPacket, media_ssrc: int, members: list[Participant]) -> None:
+        target = next((p for p in members if p.owns_ssrc(media_ssrc)), None)
+        if target is None:
+            self._dropped["feedback_for_unknown_ssrc"] += 1
+            return
+        if isinstance(item, rtcp.GenericNack):
+            self._nacks += 1
+        else:
+            self._keyframe_requests += 1
+        self._deliver(target, target.cipher.seal_rtcp(item.serialize(), RTCP_AAD_SRTCP))
