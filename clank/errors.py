@@ -21,6 +21,7 @@ into these once, at the I/O boundary, with ``raise ... from exc``.
     │   ├── DecryptionFailed        transport AEAD or DAVE decrypt failed (media: counted)
     │   └── DaveError               a DAVE/MLS step failed (recovered with op31)
     ├── WatchError                  a watch could not start or ended (``reason`` is a stable code)
+    ├── VisionError                 a vision provider could not describe a frame (``reason`` code)
     └── SandboxError                the local Discord was misused by a test or scenario
 """
 
@@ -126,6 +127,20 @@ class WatchError(ClankError):
     def __init__(self, reason: str, detail: str = "") -> None:
         self.reason = reason
         self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class VisionError(ClankError):
+    """A vision provider failed to describe a frame; screen notes count it, the watch goes on.
+
+    ``reason`` is a stable code (``timeout``, ``connect``, ``http_status``, ``bad_response``,
+    ``bad_image``); ``status`` is the HTTP status for ``http_status``.
+    """
+
+    def __init__(self, reason: str, detail: str = "", status: int | None = None) -> None:
+        self.reason = reason
+        self.detail = detail
+        self.status = status
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
 

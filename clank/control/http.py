@@ -11,7 +11,8 @@ keeps it in ``sessionStorage``. Request bodies are validated by the tool table
 ..., "message": ...}``.
 
 ``GET /api/events`` is a server-sent-event stream: a ``status`` event every
-:data:`SSE_INTERVAL`, a ``frame`` event whenever a watch has a new picture, and ``log`` events
+:data:`SSE_INTERVAL`, a ``sharers`` event when the sharers change (and first of all), a
+``frame`` event whenever a watch has a new picture, and ``log`` events
 for new entries of :data:`clank.logging.RECENT`. Streams end when the client goes away or the
 API closes.
 """
@@ -176,8 +177,13 @@ class _Routes:
         backlog = RECENT.since(0)[-SSE_LOG_BACKLOG:]
         last_log = backlog[0]["n"] - 1 if backlog else 0
         frames: dict[tuple[str, str], int] = {}
+        sharers: object = None
         yield b"retry: 2000\n\n"
         while not self.closing.is_set():
+            current = self.service.list_sharers()
+            if current != sharers:
+                sharers = current
+                yield _sse("sharers", current)
             status = self.service.status()
             yield _sse("status", status)
             for watch in status["watches"]:
@@ -225,7 +231,9 @@ def _bound_port(binds: list[str]) -> int:
 
 
 @asynccontextmanager
-async def open_http_api(service: ClankService, settings: ApiSettings, *, token: str) -> AsyncIterator[HttpApi]:
+async def open_http_api(
+    service: ClankService, settings: ApiSettings, *, token: str
+) -> AsyncIterator[HttpApi]:
     """Serve the API and dashboard on ``settings.host:settings.port`` (port 0: any free port)."""
     if not token:
         raise InvalidArgument("token", "the HTTP API needs a bearer token")

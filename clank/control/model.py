@@ -14,6 +14,7 @@ from typing import Any, Literal
 import attrs
 
 from clank.control.resolve import WatchKind
+from clank.watch.frames import ScreenFrame
 
 Transport = Literal["native", "link"]
 JsonScalar = str | int | float | bool | None
@@ -38,6 +39,23 @@ class FrameView:
     mean_abs_diff: float = 0.0
     change_smoothed: float = 0.0
     scene_cut: bool = False
+
+    @classmethod
+    def from_screen_frame(cls, frame: ScreenFrame) -> FrameView:
+        """From the watch roles' :class:`~clank.watch.frames.ScreenFrame` (LatestFrameStore)."""
+        return cls(
+            jpeg=frame.jpeg,
+            width=frame.width,
+            height=frame.height,
+            sequence=frame.sequence,
+            captured_at=frame.wall_time,
+            source_width=frame.source_width,
+            source_height=frame.source_height,
+            keyframe=frame.keyframe,
+            change_score=frame.change_score,
+            change_smoothed=frame.change_ema,
+            scene_cut=frame.scene_cut,
+        )
 
     def metadata(self, now: float) -> dict[str, Any]:
         return {

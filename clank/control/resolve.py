@@ -15,6 +15,9 @@ The rules are the seed's (clanky ``src/bot/screenShare.ts`` ``tryStartNativeScre
   one user is sharing; exactly one discovered stream (and nobody's voice state says sharing).
   Several live users → refused ``ambiguous_sharers`` (the candidates are listed); nobody live →
   ``nobody_sharing``. Without a target we never pick a webcam: that needs a name.
+  One deliberate difference: clanky bound "the single active sharer" even when another user had
+  a discovered stream; here any second live user makes the call ambiguous, because several
+  sharers without a target must be refused.
 * A call that resolves to a target we already watch (same user, same kind) is a **reuse**.
 
 Everything here is synchronous and deterministic so the rules can be tested as a table.
@@ -189,8 +192,11 @@ def _requester_live(snapshot: ResolveInput, requester_id: str | None) -> str | N
 
 
 def _single_sharing(snapshot: ResolveInput, _requester: str | None) -> str | None:
-    sharing = [s.user_id for s in snapshot.sharers if s.sharing and s.user_id != snapshot.our_user_id]
-    return sharing[0] if len(sharing) == 1 else None
+    live = snapshot.live_user_ids()
+    if len(live) != 1:
+        return None  # someone else's discovered stream makes it a choice (clanky ignored those)
+    sharer = snapshot.sharer(live[0])
+    return live[0] if sharer is not None and sharer.sharing else None
 
 
 def _single_discovered(snapshot: ResolveInput, _requester: str | None) -> str | None:

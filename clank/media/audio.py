@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import collections
 import enum
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Final
 
 import attrs
@@ -357,7 +357,7 @@ class PcmSource:
         return out
 
 
-def iter_file_pcm(source: str, *, chunk_s: float = 0.5) -> Iterator[Pcm]:
+def iter_file_pcm(source: str, *, chunk_s: float = 0.5) -> Generator[Pcm, None, None]:
     """Decode an audio file or URL with PyAV into 48 kHz stereo int16 chunks (blocking: run on a thread)."""
     try:
         container = av.open(source)

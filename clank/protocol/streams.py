@@ -842,7 +842,6 @@ class StreamRegistry:
         if self._is_own(key):
             self._own_stream = None
         else:
-            del self._streams[str(key)]
             self._touched_owner = None
         return [
             StreamDeleted(
@@ -982,7 +981,7 @@ class StreamRegistry:
             if self._watching is not None
             else (preferred_owner_id if preferred_owner_id is not None else self._touched_owner)
         )
-        return max(self._streams.values(), key=lambda s: primary_order_key(s, preferred))
+        return min(self._streams.values(), key=lambda s: primary_order_key(s, preferred))
 
     def member(self, user_id: str) -> VoiceState | None:
         return self._members.get(user_id)

@@ -96,7 +96,7 @@ _VIDEO_CLOCK: Final = 90_000
 class VideoReceiveConfig:
     """Tunables of one receiver. ``local_ssrc`` is our SSRC on the leg (RTCP sender SSRC)."""
 
-    local_ssrc: int
+    local_ssrc: int = 0
     default_stream_type: StreamType = "screen"
     reorder_capacity: int = 512
     reorder_delay: float = 0.12
@@ -440,6 +440,8 @@ class VideoReceiver:
         if config.reorder_delay < 0 or config.report_interval <= 0:
             raise UsageError("reorder_delay must be >= 0 and report_interval > 0")
         self.config = config
+        self.local_ssrc = config.local_ssrc
+        """Our SSRC on the leg (RTCP sender SSRC); set it once Ready told us (0 until then)."""
         self._decrypt = decrypt
         self._pt_codec, self._rtx_pt = codec_table(config.codecs)
         self._streams: dict[int, _Stream] = {}
@@ -724,7 +726,7 @@ class VideoReceiver:
     def poll(self, now: float) -> list[bytes]:
         """RTCP datagrams (plain, one packet each) to send now: NACKs, PLI/FIR, receiver report."""
         out: list[bytes] = []
-        local = self.config.local_ssrc
+        local = self.local_ssrc
         for stream in self._streams.values():
             if not stream.active or (stream.user_id, stream.stream_type) in self._suppressed:
                 continue
@@ -755,7 +757,7 @@ class VideoReceiver:
         return out
 
     def _keyframe_packet(self, ssrc: int, kind: KeyframeRequestKind, fir_seq: int) -> bytes:
-        local = self.config.local_ssrc
+        local = self.local_ssrc
         if kind is KeyframeRequestKind.FIR:
             return FullIntraRequest(local, ((ssrc, fir_seq % 256),)).serialize()
         return PictureLossIndication(local, ssrc).serialize()

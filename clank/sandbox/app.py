@@ -33,7 +33,10 @@ from clank.sandbox.hub import DispatchHub
 from clank.sandbox.ids import IdFactory
 from clank.sandbox.media import MediaBackend, NullMediaBackend
 from clank.sandbox.rest import RestApi, build_app
+from clank.sandbox.rtc.backend import RtcMediaBackend, RtcSettings, open_rtc_backend
+from clank.sandbox.rtc.server import MediaServerConfig
 from clank.sandbox.scenarios import apply_setup, get_scenario, run_scenario
+from clank.sandbox.tls import open_sandbox_tls
 from clank.sandbox.world import World
 
 log = get_logger("clank.sandbox")
@@ -58,10 +61,16 @@ class Sandbox:
     guild_id: str
     voice_channel_id: str
     text_channel_id: str
+    media: RtcMediaBackend | None = attrs.field(default=None, repr=False)
+    """The voice/stream servers and simulated media (None when a custom or null backend is used)."""
+    ca_file: str | None = None
+    """With ``tls=True``: the throwaway CA (PEM) that signs the voice/stream servers' certificate."""
 
     def info(self) -> dict[str, Any]:
         """The JSON line ``clank sandbox`` prints (contains the tokens: for the local client only)."""
+        tls = {} if self.ca_file is None else {"ca_file": self.ca_file}
         return {
+            **tls,
             "api_url": self.api_url,
             "gateway_url": self.gateway_url,
             "token": self.token,
@@ -90,12 +99,55 @@ async def open_sandbox(
     heartbeat_interval_ms: int = 41250,
     seed: int = 0,
     media_backend: MediaBackend | None = None,
+    media: bool = True,
+    tls: bool = False,
 ) -> AsyncIterator[Sandbox]:
-    """Start the sandbox; on exit, close every gateway connection and stop the server."""
+    """Start the sandbox; on exit, close every gateway connection and stop the server.
+
+    Voice and stream servers with simulated media (``sb.media``) run unless ``media`` is False
+    or another ``media_backend`` is given. With ``tls`` they serve ``wss://`` with a throwaway
+    certificate whose CA is ``sb.ca_file`` (for clients that hard-code ``wss://{endpoint}``).
+    """
+    if tls:
+        if media_backend is not None or not media:
+            raise SandboxError("tls=True needs the sandbox's own voice/stream servers")
+        with open_sandbox_tls() as minted:
+            server = MediaServerConfig(seed=seed, ssl_context=minted.server_context())
+            async with (
+                open_rtc_backend(RtcSettings(server=server)) as rtc,
+                _open_sandbox(host, port, scenario, heartbeat_interval_ms, seed, rtc, rtc) as sandbox,
+            ):
+                yield attrs.evolve(sandbox, ca_file=str(minted.ca_file))
+        return
+    if media_backend is not None or not media:
+        backend = media_backend or NullMediaBackend()
+        async with _open_sandbox(host, port, scenario, heartbeat_interval_ms, seed, backend, None) as sandbox:
+            yield sandbox
+        return
+    settings = RtcSettings(server=MediaServerConfig(seed=seed))
+    async with (
+        open_rtc_backend(settings) as rtc,
+        _open_sandbox(host, port, scenario, heartbeat_interval_ms, seed, rtc, rtc) as sandbox,
+    ):
+        yield sandbox
+
+
+@asynccontextmanager
+async def _open_sandbox(
+    host: str,
+    port: int,
+    scenario: str,
+    heartbeat_interval_ms: int,
+    seed: int,
+    media_backend: MediaBackend,
+    rtc: RtcMediaBackend | None,
+) -> AsyncIterator[Sandbox]:
     chosen = get_scenario(scenario)
     ids = IdFactory(seed)
     hub = DispatchHub()
-    world = World(hub, media_backend or NullMediaBackend(), ids)
+    world = World(hub, media_backend, ids)
+    if rtc is not None:
+        rtc.bind_world(world)
     await apply_setup(world, chosen)
     gateway = GatewayServer(world, hub, ids, heartbeat_interval_ms)
     api = RestApi(world)
@@ -124,6 +176,7 @@ async def open_sandbox(
             guild_id=guild.id,
             voice_channel_id=world.voice_channel_ids(guild.id)[0],
             text_channel_id=world.text_channel_ids(guild.id)[0],
+            media=rtc,
         )
         scenario_scope = trio.CancelScope()
 
@@ -142,10 +195,12 @@ async def open_sandbox(
             nursery.cancel_scope.deadline = trio.current_time() + SHUTDOWN_TIMEOUT
 
 
-async def serve_sandbox_cli(host: str, port: int, scenario: str, *, out: TextIO | None = None) -> None:
+async def serve_sandbox_cli(
+    host: str, port: int, scenario: str, *, out: TextIO | None = None, tls: bool = False
+) -> None:
     """``clank sandbox``: print one JSON line of :meth:`Sandbox.info` when ready, run until cancelled."""
     stream = out if out is not None else sys.stdout
-    async with open_sandbox(host=host, port=port, scenario=scenario) as sandbox:
+    async with open_sandbox(host=host, port=port, scenario=scenario, tls=tls) as sandbox:
         stream.write(json.dumps(sandbox.info()) + "\n")
         stream.flush()
         await trio.sleep_forever()

@@ -130,6 +130,7 @@ class RoleHandle(Generic[ApiT]):
         self._started_at = trio.current_time()
         self._ended_at: float | None = None
         self._transitions = 0
+        self._was_ready = False
         self._changed = trio.Event()
         self._stopped = trio.Event()
         self._api: ApiT | None = None
@@ -156,6 +157,11 @@ class RoleHandle(Generic[ApiT]):
     def error(self) -> BaseException | None:
         """The expected failure that ended the role (None while running or after a clean stop)."""
         return self._error
+
+    @property
+    def was_ready(self) -> bool:
+        """True once the role reached READY (at least once)."""
+        return self._was_ready
 
     @property
     def stopped(self) -> bool:
@@ -196,6 +202,7 @@ class RoleHandle(Generic[ApiT]):
         if state is self._state and reason is None:
             return
         self._state = state
+        self._was_ready = self._was_ready or state is RoleState.READY
         if reason is not None:
             self._reason = reason
         if close_code is not None:
@@ -306,6 +313,9 @@ async def run_role(
                 await role_fn(handle, *args, task_status=_Status())
         except* EXPECTED_ROLE_ERRORS as group:
             error = _first_leaf(group)
+        except* Exception as group:
+            error = _first_leaf(group)  # a bug: record it, then let it propagate loudly
+            raise
         finally:
             handle._finish(error)
             if not started:

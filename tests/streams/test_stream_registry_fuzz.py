@@ -117,6 +117,27 @@ class RegistryMachine(RuleBasedStateMachine):
             assert self.registry.stream(parsed) is None
             assert self.registry.watching_key != parsed
 
+    @precondition(lambda self: self.registry.streams() or self.registry.watching_key is not None)
+    @rule(data=st.data(), reason=st.sampled_from(["stream_ended", "stream_full"]))
+    def delete_a_known_or_watched_stream(self, data: st.DataObject, reason: str) -> None:
+        watched = self.registry.watching_key
+        known = [s.key for s in self.registry.streams()] + ([watched] if watched is not None else [])
+        key = data.draw(st.sampled_from(known))
+        self.feed("STREAM_DELETE", {"stream_key": str(key), "reason": reason})
+        assert self.registry.stream(key) is None
+        assert self.registry.watching_key != key
+
+    @precondition(lambda self: self.registry.streams())
+    @rule(data=st.data())
+    def credentials_for_a_known_stream(self, data: st.DataObject) -> None:
+        key = data.draw(st.sampled_from([s.key for s in self.registry.streams()]))
+        self.feed(
+            "STREAM_SERVER_UPDATE", {"stream_key": str(key), "endpoint": "127.0.0.1:7003", "token": "t"}
+        )
+        stream = self.registry.stream(key)
+        assert stream is not None
+        assert stream.endpoint == "127.0.0.1:7003"
+
     @rule(guild=st.sampled_from([GUILD, "2"]), states=st.lists(voice_state_payloads(), max_size=4))
     def guild_create(self, guild: str, states: list[dict[str, Any]]) -> None:
         self.feed("GUILD_CREATE", {"id": guild, "voice_states": states})

@@ -1,4 +1,4 @@
-"""The sandbox's voice and stream servers: websocket + UDP per call, SFU, DAVE external sender, simulated users.
+"""The sandbox's voice and stream servers: websocket + UDP, SFU, DAVE external sender, simulated users.
 
 * :mod:`.server` — :class:`MediaServer`: one voice channel or one Go Live stream (websocket on
   127.0.0.1 via ``VoiceServerConnectionCore``, one UDP socket, a ``DaveGroupServer``).

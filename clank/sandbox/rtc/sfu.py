@@ -97,7 +97,9 @@ class Sfu:
         if codec is None:
             self._dropped["unknown_payload_type"] += 1
             return
-        is_rtx = header.payload_type == codec.rtx_payload_type and codec.payload_type != codec.rtx_payload_type
+        is_rtx = (
+            header.payload_type == codec.rtx_payload_type and codec.payload_type != codec.rtx_payload_type
+        )
         video = codec.type == "video"
         primary = sender.primary_ssrc(header.ssrc)
         extension = VIDEO_EXTENSION if video else AUDIO_EXTENSION

@@ -1,0 +1,786 @@
+"""Watching: the ``stream_watch`` role (one per watched Go Live) and webcam watch on the voice leg.
+
+``await start_stream_watch(session, user_id, settings=...)`` starts a child role nursery of the
+voice session (``session.start_role``) and returns a :class:`WatchHandle` once frames can flow,
+or raises ``WatchError(reason)``. Inside the role (discord-protocol.md §2.8 #3, §6, Appendix C.1)::
+
+    stream_watch:<user> role nursery
+     ├─ gateway dispatches     STREAM_CREATE/SERVER_UPDATE/DELETE, the target's VOICE_STATE_UPDATE
+     ├─ media connection       stream server WS + UDP (server_id = rtc_server_id, our voice
+     │                         session_id, DAVE group rtc_server_id - 1, video + screen stream)
+     ├─ video pipeline         receive core (inline in UDP task) + feedback task + decoder thread
+     ├─ sink wants             op15 every 2 s until the first frame, then every 10 s and on op12
+     └─ keepalive              op21 stream ping every 60 s on the main gateway
+
+1. op20 with the stream key: the registry's if it knows the stream, else synthesized from our
+   voice channel (a watcher may ask before STREAM_CREATE, §2.7).
+2. Credentials (rtc_server_id from STREAM_CREATE, endpoint + token from STREAM_SERVER_UPDATE)
+   are awaited for ``watch.credentials_timeout_s``; see :data:`WATCH_FAILURES` for the reasons.
+3. The watch ends — only this role, the voice role and other watches carry on — on
+   STREAM_DELETE (``stream_deleted``), the target leaving voice or stopping its stream
+   (``target_left``), a transport failure of the stream leg (``transport``), ``stop()``
+   (``stopped``) or the session ending (cancelled with it). The frame store is closed with the
+   reason and op19 tells the gateway we stopped watching.
+
+Several watches run at once (one role each, up to ``watch.max_concurrent_watches``); a repeat
+watch of the same target returns the running handle.
+
+Webcam watch (``start_webcam_watch``) rides on the voice leg: one ``webcam_watch`` role per session
+hooks the voice role's video packet handler, keeps the SSRC bindings from the leg's op12 state,
+sends op15 partitioned by kind (camera SSRCs of watched users wanted; screen SSRCs 0 — those
+belong to the stream leg) and suppresses screen frames of users we watch natively.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from typing import Any, Final, Literal, Protocol
+
+import attrs
+import trio
+
+from clank.config import Settings, WatchSettings
+from clank.errors import ClankError, CryptoError, MalformedMessage, ProtocolError, TransportError, WatchError
+from clank.io.gateway import Dispatch, GatewayClient
+from clank.io.media_connection import (
+    DaveStateChanged,
+    MediaConnection,
+    MediaConnectionParams,
+    MediaConnectionStatistics,
+    MediaEvent,
+    TransportStateChanged,
+    open_media_connection,
+)
+from clank.logging import bound, get_logger, register_secret
+from clank.protocol import voice_gateway as vgc
+from clank.protocol.streams import STREAM_PING_INTERVAL, StreamRegistry
+from clank.protocol.video_receive import StreamType, VideoReceiveConfig, VideoReceiver, build_sink_wants
+from clank.session.roles import RoleHandle, RoleState
+from clank.session.video_pipeline import FrameSink, VideoPipeline, WatchStreamStatistics, open_video_pipeline
+from clank.session.watch_frames import FrameChannel, LatestFrameStore
+from clank.wire import voice_gateway as vg
+from clank.wire.gateway_events import (
+    StreamCreate,
+    StreamDelete,
+    StreamKey,
+    StreamServerUpdate,
+    VoiceState,
+    dave_group_id_for_stream,
+)
+from clank.wire.rtp import RtpHeader
+
+__all__ = [
+    "SINK_WANTS_INTERVAL_SETTLED",
+    "SINK_WANTS_INTERVAL_STARTING",
+    "WATCH_FAILURES",
+    "WatchHandle",
+    "WatchSession",
+    "WatchStatistics",
+    "start_stream_watch",
+    "start_webcam_watch",
+]
+
+log = get_logger("clank.watch")
+
+WATCH_FAILURES: Final[Mapping[str, str]] = {
+    "not_in_voice": "we are not (yet) in a voice channel with a running voice role",
+    "own_stream": "the target is ourselves",
+    "target_not_in_voice": "the target is not in our voice channel",
+    "too_many_watches": "watch.max_concurrent_watches watches are already running",
+    "no_credentials": "no STREAM_CREATE + STREAM_SERVER_UPDATE within watch.credentials_timeout_s",
+    "stream_deleted": "STREAM_DELETE for the stream (ended, refused, full ...)",
+    "target_left": "the streamer left the channel or stopped streaming",
+    "transport": "the stream leg failed (websocket closed, handshake timeout, protocol error)",
+    "voice_ended": "the voice role ended (webcam watch)",
+    "interrupted": "the voice session ended or was rebuilt (a rebuild restarts the watch)",
+}
+"""Stable ``WatchError.reason`` codes of a watch that could not start or ended, with meanings."""
+
+SINK_WANTS_INTERVAL_STARTING: Final = 2.0
+"""op15 is re-asserted this often until the first frame (clankvox's cadence, §3.9)."""
+SINK_WANTS_INTERVAL_SETTLED: Final = 10.0
+STOP_BUDGET: Final = 1.0
+"""Seconds for the op19 sent when a watch ends (bounded, shielded)."""
+WEBCAM_SYNC_INTERVAL: Final = 1.0
+"""Webcam role: how often op12 bindings and DAVE readiness are re-read from the voice leg."""
+DISPATCH_BUFFER: Final = 64
+WEBCAM_ROLE: Final = "webcam_watch"
+
+_WATCH_EVENTS: Final = frozenset(
+    {"STREAM_CREATE", "STREAM_SERVER_UPDATE", "STREAM_DELETE", "STREAM_UPDATE", "VOICE_STATE_UPDATE"}
+)
+WatchKind = Literal["screen", "camera"]
+
+
+class WatchSession(Protocol):
+    """What a watch needs from the voice session (``clank.session.voice_session.VoiceSession``)."""
+
+    gateway: GatewayClient
+    guild_id: str
+    channel_id: str
+    settings: Settings
+    registry: Any
+    user_id: str
+
+    @property
+    def session_id(self) -> str | None: ...
+
+    @property
+    def voice(self) -> RoleHandle[Any]: ...
+
+    def roles(self) -> dict[str, RoleHandle[Any]]: ...
+
+    async def start_role(self, name: str, role_fn: Any, *args: Any) -> RoleHandle[Any]: ...
+
+    async def stop_role(self, name: str, reason: str = "stopped") -> None: ...
+
+
+@attrs.frozen
+class WatchStatistics:
+    target_user_id: str
+    kind: WatchKind
+    stream_key: str | None
+    state: RoleState
+    reason: str | None
+    started_at: float
+    credentials_at: float | None
+    connected_at: float | None
+    first_frame_at: float | None
+    time_to_first_frame: float | None  # watch start -> first JPEG
+    frames_published: int
+    sink_wants_sent: int
+    keepalives_sent: int
+    streams: Mapping[int, WatchStreamStatistics]
+    connection: MediaConnectionStatistics | None
+
+
+class _Watch:
+    """Shared state of one watch (lives across role rebuilds by the session)."""
+
+    def __init__(
+        self,
+        session: WatchSession,
+        target: str,
+        kind: WatchKind,
+        settings: WatchSettings,
+        frames_out: FrameChannel | None,
+    ) -> None:
+        self.session = session
+        self.target = target
+        self.kind = kind
+        self.settings = settings
+        self.sink = FrameSink(LatestFrameStore(), frames_out)
+        self.key: StreamKey | None = None
+        self.started_at = trio.current_time()
+        self.credentials_at: float | None = None
+        self.connected_at: float | None = None
+        self.sink_wants_sent = 0
+        self.keepalives_sent = 0
+        self.pipeline: VideoPipeline | None = None
+        self.connection: MediaConnection | None = None
+        self.handle: RoleHandle[Any] | None = None
+        self.end_reason: str | None = None
+        self.stop_requested = False
+
+    def reset(self) -> None:
+        """Start over after a session rebuild: a fresh store (waiters on the old one were told)."""
+        channel = self.sink.channel
+        self.sink = FrameSink(LatestFrameStore(), channel)
+        self.end_reason = None
+        self.key = None
+        self.credentials_at = self.connected_at = None
+        self.pipeline = None
+        self.connection = None
+
+    def statistics(self) -> WatchStatistics:
+        handle = self.handle
+        first = self.sink.first_frame_at
+        pipeline = self.pipeline
+        streams = {} if pipeline is None else pipeline.stream_statistics()
+        if self.kind == "camera":
+            streams = {s: st for s, st in streams.items() if st.receive.user_id == self.target}
+        return WatchStatistics(
+            target_user_id=self.target,
+            kind=self.kind,
+            stream_key=None if self.key is None else str(self.key),
+            state=RoleState.CONNECTING if handle is None else handle.state,
+            reason=self.end_reason,
+            started_at=self.started_at,
+            credentials_at=self.credentials_at,
+            connected_at=self.connected_at,
+            first_frame_at=first,
+            time_to_first_frame=None if first is None else first - self.started_at,
+            frames_published=self.sink.emitted,
+            sink_wants_sent=self.sink_wants_sent,
+            keepalives_sent=self.keepalives_sent,
+            streams=streams,
+            connection=None if self.connection is None else self.connection.statistics(),
+        )
+
+
+class WatchHandle:
+    """A running (or ended) watch: target, stream key, state, frames, statistics, stop."""
+
+    def __init__(self, watch: _Watch, stop: Any) -> None:
+        self._watch = watch
+        self._stop = stop
+
+    def __repr__(self) -> str:
+        return f"WatchHandle(target={self.target_user_id!r}, kind={self.kind}, state={self.state.value})"
+
+    @property
+    def target_user_id(self) -> str:
+        return self._watch.target
+
+    @property
+    def kind(self) -> WatchKind:
+        return self._watch.kind
+
+    @property
+    def stream_key(self) -> StreamKey | None:
+        return self._watch.key
+
+    @property
+    def frames(self) -> LatestFrameStore:
+        return self._watch.sink.store
+
+    @property
+    def state(self) -> RoleState:
+        reason = self._watch.end_reason
+        if reason is not None:
+            return RoleState.DISCONNECTED if reason == "stopped" else RoleState.FAILED
+        handle = self._watch.handle
+        return RoleState.CONNECTING if handle is None else handle.state
+
+    @property
+    def reason(self) -> str | None:
+        """Why the watch ended (a :data:`WATCH_FAILURES` code, or ``stopped``); None while running."""
+        return self._watch.end_reason
+
+    @property
+    def active(self) -> bool:
+        return self._watch.end_reason is None and not self.state.final
+
+    def statistics(self) -> WatchStatistics:
+        return self._watch.statistics()
+
+    async def stop(self) -> None:
+        """End this watch only (bounded); idempotent."""
+        await self._stop()
+
+    async def wait_stopped(self) -> None:
+        """Wait until the watch has ended (its frame store is closed then)."""
+        store = self._watch.sink.store
+        while not store.closed:
+            try:
+                await store.wait_frame(after_sequence=self._watch.sink.sequence)
+            except WatchError:
+                return
+
+
+# ---------------------------------------------------------------------- per-session bookkeeping
+
+
+@attrs.define(eq=False)
+class _Book:
+    watches: dict[tuple[str, WatchKind], WatchHandle] = attrs.field(factory=dict)
+    webcam: _WebcamRole | None = None
+
+
+_BOOKS: weakref.WeakKeyDictionary[Any, _Book] = weakref.WeakKeyDictionary()
+
+
+def _book(session: WatchSession) -> _Book:
+    book = _BOOKS.get(session)
+    if book is None:
+        book = _BOOKS[session] = _Book()
+    return book
+
+
+def _check_in_voice(session: WatchSession) -> None:
+    try:
+        voice = session.voice
+    except ClankError as exc:
+        raise WatchError("not_in_voice", str(exc)) from exc
+    if voice.state.final or session.session_id is None:
+        raise WatchError("not_in_voice", f"voice role is {voice.state.value}")
+
+
+# ---------------------------------------------------------------------- stream watch
+
+
+async def start_stream_watch(
+    session: WatchSession,
+    target_user_id: str,
+    *,
+    settings: WatchSettings | None = None,
+    frames_out: FrameChannel | None = None,
+) -> WatchHandle:
+    """Watch ``target_user_id``'s Go Live; returns once media flows, or raises ``WatchError``.
+
+    ``frames_out`` (optional) also receives every frame (the screen-watch pipeline's channel).
+    """
+    settings = settings or session.settings.watch
+    book = _book(session)
+    existing = book.watches.get((target_user_id, "screen"))
+    if existing is not None and existing.active:
+        return existing
+    if target_user_id == session.user_id:
+        raise WatchError("own_stream", "cannot watch our own Go Live")
+    _check_in_voice(session)
+    running = [h for (_, kind), h in book.watches.items() if kind == "screen" and h.active]
+    if len(running) >= settings.max_concurrent_watches:
+        raise WatchError("too_many_watches", f"{len(running)} watches running")
+    watch = _Watch(session, target_user_id, "screen", settings, frames_out)
+    name = f"stream_watch:{target_user_id}"
+
+    async def stop() -> None:
+        watch.stop_requested = True
+        await session.stop_role(name, "stopped")
+
+    watch_handle = WatchHandle(watch, stop)
+    book.watches[(target_user_id, "screen")] = watch_handle
+    role = await session.start_role(name, _stream_watch_role, watch)
+    watch.handle = role
+    state = await role.wait_state(RoleState.READY)
+    if state is not RoleState.READY:
+        error = role.error
+        if isinstance(error, WatchError):
+            raise WatchError(error.reason, error.detail)
+        raise WatchError(watch.end_reason or "transport", role.reason or "")
+    return watch_handle
+
+
+async def _stream_watch_role(
+    handle: RoleHandle[Any], watch: _Watch, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    watch.handle = handle
+    handle.attach(watch, watch.statistics)
+    session = watch.session
+    task_status.started()
+    if watch.end_reason is not None:
+        if watch.stop_requested or watch.end_reason != "interrupted":
+            return  # relaunched by a session rebuild after the watch had ended for good
+        # The session was rebuilt (new voice session id): watch again with a fresh store.
+        watch.reset()
+    reason = "interrupted"
+    try:
+        with (
+            bound(watch_target=watch.target),
+            session.gateway.subscribe(DISPATCH_BUFFER, events=_WATCH_EVENTS) as dispatches,
+        ):
+            key = _stream_key(session, watch.target)
+            watch.key = key
+            info = await _request_credentials(session, watch, key, dispatches)
+            await _watch_stream(handle, watch, key, info, dispatches)
+    except WatchError as exc:
+        reason = exc.reason
+        raise
+    except (TransportError, ProtocolError, CryptoError) as exc:
+        reason = "transport"
+        raise WatchError("transport", f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        if watch.stop_requested:
+            reason = "stopped"
+        watch.end_reason = reason
+        watch.sink.store.close(reason)
+        _unsuppress_screen(session, watch.target)
+        watched_key = watch.key
+        if watched_key is not None and reason != "stream_deleted":
+            with trio.move_on_after(STOP_BUDGET, shield=True):
+                try:
+                    await session.gateway.stream_delete(str(watched_key))
+                except ClankError:
+                    pass  # the gateway is gone: nothing to tell it
+        log.info(
+            "stream watch ended",
+            target=watch.target,
+            reason=reason,
+            frames=watch.sink.emitted,
+            stream_key=None if watched_key is None else str(watched_key),
+        )
+
+
+def _stream_key(session: WatchSession, target: str) -> StreamKey:
+    registry = session.registry
+    if isinstance(registry, StreamRegistry):
+        known = registry.stream_for_user(target, session.guild_id or None)
+        if known is not None:
+            return known.key
+        member = registry.member(target)
+        if member is not None and member.channel_id is not None and member.channel_id != session.channel_id:
+            raise WatchError("target_not_in_voice", f"user {target} is in another channel")
+    return StreamKey.for_voice_channel(session.guild_id or None, session.channel_id, target)
+
+
+@attrs.define
+class _Credentials:
+    rtc_server_id: str | None = None
+    rtc_channel_id: str | None = None
+    endpoint: str | None = None
+    token: str | None = attrs.field(default=None, repr=False)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.rtc_server_id and self.endpoint and self.token)
+
+
+async def _request_credentials(
+    session: WatchSession, watch: _Watch, key: StreamKey, dispatches: trio.MemoryReceiveChannel[Dispatch]
+) -> _Credentials:
+    creds = _Credentials()
+    registry = session.registry
+    if isinstance(registry, StreamRegistry):
+        known = registry.stream(key)
+        if known is not None:
+            creds = _Credentials(known.rtc_server_id, known.rtc_channel_id, known.endpoint, known.token)
+    await session.gateway.stream_watch(str(key))
+    log.info("stream watch requested", stream_key=str(key))
+    with trio.move_on_after(watch.settings.credentials_timeout_s):
+        while not creds.complete:
+            dispatch = await dispatches.receive()
+            _apply_dispatch(session, watch, key, dispatch, creds)
+    if not creds.complete:
+        raise WatchError(
+            "no_credentials", f"no stream server for {key} within {watch.settings.credentials_timeout_s} s"
+        )
+    assert creds.token is not None
+    register_secret(creds.token)
+    watch.credentials_at = trio.current_time()
+    return creds
+
+
+def _apply_dispatch(
+    session: WatchSession, watch: _Watch, key: StreamKey, dispatch: Dispatch, creds: _Credentials | None
+) -> None:
+    """Credentials from STREAM_* dispatches; raises ``WatchError`` when the watch must end."""
+    try:
+        if dispatch.name == "STREAM_CREATE":
+            create = StreamCreate.parse(dispatch.data)
+            if create.stream_key == key and creds is not None:
+                creds.rtc_server_id = create.rtc_server_id
+                creds.rtc_channel_id = create.rtc_channel_id
+        elif dispatch.name == "STREAM_SERVER_UPDATE":
+            update = StreamServerUpdate.parse(dispatch.data)
+            if update.stream_key == key and creds is not None:
+                creds.endpoint, creds.token = update.endpoint, update.token
+        elif dispatch.name == "STREAM_DELETE":
+            delete = StreamDelete.parse(dispatch.data)
+            if delete.stream_key == key:
+                raise WatchError("stream_deleted", delete.reason or "")
+        elif dispatch.name == "VOICE_STATE_UPDATE":
+            state = VoiceState.parse(dispatch.data)
+            if state.user_id == watch.target and (
+                state.channel_id != session.channel_id or not state.self_stream
+            ):
+                raise WatchError("target_left", f"channel={state.channel_id} self_stream={state.self_stream}")
+    except MalformedMessage as exc:
+        log.warning("watch dispatch malformed", event=dispatch.name, error=str(exc))
+
+
+async def _watch_stream(
+    handle: RoleHandle[Any],
+    watch: _Watch,
+    key: StreamKey,
+    creds: _Credentials,
+    dispatches: trio.MemoryReceiveChannel[Dispatch],
+) -> None:
+    session = watch.session
+    assert creds.rtc_server_id is not None and creds.endpoint is not None and creds.token is not None
+    session_id = session.session_id
+    if session_id is None:
+        raise WatchError("not_in_voice", "no voice session id")
+    settings = session.settings
+    params = MediaConnectionParams(
+        role="stream_watch",
+        endpoint=creds.endpoint,
+        server_id=creds.rtc_server_id,
+        # §9 #2: rtc_channel_id when known, else clankvox's rtc_server_id - 1 (worked live).
+        channel_id=creds.rtc_channel_id or str(dave_group_id_for_stream(creds.rtc_server_id)),
+        user_id=session.user_id,
+        session_id=session_id,
+        token=creds.token,
+        dave_group_id=dave_group_id_for_stream(creds.rtc_server_id),
+        settings=settings,
+        video=True,
+        streams=(vg.StreamRequest(type="screen", rid="100", quality=watch.settings.preferred_quality),),
+        sink_wants_format=vg.SinkWantsFormat(watch.settings.sink_wants_format),
+    )
+    receiver = VideoReceiver(_receive_config(watch.settings, "screen"))
+    link = _Link()
+    wants_changed = trio.Event()
+
+    def on_event(event: MediaEvent) -> None:
+        pipeline = watch.pipeline
+        now = trio.current_time()
+        if isinstance(event, vgc.SessionEstablished):
+            receiver.local_ssrc = event.ssrc
+        elif pipeline is None:
+            return
+        elif isinstance(event, vgc.VideoState):
+            pipeline.on_video_state(event, now)
+            wants_changed.set()
+        elif isinstance(event, vgc.ClientDisconnected):
+            pipeline.on_client_disconnected(event.user_id)
+        elif isinstance(event, DaveStateChanged):
+            if link.connection is not None and link.connection.dave.ready:
+                pipeline.dave_ready(now)
+        elif isinstance(event, TransportStateChanged):
+            if event.state == "reconnecting":
+                handle.set_state(RoleState.RECONNECTING, event.reason, event.close_code)
+            elif event.state == "ready" and watch.connected_at is not None:
+                handle.set_state(RoleState.READY)
+
+    async with open_video_pipeline(receiver, watch.settings, link.send_rtcp) as pipeline:
+        watch.pipeline = pipeline
+        pipeline.add_sink((watch.target, "screen"), watch.sink)
+        _suppress_screen(session, watch.target)
+        async with open_media_connection(
+            params,
+            packet_handler=pipeline.on_packet,
+            rtcp_handler=pipeline.on_rtcp,
+            event_handler=on_event,
+        ) as conn:
+            link.connection = conn
+            watch.connection = conn
+            receiver.local_ssrc = conn.ssrc or 0
+            if conn.dave.ready:
+                pipeline.dave_ready(trio.current_time())
+            watch.connected_at = trio.current_time()
+            # clankvox announces our (inactive) video so the server starts sending others' op12.
+            await conn.video_state(False)
+            handle.set_state(RoleState.READY)
+            log.info("stream watch connected", stream_key=str(key), server_id=params.server_id)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_sink_wants_loop, watch, conn, wants_changed)
+                nursery.start_soon(_keepalive_loop, watch, key)
+                await _follow_dispatches(session, watch, key, dispatches)
+
+
+@attrs.define(eq=False)
+class _Link:
+    """Late binding of the connection for the pipeline's RTCP sends."""
+
+    connection: MediaConnection | None = None
+
+    def send_rtcp(self, datagram: bytes) -> bool:
+        connection = self.connection
+        return connection is not None and connection.send_rtcp(datagram)
+
+
+def _receive_config(settings: WatchSettings, default_type: StreamType) -> VideoReceiveConfig:
+    return VideoReceiveConfig(
+        default_stream_type=default_type,
+        reorder_delay=settings.reorder_delay_ms / 1000,
+        nack=settings.nack,
+    )
+
+
+async def _follow_dispatches(
+    session: WatchSession, watch: _Watch, key: StreamKey, dispatches: trio.MemoryReceiveChannel[Dispatch]
+) -> None:
+    async for dispatch in dispatches:
+        _apply_dispatch(session, watch, key, dispatch, None)
+
+
+async def _sink_wants_loop(watch: _Watch, conn: MediaConnection, changed: trio.Event) -> None:
+    """op15 for the streamer's SSRCs: every 2 s until the first frame, then every 10 s and on op12."""
+    settings = watch.settings
+    target = watch.target
+    while True:
+        states = [s for s in (conn.core.video_state(target),) if s is not None]
+        wants = build_sink_wants(
+            states,
+            want=lambda user, kind: user == target,
+            quality=settings.preferred_quality,
+            pixel_count=settings.preferred_pixel_count,
+            default_stream_type="screen",
+            any_quality=settings.preferred_quality,
+        )
+        await conn.media_sink_wants(wants)
+        watch.sink_wants_sent += 1
+        interval = SINK_WANTS_INTERVAL_STARTING if watch.sink.emitted == 0 else SINK_WANTS_INTERVAL_SETTLED
+        with trio.move_on_after(interval):
+            await changed.wait()
+        changed = trio.Event() if changed.is_set() else changed
+
+
+async def _keepalive_loop(watch: _Watch, key: StreamKey) -> None:
+    while True:
+        await trio.sleep(STREAM_PING_INTERVAL)
+        await watch.session.gateway.stream_ping(str(key))
+        watch.keepalives_sent += 1
+
+
+# ---------------------------------------------------------------------- webcam watch (voice leg)
+
+
+class _WebcamRole:
+    """The voice leg's video pipeline, shared by every webcam watch of the session."""
+
+    def __init__(self, session: WatchSession, settings: WatchSettings) -> None:
+        self.session = session
+        self.settings = settings
+        self.receiver = VideoReceiver(_receive_config(settings, "camera"))
+        self.pipeline: VideoPipeline | None = None
+        self.handle: RoleHandle[Any] | None = None
+        self.watched: dict[str, _Watch] = {}
+        self.suppressed: set[str] = set()
+        self._wants_changed = trio.Event()
+        self._connection: MediaConnection | None = None
+
+    def on_packet(
+        self, header: RtpHeader, payload: bytes, now: float, binding: vgc.SsrcBinding | None
+    ) -> None:
+        pipeline = self.pipeline
+        if pipeline is None:
+            return
+        if binding is not None and not self.receiver.is_video_ssrc(header.ssrc):
+            state = None if self._connection is None else self._connection.core.video_state(binding.user_id)
+            if state is not None:
+                pipeline.on_video_state(state, now)
+        pipeline.on_packet(header, payload, now)
+
+    def send_rtcp(self, datagram: bytes) -> bool:
+        return self._connection is not None and self._connection.send_rtcp(datagram)
+
+    def watch_changed(self) -> None:
+        self._wants_changed.set()
+
+    async def sync_loop(self, voice: Any) -> None:
+        """Re-read op12 bindings and DAVE readiness from the voice leg; send partitioned op15."""
+        dave_was_ready = False
+        sent: vg.MediaSinkWants | None = None
+        last_sent_at = -1e9
+        while True:
+            conn: MediaConnection = voice.connection
+            self._connection = conn
+            pipeline = self.pipeline
+            now = trio.current_time()
+            users = {b.user_id for b in conn.core.ssrc_map().values() if b.kind == "video"}
+            states = [s for s in (conn.core.video_state(u) for u in users) if s is not None]
+            if pipeline is not None:
+                for state in states:
+                    pipeline.on_video_state(state, now)
+                self.receiver.local_ssrc = conn.ssrc or 0
+                ready = conn.dave.ready
+                if ready and not dave_was_ready:
+                    pipeline.dave_ready(now)
+                dave_was_ready = ready
+            watched = frozenset(self.watched)  # users whose webcam is watched
+
+            def want(user: str, kind: StreamType, watched: frozenset[str] = watched) -> bool:
+                return kind == "camera" and user in watched
+
+            wants = build_sink_wants(
+                states,
+                want=want,
+                quality=self.settings.preferred_quality,
+                pixel_count=self.settings.preferred_pixel_count,
+                default_stream_type="camera",
+            )
+            if wants != sent or now - last_sent_at >= SINK_WANTS_INTERVAL_SETTLED:
+                await conn.media_sink_wants(wants)
+                sent, last_sent_at = wants, now
+            self._wants_changed = trio.Event()
+            with trio.move_on_after(WEBCAM_SYNC_INTERVAL):
+                await self._wants_changed.wait()
+
+
+async def _webcam_role(
+    handle: RoleHandle[Any],
+    webcam: _WebcamRole,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    webcam.handle = handle
+    handle.attach(webcam)
+    session = webcam.session
+    voice_handle = session.voice
+    task_status.started()
+    await voice_handle.wait_ready()
+    voice = voice_handle.api
+    async with open_video_pipeline(webcam.receiver, webcam.settings, webcam.send_rtcp) as pipeline:
+        webcam.pipeline = pipeline
+        for user in webcam.suppressed:
+            webcam.receiver.suppress(user, "screen")
+        voice.set_video_receiver(webcam.on_packet)
+        handle.set_state(RoleState.READY)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(webcam.sync_loop, voice)
+                await voice_handle.wait_stopped()
+                nursery.cancel_scope.cancel()
+        finally:
+            voice.set_video_receiver(None)
+            webcam.pipeline = None
+            for watch in webcam.watched.values():
+                if watch.end_reason is None:
+                    watch.end_reason = "voice_ended"
+                    watch.sink.store.close("voice_ended")
+            webcam.watched.clear()
+    raise WatchError("voice_ended", "the voice role ended")
+
+
+async def start_webcam_watch(
+    session: WatchSession,
+    user_id: str,
+    settings: WatchSettings | None = None,
+    *,
+    frames_out: FrameChannel | None = None,
+) -> WatchHandle:
+    """Watch ``user_id``'s webcam on the voice leg; the handle's store gets its frames."""
+    settings = settings or session.settings.watch
+    book = _book(session)
+    existing = book.watches.get((user_id, "camera"))
+    if existing is not None and existing.active:
+        return existing
+    _check_in_voice(session)
+    webcam = book.webcam
+    if webcam is None or webcam.handle is None or webcam.handle.state.final:
+        webcam = book.webcam = _WebcamRole(session, settings)
+        webcam.suppressed = {t for (t, kind), h in book.watches.items() if kind == "screen" and h.active}
+        webcam.handle = await session.start_role(WEBCAM_ROLE, _webcam_role, webcam)
+    watch = _Watch(session, user_id, "camera", settings, frames_out)
+    watch.handle = webcam.handle
+    role_webcam = webcam
+
+    async def stop() -> None:
+        if watch.end_reason is None:
+            watch.end_reason = "stopped"
+            role_webcam.watched.pop(user_id, None)
+            if role_webcam.pipeline is not None:
+                role_webcam.pipeline.remove_sink((user_id, "camera"))
+            watch.sink.store.close("stopped")
+            role_webcam.watch_changed()
+        await trio.lowlevel.checkpoint()
+
+    watch_handle = WatchHandle(watch, stop)
+    book.watches[(user_id, "camera")] = watch_handle
+    await webcam.handle.wait_state(RoleState.READY)
+    if webcam.pipeline is None:
+        watch.end_reason = "voice_ended"
+        watch.sink.store.close("voice_ended")
+        raise WatchError("voice_ended", webcam.handle.reason or "")
+    watch.pipeline = webcam.pipeline
+    webcam.pipeline.add_sink((user_id, "camera"), watch.sink)
+    webcam.watched[user_id] = watch
+    webcam.watch_changed()
+    return watch_handle
+
+
+def _suppress_screen(session: WatchSession, user_id: str) -> None:
+    book = _BOOKS.get(session)
+    webcam = None if book is None else book.webcam
+    if webcam is not None:
+        webcam.suppressed.add(user_id)
+        webcam.receiver.suppress(user_id, "screen")
+
+
+def _unsuppress_screen(session: WatchSession, user_id: str) -> None:
+    book = _BOOKS.get(session)
+    webcam = None if book is None else book.webcam
+    if webcam is not None and user_id in webcam.suppressed:
+        webcam.suppressed.discard(user_id)
+        webcam.receiver.unsuppress(user_id, "screen", trio.current_time())

@@ -1,0 +1,322 @@
+"""Video receive → decode → frames for one media leg: the part shared by stream and webcam watches.
+
+A :class:`VideoPipeline` wraps the sans-io :class:`~clank.protocol.video_receive.VideoReceiver`
+and is driven by the leg's media connection callbacks (all synchronous, in the UDP receive task:
+no channel hop per packet). Whole access units go to a long-lived decode worker thread per
+(user, ssrc) (``clank.io.decode_worker``); emitted pictures become :class:`ScreenFrame` values in
+the :class:`LatestFrameStore` of the watch that wants them (and the shared latest-wins channel)::
+
+    media connection (UDP task) --on_packet--> VideoReceiver --EncodedVideoFrame--> decode worker
+                                                    |                                   | thread
+                        feedback task <--poll/tick--+         ScreenFrame <--on_output--+
+                        (RTCP NACK/PLI/RR, every <= 20 ms)    -> sink.store / sink.channel
+
+Run it with :func:`open_video_pipeline` (it owns the feedback task and the decoder tasks).
+Which frames are wanted is decided by *sinks*: ``add_sink((user_id, stream_type), sink)``; frames
+nobody wants are dropped after DAVE (counted) and their decoders are never started.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Final
+
+import attrs
+import trio
+
+from clank.codecs.feedback import KeyframeReason
+from clank.config import WatchSettings
+from clank.io.decode_worker import DecodedImage, DecodeWorker, DecodeWorkerStatistics, open_decode_worker
+from clank.logging import get_logger
+from clank.protocol.video_receive import (
+    CodecChanged,
+    DecryptDiagnostic,
+    EncodedVideoFrame,
+    ReceiveEvent,
+    StreamType,
+    StreamUnbound,
+    VideoCodecName,
+    VideoReceiver,
+    VideoStreamStatistics,
+)
+from clank.protocol.voice_gateway import VideoState
+from clank.session.watch_frames import FrameChannel, LatestFrameStore, ScreenFrame
+from clank.wire.rtcp import RtcpPacket
+from clank.wire.rtp import RtpHeader
+
+log = get_logger("clank.video")
+
+FEEDBACK_INTERVAL: Final = 0.02
+"""Longest sleep of the feedback task: NACK timing (first after 20 ms) needs this granularity."""
+PENDING_FRAMES: Final = 8
+"""Access units held per stream while its decoder thread starts (a keyframe flushes older ones)."""
+
+SinkKey = tuple[str, StreamType]
+SendRtcp = Callable[[bytes], bool]
+
+
+@attrs.define(eq=False)
+class FrameSink:
+    """Where one watch's frames go."""
+
+    store: LatestFrameStore
+    channel: FrameChannel | None = None
+    sequence: int = 0
+    emitted: int = 0
+    first_frame_at: float | None = None
+
+
+@attrs.frozen
+class WatchStreamStatistics:
+    """QoS of one watched SSRC: receive side (packets, DAVE, feedback) and decode side."""
+
+    receive: VideoStreamStatistics
+    decode: DecodeWorkerStatistics | None
+    frames_out: int  # ScreenFrames published
+    width: int
+    height: int
+
+
+@attrs.define(eq=False)
+class _Decoder:
+    codec: VideoCodecName
+    scope: trio.CancelScope
+    worker: DecodeWorker | None = None
+    pending: list[EncodedVideoFrame] = attrs.field(factory=list)
+    stats: DecodeWorkerStatistics | None = None
+
+
+class VideoPipeline:
+    """See the module docstring. Create with :func:`open_video_pipeline`."""
+
+    def __init__(
+        self,
+        receiver: VideoReceiver,
+        settings: WatchSettings,
+        send_rtcp: SendRtcp,
+        nursery: trio.Nursery,
+        *,
+        synchronous_decode: bool = False,
+    ) -> None:
+        self.receiver = receiver
+        self.settings = settings
+        self._send_rtcp = send_rtcp
+        self._nursery = nursery
+        self._synchronous = synchronous_decode
+        self._sinks: dict[SinkKey, FrameSink] = {}
+        self._decoders: dict[int, _Decoder] = {}
+        self._finished: dict[int, DecodeWorkerStatistics] = {}
+        self._frames_out: dict[int, int] = {}
+        self._unwanted = 0
+        self._diagnostics = 0
+        self._wake = trio.Event()
+
+    # ------------------------------------------------------------------ sinks
+
+    def add_sink(self, key: SinkKey, sink: FrameSink) -> None:
+        self._sinks[key] = sink
+
+    def remove_sink(self, key: SinkKey) -> None:
+        self._sinks.pop(key, None)
+        for ssrc in self.receiver.streams():
+            stats = self.receiver.stream_statistics(ssrc)
+            if stats is not None and (stats.user_id, stats.stream_type) == key:
+                self._stop_decoder(ssrc)
+
+    # ------------------------------------------------------------------ connection callbacks (sync)
+
+    def on_packet(self, header: RtpHeader, payload: bytes, now: float) -> None:
+        events = self.receiver.receive(header, payload, now)
+        if events:
+            self._handle(events)
+
+    def on_rtcp(self, packets: tuple[RtcpPacket, ...], now: float) -> None:
+        self.receiver.on_rtcp(packets, now)
+
+    def on_video_state(self, state: VideoState, now: float) -> None:
+        self._handle(self.receiver.on_video_state(state, now))
+        self._wake.set()
+
+    def on_client_disconnected(self, user_id: str) -> None:
+        self._handle(self.receiver.on_client_disconnected(user_id))
+
+    def dave_ready(self, now: float) -> None:
+        self.receiver.dave_ready(now)
+        self._wake.set()
+
+    # ------------------------------------------------------------------ events
+
+    def _handle(self, events: list[ReceiveEvent]) -> None:
+        for event in events:
+            if isinstance(event, EncodedVideoFrame):
+                self._on_frame(event)
+            elif isinstance(event, DecryptDiagnostic):
+                self._diagnostics += 1
+                log.warning(
+                    "video frame failed DAVE decrypt",
+                    ssrc=event.ssrc,
+                    user_id=event.user_id,
+                    reason=event.reason,
+                    timestamp=event.timestamp,
+                    seqs=(event.first_seq, event.last_seq),
+                    packets=event.packet_count,
+                    suppressed_since_last=event.suppressed_since_last,
+                    frame=dict(event.frame),
+                )
+            elif isinstance(event, CodecChanged):
+                log.info("video codec", ssrc=event.ssrc, user_id=event.user_id, codec=event.codec)
+            elif isinstance(event, StreamUnbound):
+                self._stop_decoder(event.ssrc)
+
+    def _on_frame(self, frame: EncodedVideoFrame) -> None:
+        sink = self._sinks.get((frame.user_id, frame.stream_type))
+        if sink is None:
+            self._unwanted += 1
+            return
+        decoder = self._decoders.get(frame.ssrc)
+        if decoder is not None and decoder.codec != frame.codec:
+            self._stop_decoder(frame.ssrc)
+            decoder = None
+        if decoder is None:
+            decoder = self._decoders[frame.ssrc] = _Decoder(frame.codec, trio.CancelScope())
+            self._nursery.start_soon(self._run_decoder, frame.ssrc, decoder, frame.user_id, frame.stream_type)
+        if decoder.worker is None:
+            if frame.keyframe:
+                decoder.pending.clear()
+            decoder.pending.append(frame)
+            del decoder.pending[:-PENDING_FRAMES]
+            return
+        decoder.worker.submit(frame.data, frame.timestamp, keyframe=frame.keyframe)
+
+    def _stop_decoder(self, ssrc: int) -> None:
+        decoder = self._decoders.pop(ssrc, None)
+        if decoder is not None:
+            decoder.scope.cancel()
+
+    async def _run_decoder(self, ssrc: int, decoder: _Decoder, user_id: str, stream_type: StreamType) -> None:
+        settings = self.settings
+        on_output = functools.partial(self._on_image, ssrc, decoder.codec, user_id, stream_type)
+        with decoder.scope:
+            async with open_decode_worker(
+                decoder.codec,
+                on_output=on_output,
+                max_fps=settings.max_fps,
+                max_pixels=settings.preferred_pixel_count,
+                jpeg_quality=settings.jpeg_quality,
+                synchronous=self._synchronous,
+            ) as worker:
+                decoder.worker = worker
+                pending, decoder.pending = decoder.pending, []
+                for frame in pending:
+                    worker.submit(frame.data, frame.timestamp, keyframe=frame.keyframe)
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    decoder.stats = worker.statistics()
+                    self._finished[ssrc] = decoder.stats
+
+    def _on_image(
+        self, ssrc: int, codec: VideoCodecName, user_id: str, stream_type: StreamType, image: DecodedImage
+    ) -> None:
+        sink = self._sinks.get((user_id, stream_type))
+        if sink is None:
+            return
+        now = trio.current_time()
+        sink.sequence += 1
+        sink.emitted += 1
+        if sink.first_frame_at is None:
+            sink.first_frame_at = now
+        self._frames_out[ssrc] = self._frames_out.get(ssrc, 0) + 1
+        frame = ScreenFrame(
+            jpeg=image.jpeg.data,
+            width=image.jpeg.width,
+            height=image.jpeg.height,
+            rtp_timestamp=image.timestamp,
+            user_id=user_id,
+            ssrc=ssrc,
+            codec=codec,
+            stream_type=stream_type,
+            change_score=image.change.score,
+            change_ema=image.change.smoothed,
+            scene_cut=image.change.scene_cut,
+            wall_time=now,
+            sequence=sink.sequence,
+            source_width=image.source_width,
+            source_height=image.source_height,
+            keyframe=image.keyframe,
+            decode_delay=image.decode_delay,
+        )
+        if not sink.store.closed:
+            sink.store.publish(frame)
+        if sink.channel is not None:
+            try:
+                sink.channel.send_nowait(frame)
+            except trio.ClosedResourceError:
+                sink.channel = None
+
+    # ------------------------------------------------------------------ feedback
+
+    async def _feedback(self) -> None:
+        """Release expired holes, send NACK/PLI/RR, turn decoder trouble into keyframe requests."""
+        while True:
+            now = trio.current_time()
+            self._handle(self.receiver.tick(now))
+            for ssrc, decoder in self._decoders.items():
+                if decoder.worker is not None and decoder.worker.keyframe_wanted:
+                    self.receiver.request_keyframe(ssrc, KeyframeReason.DECODER_RESET, now)
+            for datagram in self.receiver.poll(now):
+                self._send_rtcp(datagram)
+            deadline = self.receiver.next_deadline()
+            wake_at = now + FEEDBACK_INTERVAL if deadline is None else min(deadline, now + FEEDBACK_INTERVAL)
+            self._wake = trio.Event()
+            with trio.move_on_at(max(wake_at, now + 0.001)):
+                await self._wake.wait()
+
+    # ------------------------------------------------------------------ statistics
+
+    def stream_statistics(self) -> dict[int, WatchStreamStatistics]:
+        out: dict[int, WatchStreamStatistics] = {}
+        for ssrc in self.receiver.streams():
+            receive = self.receiver.stream_statistics(ssrc)
+            if receive is None:
+                continue
+            decoder = self._decoders.get(ssrc)
+            decode = (
+                decoder.worker.statistics()
+                if decoder is not None and decoder.worker is not None
+                else self._finished.get(ssrc)
+            )
+            out[ssrc] = WatchStreamStatistics(
+                receive=receive,
+                decode=decode,
+                frames_out=self._frames_out.get(ssrc, 0),
+                width=decode.width if decode is not None else 0,
+                height=decode.height if decode is not None else 0,
+            )
+        return out
+
+    @property
+    def unwanted_frames(self) -> int:
+        return self._unwanted
+
+
+@asynccontextmanager
+async def open_video_pipeline(
+    receiver: VideoReceiver,
+    settings: WatchSettings,
+    send_rtcp: SendRtcp,
+    *,
+    synchronous_decode: bool = False,
+) -> AsyncIterator[VideoPipeline]:
+    """Run a pipeline (feedback task + decoder tasks) for the duration of the block."""
+    async with trio.open_nursery() as nursery:
+        pipeline = VideoPipeline(
+            receiver, settings, send_rtcp, nursery, synchronous_decode=synchronous_decode
+        )
+        nursery.start_soon(pipeline._feedback)
+        try:
+            yield pipeline
+        finally:
+            nursery.cancel_scope.cancel()

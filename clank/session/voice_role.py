@@ -1,0 +1,530 @@
+"""The ``voice`` transport role: audio send (mixer -> Opus -> DAVE -> RTP, paced) and receive.
+
+Started by the voice session as a child nursery (``await nursery.start(run_role, handle,
+voice_role, params)``); the handle's ``api`` is a :class:`VoiceRole`::
+
+    voice role nursery
+     ├─ media connection       WS + UDP (receive drains inline into _on_packet)
+     ├─ send loop              every 20 ms at absolute deadlines (trio.sleep_until: no drift)
+     ├─ speaking timer         silence timeouts of remote speakers
+     └─ file feeders           one per play_file(): PyAV decode on a worker thread, bounded prebuffer
+
+Send: when the mixer has audio we flag speaking (op5 1), encode, DAVE-encrypt and send one
+packet per 20 ms; when it runs dry we send five Opus silence frames and clear speaking (op5 0).
+Receive: Opus packets go through :class:`~clank.protocol.audio_receive.AudioReceiveCore`
+(SSRC -> user, sequence, DAVE decrypt), are decoded only for users someone subscribed to (with
+PLC for lost frames), converted to the subscriber's rate/channels and offered on its bounded
+channel (full: dropped and counted). Packets with other payload types go to an attached video
+receiver (``set_video_receiver``) — the webcam hook.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Final
+
+import attrs
+import trio
+
+from clank.config import Settings
+from clank.errors import DaveError, MalformedPacket, UsageError
+from clank.io.media_connection import (
+    MediaConnection,
+    MediaConnectionParams,
+    MediaConnectionStatistics,
+    MediaEvent,
+    TransportStateChanged,
+    open_media_connection,
+)
+from clank.logging import get_logger
+from clank.media.audio import (
+    CHANNELS,
+    FRAME_DURATION,
+    FRAME_SAMPLES,
+    OPUS_SILENCE,
+    SAMPLE_RATE,
+    Mixer,
+    MixerStatistics,
+    OpusDecoder,
+    OpusEncoder,
+    Pcm,
+    PcmConverter,
+    PcmSource,
+    iter_file_pcm,
+)
+from clank.protocol import voice_gateway as vgc
+from clank.protocol.audio_receive import (
+    AudioPacket,
+    AudioReceiveCore,
+    AudioReceiveStatistics,
+    SpeakingStarted,
+    SpeakingStopped,
+)
+from clank.session.roles import RoleHandle, RoleState
+from clank.wire.rtp import RtpHeader
+from clank.wire.voice_gateway import OPUS_PT
+
+__all__ = [
+    "AUDIO_SUBSCRIBER_BUFFER",
+    "SILENCE_FRAMES_AFTER_AUDIO",
+    "FramePacer",
+    "UserAudio",
+    "VideoReceiver",
+    "VoiceRole",
+    "VoiceRoleStatistics",
+    "voice_role",
+]
+
+log = get_logger("clank.voice")
+
+#: Decoded 20 ms frames a subscriber may lag behind before new ones are dropped (1 s).
+AUDIO_SUBSCRIBER_BUFFER: Final = 50
+SILENCE_FRAMES_AFTER_AUDIO: Final = 5
+SPEAKING_VOICE: Final = 1
+#: A file feeder keeps this much decoded audio queued ahead of playback.
+FILE_PREBUFFER_S: Final = 2.0
+FILE_POLL_S: Final = 0.05
+#: If the send loop falls this far behind (a stall), it skips ahead instead of bursting.
+MAX_SEND_LAG_S: Final = 0.2
+#: A wake-up later than this counts as a late frame in the statistics.
+LATE_THRESHOLD_S: Final = 0.005
+SPEAKING_TIMER_S: Final = 0.1
+
+VideoReceiver = Callable[[RtpHeader, bytes, float, "vgc.SsrcBinding | None"], None]
+"""``(header, payload, now, binding)`` for every non-audio packet on the voice leg (webcam)."""
+
+
+@attrs.frozen
+class UserAudio:
+    """20 ms of a remote user's audio at the subscriber's rate/channels."""
+
+    user_id: str
+    ssrc: int
+    pcm: Pcm = attrs.field(eq=False, repr=lambda a: f"<{a.shape}>")
+    rate: int
+    channels: int
+    concealed: bool = False
+    """True for packet-loss concealment output (the packet was lost)."""
+
+
+@attrs.frozen
+class VoiceRoleStatistics:
+    frames_sent: int
+    silence_frames_sent: int
+    send_failures: int
+    dave_not_ready_drops: int
+    late_frames: int
+    max_lateness_s: float
+    skipped_frames: int
+    decoded_frames: int
+    concealed_frames: int
+    decode_errors: int
+    subscriber_drops: int
+    video_packets: int
+    video_unhandled: int
+    speaking_users: tuple[str, ...]
+    audio_receive: AudioReceiveStatistics
+    mixer: MixerStatistics
+    connection: MediaConnectionStatistics | None
+
+
+class FramePacer:
+    """Absolute deadlines ``start + n * period`` (``trio.sleep_until``): no drift, lateness measured.
+
+    After a stall longer than ``max_lag`` the missed slots are skipped (counted) instead of sent
+    in a burst.
+    """
+
+    def __init__(self, period: float = FRAME_DURATION, *, max_lag: float = MAX_SEND_LAG_S) -> None:
+        self.period = period
+        self.max_lag = max_lag
+        self._deadline: float | None = None
+        self.frames = 0
+        self.late = 0
+        self.skipped = 0
+        self.max_lateness = 0.0
+
+    def restart(self) -> None:
+        self._deadline = trio.current_time()
+
+    async def wait_next(self) -> float:
+        """Sleep until the next slot; returns how late we woke (seconds)."""
+        if self._deadline is None:
+            self.restart()
+        assert self._deadline is not None
+        deadline = self._deadline + self.period
+        now = trio.current_time()
+        if now - deadline > self.max_lag:
+            missed = int((now - deadline) / self.period)
+            self.skipped += missed
+            deadline += missed * self.period
+        self._deadline = deadline
+        await trio.sleep_until(deadline)
+        lateness = max(0.0, trio.current_time() - deadline)
+        self.frames += 1
+        if lateness > LATE_THRESHOLD_S:
+            self.late += 1
+        self.max_lateness = max(self.max_lateness, lateness)
+        return lateness
+
+
+@attrs.define(eq=False)
+class _Subscriber:
+    user_id: str | None
+    rate: int
+    channels: int
+    send: trio.MemorySendChannel[UserAudio]
+    converters: dict[str, PcmConverter] = attrs.field(factory=dict)
+    dropped: int = 0
+
+
+class VoiceRole:
+    """The voice role's surface (``handle.api``). Methods are safe to call from any trio task."""
+
+    def __init__(self, handle: RoleHandle[VoiceRole], user_id: str, settings: Settings) -> None:
+        self._handle = handle
+        self.user_id = user_id
+        self.settings = settings
+        self._conn: MediaConnection | None = None
+        self._nursery: trio.Nursery | None = None
+        self.mixer = Mixer()
+        self._encoder = OpusEncoder()
+        self._audio_wake = trio.Event()
+        self._receive = AudioReceiveCore(user_id, decrypt=self._dave_decrypt)
+        self._decoders: dict[int, OpusDecoder] = {}
+        self._subscribers: list[_Subscriber] = []
+        self._speaking: set[str] = set()
+        self._video_receiver: VideoReceiver | None = None
+        self._frames_sent = 0
+        self._silence_sent = 0
+        self._send_failures = 0
+        self._dave_not_ready = 0
+        self._pacer = FramePacer()
+        self._decoded = 0
+        self._concealed = 0
+        self._decode_errors = 0
+        self._subscriber_drops = 0
+        self._video_packets = 0
+        self._video_unhandled = 0
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def connection(self) -> MediaConnection:
+        if self._conn is None:
+            raise UsageError("the voice connection is not established")
+        return self._conn
+
+    @property
+    def ssrc(self) -> int | None:
+        return None if self._conn is None else self._conn.ssrc
+
+    def speaking_users(self) -> frozenset[str]:
+        return frozenset(self._speaking)
+
+    def ssrc_map(self) -> dict[int, vgc.SsrcBinding]:
+        """Audio/video/RTX SSRC bindings from op5/op12 (for the webcam receiver)."""
+        return {} if self._conn is None else self._conn.ssrc_map()
+
+    def statistics(self) -> VoiceRoleStatistics:
+        return VoiceRoleStatistics(
+            frames_sent=self._frames_sent,
+            silence_frames_sent=self._silence_sent,
+            send_failures=self._send_failures,
+            dave_not_ready_drops=self._dave_not_ready,
+            late_frames=self._pacer.late,
+            max_lateness_s=self._pacer.max_lateness,
+            skipped_frames=self._pacer.skipped,
+            decoded_frames=self._decoded,
+            concealed_frames=self._concealed,
+            decode_errors=self._decode_errors,
+            subscriber_drops=self._subscriber_drops + sum(s.dropped for s in self._subscribers),
+            video_packets=self._video_packets,
+            video_unhandled=self._video_unhandled,
+            speaking_users=tuple(sorted(self._speaking)),
+            audio_receive=self._receive.statistics(),
+            mixer=self.mixer.statistics(),
+            connection=None if self._conn is None else self._conn.statistics(),
+        )
+
+    # ------------------------------------------------------------------ playback
+
+    def open_pcm_track(
+        self,
+        track: str = "speech",
+        *,
+        rate: int = SAMPLE_RATE,
+        channels: int = CHANNELS,
+        gain: float = 1.0,
+        priority: bool = True,
+        max_buffer_s: float = 30.0,
+    ) -> PcmSource:
+        """A track the caller pushes PCM into (streaming TTS); call ``end()`` on it when done."""
+        source = PcmSource(rate, channels, max_buffer_s=max_buffer_s)
+        self.mixer.play(track, source, gain=gain, priority=priority)
+        self._wake_sender()
+        return source
+
+    def play_pcm(
+        self,
+        pcm: Pcm | bytes,
+        *,
+        rate: int = SAMPLE_RATE,
+        channels: int = CHANNELS,
+        track: str = "speech",
+        gain: float = 1.0,
+        priority: bool = True,
+    ) -> PcmSource:
+        """Play a whole clip (int16 ``(n, channels)`` or interleaved s16 bytes at any rate)."""
+        source = self.open_pcm_track(track, rate=rate, channels=channels, gain=gain, priority=priority)
+        source.push(pcm)
+        source.end()
+        return source
+
+    def play_file(
+        self, source: str, *, track: str = "music", gain: float = 1.0, priority: bool = False
+    ) -> PcmSource:
+        """Decode a file or URL with PyAV on a worker thread and play it on ``track``."""
+        nursery = self._nursery
+        if nursery is None:
+            raise UsageError("the voice role is not running")
+        pcm_source = PcmSource(max_buffer_s=FILE_PREBUFFER_S * 4)
+        self.mixer.play(track, pcm_source, gain=gain, priority=priority)
+        nursery.start_soon(self._feed_file, source, track, pcm_source)
+        return pcm_source
+
+    def stop(self, track: str | None = None) -> None:
+        """Fade out and remove ``track`` (every track when None)."""
+        if track is None:
+            self.mixer.stop_all()
+        else:
+            self.mixer.stop(track)
+
+    def pause(self, track: str) -> None:
+        self.mixer.pause(track)
+
+    def resume(self, track: str) -> None:
+        self.mixer.resume(track)
+        self._wake_sender()
+
+    def set_gain(self, track: str, gain: float) -> None:
+        self.mixer.set_gain(track, gain)
+
+    async def _feed_file(self, source: str, track: str, pcm_source: PcmSource) -> None:
+        chunks = iter_file_pcm(source)
+        try:
+            while self.mixer.has(track):
+                try:
+                    chunk = await trio.to_thread.run_sync(next, chunks, None)
+                except UsageError as exc:
+                    log.warning("audio file failed", track=track, error=str(exc))
+                    break
+                if chunk is None:
+                    break
+                pcm_source.push_converted(chunk)
+                self._wake_sender()
+                # Polling is deliberate: the consumer is the 20 ms send loop, not a task to signal.
+                while self.mixer.has(track) and pcm_source.buffered_s > FILE_PREBUFFER_S:  # noqa: ASYNC110
+                    await trio.sleep(FILE_POLL_S)
+        finally:
+            if not pcm_source.ended:
+                pcm_source.end()
+            with trio.move_on_after(1.0, shield=True):
+                await trio.to_thread.run_sync(chunks.close)
+
+    # ------------------------------------------------------------------ receive surface
+
+    @contextlib.contextmanager
+    def subscribe_audio(
+        self,
+        user_id: str | None = None,
+        *,
+        rate: int = SAMPLE_RATE,
+        channels: int = CHANNELS,
+        buffer: int = AUDIO_SUBSCRIBER_BUFFER,
+    ) -> Iterator[trio.MemoryReceiveChannel[UserAudio]]:
+        """Decoded audio of ``user_id`` (everyone when None) while in the block; full = dropped."""
+        if buffer < 1:
+            raise UsageError("audio subscriber buffer must be >= 1")
+        send, receive = trio.open_memory_channel[UserAudio](buffer)
+        subscriber = _Subscriber(user_id, rate, channels, send)
+        self._subscribers.append(subscriber)
+        try:
+            with receive:
+                yield receive
+        finally:
+            self._subscribers.remove(subscriber)
+            self._subscriber_drops += subscriber.dropped
+            send.close()
+
+    def set_video_receiver(self, receiver: VideoReceiver | None) -> None:
+        """Attach (or detach) the handler for non-audio packets on this leg (webcam video)."""
+        self._video_receiver = receiver
+
+    # ------------------------------------------------------------------ connection callbacks (sync)
+
+    def _dave_decrypt(self, user_id: str, frame: bytes) -> bytes | None:
+        conn = self._conn
+        if conn is None:
+            return None
+        return conn.dave.decrypt_or_count(int(user_id), "audio", frame)
+
+    def _on_event(self, event: MediaEvent) -> None:
+        if isinstance(event, vgc.Speaking):
+            self._audio_events(self._receive.bind(event.ssrc, event.user_id))
+        elif isinstance(event, vgc.VideoState) and event.audio_ssrc:
+            self._audio_events(self._receive.bind(event.audio_ssrc, event.user_id))
+        elif isinstance(event, vgc.ClientDisconnected):
+            self._audio_events(self._receive.client_disconnected(event.user_id))
+        elif isinstance(event, TransportStateChanged):
+            if event.state == "ready":
+                self._handle.set_state(RoleState.READY)
+            elif event.state == "reconnecting":
+                self._handle.set_state(RoleState.RECONNECTING, event.reason, event.close_code)
+
+    def _on_packet(self, header: RtpHeader, payload: bytes, now: float) -> None:
+        if header.payload_type == OPUS_PT:
+            self._audio_events(
+                self._receive.receive(header.ssrc, header.sequence, header.timestamp, payload, now)
+            )
+            return
+        self._video_packets += 1
+        receiver = self._video_receiver
+        if receiver is None:
+            self._video_unhandled += 1
+            return
+        conn = self._conn
+        binding = None if conn is None else conn.core.ssrc_map().get(header.ssrc)
+        receiver(header, payload, now, binding)
+
+    def _audio_events(self, events: list[AudioPacket | SpeakingStarted | SpeakingStopped]) -> None:
+        for event in events:
+            if isinstance(event, AudioPacket):
+                self._deliver(event)
+            elif isinstance(event, SpeakingStarted):
+                self._speaking.add(event.user_id)
+            else:
+                self._speaking.discard(event.user_id)
+                if event.reason == "disconnected":
+                    self._decoders.pop(event.ssrc, None)
+
+    def _deliver(self, packet: AudioPacket) -> None:
+        wanted = [s for s in self._subscribers if s.user_id is None or s.user_id == packet.user_id]
+        if not wanted:
+            return
+        decoder = self._decoders.get(packet.ssrc)
+        if decoder is None:
+            decoder = self._decoders[packet.ssrc] = OpusDecoder()
+        if packet.discontinuity:
+            decoder.reset()
+        frames: list[tuple[Pcm, bool]] = [(pcm, True) for pcm in decoder.conceal(packet.lost_before)]
+        try:
+            frames.append((decoder.decode(packet.opus), False))
+        except MalformedPacket:
+            self._decode_errors += 1
+        self._concealed += packet.lost_before
+        self._decoded += 1
+        for subscriber in wanted:
+            converter = subscriber.converters.get(packet.user_id)
+            if converter is None:
+                converter = PcmConverter(SAMPLE_RATE, CHANNELS, subscriber.rate, subscriber.channels)
+                subscriber.converters[packet.user_id] = converter
+            for pcm, concealed in frames:
+                item = UserAudio(
+                    packet.user_id,
+                    packet.ssrc,
+                    converter.convert(pcm),
+                    subscriber.rate,
+                    subscriber.channels,
+                    concealed,
+                )
+                try:
+                    subscriber.send.send_nowait(item)
+                except trio.WouldBlock:
+                    subscriber.dropped += 1
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    subscriber.dropped += 1
+
+    # ------------------------------------------------------------------ tasks
+
+    def _wake_sender(self) -> None:
+        self._audio_wake.set()
+
+    async def _speaking_timer(self) -> None:
+        while True:
+            await trio.sleep(SPEAKING_TIMER_S)
+            self._audio_events(self._receive.tick(trio.current_time()))
+
+    async def _send_loop(self, conn: MediaConnection) -> None:
+        """One frame per 20 ms at absolute deadlines while there is audio (or trailing silence)."""
+        speaking = False
+        silence_left = 0
+        pacer = self._pacer
+        pacer.restart()
+        while True:
+            frame = self.mixer.mix()
+            if frame is not None:
+                if not speaking:
+                    await conn.speaking(SPEAKING_VOICE)
+                    speaking = True
+                self._send_audio(conn, frame)
+                silence_left = SILENCE_FRAMES_AFTER_AUDIO
+            elif silence_left:
+                self._send_opus(conn, OPUS_SILENCE)
+                self._silence_sent += 1
+                silence_left -= 1
+                if silence_left == 0 and speaking:
+                    await conn.speaking(0)
+                    speaking = False
+            elif not self.mixer.active:
+                # Idle: sleep until someone queues audio, then restart the clock.
+                self._audio_wake = trio.Event()
+                if not self.mixer.active:
+                    await self._audio_wake.wait()
+                pacer.restart()
+                continue
+            await pacer.wait_next()
+
+    def _send_audio(self, conn: MediaConnection, frame: Pcm) -> None:
+        opus = self._encoder.encode(frame)
+        if opus is None:
+            return
+        try:
+            payload = conn.dave.encrypt_opus(opus)
+        except DaveError:
+            self._dave_not_ready += 1  # never send clear audio into a DAVE call
+            return
+        self._send_opus(conn, payload)
+        self._frames_sent += 1
+
+    def _send_opus(self, conn: MediaConnection, payload: bytes) -> None:
+        if not conn.send_rtp(OPUS_PT, payload, timestamp_step=FRAME_SAMPLES):
+            self._send_failures += 1
+
+
+async def voice_role(
+    handle: RoleHandle[VoiceRole],
+    params: MediaConnectionParams,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the voice role until cancelled; expected failures propagate to ``run_role``'s boundary."""
+    role = VoiceRole(handle, params.user_id, params.settings)
+    handle.attach(role, role.statistics)
+    task_status.started()
+    async with open_media_connection(
+        params, packet_handler=role._on_packet, event_handler=role._on_event
+    ) as conn:
+        role._conn = conn
+        handle.set_state(RoleState.READY)
+        # An op5 before any media (UDOC: "invalid SSRC" otherwise); DPY sends 0 right after op4.
+        await conn.speaking(0)
+        async with trio.open_nursery() as nursery:
+            role._nursery = nursery
+            nursery.start_soon(role._send_loop, conn)
+            nursery.start_soon(role._speaking_timer)
+            try:
+                await trio.sleep_forever()
+            finally:
+                role._nursery = None

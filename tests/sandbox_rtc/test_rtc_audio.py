@@ -1,0 +1,33 @@
+"""SFU + DAVE with simulated members on both ends: relayed, re-encrypted, end-to-end encrypted audio."""
+
+from __future__ import annotations
+
+import trio
+from rtc_helpers import wait_until
+
+from clank.sandbox.rtc.server import open_media_server
+from clank.sandbox.rtc.users import open_simulated_member
+
+GUILD = "111"
+CHANNEL = 222000000000000001
+
+
+async def test_sfu_relays_dave_audio_between_simulated_members() -> None:
+    with trio.fail_after(20):
+        async with open_media_server("voice", GUILD, CHANNEL) as server:
+            async with (
+                open_simulated_member(server, 1001, signal="tone", frequency=440.0, talking=True) as (
+                    alice,
+                    speaker,
+                ),
+                open_simulated_member(server, 1002) as (bob, _),
+            ):
+                await wait_until(lambda: alice.dave_session.ready and bob.dave_session.ready)
+                await wait_until(lambda: len(bob.received_pcm(1001)) >= 48000)
+                assert abs(bob.heard_frequency(1001) - 440.0) < 10.0
+                stats = server.statistics()
+                assert stats.sfu.rtp_relayed > 0
+                assert stats.dave.epoch >= 1
+                dave = bob.dave_session.statistics().decrypt_counters(1001, "audio")
+                assert dave.ok > 0
+                assert speaker.frames_sent > 0

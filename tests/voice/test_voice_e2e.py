@@ -1,0 +1,157 @@
+"""End to end over loopback: our gateway client + voice session against the sandbox voice server.
+
+Real sockets on 127.0.0.1, real websocket, AEAD, DAVE (davey) and libopus on both sides; the
+sandbox's simulated users speak (Opus tones) and listen (decode, dominant frequency).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import numpy as np
+import pytest
+import trio
+
+from clank.config import DiscordSettings, Settings
+from clank.errors import ConnectionClosed
+from clank.io.gateway import GatewayClient, open_gateway_client
+from clank.media.audio import dominant_frequency, tone
+from clank.sandbox.app import Sandbox, open_sandbox
+from clank.session.roles import RoleState
+from clank.session.voice_session import VoiceSession, open_voice_session
+
+SETTINGS = Settings(discord=DiscordSettings(voice_url_scheme="ws"))
+pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
+
+
+async def wait_until(predicate: Callable[[], bool], step: float = 0.02) -> None:
+    while not predicate():
+        await trio.sleep(step)
+
+
+def user_id(sb: Sandbox, name: str) -> str:
+    return next(u.id for u in sb.world.users.values() if u.name == name)
+
+
+@asynccontextmanager
+async def joined(seed: int = 0) -> AsyncIterator[tuple[Sandbox, GatewayClient, VoiceSession]]:
+    async with (
+        open_sandbox(seed=seed) as sb,
+        open_gateway_client(url=sb.gateway_url, token=sb.token) as gateway,
+        open_voice_session(
+            gateway, guild_id=sb.guild_id, channel_id=sb.voice_channel_id, settings=SETTINGS
+        ) as session,
+    ):
+        await session.voice.wait_ready()
+        yield sb, gateway, session
+
+
+async def test_we_send_a_tone_and_a_simulated_user_hears_it() -> None:
+    with trio.fail_after(30):
+        async with joined() as (sb, _gateway, session):
+            alice = user_id(sb, "alice")
+            await sb.world.join_voice(alice, sb.voice_channel_id)
+            listener = sb.media.listener(alice)
+            await wait_until(lambda: session.voice.api.connection.dave.ready)
+            session.voice.api.play_pcm(tone(440.0, 3.0))
+            ours = int(sb.our_user_id)
+            await wait_until(lambda: len(listener.received_pcm(ours)) >= 48000)
+            assert abs(listener.heard_frequency(ours) - 440.0) < 10.0
+            stats = session.voice.api.statistics()
+            assert stats.frames_sent >= 50 and stats.dave_not_ready_drops == 0
+
+
+async def test_a_simulated_user_speaks_and_we_receive_pcm_with_their_user_id() -> None:
+    with trio.fail_after(30):
+        async with joined() as (sb, _gateway, session):
+            alice = user_id(sb, "alice")
+            with session.voice.api.subscribe_audio(None, rate=24000, channels=1) as audio:
+                await sb.world.join_voice(alice, sb.voice_channel_id)
+                await sb.world.set_speaking(alice, True)
+                frames = []
+                async for item in audio:
+                    assert item.user_id == alice
+                    assert item.rate == 24000 and item.channels == 1
+                    frames.append(item.pcm)
+                    if len(frames) >= 75:
+                        break
+            pcm = np.concatenate(frames[25:])
+            assert np.abs(pcm).max() > 500
+            expected = sb.media.speaker(alice).frequency
+            assert abs(dominant_frequency(pcm, 24000) - expected) < 15.0
+            assert alice in session.voice.api.speaking_users()
+
+
+async def test_ten_percent_loss_is_concealed_and_audio_continues() -> None:
+    with trio.fail_after(40):
+        async with joined(seed=7) as (sb, _gateway, session):
+            alice = user_id(sb, "alice")
+            await sb.media.faults.link(sb.our_user_id, "downlink", loss=0.10, seed=7)
+            with session.voice.api.subscribe_audio(alice, buffer=500) as audio:
+                await sb.world.join_voice(alice, sb.voice_channel_id)
+                await sb.world.set_speaking(alice, True)
+                items = []
+                async for item in audio:
+                    items.append(item)
+                    if len(items) >= 150:
+                        break
+            concealed = sum(1 for i in items if i.concealed)
+            assert 5 <= concealed <= 40
+            stats = session.voice.api.statistics()
+            assert stats.audio_receive.users[0].lost >= concealed
+            # Concealed frames are not silence: the signal continues through the gaps.
+            loud = [i for i in items[25:] if i.concealed]
+            assert any(np.abs(i.pcm).max() > 300 for i in loud)
+
+
+async def test_resume_after_4015_keeps_the_session_and_the_ssrc() -> None:
+    with trio.fail_after(30):
+        async with joined() as (sb, _gateway, session):
+            voice = session.voice
+            ssrc = voice.api.ssrc
+            session_id = session.session_id
+            sb.media.faults.close(sb.our_user_id, 4015)
+            await wait_until(lambda: voice.api.connection.statistics().resumes >= 1)
+            await voice.wait_ready()
+            assert session.voice is voice and voice.state is RoleState.READY
+            assert voice.api.ssrc == ssrc and session.session_id == session_id
+
+
+async def test_4006_rejoins_through_the_gateway_with_a_new_session() -> None:
+    with trio.fail_after(30):
+        async with joined() as (sb, _gateway, session):
+            first = session.voice
+            old_session = session.session_id
+            sb.media.faults.close(sb.our_user_id, 4006)
+            await wait_until(lambda: session.voice is not first)
+            await session.voice.wait_ready()
+            assert session.session_id != old_session
+            assert session.statistics().rejoins == 1
+            assert first.state is RoleState.FAILED
+
+
+async def test_4014_ends_the_session() -> None:
+    with trio.fail_after(30), pytest.raises(ConnectionClosed) as info:
+        async with joined() as (sb, _gateway, session):
+            sb.media.faults.close(sb.our_user_id, 4014)
+            await trio.sleep_forever()
+    assert info.value.code == 4014
+
+
+async def test_leaving_sends_op4_null_within_two_seconds() -> None:
+    with trio.fail_after(30):
+        async with (
+            open_sandbox() as sb,
+            open_gateway_client(url=sb.gateway_url, token=sb.token) as gateway,
+        ):
+            async with open_voice_session(
+                gateway, guild_id=sb.guild_id, channel_id=sb.voice_channel_id, settings=SETTINGS
+            ) as session:
+                await session.voice.wait_ready()
+                voice = session.voice
+                assert sb.world.voice_state(sb.our_user_id) is not None
+                started = trio.current_time()
+            assert trio.current_time() - started < 2.0
+            assert voice.state is RoleState.DISCONNECTED
+            await wait_until(lambda: sb.world.voice_state(sb.our_user_id) is None)
