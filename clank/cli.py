@@ -91,7 +91,7 @@ def _cmd_config(settings: Settings) -> None:
         value: object = settings
         for part in key.split("."):
             value = getattr(value, part)
-        shown = "<set>" if key.endswith("token") and value else value
+        shown = "<set>" if key.endswith(("token", "api_key")) and value else value
         marker = "" if value == default else "   (overridden)"
         print(f"{key} = {shown!r}   # {expected}{marker}")
 
@@ -116,6 +116,7 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> None:
 
     register_secret(settings.discord.token)
     register_secret(settings.api.token)
+    register_secret(settings.notes.api_key)
     trio.run(run_clank, settings, args)
 
 

@@ -104,6 +104,24 @@ class WatchSettings:
     reorder_delay_ms: int = attrs.field(default=120, validator=_in_range(0, 2000))
 
 
+NotesProvider = Literal["offline", "openai"]
+
+
+@attrs.frozen
+class NotesSettings:
+    enabled: bool = True
+    provider: NotesProvider = "offline"
+    url: str = attrs.field(default="", validator=_url_or_empty)
+    model: str = ""
+    api_key: str = attrs.field(default="", repr=False)
+    timeout_s: float = attrs.field(default=30.0, validator=_in_range(1, 600))
+    min_interval_s: float = attrs.field(default=10.0, validator=_in_range(0, 3600))
+    periodic_s: float = attrs.field(default=30.0, validator=_in_range(1, 3600))
+    change_floor: float = attrs.field(default=0.02, validator=_in_range(0, 1))
+    history: int = attrs.field(default=20, validator=_in_range(1, 1000))
+    context_notes: int = attrs.field(default=3, validator=_in_range(0, 50))
+
+
 @attrs.frozen
 class ApiSettings:
     host: str = "127.0.0.1"
@@ -131,6 +149,7 @@ class Settings:
     discord: DiscordSettings = DiscordSettings()
     voice: VoiceSettings = VoiceSettings()
     watch: WatchSettings = WatchSettings()
+    notes: NotesSettings = NotesSettings()
     api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
     sandbox: SandboxSettings = SandboxSettings()
@@ -151,6 +170,7 @@ ENV_ALIASES: Mapping[str, str] = {
     "CLANK_LOG_LEVEL": "log.level",
     "CLANK_HTTP_TOKEN": "api.token",
     "CLANK_HTTP_PORT": "api.port",
+    "CLANK_VISION_API_KEY": "notes.api_key",
 }
 # Env vars that are not settings (so they are not reported as unknown keys).
 ENV_IGNORED = frozenset({"CLANK_CONFIG", "CLANK_HYPOTHESIS_EXAMPLES"})
@@ -379,6 +399,7 @@ __all__ = [
     "ApiSettings",
     "DiscordSettings",
     "LogSettings",
+    "NotesSettings",
     "SandboxSettings",
     "Settings",
     "VoiceSettings",

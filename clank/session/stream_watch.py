@@ -41,7 +41,15 @@ import attrs
 import trio
 
 from clank.config import Settings, WatchSettings
-from clank.errors import ClankError, CryptoError, MalformedMessage, ProtocolError, TransportError, WatchError
+from clank.errors import (
+    ClankError,
+    CryptoError,
+    DecryptionFailed,
+    MalformedMessage,
+    ProtocolError,
+    TransportError,
+    WatchError,
+)
 from clank.io.gateway import Dispatch, GatewayClient
 from clank.io.media_connection import (
     DaveStateChanged,
@@ -507,8 +515,8 @@ async def _watch_stream(
         streams=(vg.StreamRequest(type="screen", rid="100", quality=watch.settings.preferred_quality),),
         sink_wants_format=vg.SinkWantsFormat(watch.settings.sink_wants_format),
     )
-    receiver = VideoReceiver(_receive_config(watch.settings, "screen"))
     link = _Link()
+    receiver = VideoReceiver(_receive_config(watch.settings, "screen"), link.decrypt)
     wants_changed = trio.Event()
 
     def on_event(event: MediaEvent) -> None:
@@ -568,6 +576,16 @@ class _Link:
         connection = self.connection
         return connection is not None and connection.send_rtcp(datagram)
 
+    def decrypt(self, user_id: int, frame: bytes) -> bytes:
+        return _dave_decrypt(self.connection, user_id, frame)
+
+
+def _dave_decrypt(connection: MediaConnection | None, user_id: int, frame: bytes) -> bytes:
+    """DAVE-decrypt one video frame of ``user_id`` on ``connection``'s leg (counted by the core)."""
+    if connection is None:
+        raise DecryptionFailed("dave", "not_ready")
+    return connection.dave.decrypt(user_id, "video", frame)
+
 
 def _receive_config(settings: WatchSettings, default_type: StreamType) -> VideoReceiveConfig:
     return VideoReceiveConfig(
@@ -622,7 +640,10 @@ class _WebcamRole:
     def __init__(self, session: WatchSession, settings: WatchSettings) -> None:
         self.session = session
         self.settings = settings
-        self.receiver = VideoReceiver(_receive_config(settings, "camera"))
+        self.receiver = VideoReceiver(
+            _receive_config(settings, "camera"),
+            lambda user, frame: _dave_decrypt(self._connection, user, frame),
+        )
         self.pipeline: VideoPipeline | None = None
         self.handle: RoleHandle[Any] | None = None
         self.watched: dict[str, _Watch] = {}

@@ -378,7 +378,7 @@ class VoiceRole:
         elif isinstance(event, vgc.ClientDisconnected):
             self._audio_events(self._receive.client_disconnected(event.user_id))
         elif isinstance(event, TransportStateChanged):
-            if event.state == "ready":
+            if event.state == "ready" and self._conn is not None:  # the first READY: voice_role
                 self._handle.set_state(RoleState.READY)
             elif event.state == "reconnecting":
                 self._handle.set_state(RoleState.RECONNECTING, event.reason, event.close_code)

@@ -16,6 +16,7 @@ from clank.watch.notes import (
     TRIGGER_RULES,
     NotePolicy,
     ScreenNotes,
+    Trigger,
     TriggerState,
     decide_trigger,
     open_screen_notes,
@@ -55,7 +56,8 @@ def test_trigger_rules_table_is_complete_and_ordered() -> None:
     priorities = [rule.priority for rule in TRIGGER_RULES.values()]
     assert len(set(priorities)) == len(priorities)
     assert not TRIGGER_RULES["on_demand"].rate_limited
-    assert all(TRIGGER_RULES[t].rate_limited for t in ("first_frame", "scene_cut", "periodic"))
+    limited: tuple[Trigger, ...] = ("first_frame", "scene_cut", "periodic")
+    assert all(TRIGGER_RULES[t].rate_limited for t in limited)
 
 
 @pytest.mark.parametrize(

@@ -121,14 +121,14 @@ class RtcMediaBackend:
 
     def streamer(self, user_id: str) -> VideoSender:
         for (server_id, uid), running in self._videos.items():
-            if uid == int(user_id) and any(s.server_id == server_id for s, _ in self._streams.values()):
+            if uid == int(user_id) and any(_call_id(s) == server_id for s, _ in self._streams.values()):
                 assert running.video is not None
                 return running.video
         raise SandboxError(f"user {user_id} is not streaming")
 
     def webcam(self, user_id: str) -> VideoSender:
         for (server_id, uid), running in self._videos.items():
-            if uid == int(user_id) and any(s.server_id == server_id for s, _ in self._voice.values()):
+            if uid == int(user_id) and any(_call_id(s) == server_id for s, _ in self._voice.values()):
                 assert running.video is not None
                 return running.video
         raise SandboxError(f"user {user_id} has no webcam on")
