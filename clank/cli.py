@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
@@ -68,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--host", default=None, help="address to bind (default: sandbox.host, 127.0.0.1)")
     sandbox.add_argument("--port", type=int, default=None, help="port of the REST API (0 = any free port)")
     sandbox.add_argument("--scenario", default=None, help="scenario: demo, streamer, empty, churn")
+    sandbox.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve the voice/stream websockets as wss:// with a throwaway CA (its path: ca_file)",
+    )
 
     sub.add_parser("config", help="print the effective settings (secrets hidden) and where they come from")
     sub.add_parser("tools", help="print the agent tool schemas (JSON) ready to hand to an LLM")
@@ -108,7 +114,7 @@ def _cmd_sandbox(settings: Settings, args: argparse.Namespace) -> None:
     host = args.host or settings.sandbox.host
     port = settings.sandbox.port if args.port is None else args.port
     scenario = args.scenario or settings.sandbox.scenario
-    trio.run(serve_sandbox_cli, host, port, scenario)
+    trio.run(partial(serve_sandbox_cli, host, port, scenario, tls=args.tls))
 
 
 def _cmd_run(settings: Settings, args: argparse.Namespace) -> None:

@@ -690,12 +690,14 @@ class StreamRegistry:
             return own if own is not None and own.key == key else None
         return self._streams.get(str(key))
 
-    def _store(self, info: StreamInfo) -> None:
+    def _store(self, info: StreamInfo, *, touch: bool = True) -> None:
+        """Save ``info``; ``touch`` makes its owner the implicit primary preference (an upsert)."""
         if self._is_own(info.key):
             self._own_stream = info
         else:
             self._streams[str(info.key)] = info
-            self._touched_owner = info.owner_id
+            if touch:
+                self._touched_owner = info.owner_id
 
     def _apply_stream_create(self, sc: StreamCreate, now: float) -> list[StreamEvent]:
         key = sc.stream_key
@@ -749,7 +751,8 @@ class StreamRegistry:
         if update.endpoint is None:
             self._pending.pop(str(key), None)
             if info is not None:
-                self._store(attrs.evolve(info, endpoint=None, token=None, credentials_received_at=None))
+                cleared = attrs.evolve(info, endpoint=None, token=None, credentials_received_at=None)
+                self._store(cleared, touch=False)
             return [StreamReallocating(stream_key=key, known=info is not None, own=own)]
         if info is None:
             return self._store_pending(update, now)
@@ -811,10 +814,7 @@ class StreamRegistry:
         if update.region is not None:
             changes["region"] = update.region
         info = attrs.evolve(info, **changes)
-        if self._is_own(key):
-            self._own_stream = info
-        else:
-            self._streams[str(key)] = info
+        self._store(info, touch=False)
         return [
             StreamUpdated(
                 stream_key=key, viewer_count=len(info.viewer_ids), paused=info.paused, own=self._is_own(key)
@@ -842,6 +842,7 @@ class StreamRegistry:
         if self._is_own(key):
             self._own_stream = None
         else:
+            del self._streams[str(key)]
             self._touched_owner = None
         return [
             StreamDeleted(

@@ -108,6 +108,7 @@ async def open_sandbox(
     or another ``media_backend`` is given. With ``tls`` they serve ``wss://`` with a throwaway
     certificate whose CA is ``sb.ca_file`` (for clients that hard-code ``wss://{endpoint}``).
     """
+    get_scenario(scenario)  # refuse unknown names before anything starts (a plain SandboxError)
     if tls:
         if media_backend is not None or not media:
             raise SandboxError("tls=True needs the sandbox's own voice/stream servers")

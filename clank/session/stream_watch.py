@@ -382,12 +382,13 @@ async def _stream_watch_role(
             watch.key = key
             info = await _request_credentials(session, watch, key, dispatches)
             await _watch_stream(handle, watch, key, info, dispatches)
-    except WatchError as exc:
-        reason = exc.reason
+    except* WatchError as group:
+        reason = _first_watch_error(group).reason
         raise
-    except (TransportError, ProtocolError, CryptoError) as exc:
+    except* (TransportError, ProtocolError, CryptoError) as group:
         reason = "transport"
-        raise WatchError("transport", f"{type(exc).__name__}: {exc}") from exc
+        leaf = _first_leaf(group)
+        raise WatchError("transport", f"{type(leaf).__name__}: {leaf}") from leaf
     finally:
         if watch.stop_requested:
             reason = "stopped"
@@ -408,6 +409,19 @@ async def _stream_watch_role(
             frames=watch.sink.emitted,
             stream_key=None if watched_key is None else str(watched_key),
         )
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _first_watch_error(group: BaseExceptionGroup[WatchError]) -> WatchError:
+    leaf = _first_leaf(group)
+    assert isinstance(leaf, WatchError)
+    return leaf
 
 
 def _stream_key(session: WatchSession, target: str) -> StreamKey:
@@ -448,7 +462,7 @@ async def _request_credentials(
     with trio.move_on_after(watch.settings.credentials_timeout_s):
         while not creds.complete:
             dispatch = await dispatches.receive()
-            _apply_dispatch(session, watch, key, dispatch, creds)
+            _apply_dispatch(session, watch, key, dispatch, creds, watching=False)
     if not creds.complete:
         raise WatchError(
             "no_credentials", f"no stream server for {key} within {watch.settings.credentials_timeout_s} s"
@@ -460,9 +474,20 @@ async def _request_credentials(
 
 
 def _apply_dispatch(
-    session: WatchSession, watch: _Watch, key: StreamKey, dispatch: Dispatch, creds: _Credentials | None
+    session: WatchSession,
+    watch: _Watch,
+    key: StreamKey,
+    dispatch: Dispatch,
+    creds: _Credentials | None,
+    *,
+    watching: bool,
 ) -> None:
-    """Credentials from STREAM_* dispatches; raises ``WatchError`` when the watch must end."""
+    """Credentials from STREAM_* dispatches; raises ``WatchError`` when the watch must end.
+
+    Before the stream leg is up only the target leaving the channel ends the watch: a voice
+    state with ``self_stream: false`` may be a stale one from before the stream started (a
+    refused watch is answered with STREAM_DELETE anyway).
+    """
     try:
         if dispatch.name == "STREAM_CREATE":
             create = StreamCreate.parse(dispatch.data)
@@ -480,7 +505,7 @@ def _apply_dispatch(
         elif dispatch.name == "VOICE_STATE_UPDATE":
             state = VoiceState.parse(dispatch.data)
             if state.user_id == watch.target and (
-                state.channel_id != session.channel_id or not state.self_stream
+                state.channel_id != session.channel_id or (watching and not state.self_stream)
             ):
                 raise WatchError("target_left", f"channel={state.channel_id} self_stream={state.self_stream}")
     except MalformedMessage as exc:
@@ -599,7 +624,7 @@ async def _follow_dispatches(
     session: WatchSession, watch: _Watch, key: StreamKey, dispatches: trio.MemoryReceiveChannel[Dispatch]
 ) -> None:
     async for dispatch in dispatches:
-        _apply_dispatch(session, watch, key, dispatch, None)
+        _apply_dispatch(session, watch, key, dispatch, None, watching=True)
 
 
 async def _sink_wants_loop(watch: _Watch, conn: MediaConnection, changed: trio.Event) -> None:

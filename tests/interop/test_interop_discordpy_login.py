@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import discord
 import pytest
 import yarl
+from cryptography import x509
 from discord.gateway import DiscordWebSocket
 
 STEP_TIMEOUT = 15.0
@@ -56,6 +58,13 @@ async def _observe_login(info: dict[str, Any], kind: str) -> dict[str, Any]:
                 "voice_channel_ids": [c.id for c in guild.voice_channels] if guild else [],
                 "text_channel_ids": [c.id for c in guild.text_channels] if guild else [],
             }
+            text = client.get_channel(int(info["text_channel_id"]))
+            assert isinstance(text, discord.TextChannel)
+            sent = await asyncio.wait_for(text.send(f"hello from {kind}"), STEP_TIMEOUT)
+            history = [m async for m in text.history(limit=5)]
+            seen["posted"] = (sent.author.id, sent.content)
+            seen["history"] = [(m.id, m.content) for m in history]
+            seen["sent_id"] = sent.id
         finally:
             await asyncio.wait_for(client.close(), STEP_TIMEOUT)
             await asyncio.wait_for(runner, STEP_TIMEOUT)
@@ -87,3 +96,11 @@ def test_discordpy_bot_logs_in_and_sees_guild_and_channels(
     assert seen["guild_ids"] == [int(info["guild_id"])]
     assert int(info["voice_channel_id"]) in seen["voice_channel_ids"]
     assert int(info["text_channel_id"]) in seen["text_channel_ids"]
+    assert seen["posted"] == (int(bot["id"]), f"hello from {kind}")
+    assert (seen["sent_id"], f"hello from {kind}") in seen["history"]
+
+
+def test_sandbox_tls_flag_prints_a_ca_file_that_signs_the_voice_servers(sandbox_process: Any) -> None:
+    info = sandbox_process.start("--scenario", "empty", "--tls")
+    ca = x509.load_pem_x509_certificate(Path(info["ca_file"]).read_bytes())
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca

@@ -96,6 +96,14 @@ def discord_endpoints() -> Iterator[None]:
         discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved
 
 
+async def _dave_established(vc: discord.VoiceClient) -> None:
+    """discord.py has no event for it: poll its public privacy code (set once in the MLS group)."""
+    while True:
+        if vc.voice_privacy_code is not None:
+            return
+        await asyncio.sleep(0.05)
+
+
 async def _play_tone(info: dict[str, Any], ca_file: str, listen: Callable[[int], T]) -> VoiceOutcome[T]:
     """discord.py: log in, join voice (DAVE), play the tone, ask the trio side what it heard, leave."""
     connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=ca_file))
@@ -116,10 +124,8 @@ async def _play_tone(info: dict[str, Any], ca_file: str, listen: Callable[[int],
             vc = await channel.connect(timeout=STEP_TIMEOUT, reconnect=False)
             try:
                 # Play once the MLS group has welcomed us (before that discord.py sends passthrough).
+                await asyncio.wait_for(_dave_established(vc), STEP_TIMEOUT)
                 loop = asyncio.get_running_loop()
-                deadline = loop.time() + STEP_TIMEOUT
-                while vc.voice_privacy_code is None and loop.time() < deadline:
-                    await asyncio.sleep(0.05)
                 finished = asyncio.Event()
                 vc.play(
                     discord.PCMAudio(io.BytesIO(_tone_pcm(TONE_HZ, TONE_SECONDS))),
@@ -204,7 +210,9 @@ async def test_clank_receives_discordpy_audio_with_its_user_id(
             ):
                 await session.voice.wait_ready()
                 connection = session.voice.api.connection
-                with session.voice.api.subscribe_audio(None, rate=SAMPLE_RATE, channels=1, buffer=500) as audio:
+                with session.voice.api.subscribe_audio(
+                    None, rate=SAMPLE_RATE, channels=1, buffer=500
+                ) as audio:
 
                     async def collect() -> None:
                         async for item in audio:
@@ -226,7 +234,6 @@ async def test_clank_receives_discordpy_audio_with_its_user_id(
                         nursery.cancel_scope.cancel()
 
     heard = outcome.heard
-    print(outcome, len(heard.pcm), dominant_frequency(heard.pcm[-SAMPLE_RATE:], SAMPLE_RATE))
     assert heard.user_ids == {sb.bot_user_id}  # every frame is attributed to discord.py's user
     assert len(heard.pcm) >= 2 * SAMPLE_RATE
     assert abs(dominant_frequency(heard.pcm[-SAMPLE_RATE:], SAMPLE_RATE) - TONE_HZ) < 10.0

@@ -295,7 +295,8 @@ def test_ready_supplemental_voice_states() -> None:
 
 def test_outgoing_go_live_frames() -> None:
     key = StreamKey.for_guild("111", "222", "444")
-    assert stream_create_frame("111", "222").op == Op.STREAM_CREATE == 18
+    assert stream_create_frame("111", "222").op == Op.STREAM_CREATE
+    assert int(Op.STREAM_CREATE) == 18
     assert stream_create_frame("111", "222").d == {
         "type": "guild",
         "guild_id": "111",

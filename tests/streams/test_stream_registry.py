@@ -306,7 +306,7 @@ def test_dm_call_streams_without_a_guild_filter() -> None:
 
 # --- malformed input becomes events -----------------------------------------------------------
 
-MALFORMED = [
+MALFORMED: list[tuple[str, object, str]] = [
     ("VOICE_STATE_UPDATE", None, "stream_discovery_malformed_dispatch"),
     ("VOICE_STATE_UPDATE", {"user_id": "x"}, "stream_discovery_malformed_dispatch"),
     (

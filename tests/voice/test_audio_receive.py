@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,7 +24,7 @@ BOB = "300"
 OPUS = b"\x78\x01\x02\x03"
 
 
-def packets(events: list[object]) -> list[AudioPacket]:
+def packets(events: Sequence[object]) -> list[AudioPacket]:
     return [e for e in events if isinstance(e, AudioPacket)]
 
 

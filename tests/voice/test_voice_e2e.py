@@ -18,6 +18,7 @@ from clank.errors import ConnectionClosed
 from clank.io.gateway import GatewayClient, open_gateway_client
 from clank.media.audio import dominant_frequency, tone
 from clank.sandbox.app import Sandbox, open_sandbox
+from clank.sandbox.rtc.backend import RtcMediaBackend
 from clank.session.roles import RoleState
 from clank.session.voice_session import VoiceSession, open_voice_session
 
@@ -26,8 +27,16 @@ pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
 
 async def wait_until(predicate: Callable[[], bool], step: float = 0.02) -> None:
-    while not predicate():
+    """Poll ``predicate`` (the sandbox exposes state, not events); callers bound it with fail_after."""
+    while True:
+        if predicate():
+            return
         await trio.sleep(step)
+
+
+def media(sb: Sandbox) -> RtcMediaBackend:
+    assert sb.media is not None
+    return sb.media
 
 
 def user_id(sb: Sandbox, name: str) -> str:
@@ -52,7 +61,7 @@ async def test_we_send_a_tone_and_a_simulated_user_hears_it() -> None:
         async with joined() as (sb, _gateway, session):
             alice = user_id(sb, "alice")
             await sb.world.join_voice(alice, sb.voice_channel_id)
-            listener = sb.media.listener(alice)
+            listener = media(sb).listener(alice)
             await wait_until(lambda: session.voice.api.connection.dave.ready)
             session.voice.api.play_pcm(tone(440.0, 3.0))
             ours = int(sb.our_user_id)
@@ -78,7 +87,7 @@ async def test_a_simulated_user_speaks_and_we_receive_pcm_with_their_user_id() -
                         break
             pcm = np.concatenate(frames[25:])
             assert np.abs(pcm).max() > 500
-            expected = sb.media.speaker(alice).frequency
+            expected = media(sb).speaker(alice).frequency
             assert abs(dominant_frequency(pcm, 24000) - expected) < 15.0
             assert alice in session.voice.api.speaking_users()
 
@@ -87,7 +96,7 @@ async def test_ten_percent_loss_is_concealed_and_audio_continues() -> None:
     with trio.fail_after(40):
         async with joined(seed=7) as (sb, _gateway, session):
             alice = user_id(sb, "alice")
-            await sb.media.faults.link(sb.our_user_id, "downlink", loss=0.10, seed=7)
+            await media(sb).faults.link(sb.our_user_id, "downlink", loss=0.10, seed=7)
             with session.voice.api.subscribe_audio(alice, buffer=500) as audio:
                 await sb.world.join_voice(alice, sb.voice_channel_id)
                 await sb.world.set_speaking(alice, True)
@@ -111,7 +120,7 @@ async def test_resume_after_4015_keeps_the_session_and_the_ssrc() -> None:
             voice = session.voice
             ssrc = voice.api.ssrc
             session_id = session.session_id
-            sb.media.faults.close(sb.our_user_id, 4015)
+            media(sb).faults.close(sb.our_user_id, 4015)
             await wait_until(lambda: voice.api.connection.statistics().resumes >= 1)
             await voice.wait_ready()
             assert session.voice is voice and voice.state is RoleState.READY
@@ -123,7 +132,7 @@ async def test_4006_rejoins_through_the_gateway_with_a_new_session() -> None:
         async with joined() as (sb, _gateway, session):
             first = session.voice
             old_session = session.session_id
-            sb.media.faults.close(sb.our_user_id, 4006)
+            media(sb).faults.close(sb.our_user_id, 4006)
             await wait_until(lambda: session.voice is not first)
             await session.voice.wait_ready()
             assert session.session_id != old_session
@@ -132,11 +141,20 @@ async def test_4006_rejoins_through_the_gateway_with_a_new_session() -> None:
 
 
 async def test_4014_ends_the_session() -> None:
-    with trio.fail_after(30), pytest.raises(ConnectionClosed) as info:
-        async with joined() as (sb, _gateway, session):
-            sb.media.faults.close(sb.our_user_id, 4014)
-            await trio.sleep_forever()
-    assert info.value.code == 4014
+    with trio.fail_after(30):
+        async with (
+            open_sandbox() as sb,
+            open_gateway_client(url=sb.gateway_url, token=sb.token) as gateway,
+        ):
+            with pytest.raises(ConnectionClosed) as info:
+                async with open_voice_session(
+                    gateway, guild_id=sb.guild_id, channel_id=sb.voice_channel_id, settings=SETTINGS
+                ) as session:
+                    await session.voice.wait_ready()
+                    media(sb).faults.close(sb.our_user_id, 4014)
+                    await trio.sleep_forever()
+            assert info.value.code == 4014
+            assert session.statistics().rejoins == 0
 
 
 async def test_leaving_sends_op4_null_within_two_seconds() -> None:
@@ -148,7 +166,9 @@ async def test_leaving_sends_op4_null_within_two_seconds() -> None:
             left_at: list[float] = []
 
             async def watch_world() -> None:
-                await wait_until(lambda: bool(started) and sb.world.voice_state(sb.our_user_id) is None, 0.005)
+                await wait_until(
+                    lambda: bool(started) and sb.world.voice_state(sb.our_user_id) is None, 0.005
+                )
                 left_at.append(trio.current_time())
 
             started: list[float] = []

@@ -83,7 +83,9 @@ async def test_unwanted_frames_are_not_decoded(dave: tuple[DaveSessionCore, Dave
         VideoReceiveConfig(local_ssrc=LOCAL_SSRC), lambda user, frame: watcher.decrypt(user, "video", frame)
     )
     with trio.fail_after(10):
-        async with open_video_pipeline(receiver, WatchSettings(), lambda d: True, synchronous_decode=True) as pipeline:
+        async with open_video_pipeline(
+            receiver, WatchSettings(), lambda d: True, synchronous_decode=True
+        ) as pipeline:
             receiver.bind(MEDIA_SSRC, str(STREAMER_ID), trio.current_time())
             for _ in range(5):
                 for packet in streamer.next_frame():

@@ -94,7 +94,9 @@ def test_clean_link_emits_every_frame_matching_the_source(
 
 
 @pytest.mark.parametrize("codec", CODECS)
-def test_720p_frames_match_the_source(codec: VideoCodec, dave: tuple[DaveSessionCore, DaveSessionCore]) -> None:
+def test_720p_frames_match_the_source(
+    codec: VideoCodec, dave: tuple[DaveSessionCore, DaveSessionCore]
+) -> None:
     sender, watcher = dave
     # VP8 realtime needs more bits than H264 for the same quality on the first frames.
     bitrate = 2_500_000 if codec == "h264" else 5_000_000
@@ -288,7 +290,9 @@ def test_suppressed_screen_frames_are_dropped_and_resume_with_a_keyframe_request
     for packet in streamer.next_frame():
         events = receiver.receive(packet.header, packet.payload, 0.0)
         assert not [e for e in events if isinstance(e, EncodedVideoFrame)]
-    assert all(not isinstance(p, PictureLossIndication) for d in receiver.poll(0.0) for p in parse_compound(d))
+    assert all(
+        not isinstance(p, PictureLossIndication) for d in receiver.poll(0.0) for p in parse_compound(d)
+    )
     stats = receiver.stream_statistics(11)
     assert stats is not None and stats.frames_dropped == {DROP_SUPPRESSED: 1}
     receiver.unsuppress("444", "screen", 1.0)
@@ -316,7 +320,9 @@ def test_decoder_reset_requests_a_keyframe_rate_limited() -> None:
     for packet in streamer.next_frame():
         receiver.receive(packet.header, packet.payload, 0.1)  # the keyframe arrives
     receiver.request_keyframe(MEDIA_SSRC, KeyframeReason.DECODER_RESET, 0.2)
-    assert not any(isinstance(p, PictureLossIndication) for d in receiver.poll(0.2) for p in parse_compound(d))
+    assert not any(
+        isinstance(p, PictureLossIndication) for d in receiver.poll(0.2) for p in parse_compound(d)
+    )
     assert any(isinstance(p, PictureLossIndication) for d in receiver.poll(1.0) for p in parse_compound(d))
 
 
@@ -345,6 +351,10 @@ def test_sink_wants_partition_screen_and_camera() -> None:
     assert dict(voice.pixel_counts) == {21: 640 * 360}
     assert voice.any == 0
     watch = build_sink_wants(
-        states[:1], want=lambda user, kind: user == "444", quality=80, pixel_count=None, default_stream_type="screen"
+        states[:1],
+        want=lambda user, kind: user == "444",
+        quality=80,
+        pixel_count=None,
+        default_stream_type="screen",
     )
     assert dict(watch.streams) == {11: 80} and not watch.pixel_counts

@@ -42,7 +42,10 @@ RTX_PT = {"h264": vg.H264_RTX_PT, "vp8": vg.VP8_RTX_PT}
 def dave_pair(group_id: int = GROUP_ID) -> tuple[DaveSessionCore, DaveSessionCore]:
     """(streamer, watcher) DAVE sessions in one MLS group, settled (FIFO routing)."""
     server = DaveGroupServer(group_id, protocol_version=1)
-    members = {STREAMER_ID: DaveSessionCore(STREAMER_ID, group_id), WATCHER_ID: DaveSessionCore(WATCHER_ID, group_id)}
+    members = {
+        STREAMER_ID: DaveSessionCore(STREAMER_ID, group_id),
+        WATCHER_ID: DaveSessionCore(WATCHER_ID, group_id),
+    }
     to_client: dict[int, deque[Any]] = {user: deque() for user in members}
     to_server: deque[tuple[int, Any]] = deque()
 
