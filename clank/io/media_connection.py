@@ -183,6 +183,7 @@ class MediaConnectionStatistics:
     rtcp_in: int
     rtcp_out: int
     send_dropped: int
+    control_dropped: int
     drops: dict[str, int]
     resumes: int
     reconnects: int
@@ -244,6 +245,7 @@ class MediaConnection:
         self._rtcp_in = 0
         self._rtcp_out = 0
         self._send_dropped = 0
+        self._control_dropped = 0
         self._resumes = 0
         self._reconnects = 0
         self._dave_seen: tuple[DaveState, int, int | None] | None = None
@@ -290,6 +292,7 @@ class MediaConnection:
             rtcp_in=self._rtcp_in,
             rtcp_out=self._rtcp_out,
             send_dropped=self._send_dropped,
+            control_dropped=self._control_dropped,
             drops=dict(self._drops),
             resumes=self._resumes,
             reconnects=self._reconnects,
@@ -372,8 +375,20 @@ class MediaConnection:
 
     # ------------------------------------------------------------------ control send
 
+    @property
+    def can_send_control(self) -> bool:
+        """A session exists (frames are sent now, or held by the core during a resume)."""
+        return self.core.session is not None and self.core.phase is not vgc.Phase.CLOSED
+
     async def speaking(self, flags: int) -> None:
-        """op5 with our SSRC (voice: 1, stream publish: 2 SOUNDSHARE, 0 = stopped)."""
+        """op5 with our SSRC (voice: 1, stream publish: 2 SOUNDSHARE, 0 = stopped).
+
+        Between sessions (a fresh identify is under way) there is nothing to announce to: the
+        frame is dropped and counted; roles re-announce when the state becomes ready again.
+        """
+        if not self.can_send_control:
+            self._control_dropped += 1
+            return
         await self._send(self.core.speaking(flags))
 
     async def video_state(
@@ -385,6 +400,9 @@ class MediaConnection:
         max_resolution: vg.MaxResolution | None = None,
     ) -> None:
         """op12 announcing our Ready streams active (publishing) or inactive (watch/voice)."""
+        if not self.can_send_control:
+            self._control_dropped += 1
+            return
         await self._send(
             self.core.video_state_announcement(
                 active, max_bitrate=max_bitrate, max_framerate=max_framerate, max_resolution=max_resolution
@@ -392,6 +410,9 @@ class MediaConnection:
         )
 
     async def media_sink_wants(self, wants: vg.MediaSinkWants) -> None:
+        if not self.can_send_control:
+            self._control_dropped += 1
+            return
         await self._send(self.core.media_sink_wants(wants))
 
     async def _send(self, events: Sequence[vgc.Event]) -> None:

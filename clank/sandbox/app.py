@@ -15,7 +15,7 @@ import json
 import logging
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from functools import partial
 from typing import Any, TextIO, cast
 
@@ -109,28 +109,22 @@ async def open_sandbox(
     certificate whose CA is ``sb.ca_file`` (for clients that hard-code ``wss://{endpoint}``).
     """
     get_scenario(scenario)  # refuse unknown names before anything starts (a plain SandboxError)
-    if tls:
-        if media_backend is not None or not media:
-            raise SandboxError("tls=True needs the sandbox's own voice/stream servers")
-        with open_sandbox_tls() as minted:
-            server = MediaServerConfig(seed=seed, ssl_context=minted.server_context())
-            async with (
-                open_rtc_backend(RtcSettings(server=server)) as rtc,
-                _open_sandbox(host, port, scenario, heartbeat_interval_ms, seed, rtc, rtc) as sandbox,
-            ):
-                yield attrs.evolve(sandbox, ca_file=str(minted.ca_file))
-        return
     if media_backend is not None or not media:
+        if tls:
+            raise SandboxError("tls=True needs the sandbox's own voice/stream servers")
         backend = media_backend or NullMediaBackend()
         async with _open_sandbox(host, port, scenario, heartbeat_interval_ms, seed, backend, None) as sandbox:
             yield sandbox
         return
-    settings = RtcSettings(server=MediaServerConfig(seed=seed))
-    async with (
-        open_rtc_backend(settings) as rtc,
-        _open_sandbox(host, port, scenario, heartbeat_interval_ms, seed, rtc, rtc) as sandbox,
-    ):
-        yield sandbox
+    with ExitStack() as stack:
+        minted = stack.enter_context(open_sandbox_tls()) if tls else None
+        ssl_context = None if minted is None else minted.server_context()
+        settings = RtcSettings(server=MediaServerConfig(seed=seed, ssl_context=ssl_context))
+        async with (
+            open_rtc_backend(settings) as rtc,
+            _open_sandbox(host, port, scenario, heartbeat_interval_ms, seed, rtc, rtc) as sandbox,
+        ):
+            yield sandbox if minted is None else attrs.evolve(sandbox, ca_file=str(minted.ca_file))
 
 
 @asynccontextmanager

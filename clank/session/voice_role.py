@@ -201,6 +201,7 @@ class VoiceRole:
         self._send_failures = 0
         self._dave_not_ready = 0
         self._pacer = FramePacer()
+        self._reannounce = False
         self._decoded = 0
         self._concealed = 0
         self._decode_errors = 0
@@ -379,6 +380,7 @@ class VoiceRole:
             self._audio_events(self._receive.client_disconnected(event.user_id))
         elif isinstance(event, TransportStateChanged):
             if event.state == "ready" and self._conn is not None:  # the first READY: voice_role
+                self._reannounce = True
                 self._handle.set_state(RoleState.READY)
             elif event.state == "reconnecting":
                 self._handle.set_state(RoleState.RECONNECTING, event.reason, event.close_code)
@@ -465,7 +467,9 @@ class VoiceRole:
         while True:
             frame = self.mixer.mix()
             if frame is not None:
-                if not speaking:
+                if not speaking or self._reannounce:
+                    # Also after a reconnect: a fresh voice session must see op5 before our RTP.
+                    self._reannounce = False
                     await conn.speaking(SPEAKING_VOICE)
                     speaking = True
                 self._send_audio(conn, frame)

@@ -92,9 +92,10 @@ class SandboxProcess:
                 proc.stdout.close()
 
 
-@pytest.fixture
-def sandbox_process(tmp_path: Path) -> Iterator[SandboxProcess]:
-    runner = SandboxProcess(tmp_path)
+@pytest.fixture(scope="module")
+def sandbox_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+    """Sandbox processes shared by one test module (each costs an interpreter start-up)."""
+    runner = SandboxProcess(tmp_path_factory.mktemp("sandbox"))
     try:
         yield runner
     finally:

@@ -23,6 +23,13 @@ from discord.gateway import DiscordWebSocket
 STEP_TIMEOUT = 15.0
 
 
+@pytest.fixture(scope="module")
+def sandbox_info(sandbox_process: Any) -> dict[str, Any]:
+    """One ``clank sandbox --tls`` for this module (login does not depend on the voice TLS)."""
+    info: dict[str, Any] = sandbox_process.start("--scenario", "empty", "--tls")
+    return info
+
+
 @pytest.fixture
 def discord_endpoints() -> Iterator[None]:
     """Restore discord.py's endpoints (class attributes) after the test points them at the sandbox."""
@@ -81,9 +88,9 @@ def _setter(event: asyncio.Event, name: str) -> Any:
 
 @pytest.mark.parametrize("kind", sorted(CLIENT_KINDS))
 def test_discordpy_bot_logs_in_and_sees_guild_and_channels(
-    sandbox_process: Any, discord_endpoints: None, kind: str
+    sandbox_info: dict[str, Any], discord_endpoints: None, kind: str
 ) -> None:
-    info = sandbox_process.start("--scenario", "empty")
+    info = sandbox_info
     bot = next(u for u in info["users"] if u["name"] == "clankbot")
     point_discordpy_at(info)
     if kind == "auto_sharded":
@@ -100,7 +107,6 @@ def test_discordpy_bot_logs_in_and_sees_guild_and_channels(
     assert (seen["sent_id"], f"hello from {kind}") in seen["history"]
 
 
-def test_sandbox_tls_flag_prints_a_ca_file_that_signs_the_voice_servers(sandbox_process: Any) -> None:
-    info = sandbox_process.start("--scenario", "empty", "--tls")
-    ca = x509.load_pem_x509_certificate(Path(info["ca_file"]).read_bytes())
+def test_sandbox_tls_flag_prints_a_ca_file_that_signs_the_voice_servers(sandbox_info: dict[str, Any]) -> None:
+    ca = x509.load_pem_x509_certificate(Path(sandbox_info["ca_file"]).read_bytes())
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca

@@ -39,7 +39,7 @@ from clank.session.voice_role import UserAudio
 from clank.session.voice_session import open_voice_session
 
 TONE_HZ = 440.0
-TONE_SECONDS = 3.0
+TONE_SECONDS = 2.0
 STEP_TIMEOUT = 20.0
 DISCORDPY_TIMEOUT = 60.0
 SAMPLE_RATE = 48000
@@ -235,7 +235,7 @@ async def test_clank_receives_discordpy_audio_with_its_user_id(
 
     heard = outcome.heard
     assert heard.user_ids == {sb.bot_user_id}  # every frame is attributed to discord.py's user
-    assert len(heard.pcm) >= 2 * SAMPLE_RATE
+    assert len(heard.pcm) >= SAMPLE_RATE  # at least a second of the tone arrived
     assert abs(dominant_frequency(heard.pcm[-SAMPLE_RATE:], SAMPLE_RATE) - TONE_HZ) < 10.0
     assert outcome.voice_privacy_code is not None
     assert outcome.voice_privacy_code == heard.privacy_code

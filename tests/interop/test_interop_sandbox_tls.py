@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 from functools import partial
 
@@ -10,6 +11,7 @@ import trio
 import trio_websocket
 from cryptography import x509
 
+from clank.sandbox.rtc.server import MediaServerConfig, open_media_server
 from clank.sandbox.tls import open_sandbox_tls
 
 
@@ -74,3 +76,24 @@ def test_files_exist_only_while_open_and_name_the_hosts() -> None:
         assert tls.key_file.stat().st_mode & 0o077 == 0
         paths = (tls.ca_file, tls.cert_file, tls.key_file)
     assert not any(path.exists() for path in paths)
+
+
+async def test_a_tls_voice_server_survives_a_failed_handshake_and_greets_the_next_client() -> None:
+    with trio.fail_after(15), open_sandbox_tls() as tls, open_sandbox_tls() as other:
+        config = MediaServerConfig(ssl_context=tls.server_context())
+        async with open_media_server("voice", "111", 222000000000000001, config) as server:
+            host, _, port = server.endpoint.rpartition(":")
+            # A client that does not trust the certificate gives up mid-handshake ...
+            stream = await trio.open_ssl_over_tcp_stream(host, int(port), ssl_context=other.client_context())
+            with pytest.raises(trio.BrokenResourceError):
+                await stream.do_handshake()
+            await trio.aclose_forcefully(stream)
+            # ... and one speaks plain ws:// to the wss:// server; neither takes the server down.
+            plain = await trio.open_tcp_stream(host, int(port))
+            await plain.send_all(b"GET /?v=8 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n")
+            async with trio_websocket.open_websocket(
+                host, int(port), "/?v=8", use_ssl=tls.client_context()
+            ) as ws:
+                hello = json.loads(await ws.get_message())
+            await plain.aclose()
+            assert hello["op"] == 8  # Hello

@@ -17,10 +17,12 @@ from clank.config import DiscordSettings, Settings
 from clank.errors import ConnectionClosed
 from clank.io.gateway import GatewayClient, open_gateway_client
 from clank.media.audio import dominant_frequency, tone
+from clank.protocol.voice_gateway import SsrcBinding
 from clank.sandbox.app import Sandbox, open_sandbox
 from clank.sandbox.rtc.backend import RtcMediaBackend
 from clank.session.roles import RoleState
 from clank.session.voice_session import VoiceSession, open_voice_session
+from clank.wire.rtp import RtpHeader
 
 SETTINGS = Settings(discord=DiscordSettings(voice_url_scheme="ws"))
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
@@ -185,3 +187,26 @@ async def test_leaving_sends_op4_null_within_two_seconds() -> None:
             assert left_at[0] - started[0] < 2.0  # op4 null reached the gateway
             assert exited - started[0] < 4.5  # roles closed (bounded websocket close handshakes)
             assert voice.state is RoleState.DISCONNECTED
+
+
+async def test_webcam_packets_reach_an_attached_video_receiver_with_their_binding() -> None:
+    with trio.fail_after(30):
+        async with joined() as (sb, _gateway, session):
+            bob = user_id(sb, "bob")
+            seen: list[tuple[int, str | None, str | None]] = []
+
+            def receiver(header: RtpHeader, payload: bytes, now: float, binding: SsrcBinding | None) -> None:
+                seen.append(
+                    (
+                        header.payload_type,
+                        binding.user_id if binding else None,
+                        binding.kind if binding else None,
+                    )
+                )
+
+            session.voice.api.set_video_receiver(receiver)
+            await sb.world.join_voice(bob, sb.voice_channel_id)
+            await sb.world.set_webcam(bob, True)
+            await wait_until(lambda: len(seen) >= 20)
+            assert any(user == bob and kind == "video" for _pt, user, kind in seen)
+            assert session.voice.api.statistics().video_packets >= 20

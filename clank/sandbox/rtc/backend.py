@@ -368,6 +368,10 @@ class MediaFaults:
     def drop_udp(self, user_id: str, on: bool = True, *, stream_key: str | None = None) -> None:
         self._backend._server_of(user_id, stream_key).drop_udp(int(user_id), on)
 
+    def corrupt_next_welcome(self, user_id: str, *, stream_key: str | None = None) -> None:
+        """The user's next DAVE Welcome (op30) arrives corrupted: it must recover with op31."""
+        self._backend._server_of(user_id, stream_key).corrupt_next_welcome(int(user_id))
+
     def crash_stream(self, stream_key: str, code: int = 4015) -> None:
         self._backend.stream_server(stream_key).crash(code)
 

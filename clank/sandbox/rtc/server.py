@@ -35,6 +35,7 @@ from clank.crypto.dave import (
     OP_EXECUTE_TRANSITION,
     OP_PREPARE_EPOCH,
     OP_PREPARE_TRANSITION,
+    OP_WELCOME,
     DaveBinary,
     DaveFrame,
     DaveJson,
@@ -266,6 +267,7 @@ class MediaServer:
         self._discovered: dict[int, Address] = {}  # SSRC -> address from IP discovery
         self._link_scopes: dict[tuple[int, Direction], trio.CancelScope] = {}
         self._acking_stopped: set[int] = set()
+        self._corrupt_welcome: set[int] = set()
         self.dave = DaveGroupServer(
             group_id,
             protocol_version=config.dave_protocol_version,
@@ -468,6 +470,11 @@ class MediaServer:
         participant = self._require(user_id)
         participant.drop_udp = on
 
+    def corrupt_next_welcome(self, user_id: int) -> None:
+        """The next op30 Welcome routed to this user has its last byte flipped (the AEAD tag of the
+        encrypted GroupInfo), so its DAVE session fails to join and must recover with op31."""
+        self._corrupt_welcome.add(user_id)
+
     async def set_link(self, user_id: int, direction: Direction, link: LossyLink | None) -> None:
         """Impair one direction of one participant's media (None: back to a clean link)."""
         participant = self._require(user_id)
@@ -660,9 +667,16 @@ class MediaServer:
                 participant = self._participants.get(user_id)
                 if participant is not None:
                     self._dave_routed += 1
-                    participant.sink.dave(frame)
+                    participant.sink.dave(self._maybe_corrupt(user_id, frame))
         finally:
             self._pumping = False
+
+    def _maybe_corrupt(self, user_id: int, frame: DaveFrame) -> DaveFrame:
+        if not (isinstance(frame, DaveBinary) and frame.op == OP_WELCOME and user_id in self._corrupt_welcome):
+            return frame
+        self._corrupt_welcome.discard(user_id)
+        log.info("dave fault: corrupted welcome", user_id=user_id)
+        return DaveBinary(frame.op, frame.payload[:-1] + bytes([frame.payload[-1] ^ 0xFF]))
 
     # ------------------------------------------------------------------ UDP
 

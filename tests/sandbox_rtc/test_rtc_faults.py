@@ -1,0 +1,202 @@
+"""The sandbox media servers' fault hooks, each observed from the receiving side.
+
+Seeded links (loss, duplication, reordering, delay) per direction act on exact packet counts
+between simulated members (autojump clock: members are in-process, no sockets carry media);
+close codes, stopped heartbeat ACKs and dropped UDP are observed by a raw client built from
+our own cores over real loopback sockets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+from rtc_helpers import open_raw_client, voice_config, wait_until
+
+from clank.crypto.dave import OPUS_SILENCE
+from clank.errors import TransportError
+from clank.io.lossy import LossyLink
+from clank.protocol import voice_gateway as client
+from clank.sandbox.rtc.server import KEEPS_SESSION, Direction, MediaServer, open_media_server
+from clank.sandbox.rtc.users import SimulatedMember, open_simulated_member
+
+GUILD = "111"
+CHANNEL = 222000000000000001
+ME = "333"
+SESSION = "f00dfeed"
+SENDER, RECEIVER, BYSTANDER = 1001, 1002, 1003
+PACKETS = 300
+PACKET_GAP = 0.005
+"""Seconds between the test's packets: a packet held back 20 ms (reorder) is overtaken by ~4."""
+
+# What each seeded link does, and the share of packets it must touch (± SHARE_TOLERANCE).
+LINKS: dict[str, dict[str, Any]] = {
+    "loss": {"loss": 0.2},
+    "dup": {"dup": 0.2},
+    "reorder": {"reorder": 0.2},
+}
+SHARE = 0.2
+SHARE_TOLERANCE = 0.07
+
+
+def _sequences(member: SimulatedMember, sender: SimulatedMember) -> list[int]:
+    """RTP sequence numbers of ``sender``'s packets as ``member`` received them, in arrival order."""
+    return [p.header.sequence for p in member.receiver.raw if p.header.ssrc == sender.audio_ssrc]
+
+
+async def _send_burst(sender: SimulatedMember, count: int, gap: float) -> None:
+    """``count`` packets with consecutive sequence numbers (a member starts at 0)."""
+    for _ in range(count):
+        sender.send_opus(OPUS_SILENCE)  # passthrough: the link test needs no DAVE group
+        if gap:
+            await trio.sleep(gap)
+
+
+def _late(arrivals: list[int]) -> int:
+    """Packets that arrived after a packet with a higher sequence number."""
+    late, highest = 0, -1
+    for seq in arrivals:
+        if seq < highest:
+            late += 1
+        highest = max(highest, seq)
+    return late
+
+
+@pytest.mark.parametrize("direction", ["uplink", "downlink"])
+@pytest.mark.parametrize("kind", sorted(LINKS))
+async def test_seeded_link_changes_what_the_receiver_gets(
+    kind: str, direction: Direction, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(30):
+        async with open_media_server("voice", GUILD, CHANNEL) as server:
+            async with (
+                open_simulated_member(server, SENDER) as (sender, _),
+                open_simulated_member(server, RECEIVER) as (receiver, _),
+                open_simulated_member(server, BYSTANDER) as (bystander, _),
+            ):
+                link = LossyLink(seed=11, **LINKS[kind])
+                impaired = sender if direction == "uplink" else receiver
+                await server.set_link(impaired.user_id, direction, link)
+                await _send_burst(sender, PACKETS, PACKET_GAP)
+                await trio.sleep(1.0)  # every delayed copy is out
+                got = _sequences(receiver, sender)
+                clean = _sequences(bystander, sender)
+                stats = link.statistics()
+                assert sender.joined and receiver.joined  # a lossy link disconnects nobody
+
+            assert stats.decided == PACKETS
+            touched = {"loss": stats.dropped, "dup": stats.duplicated, "reorder": stats.reordered}[kind]
+            assert abs(touched / PACKETS - SHARE) <= SHARE_TOLERANCE, stats
+            # Exact accounting: every decision is visible at the receiver.
+            assert len(got) == PACKETS - stats.dropped + stats.duplicated
+            if kind == "loss":
+                assert len(set(got)) == len(got) and got == sorted(got)
+            elif kind == "dup":
+                assert set(got) == set(range(PACKETS)) and len(got) - len(set(got)) == stats.duplicated
+            else:
+                assert sorted(got) == list(range(PACKETS))
+                assert 0 < _late(got) <= stats.reordered
+            # Uplink faults hit every receiver alike; a downlink fault hits only its receiver.
+            if direction == "uplink":
+                assert clean == got
+            else:
+                assert clean == list(range(PACKETS))
+
+
+async def test_delayed_link_holds_packets_for_the_delay(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(30):
+        async with open_media_server("voice", GUILD, CHANNEL) as server:
+            async with (
+                open_simulated_member(server, SENDER) as (sender, _),
+                open_simulated_member(server, RECEIVER) as (receiver, _),
+            ):
+                await server.set_link(RECEIVER, "downlink", LossyLink(seed=3, delay=0.1))
+                await _send_burst(sender, 20, 0.0)
+                await trio.sleep(0.099)
+                assert _sequences(receiver, sender) == []
+                await trio.sleep(0.002)
+                assert _sequences(receiver, sender) == list(range(20))
+                # A clean link again: delivered at once (inline, no task hop).
+                await server.set_link(RECEIVER, "downlink", None)
+                await _send_burst(sender, 5, 0.0)
+                assert _sequences(receiver, sender) == list(range(25))
+
+
+def _me(server: MediaServer, **kwargs: Any) -> client.VoiceGatewayConfig:
+    return voice_config(server, ME, SESSION, server_id=GUILD, channel_id=str(CHANNEL), **kwargs)
+
+
+@pytest.mark.parametrize("code", [4006, 4009, 4014, 4015, 4022])
+async def test_close_with_a_chosen_code_reaches_the_client(code: int) -> None:
+    with trio.fail_after(10):
+        async with open_media_server("voice", GUILD, CHANNEL) as server:
+            async with open_raw_client(_me(server), server.endpoint, CHANNEL, run=False) as raw:
+                async with trio.open_nursery() as nursery:
+                    ended: list[client.Closed | client.Failed] = []
+
+                    async def connect() -> None:
+                        ended.append(await raw.connect())
+
+                    nursery.start_soon(connect)
+                    await raw.connected.wait()
+                    assert server.participant(int(ME)) is not None
+                    server.close_connection(int(ME), code)
+                    await wait_until(lambda: bool(ended))
+                (end,) = ended
+                assert isinstance(end, client.Closed) and end.code == code
+                assert end.action is client.CLOSE_POLICY[code].action
+                # The server keeps a resumable participant only for "voice server crashed".
+                await wait_until(lambda: (server.participant(int(ME)) is not None) == (code in KEEPS_SESSION))
+
+
+async def test_stopped_heartbeat_acks_make_the_client_detect_a_zombie() -> None:
+    with trio.fail_after(10):
+        async with open_media_server("voice", GUILD, CHANNEL) as server:
+            config = _me(server, heartbeat_cap=0.1)
+            async with open_raw_client(config, server.endpoint, CHANNEL, run=False) as raw:
+                async with trio.open_nursery() as nursery:
+                    ended: list[client.Closed | client.Failed] = []
+
+                    async def connect() -> None:
+                        ended.append(await raw.connect())
+
+                    nursery.start_soon(connect)
+                    await raw.connected.wait()
+                    await wait_until(lambda: raw.core.statistics().heartbeat_acks >= 2)
+                    server.stop_acking(int(ME))
+                    await wait_until(lambda: bool(ended))
+                (end,) = ended
+                assert isinstance(end, client.Failed) and end.action is client.CloseAction.RESUME
+                assert isinstance(end.error, TransportError) and "zombie" in str(end.error)
+                assert end.close_code == client.CLIENT_CLOSE_RESUMABLE
+                acks = raw.core.statistics().heartbeat_acks
+                # Acks back on: the client resumes (op7 -> op9) and heartbeats are answered again.
+                server.stop_acking(int(ME), on=False)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(connect)
+                    await wait_until(lambda: raw.resumes() == 1)
+                    await wait_until(lambda: raw.core.statistics().heartbeat_acks >= acks + 2)
+                    nursery.cancel_scope.cancel()
+                assert server.participant(int(ME)) is not None
+
+
+async def test_dropped_udp_stops_media_until_it_is_restored() -> None:
+    with trio.fail_after(15):
+        async with open_media_server("voice", GUILD, CHANNEL) as server:
+            async with (
+                open_simulated_member(server, SENDER, signal="tone", talking=True) as (alice, _),
+                open_raw_client(_me(server), server.endpoint, CHANNEL) as raw,
+            ):
+                await wait_until(lambda: len(raw.audio_from(SENDER)) >= 10)
+                server.drop_udp(int(ME))
+                await trio.sleep(0.1)  # packets already on the wire
+                heard = len(raw.audio)
+                dropped = server.statistics().udp_dropped
+                await trio.sleep(0.4)
+                assert len(raw.audio) == heard
+                assert server.statistics().udp_dropped >= dropped + 10  # alice kept talking
+                server.drop_udp(int(ME), on=False)
+                await wait_until(lambda: len(raw.audio) >= heard + 10)
+                assert alice.joined and server.participant(int(ME)) is not None
+                assert raw.dave.statistics().decrypt_counters(SENDER, "audio").ok > 0
