@@ -48,6 +48,8 @@ from clank.io.decode_worker import DecodedImage, open_decode_worker
 from clank.io.udp import open_udp_endpoint
 from clank.media.decoder import VideoDecoder
 from clank.media.encoder import EncodedFrame, VideoEncoder
+from clank.media.jpeg import encode_jpeg, scale_frame
+from clank.media.metrics import ChangeTracker
 from clank.media.synth import ScreenSynth
 from clank.protocol.video_receive import EncodedVideoFrame, VideoReceiveConfig, VideoReceiver
 from clank.sandbox.dave import DaveGroupServer
@@ -214,9 +216,38 @@ async def watch_cpu(aus: list[EncodedFrame], group: int) -> tuple[float, int]:
                         worker.submit(event.data, event.timestamp, keyframe=event.keyframe)
             receiver.poll(now)
         cpu = time.process_time() - started
-        decoded = worker.statistics().decoded_frames
-    assert decoded == len(aus), (decoded, len(aus))
-    return cpu, len(emitted)
+        stats = worker.statistics()
+    assert stats.decoded_frames == len(aus), (stats.decoded_frames, len(aus))
+    return cpu, stats.emitted
+
+
+def receive_path_cpu(aus: list[EncodedFrame], group: int) -> float:
+    """CPU of AEAD + RTP + reorder + depacketize + DAVE + feedback alone (no decode)."""
+    sender, watcher = dave_pair(group)
+    frames = datagrams(aus, sender, 11)
+    cipher = TransportCipher.create(AES256_GCM_RTPSIZE, KEY)
+    receiver = _receiver(watcher, 11)
+    started = time.process_time()
+    for index, batch in enumerate(frames):
+        now = index / FPS
+        for data in batch:
+            header, payload = cipher.open_rtp(data)
+            receiver.receive(header, payload, now)
+        receiver.poll(now)
+    return time.process_time() - started
+
+
+def picture_cpu(aus: list[EncodedFrame]) -> float:
+    """CPU of one emitted picture at 720p: range/scale pass + JPEG from planes + change metrics."""
+    decoder = VideoDecoder("h264")
+    images = [f.image for i, au in enumerate(aus[:FPS]) for f in decoder.decode(au.data, i * TICKS)]
+    tracker = ChangeTracker()
+    started = time.process_time()
+    for image in images:
+        scaled = scale_frame(image, max_pixels=1280 * 720)
+        encode_jpeg(scaled, max_pixels=1280 * 720)
+        tracker.update(scaled)
+    return (time.process_time() - started) / len(images)
 
 
 # ---------------------------------------------------------------------- 2-4. live runs
@@ -381,6 +412,14 @@ def main() -> None:
     watch_ms = min(watch_runs) / OFFLINE_SECONDS * 1e3
     line(f"full watch path ({emitted} JPEGs), CPU per second of video", f"{watch_ms:.1f} ms/s")
     line("watch / decode-only CPU", f"{min(watch_runs) / min(decode_runs):.2f}x", "goal <= 1.15x")
+    receive_ms = min(receive_path_cpu(aus_720, 950 + run) for run in range(3)) / OFFLINE_SECONDS * 1e3
+    decode_ms = min(decode_runs) / OFFLINE_SECONDS * 1e3
+    picture_ms = picture_cpu(aus_720) * 1e3
+    print("   where it goes (same run):")
+    line("receive path alone (AEAD+RTP+reorder+depacketize+DAVE)", f"{receive_ms:.1f} ms/s",
+         f"{receive_ms / decode_ms:.0%} of decode")  # fmt: skip
+    line("one 720p picture: range pass + JPEG + change metrics", f"{picture_ms:.1f} ms",
+         f"x2 fps = {2 * picture_ms / decode_ms:.0%} of decode")  # fmt: skip
 
     print(f" 2. Live capacity, {LIVE_SECONDS} s runs, ladder {LADDER} (cap {MAX_STREAMS}):")
     live_aus = aus_720[: LIVE_SECONDS * FPS]

@@ -7,6 +7,7 @@ The translation happens here, once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,6 +20,9 @@ from clank.errors import ConnectionClosed, TransportError
 CONNECT_TIMEOUT = 10.0
 #: Seconds we wait for the peer to answer our close frame before dropping the TCP stream.
 CLOSE_TIMEOUT = 2.0
+#: When we close because our scope was cancelled (shutdown, role stop), trio-websocket's reader
+#: task is cancelled too, so the peer's close reply can never be read: send ours and go.
+CANCELLED_CLOSE_TIMEOUT = 0.1
 #: Gateway READY payloads of large accounts reach several MiB.
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 #: Frames trio-websocket may hold before its reader stops reading the socket.
@@ -52,7 +56,8 @@ class WebSocket:
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         """Send a close frame and wait (bounded) for the peer's; idempotent. Closes the TCP stream."""
-        with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+        cancelled = trio.current_effective_deadline() == -math.inf
+        with trio.move_on_after(CANCELLED_CLOSE_TIMEOUT if cancelled else CLOSE_TIMEOUT, shield=True):
             await self._connection.aclose(code, reason or None)
         # trio-websocket 0.12 leaves the TCP stream open when the *server* closed first (the
         # client waits for the server's TCP FIN, and aclose() returns early once a close

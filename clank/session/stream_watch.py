@@ -542,7 +542,7 @@ async def _watch_stream(
     )
     link = _Link()
     receiver = VideoReceiver(_receive_config(watch.settings, "screen"), link.decrypt)
-    wants_changed = trio.Event()
+    wants_changed = _Wakeup()
 
     def on_event(event: MediaEvent) -> None:
         pipeline = watch.pipeline
@@ -589,6 +589,8 @@ async def _watch_stream(
                 nursery.start_soon(_sink_wants_loop, watch, conn, wants_changed)
                 nursery.start_soon(_keepalive_loop, watch, key)
                 await _follow_dispatches(session, watch, key, dispatches)
+                # The gateway client stopped (its dispatch channel ended): so does the watch.
+                nursery.cancel_scope.cancel()
 
 
 @attrs.define(eq=False)
@@ -627,11 +629,29 @@ async def _follow_dispatches(
         _apply_dispatch(session, watch, key, dispatch, None, watching=True)
 
 
-async def _sink_wants_loop(watch: _Watch, conn: MediaConnection, changed: trio.Event) -> None:
+class _Wakeup:
+    """A resettable wake-up: ``set`` from sync code, ``wait`` for it (or a timeout) in a loop."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        """Call before reading the state a ``set`` announces, so no change is missed."""
+        self._event = trio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+async def _sink_wants_loop(watch: _Watch, conn: MediaConnection, changed: _Wakeup) -> None:
     """op15 for the streamer's SSRCs: every 2 s until the first frame, then every 10 s and on op12."""
     settings = watch.settings
     target = watch.target
     while True:
+        changed.clear()
         states = [s for s in (conn.core.video_state(target),) if s is not None]
         wants = build_sink_wants(
             states,
@@ -646,7 +666,6 @@ async def _sink_wants_loop(watch: _Watch, conn: MediaConnection, changed: trio.E
         interval = SINK_WANTS_INTERVAL_STARTING if watch.sink.emitted == 0 else SINK_WANTS_INTERVAL_SETTLED
         with trio.move_on_after(interval):
             await changed.wait()
-        changed = trio.Event() if changed.is_set() else changed
 
 
 async def _keepalive_loop(watch: _Watch, key: StreamKey) -> None:
@@ -673,7 +692,7 @@ class _WebcamRole:
         self.handle: RoleHandle[Any] | None = None
         self.watched: dict[str, _Watch] = {}
         self.suppressed: set[str] = set()
-        self._wants_changed = trio.Event()
+        self._wants_changed = _Wakeup()
         self._connection: MediaConnection | None = None
 
     def on_packet(
@@ -700,6 +719,7 @@ class _WebcamRole:
         sent: vg.MediaSinkWants | None = None
         last_sent_at = -1e9
         while True:
+            self._wants_changed.clear()
             conn: MediaConnection = voice.connection
             self._connection = conn
             pipeline = self.pipeline
@@ -729,7 +749,6 @@ class _WebcamRole:
             if wants != sent or now - last_sent_at >= SINK_WANTS_INTERVAL_SETTLED:
                 await conn.media_sink_wants(wants)
                 sent, last_sent_at = wants, now
-            self._wants_changed = trio.Event()
             with trio.move_on_after(WEBCAM_SYNC_INTERVAL):
                 await self._wants_changed.wait()
 

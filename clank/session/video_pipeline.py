@@ -261,6 +261,7 @@ class VideoPipeline:
     async def _feedback(self) -> None:
         """Release expired holes, send NACK/PLI/RR, turn decoder trouble into keyframe requests."""
         while True:
+            self._wake = trio.Event()  # before reading state: a later set() is never missed
             now = trio.current_time()
             self._handle(self.receiver.tick(now))
             for ssrc, decoder in self._decoders.items():
@@ -270,7 +271,6 @@ class VideoPipeline:
                 self._send_rtcp(datagram)
             deadline = self.receiver.next_deadline()
             wake_at = now + FEEDBACK_INTERVAL if deadline is None else min(deadline, now + FEEDBACK_INTERVAL)
-            self._wake = trio.Event()
             with trio.move_on_at(max(wake_at, now + 0.001)):
                 await self._wake.wait()
 

@@ -96,6 +96,8 @@ class RawVoiceClient:
         self.events: list[client.Event] = []
         self.ends: list[client.Closed | client.Failed] = []
         self.connected = trio.Event()
+        """Set once the first session is established (or resumed)."""
+        self._ws: WebSocket | None = None
         self._discovered_send, self._discovered = trio.open_memory_channel[tuple[str, int]](1)
 
     # ------------------------------------------------------------------ queries
@@ -109,8 +111,8 @@ class RawVoiceClient:
     # ------------------------------------------------------------------ websocket
 
     async def connect(self) -> client.Closed | client.Failed:
-        self.connected = trio.Event()
         async with open_websocket(self.url) as ws:
+            self._ws = ws
             end = await self._handle(ws, self.core.connection_opened(trio.current_time()))
             while end is None:
                 deadline = self.core.next_deadline()
@@ -131,8 +133,18 @@ class RawVoiceClient:
                 end = await self._handle(ws, events)
             if isinstance(end, client.Failed):
                 await ws.aclose(end.close_code, end.reason)
+        self._ws = None
         self.ends.append(end)
         return end
+
+    async def leave(self) -> None:
+        """Close the current websocket with 1000 (we are leaving) and let the pass see it.
+
+        Cheaper than cancelling a pass: a cancelled websocket waits out its close timeout.
+        """
+        self.core.close()
+        if self._ws is not None:
+            await self._ws.aclose(1000, "leaving")
 
     async def run(self) -> None:
         """Connect, and reconnect while the core says resume (for tests that don't steer passes)."""
@@ -243,6 +255,8 @@ async def open_raw_client(
         try:
             yield raw
         finally:
+            with trio.move_on_after(1.0, shield=True):
+                await raw.leave()
             nursery.cancel_scope.cancel()
 
 

@@ -177,8 +177,11 @@ async def test_stopped_heartbeat_acks_make_the_client_detect_a_zombie() -> None:
                     nursery.start_soon(connect)
                     await wait_until(lambda: raw.resumes() == 1)
                     await wait_until(lambda: raw.core.statistics().heartbeat_acks >= acks + 2)
+                    # The zombie's close (4000) and the resume kept the participant and its SSRC.
+                    participant = server.participant(int(ME))
+                    assert participant is not None and raw.session is not None
+                    assert participant.audio_ssrc == raw.session.ssrc
                     nursery.cancel_scope.cancel()
-                assert server.participant(int(ME)) is not None
 
 
 async def test_dropped_udp_stops_media_until_it_is_restored() -> None:

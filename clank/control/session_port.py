@@ -1,0 +1,348 @@
+"""The live implementation of :class:`~clank.control.service.SessionPort` over a real voice session.
+
+It joins three things the agent surface reads — the Go Live registry (who shares), the member
+directory (how people are named) and the voice session's roles (what we watch, with QoS and
+DAVE state) — and maps the session's watch kinds (``screen``/``camera``) to the agent's
+(``go_live``/``webcam``). Every field the dashboard shows is a JSON scalar built here.
+
+The registry and the directory are fed by :func:`feed_directory`, a task of the runner's nursery
+that reads main-gateway dispatches; nothing here owns a task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import trio
+
+from clank.control.model import DaveStatus, FrameView, RoleStatus, SessionStatus, WatchView
+from clank.control.resolve import Member, SharerState, WatchKind, sharers_from_registry
+from clank.crypto.dave import DaveStatistics
+from clank.errors import ClankError, WatchError
+from clank.io.gateway import Dispatch
+from clank.io.media_connection import MediaConnectionStatistics
+from clank.logging import get_logger
+from clank.protocol.streams import StreamRegistry
+from clank.session.roles import RoleState
+from clank.session.stream_watch import WatchHandle, start_stream_watch, start_webcam_watch
+from clank.session.voice_session import VoiceSession
+from clank.watch.notes import ScreenNotes
+
+log = get_logger("clank.control")
+
+_SESSION_KIND: Final[Mapping[WatchKind, str]] = {"go_live": "screen", "webcam": "camera"}
+_STATE_NAMES: Final[Mapping[RoleState, str]] = {
+    RoleState.CONNECTING: "connecting",
+    RoleState.READY: "watching",
+    RoleState.RECONNECTING: "connecting",
+    RoleState.FAILED: "ended",
+    RoleState.DISCONNECTED: "ended",
+}
+DIRECTORY_EVENTS: Final = frozenset(
+    {
+        "READY",
+        "GUILD_CREATE",
+        "READY_SUPPLEMENTAL",
+        "GUILD_MEMBER_ADD",
+        "GUILD_MEMBER_UPDATE",
+        "GUILD_MEMBERS_CHUNK",
+        "VOICE_STATE_UPDATE",
+        "STREAM_CREATE",
+        "STREAM_SERVER_UPDATE",
+        "STREAM_UPDATE",
+        "STREAM_DELETE",
+    }
+)
+
+
+class MemberDirectory:
+    """Names of the guild members we have seen (GUILD_CREATE members, voice-state members)."""
+
+    def __init__(self) -> None:
+        self._members: dict[str, Member] = {}
+
+    def members(self) -> list[Member]:
+        return list(self._members.values())
+
+    def name_of(self, user_id: str) -> str:
+        member = self._members.get(user_id)
+        return user_id if member is None else member.label
+
+    def observe(self, name: str, data: object) -> None:
+        """Learn names from a dispatch; unknown shapes are ignored (names are best effort)."""
+        if not isinstance(data, dict):
+            return
+        if name == "GUILD_CREATE":
+            for member in data.get("members") or ():
+                self._member(member)
+            for state in data.get("voice_states") or ():
+                if isinstance(state, dict):
+                    self._member(state.get("member"))
+        elif name in {"GUILD_MEMBER_ADD", "GUILD_MEMBER_UPDATE"}:
+            self._member(data)
+        elif name == "GUILD_MEMBERS_CHUNK":
+            for member in data.get("members") or ():
+                self._member(member)
+        elif name == "VOICE_STATE_UPDATE":
+            self._member(data.get("member"))
+        elif name == "READY":
+            for user in data.get("users") or ():
+                self._user(user, None)
+
+    def _member(self, member: object) -> None:
+        if isinstance(member, dict):
+            nick = member.get("nick")
+            self._user(member.get("user"), nick if isinstance(nick, str) else None)
+
+    def _user(self, user: object, nick: str | None) -> None:
+        if not isinstance(user, dict) or not isinstance(user.get("id"), str):
+            return
+        username = user.get("username") if isinstance(user.get("username"), str) else None
+        global_name = user.get("global_name") if isinstance(user.get("global_name"), str) else None
+        self._members[user["id"]] = Member(user["id"], username=username, display_name=nick or global_name)
+
+
+async def feed_directory(
+    dispatches: trio.MemoryReceiveChannel[Dispatch], registry: StreamRegistry, directory: MemberDirectory
+) -> None:
+    """Feed the Go Live registry and the member directory until the gateway stops."""
+    try:
+        async for dispatch in dispatches:
+            directory.observe(dispatch.name, dispatch.data)
+            for event in registry.handle_dispatch(dispatch.name, dispatch.data, trio.current_time()):
+                log.info(event.name, **event.log_fields())
+    except trio.ClosedResourceError:
+        return  # the subscription was closed on shutdown: end of input
+
+
+def _dave_status(stats: DaveStatistics | None, codes: Mapping[str, str]) -> DaveStatus | None:
+    if stats is None:
+        return None
+    return DaveStatus(
+        protocol_version=stats.protocol_version,
+        state=stats.state.value,
+        epoch=stats.epoch,
+        privacy_code=stats.voice_privacy_code,
+        verification_codes=dict(codes),
+    )
+
+
+def _transport(conn: MediaConnectionStatistics | None) -> dict[str, str | int | float | bool | None]:
+    if conn is None:
+        return {"ws": "connecting"}
+    return {
+        "ws": conn.state,
+        "mode": conn.mode,
+        "ssrc": conn.ssrc,
+        "heartbeatMs": None if conn.heartbeat_latency is None else round(conn.heartbeat_latency * 1000, 1),
+        "resumes": conn.resumes,
+        "reconnects": conn.reconnects,
+        "packetsIn": conn.packets_in,
+        "packetsOut": conn.packets_out,
+    }
+
+
+class LiveSessionPort:
+    """:class:`~clank.control.service.SessionPort` over a :class:`VoiceSession`."""
+
+    def __init__(
+        self,
+        session: VoiceSession,
+        registry: StreamRegistry,
+        directory: MemberDirectory,
+        *,
+        mode: str = "discord",
+        notes_factory: Any = None,
+    ) -> None:
+        self._session = session
+        self._registry = registry
+        self._directory = directory
+        self._mode = mode
+        self._handles: dict[tuple[str, WatchKind], WatchHandle] = {}
+        self._started: dict[tuple[str, WatchKind], float] = {}
+        self._notes: dict[tuple[str, WatchKind], ScreenNotes] = {}
+        self._notes_factory = notes_factory
+
+    # --- SessionPort ---------------------------------------------------------------------------
+
+    @property
+    def our_user_id(self) -> str:
+        return self._session.user_id
+
+    def in_voice(self) -> bool:
+        try:
+            voice = self._session.voice
+        except ClankError:
+            return False
+        return not voice.state.final and self._session.session_id is not None
+
+    def sharers(self) -> Sequence[SharerState]:
+        return sharers_from_registry(self._registry)
+
+    def members(self) -> Sequence[Member]:
+        return self._directory.members()
+
+    def watches(self) -> Sequence[WatchView]:
+        views = []
+        for (user_id, kind), handle in self._handles.items():
+            stats = handle.frames.statistics()
+            views.append(
+                WatchView(
+                    user_id=user_id,
+                    kind=kind,
+                    state="ended" if not handle.active else _STATE_NAMES.get(handle.state, "connecting"),
+                    started_at=self._started[(user_id, kind)],
+                    frames=stats.published,
+                    ended_reason=handle.reason,
+                )
+            )
+        return views
+
+    async def start_watch(self, user_id: str, kind: WatchKind) -> None:
+        settings = self._session.settings.watch
+        if kind == "go_live":
+            handle = await start_stream_watch(self._session, user_id, settings=settings)
+        elif kind == "webcam":
+            handle = await start_webcam_watch(self._session, user_id, settings)
+        else:  # pragma: no cover - the service only passes the two kinds
+            raise WatchError("unsupported_kind", kind)
+        key = (user_id, kind)
+        if self._handles.get(key) is not handle:
+            self._handles[key] = handle
+            self._started[key] = trio.current_time()
+            if self._notes_factory is not None:
+                self._notes[key] = self._notes_factory(handle, self._directory.name_of(user_id), kind)
+
+    async def stop_watch(self, user_id: str, kind: WatchKind) -> None:
+        handle = self._handles.get((user_id, kind))
+        if handle is not None:
+            await handle.stop()
+
+    def latest_frame(self, user_id: str, kind: WatchKind) -> FrameView | None:
+        handle = self._handles.get((user_id, kind))
+        if handle is None:
+            return None
+        frame = handle.frames.latest
+        return None if frame is None else FrameView.from_screen_frame(frame)
+
+    def notes(self, user_id: str, kind: WatchKind) -> list[dict[str, Any]]:
+        notes = self._notes.get((user_id, kind))
+        if notes is None:
+            return []
+        return [
+            {
+                "number": n.number,
+                "text": n.text,
+                "trigger": n.trigger,
+                "changeScore": n.change_score,
+                "provider": n.provider,
+                "frameSequence": n.frame_sequence,
+            }
+            for n in notes.notes()
+        ]
+
+    def status(self) -> SessionStatus:
+        roles: list[RoleStatus] = []
+        try:
+            voice = self._session.voice
+        except ClankError:
+            voice = None
+        if voice is not None:
+            roles.append(self._voice_status(voice))
+        for (user_id, kind), handle in self._handles.items():
+            roles.append(self._watch_status(user_id, kind, handle))
+        return SessionStatus(
+            in_voice=self.in_voice(),
+            our_user_id=self.our_user_id,
+            guild_id=self._session.guild_id,
+            channel_id=self._session.channel_id,
+            roles=tuple(roles),
+            mode=self._mode,
+        )
+
+    # --- status helpers ------------------------------------------------------------------------
+
+    def _voice_status(self, voice: Any) -> RoleStatus:
+        stats = voice.statistics()
+        detail = stats.detail
+        conn = None if detail is None else detail.connection
+        codes: dict[str, str] = {}
+        try:
+            dave = voice.api.connection.dave
+            for uid in sorted(dave.group_user_ids()):
+                if str(uid) != self.our_user_id:
+                    code = dave.get_verification_code(uid)
+                    if code:
+                        codes[self._directory.name_of(str(uid))] = code
+        except (ClankError, AttributeError):
+            pass
+        qos: dict[str, str | int | float | bool | None] = {}
+        if detail is not None:
+            qos = {
+                "framesSent": detail.frames_sent,
+                "decodedFrames": detail.decoded_frames,
+                "concealedFrames": detail.concealed_frames,
+                "speaking": ", ".join(self._directory.name_of(u) for u in detail.speaking_users) or None,
+                "videoPackets": detail.video_packets,
+            }
+        return RoleStatus(
+            name="voice",
+            kind="voice",
+            state=stats.state.value,
+            transport=_transport(conn),
+            qos=qos,
+            dave=_dave_status(None if conn is None else conn.dave, codes),
+            ended_reason=stats.reason,
+            close_code=stats.close_code,
+        )
+
+    def _watch_status(self, user_id: str, kind: WatchKind, handle: WatchHandle) -> RoleStatus:
+        stats = handle.statistics()
+        qos: dict[str, str | int | float | bool | None] = {
+            "framesPublished": stats.frames_published,
+            "timeToFirstFrameMs": None
+            if stats.time_to_first_frame is None
+            else round(stats.time_to_first_frame * 1000),
+        }
+        for stream in stats.streams.values():
+            rx = stream.receive
+            qos.update(
+                {
+                    "codec": rx.codec,
+                    "resolution": f"{stream.width}x{stream.height}" if stream.width else None,
+                    "packets": rx.packets_received,
+                    "lost": rx.packets_lost,
+                    "recovered": rx.packets_recovered,
+                    "rtx": rx.rtx_received,
+                    "nacks": rx.nack_packets,
+                    "keyframeRequests": rx.keyframe_requests,
+                    "framesAssembled": rx.frames_assembled,
+                    "daveOk": rx.dave_ok,
+                    "daveFailed": rx.dave_failed,
+                    "fpsIn": round(rx.fps_in, 1),
+                }
+            )
+            if stream.decode is not None:
+                qos.update(
+                    {
+                        "decoded": stream.decode.decoded_frames,
+                        "decodeErrors": stream.decode.decode_errors,
+                        "fpsOut": round(stream.decode.fps_out, 2),
+                        "decodeP99Ms": None
+                        if stream.decode.delay_p99 is None
+                        else round(stream.decode.delay_p99 * 1000, 1),
+                    }
+                )
+        conn = stats.connection
+        name = "stream_watch" if kind == "go_live" else "webcam_watch"
+        return RoleStatus(
+            name=f"{name}:{self._directory.name_of(user_id)}",
+            kind=name,
+            state=handle.state.value if handle.active else "disconnected",
+            target_user_id=user_id,
+            transport=_transport(conn),
+            qos=qos,
+            dave=_dave_status(None if conn is None else conn.dave, {}),
+            ended_reason=handle.reason,
+        )

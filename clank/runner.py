@@ -1,0 +1,290 @@
+"""``clank run``: the composition root.
+
+    root scope (Ctrl-C / SIGTERM cancels it; everything below unwinds in order, bounded)
+     ├─ sandbox                 sandbox mode only: the local Discord, in-process
+     ├─ gateway client          main gateway session
+     │    └─ feed_directory     dispatches → Go Live registry + member directory
+     ├─ voice session           the session nursery with its role nurseries
+     ├─ HTTP API + dashboard    ClankService over the live session
+     └─ demo agent              sandbox mode: watches like an agent would (start_screen_watch)
+
+This is the only product module besides the CLI that may import the sandbox (layering test).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Final, TextIO
+
+import attrs
+import httpx
+import trio
+
+from clank import __version__
+from clank.config import ApiSettings, Settings
+from clank.control.http import HttpApi, generate_api_token, open_http_api
+from clank.control.service import ClankService
+from clank.control.session_port import DIRECTORY_EVENTS, LiveSessionPort, MemberDirectory, feed_directory
+from clank.errors import AuthenticationFailed, ConfigError, TransportError
+from clank.io.gateway import GatewayClient, open_gateway_client
+from clank.logging import get_logger, register_secret
+from clank.protocol.streams import StreamRegistry
+from clank.session.voice_session import VoiceSession, open_voice_session
+from clank.watch.notes import NotePolicy, ScreenNotes
+from clank.watch.vision import open_vision_provider
+
+log = get_logger("clank.run")
+
+#: How long the sandbox demo agent keeps trying to bind the streamer before giving up.
+DEMO_WATCH_PATIENCE: Final = 60.0
+DEMO_RETRY_INTERVAL: Final = 1.0
+DISPATCH_BUFFER: Final = 1024
+#: Seconds for the whole shutdown (leave voice, close streams, stop servers).
+SHUTDOWN_BUDGET: Final = 2.0
+
+
+@attrs.frozen
+class RunInfo:
+    """What is running, for the startup banner and for tests that drive ``run_clank``."""
+
+    mode: str
+    api: HttpApi
+    user_id: str
+    guild_id: str
+    channel_id: str
+    sandbox_api_url: str | None = None
+    scenario: str | None = None
+    service: ClankService | None = attrs.field(default=None, repr=False, eq=False)
+    sandbox: Any = attrs.field(default=None, repr=False, eq=False)
+
+
+def _with_sandbox(settings: Settings, sandbox: Any) -> Settings:
+    discord = attrs.evolve(
+        settings.discord,
+        token=sandbox.token,
+        api_url=sandbox.api_url,
+        gateway_url=sandbox.gateway_url,
+        guild_id=sandbox.guild_id,
+        voice_channel_id=sandbox.voice_channel_id,
+        voice_url_scheme="ws",
+    )
+    return attrs.evolve(settings, discord=discord)
+
+
+async def _gateway_url(settings: Settings) -> str:
+    """``discord.gateway_url``, else ask ``GET /gateway`` (user tokens: not /gateway/bot)."""
+    if settings.discord.gateway_url:
+        return settings.discord.gateway_url
+    url = settings.discord.api_url.rstrip("/") + "/v10/gateway"
+    try:
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            response = await client.get(url, headers={"Authorization": settings.discord.token})
+    except httpx.HTTPError as exc:
+        raise TransportError(f"could not reach {settings.discord.api_url}: {type(exc).__name__}") from exc
+    if response.status_code == 401:
+        raise AuthenticationFailed("the Discord token was refused (HTTP 401)")
+    if response.status_code != 200:
+        raise TransportError(f"GET {url} answered HTTP {response.status_code}")
+    try:
+        found = response.json()["url"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TransportError(f"GET {url} gave no gateway url") from exc
+    if not isinstance(found, str):
+        raise TransportError(f"GET {url} gave no gateway url")
+    return found
+
+
+def _notes_factory(settings: Settings, provider: Any, nursery: trio.Nursery) -> Callable[..., ScreenNotes] | None:
+    if not settings.notes.enabled or provider is None:
+        return None
+    policy = NotePolicy(
+        min_interval_s=settings.notes.min_interval_s,
+        periodic_s=settings.notes.periodic_s,
+        change_floor=settings.notes.change_floor,
+        history=settings.notes.history,
+        context_notes=settings.notes.context_notes,
+    )
+
+    def start(handle: Any, name: str, kind: str) -> ScreenNotes:
+        notes = ScreenNotes(
+            provider,
+            policy=policy,
+            user_id=handle.target_user_id,
+            user_name=name,
+            stream_type="screen" if kind == "go_live" else "camera",
+        )
+        nursery.start_soon(notes.run, handle.frames)
+        return notes
+
+    return start
+
+
+async def _stop_on_signals(stop: trio.Event, scope: trio.CancelScope) -> None:
+    """First Ctrl-C / SIGTERM: orderly shutdown (leave voice, close streams), bounded by
+    SHUTDOWN_BUDGET; past the budget, or on a second signal, everything is cancelled."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if stop.is_set():
+                scope.cancel()
+                return
+            log.info("shutting down", signal=signal.Signals(signum).name)
+            stop.set()
+            scope.deadline = min(scope.deadline, trio.current_time() + SHUTDOWN_BUDGET + 1.0)
+
+
+async def _demo_agent(service: ClankService, session: VoiceSession, registry: StreamRegistry) -> None:
+    """Sandbox mode: what an agent would do — watch whoever shares, and the webcam user."""
+    with trio.move_on_after(DEMO_WATCH_PATIENCE):
+        while True:
+            result = await service.start_screen_watch()
+            log.info("demo agent: start_screen_watch", **result.to_json())
+            if result.ok:
+                break
+            await trio.sleep(DEMO_RETRY_INTERVAL)
+    with trio.move_on_after(DEMO_WATCH_PATIENCE):
+        while True:
+            webcams = [s for s in registry.sharers() if s.webcam and s.user_id != session.user_id]
+            if webcams:
+                result = await service.start_screen_watch(target=webcams[0].user_id)
+                log.info("demo agent: start_screen_watch (webcam)", **result.to_json())
+                if result.ok:
+                    return
+            await trio.sleep(DEMO_RETRY_INTERVAL)
+
+
+def print_banner(info: RunInfo, out: TextIO) -> None:
+    lines = [f"clank {__version__} — {info.mode} mode"]
+    if info.sandbox_api_url:
+        lines.append(f"  sandbox    local Discord at {info.sandbox_api_url} (scenario {info.scenario!r})")
+    lines += [
+        f"  voice      joined channel {info.channel_id} in guild {info.guild_id} as user {info.user_id}",
+        f"  dashboard  {info.api.dashboard_url}",
+        f"  api        {info.api.url}/api   (Authorization: Bearer {info.api.token})",
+        "  tools      `clank tools` prints the agent tool schemas",
+        "  Ctrl-C leaves voice and exits.",
+    ]
+    out.write("\n".join(lines) + "\n")
+    out.flush()
+
+
+@contextlib.asynccontextmanager
+async def open_clank(
+    settings: Settings,
+    *,
+    scenario: str | None = None,
+    api_port: int | None = None,
+    demo_watch: bool = True,
+) -> AsyncIterator[RunInfo]:
+    """Bring up everything ``clank run`` runs; yields once the API serves and voice is joined."""
+    async with contextlib.AsyncExitStack() as stack:
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(nursery.cancel_scope.cancel)
+        sandbox = None
+        mode = "discord"
+        if settings.sandbox_mode:
+            from clank.sandbox.app import open_sandbox
+
+            mode = "sandbox"
+            scenario = scenario or settings.sandbox.scenario
+            sandbox = await stack.enter_async_context(
+                open_sandbox(
+                    host=settings.sandbox.host,
+                    port=settings.sandbox.port,
+                    scenario=scenario,
+                    seed=settings.sandbox.seed,
+                )
+            )
+            settings = _with_sandbox(settings, sandbox)
+        discord = settings.discord
+        if not (discord.guild_id and discord.voice_channel_id):
+            raise ConfigError(
+                "discord.guild_id",
+                "a guild and voice channel to join (set CLANK_GUILD_ID and CLANK_CHANNEL_ID)",
+            )
+        register_secret(discord.token)
+        gateway: GatewayClient = await stack.enter_async_context(
+            open_gateway_client(
+                url=await _gateway_url(settings),
+                token=discord.token,
+                properties=attrs.asdict(discord.properties),
+                capabilities=discord.capabilities,
+                compress=discord.compress,
+                max_initial_attempts=discord.connect_attempts,
+            )
+        )
+        dispatches = stack.enter_context(gateway.subscribe(DISPATCH_BUFFER, events=DIRECTORY_EVENTS))
+        ready = await gateway.wait_ready()
+        registry = StreamRegistry(ready.user_id, guild_ids=[discord.guild_id])
+        directory = MemberDirectory()
+        nursery.start_soon(feed_directory, dispatches, registry, directory)
+
+        provider = None
+        if settings.notes.enabled:
+            provider = await stack.enter_async_context(
+                open_vision_provider(
+                    settings.notes.provider,
+                    url=settings.notes.url,
+                    model=settings.notes.model,
+                    api_key=settings.notes.api_key,
+                    timeout_s=settings.notes.timeout_s,
+                )
+            )
+        session = await stack.enter_async_context(
+            open_voice_session(
+                gateway,
+                guild_id=discord.guild_id,
+                channel_id=discord.voice_channel_id,
+                settings=settings,
+                registry=registry,
+            )
+        )
+        notes_nursery = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(notes_nursery.cancel_scope.cancel)
+        port = LiveSessionPort(
+            session,
+            registry,
+            directory,
+            mode=mode,
+            notes_factory=_notes_factory(settings, provider, notes_nursery),
+        )
+        service = ClankService(port)
+        api_settings: ApiSettings = settings.api
+        if api_port is not None:
+            api_settings = attrs.evolve(api_settings, port=api_port)
+        api = await stack.enter_async_context(
+            open_http_api(service, api_settings, token=settings.api.token or generate_api_token())
+        )
+        if sandbox is not None and demo_watch:
+            nursery.start_soon(_demo_agent, service, session, registry)
+        yield RunInfo(
+            mode=mode,
+            api=api,
+            user_id=ready.user_id,
+            guild_id=discord.guild_id,
+            channel_id=discord.voice_channel_id,
+            sandbox_api_url=None if sandbox is None else sandbox.api_url,
+            scenario=scenario,
+            service=service,
+            sandbox=sandbox,
+        )
+
+
+async def run_clank(settings: Settings, args: Any = None) -> None:
+    """Run until Ctrl-C / SIGTERM; print what runs and where the dashboard is."""
+    scenario = getattr(args, "scenario", None)
+    api_port = getattr(args, "port", None)
+    demo_watch = not getattr(args, "no_watch", False)
+    stop = trio.Event()
+    with trio.CancelScope() as root:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signals, stop, root)
+            async with open_clank(settings, scenario=scenario, api_port=api_port, demo_watch=demo_watch) as info:
+                print_banner(info, sys.stdout)
+                log.info("clank running", mode=info.mode, dashboard=info.api.url)
+                await stop.wait()
+                started = trio.current_time()
+            log.info("clank stopped", shutdown_s=round(trio.current_time() - started, 3))
+            nursery.cancel_scope.cancel()
