@@ -229,6 +229,8 @@ class LookResult:
     kind: WatchKind | None = None
     frame: FrameView | None = None
     now: float = 0.0
+    notes: tuple[Mapping[str, Any], ...] = ()
+    """Recent screen notes of that watch (oldest first), when the session keeps notes."""
 
     def to_json(self, *, include_image: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -238,6 +240,7 @@ class LookResult:
             "kind": self.kind,
             "frameReady": self.frame is not None,
             "frame": None if self.frame is None else self.frame.metadata(self.now),
+            "notes": [dict(n) for n in self.notes],
         }
         if include_image:
             out["image"] = (

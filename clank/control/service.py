@@ -238,7 +238,13 @@ class ClankService:
             kind=watch.kind,
             frame=frame,
             now=now,
+            notes=tuple(self._notes(watch.user_id, watch.kind)),
         )
+
+    def _notes(self, user_id: str, kind: WatchKind) -> list[dict[str, Any]]:
+        """Screen notes, when the session keeps them (an optional part of the port)."""
+        notes = getattr(self._session, "notes", None)
+        return [] if notes is None else list(notes(user_id, kind))
 
     # --- list_sharers / status -----------------------------------------------------------------
 
@@ -284,6 +290,7 @@ class ClankService:
                     "frameAgeMs": None if frame is None else max(0, round((now - frame.captured_at) * 1000)),
                     "endedReason": w.ended_reason,
                     "uptimeS": round(now - w.started_at, 1),
+                    "notes": self._notes(w.user_id, w.kind)[-3:],
                 }
             )
         out["watches"] = watches

@@ -336,12 +336,14 @@ class LiveSessionPort:
                 )
         conn = stats.connection
         name = "stream_watch" if kind == "go_live" else "webcam_watch"
+        # Webcams ride on the voice leg: its transport is the voice role's.
+        transport = _transport(conn) if kind == "go_live" else {"leg": "voice"}
         return RoleStatus(
-            name=f"{name}:{self._directory.name_of(user_id)}",
+            name=name,
             kind=name,
             state=handle.state.value if handle.active else "disconnected",
             target_user_id=user_id,
-            transport=_transport(conn),
+            transport=transport,
             qos=qos,
             dave=_dave_status(None if conn is None else conn.dave, {}),
             ended_reason=handle.reason,

@@ -120,16 +120,18 @@ async def test_five_percent_loss_is_repaired_with_nack_and_rtx() -> None:
             before = handle.statistics().streams
             (ssrc,) = before
             start = before[ssrc].receive
+            sent_before = sb.media.streamer(alice).statistics().frames_sent
             await sb.media.faults.link(
                 sb.our_user_id, "downlink", loss=0.05, seed=5, stream_key=str(handle.stream_key)
             )
             await trio.sleep(4.0)
             end = handle.statistics().streams[ssrc].receive
-            assembled = end.frames_assembled - start.frames_assembled
+            sent = sb.media.streamer(alice).statistics().frames_sent - sent_before
             emitted = end.frames_emitted - start.frames_emitted
             assert end.packets_recovered - start.packets_recovered > 10
             assert end.rtx_received > start.rtx_received
-            assert emitted >= 100 and emitted >= 0.99 * (assembled + end.frames_dropped.get("incomplete", 0))
+            # >= 99% of the frames sent in the window were emitted (a few may still be in flight).
+            assert sent >= 60 and emitted >= 0.99 * sent - 3, (emitted, sent, end.frames_dropped)
             frames = await collect(handle, 3)
             assert min(frame_psnr(sb, alice, f) for f in frames) >= PSNR_GOAL_DB
 
