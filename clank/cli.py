@@ -126,10 +126,41 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> None:
     trio.run(run_clank, settings, args)
 
 
+def _expected_error(group: BaseExceptionGroup[BaseException]) -> ClankError | None:
+    """The first of our errors inside a nursery's exception group (the cause of the stop)."""
+    found: BaseException | None = group.subgroup(lambda exc: isinstance(exc, ClankError))
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found if isinstance(found, ClankError) else None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     settings = _load(args)
     configure_logging(settings.log.format, settings.log.level)
+    try:
+        _dispatch(args, settings)
+    except BaseExceptionGroup as group:
+        error = _expected_error(group)
+        if error is None:
+            raise
+        _dispatch_error(error)
+
+
+def _dispatch_error(error: ClankError) -> NoReturn:
+    try:
+        raise error
+    except AuthenticationFailed as exc:
+        _fail(EXIT_AUTH, f"authentication failed: {exc}")
+    except TransportError as exc:
+        _fail(EXIT_TRANSPORT, f"connection failed: {exc}")
+    except ConfigError as exc:
+        _fail(EXIT_CONFIG, f"configuration error: {exc}")
+    except ClankError as exc:
+        _fail(EXIT_ERROR, str(exc))
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
     try:
         if args.command == "config":
             _cmd_config(settings)
@@ -141,14 +172,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             _cmd_run(settings, args)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
-    except AuthenticationFailed as exc:
-        _fail(EXIT_AUTH, f"authentication failed: {exc}")
-    except TransportError as exc:
-        _fail(EXIT_TRANSPORT, f"connection failed: {exc}")
-    except ConfigError as exc:
-        _fail(EXIT_CONFIG, f"configuration error: {exc}")
     except ClankError as exc:
-        _fail(EXIT_ERROR, str(exc))
+        _dispatch_error(exc)
 
 
 if __name__ == "__main__":

@@ -97,7 +97,9 @@ async def _gateway_url(settings: Settings) -> str:
     return found
 
 
-def _notes_factory(settings: Settings, provider: Any, nursery: trio.Nursery) -> Callable[..., ScreenNotes] | None:
+def _notes_factory(
+    settings: Settings, provider: Any, nursery: trio.Nursery
+) -> Callable[..., ScreenNotes] | None:
     if not settings.notes.enabled or provider is None:
         return None
     policy = NotePolicy(
@@ -281,7 +283,9 @@ async def run_clank(settings: Settings, args: Any = None) -> None:
     with trio.CancelScope() as root:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signals, stop, root)
-            async with open_clank(settings, scenario=scenario, api_port=api_port, demo_watch=demo_watch) as info:
+            async with open_clank(
+                settings, scenario=scenario, api_port=api_port, demo_watch=demo_watch
+            ) as info:
                 print_banner(info, sys.stdout)
                 log.info("clank running", mode=info.mode, dashboard=info.api.url)
                 await stop.wait()

@@ -39,6 +39,7 @@ class FrameView:
     mean_abs_diff: float = 0.0
     change_smoothed: float = 0.0
     scene_cut: bool = False
+    rtp_timestamp: int | None = None
 
     @classmethod
     def from_screen_frame(cls, frame: ScreenFrame) -> FrameView:
@@ -55,6 +56,7 @@ class FrameView:
             change_score=frame.change_score,
             change_smoothed=frame.change_ema,
             scene_cut=frame.scene_cut,
+            rtp_timestamp=frame.rtp_timestamp,
         )
 
     def metadata(self, now: float) -> dict[str, Any]:
@@ -65,6 +67,7 @@ class FrameView:
             "sourceWidth": self.source_width,
             "sourceHeight": self.source_height,
             "keyframe": self.keyframe,
+            "rtpTimestamp": self.rtp_timestamp,
             "bytes": len(self.jpeg),
             "ageMs": max(0, round((now - self.captured_at) * 1000)),
             "change": {

@@ -290,13 +290,16 @@ class _ReportState:
         self.last_sr: int = 0  # middle 32 bits of the last SR's NTP timestamp
         self.last_sr_at: float | None = None
 
-    def packet(self, seq: int, timestamp: int, now: float) -> None:
+    def packet(self, seq: int, timestamp: int, now: float) -> bool:
+        """Count one packet; True when it revealed a hole (a sequence number was skipped)."""
+        hole = False
         if self.base is None:
             self.base = self.highest = seq
         else:
             delta = (seq - self.highest) % SEQ_MOD
             if delta < SEQ_MOD // 2:
                 self.highest += delta
+                hole = delta > 1
         self.received += 1
         transit = now * _VIDEO_CLOCK - timestamp
         if self.transit is not None:
@@ -305,6 +308,7 @@ class _ReportState:
             if d < _VIDEO_CLOCK * 10:
                 self.jitter += (d - self.jitter) / 16
         self.transit = transit
+        return hole
 
     def block(self, ssrc: int, now: float) -> ReportBlock | None:
         if self.base is None:
@@ -452,7 +456,9 @@ class VideoReceiver:
         self._dropped: collections.Counter[str] = collections.Counter()
         self._rtcp_sent = 0
         self._next_report: float | None = None
-        self._diagnostics_pending: list[DecryptDiagnostic] = []
+        self.feedback_pending = False
+        """Set when ``poll`` has new work sooner than ``next_deadline`` said (a hole, a keyframe
+        need); the driver clears it and runs ``poll`` promptly. Lets it sleep long otherwise."""
 
     # ------------------------------------------------------------------ bindings
 
@@ -497,6 +503,7 @@ class VideoReceiver:
         stream = self._streams.get(ssrc)
         if stream is None or stream.user_id != user_id:
             stream = self._streams[ssrc] = _Stream(ssrc, user_id, self.config, now)
+            self.feedback_pending = True  # the join's keyframe request
         if stream.rtx_ssrc is not None and stream.rtx_ssrc != rtx_ssrc:
             self._rtx_to_primary.pop(stream.rtx_ssrc, None)
         stream.rtx_ssrc = rtx_ssrc
@@ -504,7 +511,7 @@ class VideoReceiver:
             self._rtx_to_primary[rtx_ssrc] = ssrc
         stream.stream_type = stream_type
         if active and not stream.active:
-            stream.keyframes.need(KeyframeReason.JOIN, now)
+            self._need_keyframe(stream, KeyframeReason.JOIN, now)
         stream.active = active
         return StreamBound(ssrc, user_id, rtx_ssrc, stream_type, active)
 
@@ -539,20 +546,26 @@ class VideoReceiver:
             for stream in self._streams.values():
                 if stream.user_id == user_id and stream.stream_type == stream_type:
                     stream.started = False
-                    stream.keyframes.need(KeyframeReason.JOIN, now)
+                    self._need_keyframe(stream, KeyframeReason.JOIN, now)
 
     def dave_ready(self, now: float) -> None:
         """DAVE just became usable: ask every stream for a keyframe now (not rate-limited)."""
         self._dave_ready = True
         for stream in self._streams.values():
-            stream.keyframes.need(KeyframeReason.JOIN, now)
+            self._need_keyframe(stream, KeyframeReason.JOIN, now)
             stream.forced_keyframe_request = True
+        self.feedback_pending = True
+
+    def _need_keyframe(self, stream: _Stream, reason: KeyframeReason, now: float) -> None:
+        if not stream.keyframes.waiting:
+            self.feedback_pending = True
+        stream.keyframes.need(reason, now)
 
     def request_keyframe(self, ssrc: int, reason: KeyframeReason, now: float) -> None:
         """The decoder was reset or reports errors: ask for a keyframe (rate-limited)."""
         stream = self._streams.get(ssrc)
         if stream is not None:
-            stream.keyframes.need(reason, now)
+            self._need_keyframe(stream, reason, now)
 
     def on_rtcp(self, packets: Iterable[object], now: float) -> None:
         """Sender Reports of the senders we receive: remembered for LSR/DLSR in our reports."""
@@ -614,12 +627,12 @@ class VideoReceiver:
         if codec != stream.codec:
             previous = stream.set_codec(codec)
             if previous is not None:
-                stream.keyframes.need(KeyframeReason.DECODER_RESET, now)
+                self._need_keyframe(stream, KeyframeReason.DECODER_RESET, now)
             events.append(CodecChanged(stream.ssrc, stream.user_id, previous, codec))
         if stream.first_packet_at is None:
             stream.first_packet_at = now
-        if ssrc == stream.ssrc:
-            stream.report.packet(packet.seq, packet.timestamp, now)
+        if ssrc == stream.ssrc and stream.report.packet(packet.seq, packet.timestamp, now):
+            self.feedback_pending = True  # a hole: NACK timing starts now
         stream.reorder.insert(packet, now)
         return self._drain(stream, now, events)
 
@@ -641,7 +654,7 @@ class VideoReceiver:
                 events += self._on_frame(stream, frame, now)
         if depacketizer.keyframe_needed:
             # A frame was lost beyond repair (or none decodable came yet): the chain is broken.
-            stream.keyframes.need(KeyframeReason.GAP, now)
+            self._need_keyframe(stream, KeyframeReason.GAP, now)
         return events
 
     def _on_frame(self, stream: _Stream, frame: AssembledFrame, now: float) -> list[ReceiveEvent]:
@@ -661,7 +674,7 @@ class VideoReceiver:
                 stream.dave_failed += 1
                 stream.dave_failures[exc.reason] += 1
                 stream.frames_dropped[DROP_DAVE] += 1
-                stream.keyframes.need(KeyframeReason.GAP, now)
+                self._need_keyframe(stream, KeyframeReason.GAP, now)
                 return self._diagnose(stream, frame, exc.reason, now)
             if data.endswith(MAGIC_MARKER):
                 stream.dave_ok += 1

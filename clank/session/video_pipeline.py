@@ -9,7 +9,7 @@ the :class:`LatestFrameStore` of the watch that wants them (and the shared lates
     media connection (UDP task) --on_packet--> VideoReceiver --EncodedVideoFrame--> decode worker
                                                     |                                   | thread
                         feedback task <--poll/tick--+         ScreenFrame <--on_output--+
-                        (RTCP NACK/PLI/RR, every <= 20 ms)    -> sink.store / sink.channel
+                        (RTCP NACK/PLI/RR when due)           -> sink.store / sink.channel
 
 Run it with :func:`open_video_pipeline` (it owns the feedback task and the decoder tasks).
 Which frames are wanted is decided by *sinks*: ``add_sink((user_id, stream_type), sink)``; frames
@@ -48,8 +48,10 @@ from clank.wire.rtp import RtpHeader
 
 log = get_logger("clank.video")
 
-FEEDBACK_INTERVAL: Final = 0.02
-"""Longest sleep of the feedback task: NACK timing (first after 20 ms) needs this granularity."""
+FEEDBACK_IDLE: Final = 0.25
+"""Longest sleep of the feedback task when the receiver has nothing scheduled sooner. New work
+(a hole to NACK, a keyframe to ask for) wakes it at once through ``feedback_pending``; decoder
+trouble is noticed within this interval (keyframe requests are rate-limited to 1/s anyway)."""
 PENDING_FRAMES: Final = 8
 """Access units held per stream while its decoder thread starts (a keyframe flushes older ones)."""
 
@@ -128,9 +130,13 @@ class VideoPipeline:
     # ------------------------------------------------------------------ connection callbacks (sync)
 
     def on_packet(self, header: RtpHeader, payload: bytes, now: float) -> None:
-        events = self.receiver.receive(header, payload, now)
+        receiver = self.receiver
+        events = receiver.receive(header, payload, now)
         if events:
             self._handle(events)
+        if receiver.feedback_pending:
+            receiver.feedback_pending = False
+            self._wake.set()
 
     def on_rtcp(self, packets: tuple[RtcpPacket, ...], now: float) -> None:
         self.receiver.on_rtcp(packets, now)
@@ -262,6 +268,7 @@ class VideoPipeline:
         """Release expired holes, send NACK/PLI/RR, turn decoder trouble into keyframe requests."""
         while True:
             self._wake = trio.Event()  # before reading state: a later set() is never missed
+            self.receiver.feedback_pending = False
             now = trio.current_time()
             self._handle(self.receiver.tick(now))
             for ssrc, decoder in self._decoders.items():
@@ -270,7 +277,7 @@ class VideoPipeline:
             for datagram in self.receiver.poll(now):
                 self._send_rtcp(datagram)
             deadline = self.receiver.next_deadline()
-            wake_at = now + FEEDBACK_INTERVAL if deadline is None else min(deadline, now + FEEDBACK_INTERVAL)
+            wake_at = now + FEEDBACK_IDLE if deadline is None else min(deadline, now + FEEDBACK_IDLE)
             with trio.move_on_at(max(wake_at, now + 0.001)):
                 await self._wake.wait()
 

@@ -672,7 +672,9 @@ class MediaServer:
             self._pumping = False
 
     def _maybe_corrupt(self, user_id: int, frame: DaveFrame) -> DaveFrame:
-        if not (isinstance(frame, DaveBinary) and frame.op == OP_WELCOME and user_id in self._corrupt_welcome):
+        if not (
+            isinstance(frame, DaveBinary) and frame.op == OP_WELCOME and user_id in self._corrupt_welcome
+        ):
             return frame
         self._corrupt_welcome.discard(user_id)
         log.info("dave fault: corrupted welcome", user_id=user_id)
