@@ -192,9 +192,9 @@ class _Watch:
         self.stop_requested = False
 
     def reset(self) -> None:
-        """Start over after a session rebuild: a fresh store (waiters on the old one were told)."""
-        channel = self.sink.channel
-        self.sink = FrameSink(LatestFrameStore(), channel)
+        """Start over after a session rebuild: the same store reopens (waiters were told
+        ``interrupted``), so consumers holding ``handle.frames`` keep working."""
+        self.sink.store.reopen()
         self.end_reason = None
         self.key = None
         self.credentials_at = self.connected_at = None

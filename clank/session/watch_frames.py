@@ -97,6 +97,10 @@ class LatestFrameStore:
             self._closed = WatchError(reason, detail)
             self._changed.set()
 
+    def reopen(self) -> None:
+        """The watch restarted (voice session rebuilt): accept frames again; sequences continue."""
+        self._closed = None
+
     async def wait_frame(self, after_sequence: int | None = None) -> ScreenFrame:
         """The latest frame whose ``sequence`` is greater than ``after_sequence`` (any frame if None).
 

@@ -122,6 +122,8 @@ class RawVoiceClient:
                         message = await ws.receive()
                     except ConnectionClosed as exc:
                         events = self.core.connection_lost(exc.code, exc.reason, trio.current_time())
+                        # After leave() the core is closed and reports nothing: the pass still ends.
+                        events = events or [client.Closed(exc.code, exc.reason, client.CloseAction.STOP, exc)]
                     else:
                         now = trio.current_time()
                         if isinstance(message, str):

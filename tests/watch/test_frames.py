@@ -96,3 +96,16 @@ async def test_frame_channel_receive_waits_for_a_sender() -> None:
 
             nursery.start_soon(later)
             assert (await channel.receive()).sequence == 1
+
+
+async def test_a_reopened_store_continues_after_an_interruption() -> None:
+    store = LatestFrameStore()
+    store.publish(_frame(1))
+    store.close("interrupted")
+    with pytest.raises(WatchError):
+        await store.wait_frame(after_sequence=1)
+    store.reopen()
+    assert not store.closed
+    store.publish(_frame(2))
+    with trio.fail_after(1):
+        assert (await store.wait_frame(after_sequence=1)).sequence == 2
