@@ -10,15 +10,26 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 import trio
-from rtc_helpers import open_raw_client, voice_config, wait_until
+from rtc_helpers import (
+    open_raw_client,
+    open_world_voice,
+    open_world_watch,
+    user_named,
+    voice_config,
+    wait_until,
+)
 
 from clank.crypto.dave import OPUS_SILENCE
 from clank.errors import TransportError
+from clank.io.gateway import open_gateway_client
 from clank.io.lossy import LossyLink
 from clank.protocol import voice_gateway as client
+from clank.sandbox.app import Sandbox, open_sandbox
 from clank.sandbox.rtc.server import KEEPS_SESSION, Direction, MediaServer, open_media_server
+from clank.sandbox.rtc.streamer import VideoSettings
 from clank.sandbox.rtc.users import SimulatedMember, open_simulated_member
 
 GUILD = "111"
@@ -203,3 +214,90 @@ async def test_dropped_udp_stops_media_until_it_is_restored() -> None:
                 await wait_until(lambda: len(raw.audio) >= heard + 10)
                 assert alice.joined and server.participant(int(ME)) is not None
                 assert raw.dave.statistics().decrypt_counters(SENDER, "audio").ok > 0
+
+
+# ---------------------------------------------------- through the world (sb.media.faults)
+
+SMALL_SCREEN = VideoSettings(width=320, height=240, bitrate=400_000, keyframe_interval=0.5)
+
+
+async def _live_alice(sb: Sandbox) -> tuple[str, str]:
+    """alice joins voice, talks and goes live (small video); returns (alice's id, stream key)."""
+    assert sb.media is not None
+    sb.media.settings = attrs.evolve(sb.media.settings, screen=SMALL_SCREEN)
+    alice = user_named(sb, "alice")
+    await sb.world.join_voice(alice, sb.voice_channel_id)
+    await sb.world.set_speaking(alice, True)
+    stream = await sb.world.go_live(alice)
+    return alice, stream.key
+
+
+@pytest.mark.parametrize("code", [4015, 4022])
+async def test_stream_server_crash_closes_its_connections_while_voice_relays_audio(code: int) -> None:
+    with trio.fail_after(20):
+        async with open_sandbox() as sb:
+            assert sb.media is not None
+            alice, key = await _live_alice(sb)
+            async with (
+                open_gateway_client(url=sb.gateway_url, token=sb.token) as gateway,
+                open_world_voice(sb, gateway) as voice,
+                open_world_watch(gateway, key, voice) as watch,
+            ):
+                await wait_until(lambda: len(watch.frames) >= 3 and len(voice.audio_from(int(alice))) >= 10)
+                stream_server = sb.media.stream_server(key)
+                # (A frame may fail before our DAVE group formed: count only from here.)
+                failed = voice.dave.statistics().decrypt_counters(int(alice), "audio").fail
+                sb.media.faults.crash_stream(key, code)
+                await wait_until(lambda: bool(watch.ends))
+                end = watch.ends[0]
+                assert isinstance(end, client.Closed) and end.code == code
+                assert end.action is client.CLOSE_POLICY[code].action
+                heard = len(voice.audio_from(int(alice)))
+                await wait_until(lambda: len(voice.audio_from(int(alice))) >= heard + 25)  # ~0.5 s more
+                assert (
+                    voice.ends == []
+                    and voice.dave.statistics().decrypt_counters(int(alice), "audio").fail == failed
+                )
+                if code in KEEPS_SESSION:
+                    # Resumable: the watch resumes (op7 -> op9) and frames flow again.
+                    await wait_until(lambda: watch.resumes() == 1)
+                    frames = len(watch.frames)
+                    await wait_until(lambda: len(watch.frames) >= frames + 5)
+                    assert set(stream_server.statistics().participants) == {int(alice), int(sb.our_user_id)}
+                else:
+                    # Call terminated: everyone is dropped and the watch does not come back.
+                    assert stream_server.statistics().participants == ()
+                    assert watch.resumes() == 0 and len(watch.ends) == 1
+
+
+async def test_link_fault_with_a_stream_key_impairs_only_that_stream() -> None:
+    with trio.fail_after(20):
+        async with open_sandbox() as sb:
+            assert sb.media is not None
+            alice, key = await _live_alice(sb)
+            bob = user_named(sb, "bob")
+            await sb.world.join_voice(bob, sb.voice_channel_id)
+            assert await sb.world.watch_stream(bob, key)
+            on_stream = sb.media.stream_server(key).participant(int(bob))
+            on_voice = sb.media.voice_server(sb.voice_channel_id).participant(int(bob))
+            assert on_stream is not None and on_voice is not None
+            watcher = on_stream.sink
+            assert isinstance(watcher, SimulatedMember)
+            await wait_until(lambda: len(watcher.frames) >= 3)
+
+            await sb.media.faults.link(bob, "downlink", loss=0.3, seed=4, stream_key=key)
+            assert on_stream.downlink is not None and on_voice.downlink is None
+            link = on_stream.downlink.link
+            out_before, voice_before = on_stream.packets_out, on_voice.packets_out
+            await wait_until(lambda: link.statistics().decided >= 150)
+            stats = link.statistics()
+            assert abs(stats.dropped / stats.decided - 0.3) <= 0.1
+            assert on_stream.packets_out - out_before == stats.decided - stats.dropped
+            # bob's voice leg is untouched: he keeps hearing alice, nothing dropped there.
+            listener = sb.media.listener(bob)
+            heard = listener.audio_packets[int(alice)]
+            await wait_until(lambda: listener.audio_packets[int(alice)] >= heard + 10)
+            assert on_voice.packets_out > voice_before
+            # All zero restores a clean link.
+            await sb.media.faults.link(bob, "downlink", stream_key=key)
+            assert on_stream.downlink is None
