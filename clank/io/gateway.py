@@ -17,12 +17,13 @@ import contextlib
 import math
 import random
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 import attrs
 import trio
 
 from clank.errors import ClankError, ConnectionClosed, MalformedMessage, TransportError, UsageError
+from clank.io.groups import raise_single
 from clank.io.websocket import WebSocket, open_websocket
 from clank.logging import bound, get_logger, register_secret
 from clank.protocol.gateway import (
@@ -397,31 +398,6 @@ async def open_gateway_client(
             finally:
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        _raise_single(group)
+        raise_single(group)
     finally:
         client._close_subscribers()
-
-
-def _raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
-    """Re-raise the one real error of ``group`` (ours or the caller's), else the group.
-
-    The run loop and a ``wait_ready()`` caller may both carry the same stop error, so leaves
-    are compared by identity. Cancellations are the nursery's business and are ignored.
-    """
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
-        elif not isinstance(exc, trio.Cancelled) and all(exc is not seen for seen in leaves):
-            leaves.append(exc)
-    if len(leaves) != 1:
-        raise group
-    single = leaves[0]
-    context = single.__context__
-    try:
-        raise single
-    finally:
-        single.__context__ = context  # don't chain the group that contains it
-        del single, context

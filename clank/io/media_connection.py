@@ -47,6 +47,7 @@ from clank.errors import (
     TransportError,
     UsageError,
 )
+from clank.io.groups import raise_single
 from clank.io.udp import Address, UdpEndpoint, UdpStatistics, discover_ip, open_udp_endpoint
 from clank.io.websocket import WebSocket, open_websocket
 from clank.logging import bound, get_logger, register_secret
@@ -804,27 +805,6 @@ async def open_media_connection(
                     connection._set_state("disconnected", "left")
                     nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        _raise_single(group)
+        raise_single(group)
     finally:
         connection._send_events.close()
-
-
-def _raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
-    """Re-raise the single non-Cancelled leaf of ``group`` (ours or the caller's), else the group."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
-        elif not isinstance(exc, trio.Cancelled) and all(exc is not seen for seen in leaves):
-            leaves.append(exc)
-    if len(leaves) != 1:
-        raise group
-    single = leaves[0]
-    context = single.__context__
-    try:
-        raise single
-    finally:
-        single.__context__ = context
-        del single, context

@@ -44,6 +44,7 @@ from clank.errors import (
     UsageError,
 )
 from clank.io.gateway import Dispatch, GatewayClient
+from clank.io.groups import raise_single
 from clank.io.media_connection import MediaConnectionParams
 from clank.logging import bound, get_logger, register_secret
 from clank.session.roles import RoleEvent, RoleEventBus, RoleFn, RoleHandle, RoleStatistics, run_role
@@ -414,26 +415,6 @@ async def open_voice_session(
                     await session._leave()
                     nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        _raise_single(group)
+        raise_single(group)
     finally:
         session._bus.close()
-
-
-def _raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
-        elif not isinstance(exc, trio.Cancelled) and all(exc is not seen for seen in leaves):
-            leaves.append(exc)
-    if len(leaves) != 1:
-        raise group
-    single = leaves[0]
-    context = single.__context__
-    try:
-        raise single
-    finally:
-        single.__context__ = context
-        del single, context
