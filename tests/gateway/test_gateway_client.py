@@ -33,7 +33,7 @@ async def sandbox_and_client(
 ) -> AsyncIterator[tuple[Sandbox, GatewayClient]]:
     async with (
         open_sandbox(
-            host="127.0.0.1", port=0, scenario="empty", heartbeat_interval_ms=41250, seed=seed
+            host="127.0.0.1", port=0, scenario="empty", heartbeat_interval_ms=41250, seed=seed, media=False
         ) as sb,
         open_gateway_client(
             url=sb.gateway_url, token=sb.token, compress=compress, rng=random.Random(seed)
@@ -192,7 +192,7 @@ async def test_session_timeout_close_starts_a_new_session(loopback_clock: trio.t
 
 async def test_bad_token_stops_with_authentication_failed(loopback_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(60):
-        async with open_sandbox(host="127.0.0.1", port=0, scenario="empty", seed=0) as sb:
+        async with open_sandbox(media=False, host="127.0.0.1", port=0, scenario="empty", seed=0) as sb:
             with pytest.raises(AuthenticationFailed, match="4004"):
                 async with open_gateway_client(url=sb.gateway_url, token="not-a-real-token") as gw:
                     await gw.wait_ready()
@@ -201,7 +201,7 @@ async def test_bad_token_stops_with_authentication_failed(loopback_clock: trio.t
 
 async def test_4004_mid_session_ends_the_context(loopback_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(60):
-        async with open_sandbox(host="127.0.0.1", port=0, scenario="empty", seed=0) as sb:
+        async with open_sandbox(media=False, host="127.0.0.1", port=0, scenario="empty", seed=0) as sb:
             with pytest.raises(AuthenticationFailed):
                 async with open_gateway_client(url=sb.gateway_url, token=sb.token) as gw:
                     with gw.subscribe() as dispatches:
@@ -303,7 +303,7 @@ async def test_errors_of_the_block_pass_through_unwrapped(loopback_clock: trio.t
         pass
 
     with trio.fail_after(60):
-        async with open_sandbox(host="127.0.0.1", port=0, scenario="empty", seed=0) as sb:
+        async with open_sandbox(media=False, host="127.0.0.1", port=0, scenario="empty", seed=0) as sb:
             with pytest.raises(Boom):
                 async with open_gateway_client(url=sb.gateway_url, token=sb.token) as gw:
                     await gw.wait_ready()

@@ -14,7 +14,7 @@ from clank.sandbox.app import open_sandbox
 
 async def test_close_client_keeps_session_resumable(gateway_connect: Any) -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb:
+        async with open_sandbox(media=False) as sb:
             async with gateway_connect(sb.gateway_url) as gw:
                 frames = await gw.identify(sb.token)
                 session_id = frames[0]["d"]["session_id"]
@@ -29,7 +29,7 @@ async def test_close_client_keeps_session_resumable(gateway_connect: Any) -> Non
 @pytest.mark.parametrize("resumable", [True, False])
 async def test_invalidate_session(gateway_connect: Any, resumable: bool) -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb, gateway_connect(sb.gateway_url) as gw:
+        async with open_sandbox(media=False) as sb, gateway_connect(sb.gateway_url) as gw:
             await gw.identify(sb.token)
             sb.faults.invalidate_session(sb.our_user_id, resumable)
             assert await gw.recv() == {"op": 9, "d": resumable, "s": None, "t": None}
@@ -44,7 +44,7 @@ async def test_invalidate_session(gateway_connect: Any, resumable: bool) -> None
 
 async def test_stop_acking(gateway_connect: Any) -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb, gateway_connect(sb.gateway_url) as gw:
+        async with open_sandbox(media=False) as sb, gateway_connect(sb.gateway_url) as gw:
             await gw.identify(sb.token)
             sb.faults.stop_acking(sb.our_user_id)
             await gw.send(1, gw.seq)
@@ -58,7 +58,7 @@ async def test_stop_acking(gateway_connect: Any) -> None:
 
 async def test_send_reconnect_and_request_heartbeat(gateway_connect: Any) -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb, gateway_connect(sb.gateway_url) as gw:
+        async with open_sandbox(media=False) as sb, gateway_connect(sb.gateway_url) as gw:
             await gw.identify(sb.token)
             sb.faults.request_heartbeat(sb.our_user_id)
             assert (await gw.recv())["op"] == 1
@@ -68,7 +68,7 @@ async def test_send_reconnect_and_request_heartbeat(gateway_connect: Any) -> Non
 
 async def test_drop_dispatch(gateway_connect: Any) -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb, gateway_connect(sb.gateway_url) as gw:
+        async with open_sandbox(media=False) as sb, gateway_connect(sb.gateway_url) as gw:
             await gw.identify(sb.token)
             sb.faults.drop_dispatch("VOICE_SERVER_UPDATE", count=1)
             await gw.send(4, {"guild_id": sb.guild_id, "channel_id": sb.voice_channel_id})
@@ -90,7 +90,7 @@ async def test_drop_dispatch(gateway_connect: Any) -> None:
 async def test_delay_dispatch(gateway_connect: Any, autojump_clock: trio.testing.MockClock) -> None:
     autojump_clock.autojump_threshold = 0.05
     with trio.fail_after(120):
-        async with open_sandbox() as sb, gateway_connect(sb.gateway_url) as gw:
+        async with open_sandbox(media=False) as sb, gateway_connect(sb.gateway_url) as gw:
             await gw.identify(sb.token)
             sb.faults.delay_dispatch("VOICE_SERVER_UPDATE", 5.0)
             start = trio.current_time()
@@ -107,7 +107,7 @@ async def test_delay_dispatch(gateway_connect: Any, autojump_clock: trio.testing
 
 async def test_faults_on_unconnected_user_raise() -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb:
+        async with open_sandbox(media=False) as sb:
             with pytest.raises(SandboxError):
                 sb.faults.send_reconnect(sb.our_user_id)
             with pytest.raises(SandboxError):

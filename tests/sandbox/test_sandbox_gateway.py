@@ -20,7 +20,7 @@ def _names(frames: list[dict[str, Any]]) -> list[str]:
 
 async def test_identify_ready_guild_create(gateway_connect: Any) -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb, gateway_connect(sb.gateway_url) as gw:
+        async with open_sandbox(media=False) as sb, gateway_connect(sb.gateway_url) as gw:
             frames = await gw.identify(sb.token)
             assert _names(frames) == ["READY", "GUILD_CREATE"]
             ready, guild = frames[0]["d"], frames[1]["d"]
@@ -38,7 +38,7 @@ async def test_identify_ready_guild_create(gateway_connect: Any) -> None:
 
 async def test_bot_ready_has_application(gateway_connect: Any) -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb, gateway_connect(sb.gateway_url, version=10) as gw:
+        async with open_sandbox(media=False) as sb, gateway_connect(sb.gateway_url, version=10) as gw:
             frames = await gw.identify(sb.bot_token)
             ready = frames[0]["d"]
             assert ready["v"] == 10
@@ -48,7 +48,10 @@ async def test_bot_ready_has_application(gateway_connect: Any) -> None:
 
 async def test_streamer_scenario_seeds_voice_states_and_supplemental(gateway_connect: Any) -> None:
     with trio.fail_after(10):
-        async with open_sandbox(scenario="streamer") as sb, gateway_connect(sb.gateway_url) as gw:
+        async with (
+            open_sandbox(media=False, scenario="streamer") as sb,
+            gateway_connect(sb.gateway_url) as gw,
+        ):
             frames = await gw.identify(sb.token, capabilities=(1 << 4) | (1 << 5))
             assert _names(frames) == ["READY", "READY_SUPPLEMENTAL", "GUILD_CREATE"]
             alice = sb.world.user_by_name("alice").id
@@ -63,7 +66,7 @@ async def test_streamer_scenario_seeds_voice_states_and_supplemental(gateway_con
 
 async def test_heartbeat_is_acked_before_and_after_identify(gateway_connect: Any) -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb, gateway_connect(sb.gateway_url) as gw:
+        async with open_sandbox(media=False) as sb, gateway_connect(sb.gateway_url) as gw:
             hello = await gw.hello()
             assert hello == {"heartbeat_interval": 41250}
             await gw.send(1, None)
@@ -76,7 +79,7 @@ async def test_heartbeat_is_acked_before_and_after_identify(gateway_connect: Any
 
 async def test_resume_replays_missed_dispatches(gateway_connect: Any) -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb:
+        async with open_sandbox(media=False) as sb:
             async with gateway_connect(sb.gateway_url) as gw:
                 frames = await gw.identify(sb.token)
                 session_id, seq = frames[0]["d"]["session_id"], gw.seq
@@ -100,7 +103,7 @@ async def test_resume_replays_missed_dispatches(gateway_connect: Any) -> None:
 @pytest.mark.parametrize("case", ["unknown_session", "future_seq", "wrong_token_user"])
 async def test_resume_refused_with_op9_false(gateway_connect: Any, case: str) -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb:
+        async with open_sandbox(media=False) as sb:
             async with gateway_connect(sb.gateway_url) as gw:
                 frames = await gw.identify(sb.token)
                 session_id = frames[0]["d"]["session_id"]
@@ -121,7 +124,7 @@ async def test_resume_refused_with_op9_false(gateway_connect: Any, case: str) ->
 async def test_voice_join_and_leave(gateway_connect: Any) -> None:
     with trio.fail_after(10):
         async with (
-            open_sandbox() as sb,
+            open_sandbox(media=False) as sb,
             gateway_connect(sb.gateway_url) as ours,
             gateway_connect(sb.gateway_url) as bot,
         ):
@@ -167,7 +170,10 @@ async def _join(gw: Any, guild_id: str, channel_id: str) -> dict[str, Any]:
 
 async def test_watch_live_stream(gateway_connect: Any) -> None:
     with trio.fail_after(10):
-        async with open_sandbox(scenario="streamer") as sb, gateway_connect(sb.gateway_url) as gw:
+        async with (
+            open_sandbox(media=False, scenario="streamer") as sb,
+            gateway_connect(sb.gateway_url) as gw,
+        ):
             await gw.identify(sb.token)
             await _join(gw, sb.guild_id, sb.voice_channel_id)
             alice = sb.world.user_by_name("alice").id
@@ -202,7 +208,7 @@ async def test_watch_refused_with_stream_delete(
     gateway_connect: Any, scenario: str, join: bool, key_kind: str, reason: str
 ) -> None:
     with trio.fail_after(10):
-        async with open_sandbox(scenario=scenario) as sb, gateway_connect(sb.gateway_url) as gw:
+        async with open_sandbox(media=False, scenario=scenario) as sb, gateway_connect(sb.gateway_url) as gw:
             await gw.identify(sb.token)
             if join:
                 await _join(gw, sb.guild_id, sb.voice_channel_id)
@@ -218,7 +224,7 @@ async def test_watch_refused_with_stream_delete(
 
 async def test_own_stream_create_pause_delete(gateway_connect: Any) -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb, gateway_connect(sb.gateway_url) as gw:
+        async with open_sandbox(media=False) as sb, gateway_connect(sb.gateway_url) as gw:
             await gw.identify(sb.token)
             await _join(gw, sb.guild_id, sb.voice_channel_id)
             key = guild_stream_key(sb.guild_id, sb.voice_channel_id, sb.our_user_id)
@@ -243,7 +249,7 @@ async def test_own_stream_create_pause_delete(gateway_connect: Any) -> None:
 
 async def test_stream_create_outside_voice_is_refused(gateway_connect: Any) -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb, gateway_connect(sb.gateway_url) as gw:
+        async with open_sandbox(media=False) as sb, gateway_connect(sb.gateway_url) as gw:
             await gw.identify(sb.token)
             await gw.send(18, {"type": "guild", "guild_id": sb.guild_id, "channel_id": sb.voice_channel_id})
             frame = await gw.recv()
@@ -253,7 +259,10 @@ async def test_stream_create_outside_voice_is_refused(gateway_connect: Any) -> N
 
 async def test_viewer_stops_watching_with_op19(gateway_connect: Any) -> None:
     with trio.fail_after(10):
-        async with open_sandbox(scenario="streamer") as sb, gateway_connect(sb.gateway_url) as gw:
+        async with (
+            open_sandbox(media=False, scenario="streamer") as sb,
+            gateway_connect(sb.gateway_url) as gw,
+        ):
             await gw.identify(sb.token)
             await _join(gw, sb.guild_id, sb.voice_channel_id)
             key = guild_stream_key(sb.guild_id, sb.voice_channel_id, sb.world.user_by_name("alice").id)
@@ -268,7 +277,7 @@ async def test_viewer_stops_watching_with_op19(gateway_connect: Any) -> None:
 
 async def test_message_create_is_dispatched(gateway_connect: Any) -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb, gateway_connect(sb.gateway_url) as gw:
+        async with open_sandbox(media=False) as sb, gateway_connect(sb.gateway_url) as gw:
             await gw.identify(sb.bot_token)
             await sb.world.post_message(sb.text_channel_id, sb.our_user_id, "hello bot")
             message = await gw.recv_dispatch("MESSAGE_CREATE")
@@ -278,7 +287,7 @@ async def test_message_create_is_dispatched(gateway_connect: Any) -> None:
 
 async def test_request_guild_members_answers_one_chunk(gateway_connect: Any) -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb, gateway_connect(sb.gateway_url) as gw:
+        async with open_sandbox(media=False) as sb, gateway_connect(sb.gateway_url) as gw:
             await gw.identify(sb.bot_token)
             await gw.send(8, {"guild_id": sb.guild_id, "query": "", "limit": 0, "nonce": "n1"})
             chunk = await gw.recv_dispatch("GUILD_MEMBERS_CHUNK")
@@ -288,7 +297,7 @@ async def test_request_guild_members_answers_one_chunk(gateway_connect: Any) -> 
 
 async def test_zlib_stream_compression(gateway_connect: Any) -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb, gateway_connect(sb.gateway_url, compress=True) as gw:
+        async with open_sandbox(media=False) as sb, gateway_connect(sb.gateway_url, compress=True) as gw:
             frames = await gw.identify(sb.token)
             assert _names(frames) == ["READY", "GUILD_CREATE"]
             assert gw.binary_frames == 3  # hello, READY, GUILD_CREATE: every frame is compressed
@@ -316,7 +325,7 @@ CLOSE_CASES: dict[str, tuple[int, Any]] = {
 async def test_close_codes(gateway_connect: Any, case: str) -> None:
     expected, payload = CLOSE_CASES[case]
     with trio.fail_after(10):
-        async with open_sandbox() as sb, gateway_connect(sb.gateway_url) as gw:
+        async with open_sandbox(media=False) as sb, gateway_connect(sb.gateway_url) as gw:
             await gw.hello()
             text = payload if isinstance(payload, str) else json.dumps(payload)
             await _send_raw(gw, text.replace("{bot_token}", sb.bot_token))
@@ -325,7 +334,7 @@ async def test_close_codes(gateway_connect: Any, case: str) -> None:
 
 async def test_identify_twice_is_4005(gateway_connect: Any) -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb, gateway_connect(sb.gateway_url) as gw:
+        async with open_sandbox(media=False) as sb, gateway_connect(sb.gateway_url) as gw:
             await gw.identify(sb.token)
             await gw.send(2, {"token": sb.token})
             assert await gw.expect_close() == 4005
@@ -333,7 +342,7 @@ async def test_identify_twice_is_4005(gateway_connect: Any) -> None:
 
 async def test_unsupported_version_is_4012(gateway_connect: Any) -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb, gateway_connect(sb.gateway_url, version=6) as gw:
+        async with open_sandbox(media=False) as sb, gateway_connect(sb.gateway_url, version=6) as gw:
             assert await gw.expect_close() == 4012
 
 
@@ -342,7 +351,10 @@ async def test_heartbeat_timeout_closes_4009(
 ) -> None:
     autojump_clock.autojump_threshold = 0.05  # real sockets: only jump when really idle
     with trio.fail_after(300):
-        async with open_sandbox(heartbeat_interval_ms=1000) as sb, gateway_connect(sb.gateway_url) as gw:
+        async with (
+            open_sandbox(media=False, heartbeat_interval_ms=1000) as sb,
+            gateway_connect(sb.gateway_url) as gw,
+        ):
             await gw.identify(sb.token)
             start = trio.current_time()
             # Heartbeats keep it alive past several intervals...
@@ -368,7 +380,7 @@ def test_close_code_table_is_consistent() -> None:
 
 async def test_client_too_far_behind_is_disconnected_without_blocking_the_world(gateway_connect: Any) -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb, gateway_connect(sb.gateway_url) as gw:
+        async with open_sandbox(media=False) as sb, gateway_connect(sb.gateway_url) as gw:
             await gw.identify(sb.token)
             # The world never waits for a client: thousands of events are queued without a checkpoint.
             for n in range(REPLAY_BUFFER_SIZE + 100):

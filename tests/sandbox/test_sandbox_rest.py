@@ -25,7 +25,7 @@ def _error(response: httpx.Response) -> dict[str, Any]:
 
 async def test_login_endpoints_for_user_and_bot() -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb:
+        async with open_sandbox(media=False) as sb:
             me = await _get(sb, "/users/@me", sb.token)
             assert me.status_code == 200
             assert me.json()["id"] == sb.our_user_id
@@ -49,7 +49,7 @@ async def test_login_endpoints_for_user_and_bot() -> None:
 )
 async def test_bad_tokens_are_401_with_discord_error_body(auth: str | None) -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb:
+        async with open_sandbox(media=False) as sb:
             if auth == "bot-token-as-user":
                 auth = sb.bot_token  # bots must use the "Bot " prefix
             elif auth == "user-token-as-bot":
@@ -61,13 +61,13 @@ async def test_bad_tokens_are_401_with_discord_error_body(auth: str | None) -> N
 
 async def test_gateway_bot_refuses_user_tokens() -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb:
+        async with open_sandbox(media=False) as sb:
             assert (await _get(sb, "/gateway/bot", sb.token)).status_code == 401
 
 
 async def test_guild_and_channels() -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb:
+        async with open_sandbox(media=False) as sb:
             guild = await _get(sb, f"/guilds/{sb.guild_id}", sb.token)
             assert guild.status_code == 200
             assert guild.json()["id"] == sb.guild_id
@@ -91,7 +91,7 @@ async def test_guild_and_channels() -> None:
 )
 async def test_unknown_ids_are_404(path: str, expected: dict[str, Any]) -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb:
+        async with open_sandbox(media=False) as sb:
             response = await _get(sb, path, sb.token)
             assert response.status_code == 404
             assert _error(response) == expected
@@ -99,7 +99,7 @@ async def test_unknown_ids_are_404(path: str, expected: dict[str, Any]) -> None:
 
 async def test_unsupported_api_version() -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb:
+        async with open_sandbox(media=False) as sb:
             response = await _get(sb, "/users/@me", sb.token, version=6)
             assert response.status_code == 400
             assert _error(response)["code"] == 50041
@@ -107,7 +107,7 @@ async def test_unsupported_api_version() -> None:
 
 async def test_post_and_get_messages() -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb, httpx.AsyncClient(verify=False) as client:
+        async with open_sandbox(media=False) as sb, httpx.AsyncClient(verify=False) as client:
             url = f"{sb.api_url}/v10/channels/{sb.text_channel_id}/messages"
             for text in ("first", "second"):
                 posted = await client.post(url, json={"content": text}, headers={"Authorization": sb.token})
@@ -129,7 +129,7 @@ async def test_post_and_get_messages() -> None:
 )
 async def test_bad_message_bodies_are_400(body: bytes, code: int) -> None:
     with trio.fail_after(10):
-        async with open_sandbox() as sb, httpx.AsyncClient(verify=False) as client:
+        async with open_sandbox(media=False) as sb, httpx.AsyncClient(verify=False) as client:
             response = await client.post(
                 f"{sb.api_url}/v10/channels/{sb.text_channel_id}/messages",
                 content=body,
