@@ -44,6 +44,10 @@ DEMO_RETRY_INTERVAL: Final = 1.0
 DISPATCH_BUFFER: Final = 1024
 #: Seconds for the whole shutdown (leave voice, close streams, stop servers).
 SHUTDOWN_BUDGET: Final = 2.0
+#: GIL hand-off interval. Python's default (5 ms) lets a decode worker's Python code (JPEG,
+#: metrics) hold the GIL for up to 5 ms while the trio thread waits to send the next 20 ms audio
+#: frame; 0.5 ms keeps audio pacing p99 near 2 ms beside busy threads (bench/bench_voice.py).
+GIL_SWITCH_INTERVAL: Final = 0.0005
 
 
 @attrs.frozen
@@ -279,6 +283,7 @@ async def run_clank(settings: Settings, args: Any = None) -> None:
     scenario = getattr(args, "scenario", None)
     api_port = getattr(args, "port", None)
     demo_watch = not getattr(args, "no_watch", False)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     stop = trio.Event()
     with trio.CancelScope() as root:
         async with trio.open_nursery() as nursery:
