@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
@@ -193,9 +194,14 @@ async def _open_sandbox(
 async def serve_sandbox_cli(
     host: str, port: int, scenario: str, *, out: TextIO | None = None, tls: bool = False
 ) -> None:
-    """``clank sandbox``: print one JSON line of :meth:`Sandbox.info` when ready, run until cancelled."""
+    """``clank sandbox``: print one JSON line of :meth:`Sandbox.info` when ready, run until
+    cancelled or until SIGINT / SIGTERM (received explicitly: a KeyboardInterrupt would have to
+    find the main task between checkpoints, and the servers' cleanup must run either way)."""
     stream = out if out is not None else sys.stdout
     async with open_sandbox(host=host, port=port, scenario=scenario, tls=tls) as sandbox:
         stream.write(json.dumps(sandbox.info()) + "\n")
         stream.flush()
-        await trio.sleep_forever()
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("sandbox stopping", signal=signal.Signals(signum).name)
+                return
