@@ -146,9 +146,14 @@ def configure_logging(
     level: str = "info",
     stream: TextIO | None = None,
 ) -> None:
-    """Configure structlog and stdlib logging. ``auto`` picks JSON unless ``stream`` is a TTY."""
+    """Configure structlog and stdlib logging (to ``stream``, default stderr).
+
+    ``auto`` picks JSON lines when clank is not attached to a terminal — stdout is not a TTY
+    (piped, redirected, run by a supervisor) — and the readable console renderer otherwise.
+    """
     out = stream if stream is not None else sys.stderr
-    use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
+    interactive = out.isatty() if stream is not None else sys.stdout.isatty()
+    use_json = fmt == "json" or (fmt == "auto" and not interactive)
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=False)
         if use_json
