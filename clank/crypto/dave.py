@@ -19,7 +19,6 @@ protocol 0) turns it on; an upgrade ends with ``set_passthrough_mode(False, 10)`
 from __future__ import annotations
 
 import enum
-import struct
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Literal
 
@@ -27,21 +26,23 @@ import attrs
 import davey
 
 from clank.errors import DaveError, DecryptionFailed, MalformedMessage, MalformedPacket
+from clank.wire.voice_gateway import TransitionPayload, VoiceOp
 
 Media = Literal["audio", "video"]
 VideoCodec = Literal["h264", "h265", "vp8", "vp9", "av1"]
 
-OP_PREPARE_TRANSITION: Final = 21
-OP_EXECUTE_TRANSITION: Final = 22
-OP_TRANSITION_READY: Final = 23
-OP_PREPARE_EPOCH: Final = 24
-OP_EXTERNAL_SENDER: Final = 25
-OP_KEY_PACKAGE: Final = 26
-OP_PROPOSALS: Final = 27
-OP_COMMIT_WELCOME: Final = 28
-OP_ANNOUNCE_COMMIT: Final = 29
-OP_WELCOME: Final = 30
-OP_INVALID_COMMIT_WELCOME: Final = 31
+# Short names for the DAVE opcodes; the numbers live in the voice gateway wire module.
+OP_PREPARE_TRANSITION: Final = VoiceOp.DAVE_PREPARE_TRANSITION
+OP_EXECUTE_TRANSITION: Final = VoiceOp.DAVE_EXECUTE_TRANSITION
+OP_TRANSITION_READY: Final = VoiceOp.DAVE_TRANSITION_READY
+OP_PREPARE_EPOCH: Final = VoiceOp.DAVE_PREPARE_EPOCH
+OP_EXTERNAL_SENDER: Final = VoiceOp.DAVE_MLS_EXTERNAL_SENDER
+OP_KEY_PACKAGE: Final = VoiceOp.DAVE_MLS_KEY_PACKAGE
+OP_PROPOSALS: Final = VoiceOp.DAVE_MLS_PROPOSALS
+OP_COMMIT_WELCOME: Final = VoiceOp.DAVE_MLS_COMMIT_WELCOME
+OP_ANNOUNCE_COMMIT: Final = VoiceOp.DAVE_MLS_ANNOUNCE_COMMIT_TRANSITION
+OP_WELCOME: Final = VoiceOp.DAVE_MLS_WELCOME
+OP_INVALID_COMMIT_WELCOME: Final = VoiceOp.DAVE_MLS_INVALID_COMMIT_WELCOME
 
 OPUS_SILENCE: Final = b"\xf8\xff\xfe"
 MAGIC_MARKER: Final = b"\xfa\xfa"
@@ -71,9 +72,6 @@ DECRYPT_FAILURE_REASONS: Final[tuple[tuple[str, str], ...]] = (
     ("NotReady", "not_ready"),
 )
 
-# op29/op30 payload: [transition_id u16 BE] then the MLS commit / bare Welcome.
-_TRANSITION_ID = struct.Struct(">H")
-
 
 def classify_decrypt_error(message: str) -> str:
     for needle, reason in DECRYPT_FAILURE_REASONS:
@@ -101,22 +99,12 @@ class DaveJson:
 DaveFrame = DaveBinary | DaveJson
 
 
-@attrs.frozen
-class TransitionMessage:
-    """Body of op29 (announce commit) and op30 (welcome)."""
-
-    transition_id: int
-    body: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
-
-    @classmethod
-    def parse(cls, payload: bytes) -> TransitionMessage:
-        if len(payload) <= _TRANSITION_ID.size:
-            raise MalformedMessage("dave", f"transition payload of {len(payload)} bytes has no body")
-        (tid,) = _TRANSITION_ID.unpack_from(payload)
-        return cls(tid, bytes(payload[_TRANSITION_ID.size :]))
-
-    def serialize(self) -> bytes:
-        return _TRANSITION_ID.pack(self.transition_id) + self.body
+def parse_transition(payload: bytes) -> TransitionPayload:
+    """op29 / op30: ``[transition_id u16]`` then a commit or Welcome, which must not be empty."""
+    message = TransitionPayload.parse(payload)
+    if not message.body:
+        raise MalformedMessage("dave", f"transition payload of {len(payload)} bytes has no body")
+    return message
 
 
 def _check_mls_vector(buf: bytes) -> None:
@@ -291,10 +279,10 @@ class DaveSessionCore:
         if op == OP_PROPOSALS:
             return self.on_proposals(payload)
         if op == OP_ANNOUNCE_COMMIT:
-            msg = TransitionMessage.parse(payload)
+            msg = parse_transition(payload)
             return self.on_announce_commit(msg.transition_id, msg.body)
         if op == OP_WELCOME:
-            msg = TransitionMessage.parse(payload)
+            msg = parse_transition(payload)
             return self.on_welcome(msg.transition_id, msg.body)
         raise MalformedMessage("dave", f"unexpected binary op {op}")
 

@@ -14,8 +14,8 @@ from clank.crypto.dave import (
     OP_WELCOME,
     DaveSessionCore,
     DaveTrailer,
-    TransitionMessage,
     describe_frame,
+    parse_transition,
 )
 from clank.errors import MalformedMessage, MalformedPacket
 from clank.sandbox.dave import DaveGroupServer, ExternalSender, KeyPackage
@@ -140,7 +140,7 @@ def test_client_proposals_vector_checks() -> None:
             core.on_proposals(bad)
     assert core.on_proposals(revoke_payload([])) == []
     with pytest.raises(MalformedMessage):
-        TransitionMessage.parse(b"\x00\x01")
+        parse_transition(b"\x00\x01")
 
 
 @given(st.binary(max_size=64))

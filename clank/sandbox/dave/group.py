@@ -34,7 +34,6 @@ from clank.crypto.dave import (
     DaveBinary,
     DaveFrame,
     DaveJson,
-    TransitionMessage,
 )
 from clank.errors import MalformedMessage
 from clank.sandbox.dave.mls import (
@@ -48,6 +47,7 @@ from clank.sandbox.dave.mls import (
     sign_proposal,
     split_commit_welcome,
 )
+from clank.wire.voice_gateway import TransitionPayload
 
 Outgoing = tuple[int, DaveFrame]
 
@@ -322,10 +322,10 @@ class DaveGroupServer:
         announce = [u for u in before if u not in removed]
         tid = self._new_transition(frozenset(announce) | frozenset(added), now)
         out: list[Outgoing] = [
-            (u, DaveBinary(OP_ANNOUNCE_COMMIT, TransitionMessage(tid, commit).serialize())) for u in announce
+            (u, DaveBinary(OP_ANNOUNCE_COMMIT, TransitionPayload(tid, commit).serialize())) for u in announce
         ]
         if welcome is not None:
-            body = TransitionMessage(tid, welcome).serialize()
+            body = TransitionPayload(tid, welcome).serialize()
             out += [(u, DaveBinary(OP_WELCOME, body)) for u in added if u in self._connected]
         return out + self._sync()
 
