@@ -24,6 +24,7 @@ from typing import Any, Final
 import attrs
 
 from clank.errors import MalformedMessage, SandboxError
+from clank.protocol.voice_gateway import SendBinary, SendText  # the same frame events as the client's
 from clank.wire import voice_gateway as vg
 from clank.wire.voice_gateway import VoiceOp
 
@@ -83,18 +84,6 @@ class VoiceServerConfig:
 
 
 # --------------------------------------------------------------------------- events
-
-
-@attrs.frozen
-class SendText:
-    op: int
-    text: str = attrs.field(repr=False)
-
-
-@attrs.frozen
-class SendBinary:
-    op: int
-    data: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
 
 
 @attrs.frozen

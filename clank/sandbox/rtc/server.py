@@ -45,6 +45,7 @@ from clank.errors import MalformedMessage, MalformedPacket, SandboxError
 from clank.io.lossy import LossyLink, open_lossy_sender
 from clank.io.udp import Address, UdpEndpoint, open_udp_endpoint
 from clank.logging import get_logger, register_secret
+from clank.protocol.voice_gateway import SendBinary, SendText
 from clank.sandbox import voice_gateway_core as core_mod
 from clank.sandbox.dave import DaveGroupServer, Outgoing
 from clank.sandbox.dave.group import DaveGroupStatistics
@@ -178,9 +179,9 @@ class _Connection:
 
     def handle(self, events: list[core_mod.ServerEvent]) -> None:
         for event in events:
-            if isinstance(event, core_mod.SendText):
+            if isinstance(event, SendText):
                 self._enqueue(event.text)
-            elif isinstance(event, core_mod.SendBinary):
+            elif isinstance(event, SendBinary):
                 self._enqueue(event.data)
             elif isinstance(event, core_mod.CloseConnection):
                 self._enqueue(_Close(event.code, event.reason))
