@@ -26,7 +26,15 @@ import attrs
 import davey
 
 from clank.errors import DaveError, DecryptionFailed, MalformedMessage, MalformedPacket
-from clank.wire.voice_gateway import TransitionPayload, VoiceOp
+from clank.wire.voice_gateway import (
+    DaveExecuteTransition,
+    DaveJsonPayload,
+    DavePrepareEpoch,
+    DavePrepareTransition,
+    TransitionPayload,
+    VoiceOp,
+    parse_dave_json,
+)
 
 Media = Literal["audio", "video"]
 VideoCodec = Literal["h264", "h265", "vp8", "vp9", "av1"]
@@ -288,15 +296,18 @@ class DaveSessionCore:
 
     def on_json(self, op: int, d: object) -> list[DaveFrame]:
         """Route one JSON DAVE op (21, 22, 24) given its ``d`` object."""
-        if not isinstance(d, dict):
-            raise MalformedMessage("dave", f"op {op} payload is not an object")
-        if op == OP_PREPARE_TRANSITION:
-            return self.on_prepare_transition(_int(d, "transition_id"), _int(d, "protocol_version"))
-        if op == OP_EXECUTE_TRANSITION:
-            return self.on_execute_transition(_int(d, "transition_id"))
-        if op == OP_PREPARE_EPOCH:
-            return self.on_prepare_epoch(_int(d, "protocol_version"), _int(d, "epoch"))
-        raise MalformedMessage("dave", f"unexpected JSON op {op}")
+        return self.on_message(parse_dave_json(op, d))
+
+    def on_message(self, message: DaveJsonPayload) -> list[DaveFrame]:
+        """Route one parsed JSON DAVE message (the voice gateway core already parsed it)."""
+        match message:
+            case DavePrepareTransition():
+                return self.on_prepare_transition(message.transition_id, message.protocol_version)
+            case DaveExecuteTransition():
+                return self.on_execute_transition(message.transition_id)
+            case DavePrepareEpoch():
+                return self.on_prepare_epoch(message.protocol_version, message.epoch)
+        raise MalformedMessage("dave", f"op {message.OP} is not sent by servers")
 
     # ------------------------------------------------------------------ handlers
 
@@ -523,13 +534,6 @@ class DaveSessionCore:
         self._recoveries += 1
         out: list[DaveFrame] = [DaveJson(OP_INVALID_COMMIT_WELCOME, {"transition_id": transition_id})]
         return out + self._reinit()
-
-
-def _int(d: Mapping[str, object], key: str) -> int:
-    value = d.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise MalformedMessage("dave", f"missing or non-integer {key!r}")
-    return value
 
 
 # ---------------------------------------------------------------------- frame diagnostics

@@ -557,7 +557,7 @@ class MediaConnection:
                 self._emit(event)
                 self._set_state("ready")
             elif isinstance(event, vgc.DaveJson):
-                await self._dave(ws, self.dave.on_json(event.op, event.payload.serialize()))
+                await self._dave(ws, self.dave.on_message(event.payload))
             elif isinstance(event, vgc.DaveBinary):
                 await self._dave(ws, self.dave.on_binary(event.op, event.payload))
             elif isinstance(event, vgc.Closed | vgc.Failed):
