@@ -74,6 +74,7 @@ from clank.protocol.media_leg import (
 from clank.wire import voice_gateway as vg
 from clank.wire.rtcp import RtcpPacket
 from clank.wire.rtp import RtpExtension, RtpHeader
+from clank.wire.udp_keepalive import build_keepalive
 
 __all__ = [
     "DROP_REASONS",
@@ -217,6 +218,8 @@ class MediaConnectionStatistics:
     gateway: vgc.VoiceGatewayStatistics
     udp: UdpStatistics | None
     dave: DaveStatistics
+    keepalives_sent: int = 0
+    """UDP keep-alives sent (wire.udp_keepalive; every ``voice.udp_keepalive_s`` from Ready)."""
 
 
 # --------------------------------------------------------------------------- the driver
@@ -248,6 +251,7 @@ class MediaConnection:
         self._state_changed = trio.Event()
         self._wake_timer = trio.Event()
         self._task_status: trio.TaskStatus[None] | None = None
+        self._keepalives_sent = 0
 
     # ------------------------------------------------------------------ queries
 
@@ -310,6 +314,7 @@ class MediaConnection:
             gateway=gateway,
             udp=self._udp.statistics() if self._udp is not None else None,
             dave=self.leg.dave_statistics(),
+            keepalives_sent=self._keepalives_sent,
         )
 
     async def wait_ready(self) -> None:
@@ -560,10 +565,29 @@ class MediaConnection:
             self._udp = endpoint
             task_status.started(address)
             try:
-                await endpoint.drain_loop(self._on_datagram)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._keepalive_loop, endpoint)
+                    await endpoint.drain_loop(self._on_datagram)  # runs until cancelled
             finally:
                 if self._udp is endpoint:
                     self._udp = None
+
+    async def _keepalive_loop(self, endpoint: DatagramEndpoint) -> None:
+        """An 8-byte counter every ``voice.udp_keepalive_s`` for the endpoint's life (0: never).
+
+        Discord stops delivering media to a UDP client it does not hear from; a listen-only leg
+        sends nothing else. The first one goes out at once, so the server hears us right after
+        IP discovery even before any media.
+        """
+        interval = self.params.settings.voice.udp_keepalive_s
+        if interval <= 0:
+            return
+        counter = 0
+        while True:
+            if endpoint.send_nowait(build_keepalive(counter)):
+                self._keepalives_sent += 1
+            counter = (counter + 1) & 0xFFFFFFFF
+            await trio.sleep(interval)
 
     def _on_datagram(self, data: bytes, address: Address) -> None:
         received = self.leg.receive_datagram(data)

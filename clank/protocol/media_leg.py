@@ -495,7 +495,7 @@ class MediaLegCore:
             return RtpIn(header, payload)
         if kind is PacketKind.RTCP:
             return self._open_rtcp(data)
-        if kind in (PacketKind.IP_DISCOVERY_RESPONSE, PacketKind.PING, PacketKind.IP_DISCOVERY_REQUEST):
+        if kind in (PacketKind.IP_DISCOVERY_RESPONSE, PacketKind.KEEPALIVE, PacketKind.IP_DISCOVERY_REQUEST):
             self._drops["control"] += 1
         else:
             self._drops["unknown"] += 1
