@@ -329,6 +329,27 @@ async def open_clank(
         )
 
 
+async def run_mcp(settings: Settings, args: Any = None) -> None:
+    """``clank mcp``: everything ``clank run`` runs (no demo watch: the agent drives), with the MCP
+    protocol on stdin/stdout until the client closes it. Logs and the banner go to stderr."""
+    from clank.control.mcp_server import open_mcp_stdio, serve_mcp
+
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    api_port = getattr(args, "port", None)
+    async with (
+        open_mcp_stdio() as streams,
+        open_clank(
+            settings,
+            scenario=getattr(args, "scenario", None),
+            api_port=0 if api_port is None else api_port,
+            demo_watch=False,
+        ) as info,
+    ):
+        assert info.service is not None
+        print_banner(info, sys.stderr)
+        await serve_mcp(info.service, streams)
+
+
 async def run_clank(settings: Settings, args: Any = None) -> None:
     """Run until Ctrl-C / SIGTERM; print what runs and where the dashboard is."""
     scenario = getattr(args, "scenario", None)
