@@ -274,6 +274,7 @@ class MediaServer:
         self._link_scopes: dict[tuple[int, Direction], trio.CancelScope] = {}
         self._acking_stopped: set[int] = set()
         self._corrupt_welcome: set[int] = set()
+        self._no_op5: set[int] = set()
         self.dave = DaveGroupServer(
             group_id,
             protocol_version=config.dave_protocol_version,
@@ -428,6 +429,8 @@ class MediaServer:
 
     def speaking(self, participant: Participant, flags: int) -> None:
         participant.speaking = flags
+        if participant.user_id in self._no_op5:
+            return  # fault: this user's media arrives with no op5 naming its SSRC
         speaking = vg.Speaking(speaking=flags, ssrc=participant.audio_ssrc, user_id=str(participant.user_id))
         self._broadcast(participant, speaking)
 
@@ -480,6 +483,13 @@ class MediaServer:
     def drop_udp(self, user_id: int, on: bool = True) -> None:
         participant = self._require(user_id)
         participant.drop_udp = on
+
+    def omit_speaking(self, user_id: int, on: bool = True) -> None:
+        """Never send op5 for this user (Discord does not promise op5 before, or at all with, media)."""
+        if on:
+            self._no_op5.add(user_id)
+        else:
+            self._no_op5.discard(user_id)
 
     def corrupt_next_welcome(self, user_id: int) -> None:
         """The next op30 Welcome routed to this user has its last byte flipped (the AEAD tag of the
@@ -653,7 +663,7 @@ class MediaServer:
             newcomer.sink.notify(vg.ClientsConnect(tuple(str(p.user_id) for p in others)))
         for other in others:
             other.sink.notify(vg.ClientsConnect((str(newcomer.user_id),)))
-            if other.speaking:
+            if other.speaking and other.user_id not in self._no_op5:
                 newcomer.sink.notify(
                     vg.Speaking(speaking=other.speaking, ssrc=other.audio_ssrc, user_id=str(other.user_id))
                 )
