@@ -42,6 +42,7 @@ async def test_status_figures_move_freeze_and_recover() -> None:
             streamer = sb.media.streamer(alice)
             sent_before = streamer.statistics().frames_sent
             await trio.sleep(RATE_WINDOW)  # a full window of steady stream
+
             # What the streamer really sent in the window (a loaded machine sends fewer than 30/s).
             sent_rate = (streamer.statistics().frames_sent - sent_before) / RATE_WINDOW
 
