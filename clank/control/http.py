@@ -142,6 +142,16 @@ class _Routes:
     async def status(self, request: Request) -> Response:
         return JSONResponse(self.service.status())
 
+    async def dave_verification(self, request: Request) -> Response:
+        """A DAVE verification code, computed on request (see :mod:`clank.control.dave_codes`)."""
+        compute = getattr(self.service.session, "verification_code", None)
+        if compute is None:
+            return _error(404, "unsupported", "this session has no DAVE verification codes")
+        user = request.query_params.get("user", "")
+        if not user or len(user) > 32:
+            raise InvalidArgument("user", "a user id is required (?user=<id>)")
+        return JSONResponse(await compute(user))
+
     async def sharers(self, request: Request) -> Response:
         return JSONResponse({"sharers": self.service.list_sharers()})
 
@@ -219,6 +229,7 @@ def build_app(service: ClankService, token: str, closing: trio.Event) -> Starlet
             api("/api/tools/{name}", routes.call, ["POST"]),
             api("/api/status", routes.status, ["GET"]),
             api("/api/sharers", routes.sharers, ["GET"]),
+            api("/api/dave/verification", routes.dave_verification, ["GET"]),
             api("/api/screen", routes.screen, ["GET"]),
             api("/api/screen/latest.jpg", routes.latest_jpeg, ["GET"]),
             api("/api/events", routes.events, ["GET"]),
