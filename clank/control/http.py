@@ -40,7 +40,8 @@ from clank.config import ApiSettings
 from clank.control.dashboard import dashboard_html
 from clank.control.service import ClankService
 from clank.control.tools import TOOLS_BY_NAME, call_tool, tool_schemas
-from clank.errors import InvalidArgument, TransportError
+from clank.errors import InvalidArgument
+from clank.io.listen import listen_failed
 from clank.logging import RECENT, get_logger, register_secret
 
 log = get_logger("clank.control.http")
@@ -51,6 +52,8 @@ MAX_BODY_BYTES: Final = 64 * 1024
 GRACEFUL_TIMEOUT: Final = 1.0  # seconds hypercorn waits for open requests on shutdown
 SHUTDOWN_TIMEOUT: Final = 3.0
 REQUESTER_HEADER: Final = "x-clank-requester"
+#: What to change when the API's address is taken (named in the one-line error).
+LISTEN_CHANGE: Final = "api.port / CLANK_API_PORT, or clank run --port"
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -261,8 +264,11 @@ async def open_http_api(
         try:
             # cast: hypercorn's ASGI typing and Starlette's are structurally equal, nominally distinct.
             binds = await nursery.start(partial(serve, cast(Any, app), config, shutdown_trigger=stop.wait))
-        except OSError as exc:
-            raise TransportError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
+        except (OSError, BaseExceptionGroup) as exc:
+            error = listen_failed(exc, settings.host, settings.port, LISTEN_CHANGE)
+            if error is None:
+                raise
+            raise error from None
         port = _bound_port(binds)
         host = settings.host if ":" not in settings.host else f"[{settings.host}]"
         api = HttpApi(url=f"http://{host}:{port}", port=port, token=token)
