@@ -107,6 +107,7 @@ STOP_BUDGET: Final = 1.0
 DISPATCH_BUFFER: Final = 64
 SR_CHECK_INTERVAL: Final = 1.0
 SOURCE_FRAMES_KEPT: Final = 90
+SENT_TIMESTAMPS_KEPT: Final = 4096
 _EVENTS: Final = frozenset({"STREAM_CREATE", "STREAM_SERVER_UPDATE", "STREAM_DELETE", "STREAM_UPDATE"})
 
 
@@ -155,6 +156,7 @@ class _Publish:
         self.viewers: set[str] = set()
         self.sources: collections.OrderedDict[int, av.VideoFrame] = collections.OrderedDict()
         self.last_sent: av.VideoFrame | None = None
+        self.sent_timestamps: collections.deque[int] = collections.deque(maxlen=SENT_TIMESTAMPS_KEPT)
         self.pli_pending_at: float | None = None
         self.keyframe_response: float | None = None
         self.wake = trio.Event()
@@ -238,6 +240,7 @@ class _Publish:
         )
         if timestamp is None:
             return
+        self.sent_timestamps.append(timestamp)
         if unit.keyframe and self.pli_pending_at is not None:
             self.keyframe_response = now - self.pli_pending_at
             self.pli_pending_at = None
@@ -295,6 +298,10 @@ class PublishHandle:
     def source_frame(self, rtp_timestamp: int) -> av.VideoFrame | None:
         """The picture sent with ``rtp_timestamp`` (the last few seconds are kept)."""
         return self._p.sources.get(rtp_timestamp)
+
+    def sent_timestamps(self) -> list[int]:
+        """RTP timestamps of the frames we sent, oldest first (the last 4096)."""
+        return list(self._p.sent_timestamps)
 
     def statistics(self) -> PublishStatistics:
         return self._p.statistics()

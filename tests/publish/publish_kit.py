@@ -34,28 +34,31 @@ def make_image(index: int, width: int = 320, height: int = 240, kind: str = "PNG
     rgb[..., 2] = 80
     left = (index * 23) % (width - 60)
     rgb[40:120, left : left + 60] = (250, 250, 30)
-    rgb[160:170, :: 8] = 0
+    rgb[160:170, ::8] = 0
     out = io.BytesIO()
     PIL.Image.fromarray(rgb).save(out, format=kind)
     return out.getvalue()
 
 
 async def wait_until(predicate: Callable[[], bool], step: float = 0.02) -> None:
-    while not predicate():
+    """Poll ``predicate`` (callers bound the wait with ``trio.fail_after``)."""
+    while True:
+        if predicate():
+            return
         await trio.sleep(step)
 
 
 @asynccontextmanager
 async def in_voice(seed: int = 0) -> AsyncIterator[tuple[Sandbox, GatewayClient, VoiceSession]]:
-    async with open_sandbox(seed=seed) as sb:
-        async with (
-            open_gateway_client(url=sb.gateway_url, token=sb.token) as gateway,
-            open_voice_session(
-                gateway, guild_id=sb.guild_id, channel_id=sb.voice_channel_id, settings=SETTINGS
-            ) as session,
-        ):
-            await session.voice.wait_ready()
-            yield sb, gateway, session
+    async with (
+        open_sandbox(seed=seed) as sb,
+        open_gateway_client(url=sb.gateway_url, token=sb.token) as gateway,
+        open_voice_session(
+            gateway, guild_id=sb.guild_id, channel_id=sb.voice_channel_id, settings=SETTINGS
+        ) as session,
+    ):
+        await session.voice.wait_ready()
+        yield sb, gateway, session
 
 
 async def add_viewer(sb: Sandbox, handle: PublishHandle, name: str = "bob") -> StreamViewer:

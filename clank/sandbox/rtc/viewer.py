@@ -109,6 +109,8 @@ class StreamViewer:
         self._first_keyframe_ts: int | None = None
         self.decoded_timestamps: list[int] = []
         """RTP timestamps of decoded pictures, in order (tests: pause gaps, keyframe after resume)."""
+        self.received_timestamps: list[int] = []
+        """RTP timestamps of complete (decrypted) frames received, in order."""
         self.keyframe_timestamps: list[tuple[int, float]] = []
         """(RTP timestamp, arrival time) of every keyframe received."""
         member.frame_handler = self._on_frame
@@ -147,6 +149,7 @@ class StreamViewer:
 
     def _on_frame(self, frame: ReceivedFrame) -> None:
         self._c["frames_received"] += 1
+        self.received_timestamps.append(frame.timestamp)
         if frame.keyframe:
             self._c["keyframes_received"] += 1
             self.keyframe_timestamps.append((frame.timestamp, trio.current_time()))
