@@ -105,7 +105,7 @@ class WatchSettings:
     reorder_delay_ms: int = attrs.field(default=120, validator=_in_range(0, 2000))
 
 
-NotesProvider = Literal["offline", "openai"]
+NotesProvider = Literal["offline", "openai", "anthropic"]
 
 
 @attrs.frozen
