@@ -361,6 +361,23 @@ class MediaConnection:
         self.leg.datagram_sent(packet, ok)
         return ok
 
+    def send_rtp_packet(self, header: RtpHeader, plaintext: bytes) -> bool:
+        """Seal and send a packet whose header a send core built (its own seq/timestamp/SSRC).
+
+        ``plaintext`` is the extension elements (if the header says X) + payload. False (and
+        counted) when not connected or the socket is full. Used by the publish role's
+        ``VideoSendCore``, which needs to own sequence numbers for its RTX store.
+        """
+        cipher, udp = self._cipher, self._udp
+        if cipher is None or udp is None or self._state != "ready":
+            self._send_dropped += 1
+            return False
+        if udp.send_nowait(cipher.seal_rtp(header.serialize(), plaintext)):
+            self._packets_out += 1
+            return True
+        self._send_dropped += 1
+        return False
+
     def send_rtcp(self, plain: bytes) -> bool:
         """Protect (AAD per ``voice.rtcp_aad_bytes``) and send one plain RTCP datagram."""
         udp = self._udp
