@@ -28,6 +28,7 @@ from clank.config import ApiSettings, Settings
 from clank.control.http import HttpApi, generate_api_token, open_http_api
 from clank.control.service import ClankService
 from clank.control.session_port import DIRECTORY_EVENTS, LiveSessionPort, MemberDirectory, feed_directory
+from clank.control.voice_api import VoiceApi, session_voice_role
 from clank.errors import AuthenticationFailed, ConfigError, TransportError
 from clank.io.gateway import GatewayClient, open_gateway_client
 from clank.logging import get_logger, register_secret
@@ -256,7 +257,10 @@ async def open_clank(
             mode=mode,
             notes_factory=_notes_factory(settings, provider, notes_nursery),
         )
-        service = ClankService(port)
+        voice = VoiceApi(
+            lambda: session_voice_role(session), known_users=lambda: [m.user_id for m in directory.members()]
+        )
+        service = ClankService(port, voice=voice)
         api_settings: ApiSettings = settings.api
         if api_port is not None:
             api_settings = attrs.evolve(api_settings, port=api_port)

@@ -40,6 +40,7 @@ from clank.config import ApiSettings
 from clank.control.dashboard import dashboard_html
 from clank.control.service import ClankService
 from clank.control.tools import TOOLS_BY_NAME, call_tool, tool_schemas
+from clank.control.voice_http import voice_routes
 from clank.errors import InvalidArgument, TransportError
 from clank.logging import RECENT, get_logger, register_secret
 
@@ -222,6 +223,7 @@ def build_app(service: ClankService, token: str, closing: trio.Event) -> Starlet
             api("/api/screen", routes.screen, ["GET"]),
             api("/api/screen/latest.jpg", routes.latest_jpeg, ["GET"]),
             api("/api/events", routes.events, ["GET"]),
+            *([] if service.voice is None else voice_routes(service.voice, token)),
         ]
     )
 
