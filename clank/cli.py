@@ -1,4 +1,4 @@
-"""Command line: ``clank run``, ``clank sandbox``, ``clank config``, ``clank tools``.
+"""Command line: ``clank run``, ``clank mcp``, ``clank sandbox``, ``clank config``, ``clank tools``.
 
 Expected failures (bad config, refused token, unreachable gateway) end with one clear line on
 stderr and a non-zero exit code — never a traceback. Bugs still show their traceback.
@@ -75,6 +75,18 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the voice/stream websockets as wss:// with a throwaway CA (its path: ca_file)",
     )
 
+    mcp = sub.add_parser(
+        "mcp",
+        help="serve the agent tools over MCP on stdin/stdout (for desktop agents)",
+        description=(
+            "Run clank like `clank run` (sandbox mode without a token) and serve every agent tool over the "
+            "Model Context Protocol on stdin/stdout. Logs go to stderr. The HTTP API and dashboard listen "
+            "on an ephemeral port unless --port is given; they also serve MCP at /mcp (streamable HTTP)."
+        ),
+    )
+    mcp.add_argument("--scenario", help="sandbox scenario when no token is set (default: sandbox.scenario)")
+    mcp.add_argument("--port", type=int, help="port for the HTTP API and dashboard (default: any free port)")
+
     sub.add_parser("config", help="print the effective settings (secrets hidden) and where they come from")
     sub.add_parser("tools", help="print the agent tool schemas (JSON) ready to hand to an LLM")
     return parser
@@ -126,6 +138,15 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> None:
     trio.run(run_clank, settings, args)
 
 
+def _cmd_mcp(settings: Settings, args: argparse.Namespace) -> None:
+    from clank.runner import run_mcp
+
+    register_secret(settings.discord.token)
+    register_secret(settings.api.token)
+    register_secret(settings.notes.api_key)
+    trio.run(run_mcp, settings, args)
+
+
 def _expected_error(group: BaseExceptionGroup[BaseException]) -> ClankError | None:
     """The first of our errors inside a nursery's exception group (the cause of the stop)."""
     found: BaseException | None = group.subgroup(lambda exc: isinstance(exc, ClankError))
@@ -170,6 +191,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
             _cmd_sandbox(settings, args)
         elif args.command == "run":
             _cmd_run(settings, args)
+        elif args.command == "mcp":
+            _cmd_mcp(settings, args)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except ClankError as exc:

@@ -87,6 +87,7 @@ class VoiceSettings:
     )
     rtcp_aad_bytes: Literal[4, 8] = 8
     receive_buffer_bytes: int = attrs.field(default=2 * 1024 * 1024, validator=_in_range(65536, 64 * 2**20))
+    udp_keepalive_s: float = attrs.field(default=5.0, validator=_in_range(0, 60))
 
 
 @attrs.frozen
@@ -104,7 +105,7 @@ class WatchSettings:
     reorder_delay_ms: int = attrs.field(default=120, validator=_in_range(0, 2000))
 
 
-NotesProvider = Literal["offline", "openai"]
+NotesProvider = Literal["offline", "openai", "anthropic"]
 
 
 @attrs.frozen

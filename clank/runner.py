@@ -177,15 +177,23 @@ def print_banner(info: RunInfo, out: TextIO) -> None:
     out.flush()
 
 
+@attrs.frozen
+class _Composed:
+    """What :func:`_compose` brought up (the parts ``open_clank`` adds its API and demo to)."""
+
+    service: ClankService
+    session: VoiceSession
+    registry: StreamRegistry
+    mode: str
+    user_id: str
+    settings: Settings
+    scenario: str | None
+    sandbox: Any
+
+
 @contextlib.asynccontextmanager
-async def open_clank(
-    settings: Settings,
-    *,
-    scenario: str | None = None,
-    api_port: int | None = None,
-    demo_watch: bool = True,
-) -> AsyncIterator[RunInfo]:
-    """Bring up everything ``clank run`` runs; yields once the API serves and voice is joined."""
+async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator[_Composed]:
+    """Sandbox (sandbox mode) → main gateway → Go Live registry → voice session → ClankService."""
     async with contextlib.AsyncExitStack() as stack:
         nursery = await stack.enter_async_context(trio.open_nursery())
         stack.callback(nursery.cancel_scope.cancel)
@@ -260,26 +268,90 @@ async def open_clank(
         voice = VoiceApi(
             lambda: session_voice_role(session), known_users=lambda: [m.user_id for m in directory.members()]
         )
-        service = ClankService(port, voice=voice)
+        yield _Composed(
+            service=ClankService(port, voice=voice),
+            session=session,
+            registry=registry,
+            mode=mode,
+            user_id=ready.user_id,
+            settings=settings,
+            scenario=scenario,
+            sandbox=sandbox,
+        )
+
+
+@contextlib.asynccontextmanager
+async def open_session(settings: Settings, *, scenario: str | None = None) -> AsyncIterator[ClankService]:
+    """The embedder's entry point: join voice and yield the agent surface (``ClankService``).
+
+        settings = clank.load_settings()          # no token configured: the built-in sandbox
+        async with clank.open_session(settings) as service:
+            print(await service.start_screen_watch())
+
+    With no ``discord.token`` the local sandbox runs in-process (``scenario`` picks its world,
+    default ``sandbox.scenario``). On exit clank leaves voice and closes everything, bounded.
+    Unlike ``clank run`` no HTTP API, dashboard or demo agent is started.
+    """
+    async with _compose(settings, scenario=scenario) as composed:
+        yield composed.service
+
+
+@contextlib.asynccontextmanager
+async def open_clank(
+    settings: Settings,
+    *,
+    scenario: str | None = None,
+    api_port: int | None = None,
+    demo_watch: bool = True,
+) -> AsyncIterator[RunInfo]:
+    """Bring up everything ``clank run`` runs; yields once the API serves and voice is joined."""
+    async with contextlib.AsyncExitStack() as stack:
+        composed = await stack.enter_async_context(_compose(settings, scenario=scenario))
+        settings = composed.settings
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(nursery.cancel_scope.cancel)
+        service = composed.service
         api_settings: ApiSettings = settings.api
         if api_port is not None:
             api_settings = attrs.evolve(api_settings, port=api_port)
         api = await stack.enter_async_context(
             open_http_api(service, api_settings, token=settings.api.token or generate_api_token())
         )
+        sandbox = composed.sandbox
         if sandbox is not None and demo_watch:
-            nursery.start_soon(_demo_agent, service, session, registry)
+            nursery.start_soon(_demo_agent, service, composed.session, composed.registry)
         yield RunInfo(
-            mode=mode,
+            mode=composed.mode,
             api=api,
-            user_id=ready.user_id,
-            guild_id=discord.guild_id,
-            channel_id=discord.voice_channel_id,
+            user_id=composed.user_id,
+            guild_id=settings.discord.guild_id,
+            channel_id=settings.discord.voice_channel_id,
             sandbox_api_url=None if sandbox is None else sandbox.api_url,
-            scenario=scenario,
+            scenario=composed.scenario,
             service=service,
             sandbox=sandbox,
         )
+
+
+async def run_mcp(settings: Settings, args: Any = None) -> None:
+    """``clank mcp``: everything ``clank run`` runs (no demo watch: the agent drives), with the MCP
+    protocol on stdin/stdout until the client closes it. Logs and the banner go to stderr."""
+    from clank.control.mcp_server import open_mcp_stdio, serve_mcp
+
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    api_port = getattr(args, "port", None)
+    async with (
+        open_mcp_stdio() as streams,
+        open_clank(
+            settings,
+            scenario=getattr(args, "scenario", None),
+            api_port=0 if api_port is None else api_port,
+            demo_watch=False,
+        ) as info,
+    ):
+        assert info.service is not None
+        print_banner(info, sys.stderr)
+        await serve_mcp(info.service, streams)
 
 
 async def run_clank(settings: Settings, args: Any = None) -> None:

@@ -10,6 +10,9 @@ keeps it in ``sessionStorage``. Request bodies are validated by the tool table
 (:mod:`clank.control.tools`); a wrong body answers 400 ``{"error": "invalid_request", "field":
 ..., "message": ...}``.
 
+``/mcp`` is the Model Context Protocol's streamable HTTP transport (same bearer token; see
+:mod:`clank.control.mcp_server`).
+
 ``GET /api/events`` is a server-sent-event stream: a ``status`` event every
 :data:`SSE_INTERVAL`, a ``sharers`` event when the sharers change (and first of all), a
 ``frame`` event whenever a watch has a new picture, and ``log`` events
@@ -38,6 +41,7 @@ from starlette.routing import Route
 
 from clank.config import ApiSettings
 from clank.control.dashboard import dashboard_html
+from clank.control.mcp_server import open_mcp_http_app
 from clank.control.service import ClankService
 from clank.control.tools import TOOLS_BY_NAME, call_tool, tool_schemas
 from clank.control.voice_http import voice_routes
@@ -207,8 +211,9 @@ def _sse(event: str, data: object) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n".encode()
 
 
-def build_app(service: ClankService, token: str, closing: trio.Event) -> Starlette:
+def build_app(service: ClankService, token: str, closing: trio.Event, mcp_app: Any = None) -> Starlette:
     routes = _Routes(service, closing)
+    extra = [] if mcp_app is None else [Route("/mcp", mcp_app)]  # MCP streamable HTTP (mcp_server.py)
 
     def api(path: str, handler: Handler, methods: list[str]) -> Route:
         return Route(path, _protected(token, handler), methods=methods)
@@ -223,6 +228,7 @@ def build_app(service: ClankService, token: str, closing: trio.Event) -> Starlet
             api("/api/screen", routes.screen, ["GET"]),
             api("/api/screen/latest.jpg", routes.latest_jpeg, ["GET"]),
             api("/api/events", routes.events, ["GET"]),
+            *extra,
             *([] if service.voice is None else voice_routes(service.voice, token)),
         ]
     )
@@ -241,14 +247,17 @@ async def open_http_api(
         raise InvalidArgument("token", "the HTTP API needs a bearer token")
     register_secret(token)
     closing = trio.Event()
-    app = build_app(service, token, closing)
     config = Config()
     config.bind = [f"{settings.host}:{settings.port}"]
     config.graceful_timeout = GRACEFUL_TIMEOUT
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # through clank's logging setup
     stop = trio.Event()
-    async with trio.open_nursery() as nursery:
+    async with (
+        open_mcp_http_app(service, token=token, host=settings.host) as mcp_app,
+        trio.open_nursery() as nursery,
+    ):
+        app = build_app(service, token, closing, mcp_app)
         try:
             # cast: hypercorn's ASGI typing and Starlette's are structurally equal, nominally distinct.
             binds = await nursery.start(partial(serve, cast(Any, app), config, shutdown_trigger=stop.wait))

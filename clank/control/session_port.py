@@ -140,6 +140,7 @@ def _transport(conn: MediaConnectionStatistics | None) -> dict[str, str | int | 
         "reconnects": conn.reconnects,
         "packetsIn": conn.packets_in,
         "packetsOut": conn.packets_out,
+        "keepalivesSent": conn.keepalives_sent,
     }
 
 

@@ -43,7 +43,7 @@ import trio
 
 from clank.errors import UsageError
 from clank.media.decoder import DecodedFrame, VideoCodec, VideoDecoder, access_unit_is_keyframe
-from clank.media.jpeg import DEFAULT_JPEG_QUALITY, JpegImage, encode_jpeg, scale_frame
+from clank.media.jpeg import DEFAULT_JPEG_QUALITY, FrameScaler, JpegImage
 from clank.media.metrics import ChangeSample, ChangeTracker
 
 DECODE_QUEUE_SIZE = 8  # access units, ~270 ms at 30 fps: enough to ride out a keyframe burst
@@ -146,6 +146,7 @@ class DecodeWorker:
         self.codec: VideoCodec = codec
         self._decoder = VideoDecoder(codec)
         self._tracker = ChangeTracker()
+        self._scaler = FrameScaler()  # persistent single-threaded swscale context (thread side)
         self._max_pixels = max_pixels
         self._jpeg_quality = jpeg_quality
         self._interval_ticks = max(1, round(RTP_VIDEO_CLOCK_RATE / max_fps))
@@ -312,8 +313,8 @@ class DecodeWorker:
         return waited >= self._interval_ticks
 
     def _emit(self, frame: DecodedFrame, enqueued_at: float) -> None:
-        scaled = scale_frame(frame.image, max_pixels=self._max_pixels)
-        jpeg = encode_jpeg(scaled, max_pixels=self._max_pixels, quality=self._jpeg_quality)
+        scaled = self._scaler.scale(frame.image, max_pixels=self._max_pixels)
+        jpeg = self._scaler.encode(scaled, max_pixels=self._max_pixels, quality=self._jpeg_quality)
         change = self._tracker.update(scaled)
         now = time.perf_counter()
         self._last_emitted_ts = frame.timestamp

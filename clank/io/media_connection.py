@@ -55,6 +55,7 @@ from clank.protocol import voice_gateway as vgc
 from clank.wire import voice_gateway as vg
 from clank.wire.rtcp import RtcpPacket, parse_compound
 from clank.wire.rtp import PROBE_PAYLOAD_TYPE, PacketKind, RtpExtension, RtpHeader, classify
+from clank.wire.udp_keepalive import build_keepalive
 
 __all__ = [
     "EVENT_BUFFER",
@@ -193,6 +194,8 @@ class MediaConnectionStatistics:
     gateway: vgc.VoiceGatewayStatistics
     udp: UdpStatistics | None
     dave: DaveStatistics
+    keepalives_sent: int = 0
+    """UDP keep-alives sent (wire.udp_keepalive; every ``voice.udp_keepalive_s`` from Ready)."""
 
 
 class _Outcome(Exception):
@@ -249,6 +252,7 @@ class MediaConnection:
         self._control_dropped = 0
         self._resumes = 0
         self._reconnects = 0
+        self._keepalives_sent = 0
         self._dave_seen: tuple[DaveState, int, int | None] | None = None
         self._leaving = False
         self._reached_ready = False
@@ -302,6 +306,7 @@ class MediaConnection:
             gateway=gateway,
             udp=self._udp.statistics() if self._udp is not None else None,
             dave=self.dave.statistics(),
+            keepalives_sent=self._keepalives_sent,
         )
 
     async def wait_ready(self) -> None:
@@ -616,10 +621,29 @@ class MediaConnection:
             self._udp = endpoint
             task_status.started(address)
             try:
-                await endpoint.drain_loop(self._on_datagram)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._keepalive_loop, endpoint)
+                    await endpoint.drain_loop(self._on_datagram)  # runs until cancelled
             finally:
                 if self._udp is endpoint:
                     self._udp = None
+
+    async def _keepalive_loop(self, endpoint: UdpEndpoint) -> None:
+        """An 8-byte counter every ``voice.udp_keepalive_s`` for the socket's life (0: never).
+
+        Discord stops delivering media to a UDP client it does not hear from; a listen-only leg
+        sends nothing else. The first one goes out at once, so the server hears us right after
+        IP discovery even before any media.
+        """
+        interval = self.params.settings.voice.udp_keepalive_s
+        if interval <= 0:
+            return
+        counter = 0
+        while True:
+            if endpoint.send_nowait(build_keepalive(counter)):
+                self._keepalives_sent += 1
+            counter = (counter + 1) & 0xFFFFFFFF
+            await trio.sleep(interval)
 
     async def _established(self, ws: WebSocket, event: vgc.SessionEstablished) -> None:
         self._cipher = TransportCipher(event.mode, event.secret_key)
@@ -709,7 +733,11 @@ class MediaConnection:
                 self._packet_handler(header, payload, trio.current_time())
         elif kind is PacketKind.RTCP:
             self._on_rtcp(data)
-        elif kind in (PacketKind.IP_DISCOVERY_RESPONSE, PacketKind.PING, PacketKind.IP_DISCOVERY_REQUEST):
+        elif kind in (
+            PacketKind.IP_DISCOVERY_RESPONSE,
+            PacketKind.KEEPALIVE,
+            PacketKind.IP_DISCOVERY_REQUEST,
+        ):
             self._drops["control"] += 1
         else:
             self._drops["unknown"] += 1

@@ -198,10 +198,12 @@ async def serve_sandbox_cli(
     cancelled or until SIGINT / SIGTERM (received explicitly: a KeyboardInterrupt would have to
     find the main task between checkpoints, and the servers' cleanup must run either way)."""
     stream = out if out is not None else sys.stdout
-    async with open_sandbox(host=host, port=port, scenario=scenario, tls=tls) as sandbox:
-        stream.write(json.dumps(sandbox.info()) + "\n")
-        stream.flush()
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    # The receiver opens before the line is printed: a supervisor that signals as soon as it has
+    # read the line must find it installed (else Python's default SIGINT handler exits 1).
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_sandbox(host=host, port=port, scenario=scenario, tls=tls) as sandbox:
+            stream.write(json.dumps(sandbox.info()) + "\n")
+            stream.flush()
             async for signum in signals:
                 log.info("sandbox stopping", signal=signal.Signals(signum).name)
                 return

@@ -190,7 +190,7 @@ class VoiceRole:
         self._listeners_changed = trio.Event()
         self._encoder = OpusEncoder()
         self._audio_wake = trio.Event()
-        self._receive = AudioReceiveCore(user_id, decrypt=self._dave_decrypt)
+        self._receive = AudioReceiveCore(user_id, decrypt=self._dave_decrypt, trial=self._dave_trial)
         self._decoders: dict[int, OpusDecoder] = {}
         self._subscribers: list[_Subscriber] = []
         self._speaking: set[str] = set()
@@ -374,7 +374,15 @@ class VoiceRole:
             return None
         return conn.dave.decrypt_or_count(int(user_id), "audio", frame)
 
+    def _dave_trial(self, user_id: str, frame: bytes) -> bytes | None:
+        conn = self._conn
+        return None if conn is None else conn.dave.trial_decrypt(int(user_id), "audio", frame)
+
     def _on_event(self, event: MediaEvent) -> None:
+        if isinstance(event, vgc.ClientsConnected):
+            self._receive.members_connected(event.user_ids)
+        elif isinstance(event, vgc.VideoState):
+            self._receive.members_connected((event.user_id,))
         if isinstance(event, vgc.Speaking):
             self._audio_events(self._receive.bind(event.ssrc, event.user_id))
         elif isinstance(event, vgc.VideoState) and event.audio_ssrc:

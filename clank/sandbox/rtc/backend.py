@@ -368,6 +368,10 @@ class MediaFaults:
     def drop_udp(self, user_id: str, on: bool = True, *, stream_key: str | None = None) -> None:
         self._backend._server_of(user_id, stream_key).drop_udp(int(user_id), on)
 
+    def omit_speaking(self, user_id: str, on: bool = True, *, stream_key: str | None = None) -> None:
+        """No op5 is ever sent for this user's audio SSRC: clients must find the sender otherwise."""
+        self._backend._server_of(user_id, stream_key).omit_speaking(int(user_id), on)
+
     def corrupt_next_welcome(self, user_id: str, *, stream_key: str | None = None) -> None:
         """The user's next DAVE Welcome (op30) arrives corrupted: it must recover with op31."""
         self._backend._server_of(user_id, stream_key).corrupt_next_welcome(int(user_id))

@@ -49,12 +49,12 @@ from clank.protocol.voice_gateway import SendBinary, SendText
 from clank.sandbox import voice_gateway_core as core_mod
 from clank.sandbox.dave import DaveGroupServer, Outgoing
 from clank.sandbox.dave.group import DaveGroupStatistics
+from clank.sandbox.fidelity import STRICT, FidelityRules
 from clank.sandbox.rtc.peer import Participant, PeerSink
 from clank.sandbox.rtc.sfu import Sfu, SfuStatistics
 from clank.wire import voice_gateway as vg
 from clank.wire.ip_discovery import DiscoveryRequest, build_response
 from clank.wire.rtp import PacketKind, classify
-from clank.wire.udp_ping import UdpPing
 
 log = get_logger("clank.sandbox.rtc")
 
@@ -87,6 +87,8 @@ class MediaServerConfig:
     seed: int = 0
     ssl_context: ssl.SSLContext | None = attrs.field(default=None, eq=False, repr=False)
     """Serve ``wss://`` with this context (clank.sandbox.tls); None serves plain ``ws://``."""
+    fidelity: FidelityRules = STRICT
+    """Where the server is as unforgiving as Discord (clank.sandbox.fidelity)."""
 
 
 @attrs.frozen
@@ -111,6 +113,9 @@ class MediaServerStatistics:
     dave: DaveGroupStatistics
     udp_dropped: int
     dave_messages_routed: int
+    keepalives_in: int = 0
+    silent_dropped: int = 0
+    """Datagrams not sent to a client whose UDP socket was silent too long (fidelity rule)."""
 
 
 @attrs.frozen
@@ -269,6 +274,7 @@ class MediaServer:
         self._link_scopes: dict[tuple[int, Direction], trio.CancelScope] = {}
         self._acking_stopped: set[int] = set()
         self._corrupt_welcome: set[int] = set()
+        self._no_op5: set[int] = set()
         self.dave = DaveGroupServer(
             group_id,
             protocol_version=config.dave_protocol_version,
@@ -280,6 +286,9 @@ class MediaServer:
         self._dave_routed = 0
         self._udp: UdpEndpoint | None = None
         self._udp_dropped = 0
+        self._keepalives_in = 0
+        self._silent_dropped = 0
+        self._heard: dict[Address, float] = {}  # client UDP address -> last datagram (trio time)
         self.port = 0
         self.closed = trio.Event()
 
@@ -321,6 +330,8 @@ class MediaServer:
             dave=self.dave.statistics(),
             udp_dropped=self._udp_dropped,
             dave_messages_routed=self._dave_routed,
+            keepalives_in=self._keepalives_in,
+            silent_dropped=self._silent_dropped,
         )
 
     # ------------------------------------------------------------------ credentials
@@ -418,6 +429,8 @@ class MediaServer:
 
     def speaking(self, participant: Participant, flags: int) -> None:
         participant.speaking = flags
+        if participant.user_id in self._no_op5:
+            return  # fault: this user's media arrives with no op5 naming its SSRC
         speaking = vg.Speaking(speaking=flags, ssrc=participant.audio_ssrc, user_id=str(participant.user_id))
         self._broadcast(participant, speaking)
 
@@ -470,6 +483,13 @@ class MediaServer:
     def drop_udp(self, user_id: int, on: bool = True) -> None:
         participant = self._require(user_id)
         participant.drop_udp = on
+
+    def omit_speaking(self, user_id: int, on: bool = True) -> None:
+        """Never send op5 for this user (Discord does not promise op5 before, or at all with, media)."""
+        if on:
+            self._no_op5.add(user_id)
+        else:
+            self._no_op5.discard(user_id)
 
     def corrupt_next_welcome(self, user_id: int) -> None:
         """The next op30 Welcome routed to this user has its last byte flipped (the AEAD tag of the
@@ -643,7 +663,7 @@ class MediaServer:
             newcomer.sink.notify(vg.ClientsConnect(tuple(str(p.user_id) for p in others)))
         for other in others:
             other.sink.notify(vg.ClientsConnect((str(newcomer.user_id),)))
-            if other.speaking:
+            if other.speaking and other.user_id not in self._no_op5:
                 newcomer.sink.notify(
                     vg.Speaking(speaking=other.speaking, ssrc=other.audio_ssrc, user_id=str(other.user_id))
                 )
@@ -684,16 +704,13 @@ class MediaServer:
     # ------------------------------------------------------------------ UDP
 
     def _on_datagram(self, data: bytes, address: Address) -> None:
+        self._heard[address] = trio.current_time()
         kind = classify(data)
         if kind is PacketKind.IP_DISCOVERY_REQUEST:
             self._on_discovery(data, address)
             return
-        if kind is PacketKind.PING:
-            try:
-                ping = UdpPing.parse(data)
-            except MalformedPacket:
-                return
-            self._send_udp(ping.response().serialize(), address)
+        if kind is PacketKind.KEEPALIVE:
+            self._keepalives_in += 1  # nothing is sent back (wire.udp_keepalive)
             return
         participant = self._participant_for(data, address, kind)
         if participant is None:
@@ -766,9 +783,20 @@ class MediaServer:
         if receiver.internal:
             receiver.sink.datagram(data)
         elif receiver.address is not None:
+            if self._silent(receiver.address):
+                self._silent_dropped += 1
+                return
             self._send_udp(data, receiver.address)
         else:
             self._udp_dropped += 1
+
+    def _silent(self, address: Address) -> bool:
+        """Fidelity: Discord stops sending to a UDP client it has not heard from for a while."""
+        timeout = self.config.fidelity.silent_client_timeout
+        if timeout is None:
+            return False
+        heard = self._heard.get(address)
+        return heard is None or trio.current_time() - heard > timeout
 
     def _send_udp(self, data: bytes, address: Address) -> None:
         if self._udp is not None:
