@@ -21,6 +21,7 @@ into these once, at the I/O boundary, with ``raise ... from exc``.
     │   ├── DecryptionFailed        transport AEAD or DAVE decrypt failed (media: counted)
     │   └── DaveError               a DAVE/MLS step failed (recovered with op31)
     ├── WatchError                  a watch could not start or ended (``reason`` is a stable code)
+    │   └── PublishError            our Go Live publish could not start or ended (``reason`` code)
     ├── VisionError                 a vision provider could not describe a frame (``reason`` code)
     └── SandboxError                the local Discord was misused by a test or scenario
 """
@@ -128,6 +129,13 @@ class WatchError(ClankError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class PublishError(WatchError):
+    """Our Go Live publish could not be started or has ended (``reason``: a stable code).
+
+    A ``WatchError`` subclass so that a role boundary treats it as an expected role failure.
+    """
 
 
 class VisionError(ClankError):

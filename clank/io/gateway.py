@@ -26,12 +26,12 @@ from clank.errors import ClankError, ConnectionClosed, MalformedMessage, Transpo
 from clank.io.groups import raise_single
 from clank.io.websocket import WebSocket, open_websocket
 from clank.logging import bound, get_logger, register_secret
+from clank.protocol.backoff import BackoffPolicy
 from clank.protocol.gateway import (
     DEFAULT_CAPABILITIES,
     DEFAULT_MAX_INITIAL_ATTEMPTS,
     DEFAULT_PRESENCE,
     DEFAULT_PROPERTIES,
-    BackoffPolicy,
     Close,
     Connect,
     Dispatch,
