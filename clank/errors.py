@@ -16,6 +16,8 @@ into these once, at the I/O boundary, with ``raise ... from exc``.
     │   ├── ConnectionClosed        the peer closed a websocket (code, reason)
     │   ├── HandshakeTimeout        a handshake step missed its deadline
     │   ├── AuthenticationFailed    the token was refused (gateway 4004, HTTP 401)
+    │   ├── ListenFailed            a local server cannot bind its address (in use, not permitted)
+    │   ├── ChannelUnavailable      the guild/voice channel to join does not exist or is not ours
     │   └── SessionInvalidated      the session cannot be resumed; a fresh one is needed
     ├── CryptoError
     │   ├── DecryptionFailed        transport AEAD or DAVE decrypt failed (media: counted)
@@ -99,6 +101,20 @@ class HandshakeTimeout(TransportError):
 
 class AuthenticationFailed(TransportError):
     """The token was rejected (main gateway close 4004, HTTP 401)."""
+
+
+class ListenFailed(TransportError):
+    """A local server could not bind ``address``; ``change`` names the setting/flag to change."""
+
+    def __init__(self, address: str, reason: str, change: str) -> None:
+        self.address = address
+        self.reason = reason
+        self.change = change
+        super().__init__(f"cannot listen on {address}: {reason} (change {change})")
+
+
+class ChannelUnavailable(TransportError):
+    """The guild or voice channel to join is unknown, not a voice channel, or not visible to us."""
 
 
 class SessionInvalidated(TransportError):

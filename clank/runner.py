@@ -29,6 +29,7 @@ from clank.control.http import HttpApi, generate_api_token, open_http_api
 from clank.control.service import ClankService
 from clank.control.session_port import DIRECTORY_EVENTS, LiveSessionPort, MemberDirectory, feed_directory
 from clank.errors import AuthenticationFailed, ConfigError, TransportError
+from clank.io.channel_check import check_voice_channel
 from clank.io.gateway import GatewayClient, open_gateway_client
 from clank.logging import get_logger, register_secret
 from clank.protocol.streams import StreamRegistry
@@ -219,6 +220,7 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
                 "a guild and voice channel to join (set CLANK_GUILD_ID and CLANK_CHANNEL_ID)",
             )
         register_secret(discord.token)
+        await check_voice_channel(discord.api_url, discord.token, discord.guild_id, discord.voice_channel_id)
         gateway: GatewayClient = await stack.enter_async_context(
             open_gateway_client(
                 url=await _gateway_url(settings),
