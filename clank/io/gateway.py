@@ -239,6 +239,7 @@ class GatewayClient:
 
     async def _connect_and_serve(self, plan: Connect) -> Connect | Stop:
         next_plan: Connect | Stop | None = None
+        log.info("gateway connecting", url=plan.url, attempt=plan.attempt, resume=plan.resume)
         try:
             async with open_websocket(plan.url) as ws:
                 log.info("gateway connected", url=plan.url, resume=plan.resume)

@@ -361,6 +361,22 @@ class MediaConnection:
         self.leg.datagram_sent(packet, ok)
         return ok
 
+    def send_rtp_packet(self, header: RtpHeader, plaintext: bytes) -> bool:
+        """Seal and send a packet whose header a send core built (its own seq/timestamp/SSRC).
+
+        ``plaintext`` is the extension elements (if the header says X) + payload. False (and
+        counted) when not connected or the socket is full. Used by the publish role's
+        ``VideoSendCore``, which needs to own sequence numbers for its RTX store.
+        """
+        udp, cipher = self._udp, self.leg.cipher
+        if udp is None or cipher is None or self.leg.state != "ready":
+            self.leg.datagram_sent(b"", False)
+            return False
+        packet = cipher.seal_rtp(header.serialize(), plaintext)
+        ok = udp.send_nowait(packet)
+        self.leg.datagram_sent(packet, ok)
+        return ok
+
     def send_rtcp(self, plain: bytes) -> bool:
         """Protect (AAD per ``voice.rtcp_aad_bytes``) and send one plain RTCP datagram."""
         udp = self._udp
