@@ -128,6 +128,9 @@ class ApiSettings:
     host: str = "127.0.0.1"
     port: int = attrs.field(default=8787, validator=_in_range(0, 65535))
     token: str = attrs.field(default="", repr=False)
+    # Extra names the API answers to in the Host header (comma-separated), besides loopback
+    # names and ``host`` itself: DNS-rebinding defence (clank.control.host_check).
+    allowed_hosts: str = ""
 
 
 @attrs.frozen
