@@ -55,6 +55,7 @@ class ScreenFrame:
     source_height: int = 0
     keyframe: bool = False
     decode_delay: float = 0.0  # seconds from handing the access unit to the decoder to the JPEG
+    concealed: bool = False  # decoded without a keyframe since a join or loss (references missing)
 
 
 @attrs.frozen
