@@ -106,7 +106,7 @@ class WatchSettings:
     conceal_after_s: float = attrs.field(default=3.0, validator=_in_range(0, 600))
 
 
-NotesProvider = Literal["offline", "openai"]
+NotesProvider = Literal["offline", "openai", "anthropic"]
 
 
 @attrs.frozen
@@ -146,6 +146,29 @@ class SandboxSettings:
     seed: int = 0
 
 
+VisualizerKind = Literal["showcqt", "showwaves", "showspectrum", "off"]
+
+
+def _even(inst: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if value % 2:
+        raise ValueError("an even number")
+
+
+@attrs.frozen
+class PublishSettings:
+    width: int = attrs.field(default=1280, validator=[_in_range(16, 3840), _even])
+    height: int = attrs.field(default=720, validator=[_in_range(16, 2160), _even])
+    fps: int = attrs.field(default=30, validator=_in_range(1, 60))
+    max_bitrate: int = attrs.field(default=2_500_000, validator=_in_range(100_000, 20_000_000))
+    keyframe_interval_s: float = attrs.field(default=2.0, validator=_in_range(0.5, 30))
+    credentials_timeout_s: float = attrs.field(default=10.0, validator=_in_range(0.5, 120))
+    frame_queue: int = attrs.field(default=4, validator=_in_range(1, 64))
+    max_image_bytes: int = attrs.field(default=8 * 1024 * 1024, validator=_in_range(1024, 64 * 2**20))
+    visualizer: VisualizerKind = "showcqt"
+    mtu: int = attrs.field(default=1100, validator=_in_range(200, 1400))
+    pacing_factor: float = attrs.field(default=2.5, validator=_in_range(1.0, 10.0))
+
+
 @attrs.frozen
 class Settings:
     discord: DiscordSettings = DiscordSettings()
@@ -155,6 +178,7 @@ class Settings:
     api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
     sandbox: SandboxSettings = SandboxSettings()
+    publish: PublishSettings = PublishSettings()
 
     @property
     def sandbox_mode(self) -> bool:

@@ -28,7 +28,9 @@ from clank.config import ApiSettings, Settings
 from clank.control.http import HttpApi, generate_api_token, open_http_api
 from clank.control.service import ClankService
 from clank.control.session_port import DIRECTORY_EVENTS, LiveSessionPort, MemberDirectory, feed_directory
+from clank.control.voice_api import VoiceApi, session_voice_role
 from clank.errors import AuthenticationFailed, ConfigError, TransportError
+from clank.io.channel_check import check_voice_channel
 from clank.io.gateway import GatewayClient, open_gateway_client
 from clank.logging import get_logger, register_secret
 from clank.protocol.streams import StreamRegistry
@@ -219,6 +221,7 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
                 "a guild and voice channel to join (set CLANK_GUILD_ID and CLANK_CHANNEL_ID)",
             )
         register_secret(discord.token)
+        await check_voice_channel(discord.api_url, discord.token, discord.guild_id, discord.voice_channel_id)
         gateway: GatewayClient = await stack.enter_async_context(
             open_gateway_client(
                 url=await _gateway_url(settings),
@@ -264,8 +267,11 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
             mode=mode,
             notes_factory=_notes_factory(settings, provider, notes_nursery),
         )
+        voice = VoiceApi(
+            lambda: session_voice_role(session), known_users=lambda: [m.user_id for m in directory.members()]
+        )
         yield _Composed(
-            service=ClankService(port),
+            service=ClankService(port, voice=voice),
             session=session,
             registry=registry,
             mode=mode,

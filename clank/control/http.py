@@ -44,7 +44,9 @@ from clank.control.dashboard import dashboard_html
 from clank.control.mcp_server import open_mcp_http_app
 from clank.control.service import ClankService
 from clank.control.tools import TOOLS_BY_NAME, call_tool, tool_schemas
-from clank.errors import InvalidArgument, TransportError
+from clank.control.voice_http import voice_routes
+from clank.errors import InvalidArgument
+from clank.io.listen import listen_failed
 from clank.logging import RECENT, get_logger, register_secret
 
 log = get_logger("clank.control.http")
@@ -55,6 +57,8 @@ MAX_BODY_BYTES: Final = 64 * 1024
 GRACEFUL_TIMEOUT: Final = 1.0  # seconds hypercorn waits for open requests on shutdown
 SHUTDOWN_TIMEOUT: Final = 3.0
 REQUESTER_HEADER: Final = "x-clank-requester"
+#: What to change when the API's address is taken (named in the one-line error).
+LISTEN_CHANGE: Final = "api.port / CLANK_API_PORT, or clank run --port"
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -146,6 +150,16 @@ class _Routes:
     async def status(self, request: Request) -> Response:
         return JSONResponse(self.service.status())
 
+    async def dave_verification(self, request: Request) -> Response:
+        """A DAVE verification code, computed on request (see :mod:`clank.control.dave_codes`)."""
+        compute = getattr(self.service.session, "verification_code", None)
+        if compute is None:
+            return _error(404, "unsupported", "this session has no DAVE verification codes")
+        user = request.query_params.get("user", "")
+        if not user or len(user) > 32:
+            raise InvalidArgument("user", "a user id is required (?user=<id>)")
+        return JSONResponse(await compute(user))
+
     async def sharers(self, request: Request) -> Response:
         return JSONResponse({"sharers": self.service.list_sharers()})
 
@@ -224,10 +238,12 @@ def build_app(service: ClankService, token: str, closing: trio.Event, mcp_app: A
             api("/api/tools/{name}", routes.call, ["POST"]),
             api("/api/status", routes.status, ["GET"]),
             api("/api/sharers", routes.sharers, ["GET"]),
+            api("/api/dave/verification", routes.dave_verification, ["GET"]),
             api("/api/screen", routes.screen, ["GET"]),
             api("/api/screen/latest.jpg", routes.latest_jpeg, ["GET"]),
             api("/api/events", routes.events, ["GET"]),
             *extra,
+            *([] if service.voice is None else voice_routes(service.voice, token)),
         ]
     )
 
@@ -259,8 +275,11 @@ async def open_http_api(
         try:
             # cast: hypercorn's ASGI typing and Starlette's are structurally equal, nominally distinct.
             binds = await nursery.start(partial(serve, cast(Any, app), config, shutdown_trigger=stop.wait))
-        except OSError as exc:
-            raise TransportError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
+        except (OSError, BaseExceptionGroup) as exc:
+            error = listen_failed(exc, settings.host, settings.port, LISTEN_CHANGE)
+            if error is None:
+                raise
+            raise error from None
         port = _bound_port(binds)
         host = settings.host if ":" not in settings.host else f"[{settings.host}]"
         api = HttpApi(url=f"http://{host}:{port}", port=port, token=token)

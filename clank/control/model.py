@@ -55,6 +55,7 @@ class FrameView:
             source_height=frame.source_height,
             keyframe=frame.keyframe,
             change_score=frame.change_score,
+            mean_abs_diff=frame.change_mean_abs_diff,
             change_smoothed=frame.change_ema,
             scene_cut=frame.scene_cut,
             rtp_timestamp=frame.rtp_timestamp,
@@ -101,13 +102,16 @@ class WatchView:
 @attrs.frozen
 class DaveStatus:
     """DAVE state of one role. ``privacy_code`` is the voice privacy code shown in Discord's UI;
-    ``verification_codes`` maps user id → pairwise verification code (when computed)."""
+    ``verification_codes`` maps user id → pairwise verification code, for the codes computed so
+    far (on request: :mod:`clank.control.dave_codes`); ``members`` names the other group members
+    (user id → display name)."""
 
     protocol_version: int
     state: str
     epoch: int | None = None
     privacy_code: str | None = None
     verification_codes: Mapping[str, str] = attrs.field(factory=dict)
+    members: Mapping[str, str] = attrs.field(factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -116,6 +120,7 @@ class DaveStatus:
             "epoch": self.epoch,
             "privacyCode": self.privacy_code,
             "verificationCodes": dict(self.verification_codes),
+            "members": [{"userId": u, "name": n} for u, n in self.members.items()],
         }
 
 

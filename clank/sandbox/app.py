@@ -27,6 +27,7 @@ from hypercorn.trio import serve
 from starlette.routing import WebSocketRoute
 
 from clank.errors import SandboxError
+from clank.io.listen import listen_failed
 from clank.logging import get_logger
 from clank.sandbox.faults import Faults
 from clank.sandbox.gateway import GatewayServer
@@ -45,6 +46,8 @@ log = get_logger("clank.sandbox")
 # Bound on stopping: connections are closed (1001) first, so this is rarely reached.
 SHUTDOWN_TIMEOUT = 5.0
 HTTP_GRACEFUL_TIMEOUT = 1.0
+#: What to change when the sandbox's address is taken (named in the one-line error).
+LISTEN_CHANGE = "sandbox.port / CLANK_SANDBOX_PORT, or clank sandbox --port (0 = any free port)"
 
 
 @attrs.frozen
@@ -156,7 +159,15 @@ async def _open_sandbox(
     stop_http = trio.Event()
     # cast: hypercorn's ASGI typing and Starlette's are structurally equal but nominally distinct.
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, cast(Any, app), config, shutdown_trigger=stop_http.wait))
+        try:
+            binds = await nursery.start(
+                partial(serve, cast(Any, app), config, shutdown_trigger=stop_http.wait)
+            )
+        except (OSError, BaseExceptionGroup) as exc:
+            error = listen_failed(exc, host, port, LISTEN_CHANGE)
+            if error is None:
+                raise
+            raise error from None
         bound_port = _port_from_binds(binds)
         gateway.public_url = api.gateway_url = f"ws://{host}:{bound_port}/"
         guild = world.default_guild
