@@ -103,6 +103,7 @@ class WatchSettings:
     max_concurrent_watches: int = attrs.field(default=4, validator=_in_range(1, 32))
     nack: bool = True
     reorder_delay_ms: int = attrs.field(default=120, validator=_in_range(0, 2000))
+    conceal_after_s: float = attrs.field(default=3.0, validator=_in_range(0, 600))
 
 
 NotesProvider = Literal["offline", "openai", "anthropic"]
