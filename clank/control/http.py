@@ -42,6 +42,7 @@ from starlette.routing import Route
 from clank.config import ApiSettings
 from clank.control.dashboard import dashboard_html
 from clank.control.mcp_server import open_mcp_http_app
+from clank.control.publish import publish_routes
 from clank.control.service import ClankService
 from clank.control.tools import TOOLS_BY_NAME, call_tool, tool_schemas
 from clank.errors import InvalidArgument
@@ -241,6 +242,7 @@ def build_app(service: ClankService, token: str, closing: trio.Event, mcp_app: A
             api("/api/screen", routes.screen, ["GET"]),
             api("/api/screen/latest.jpg", routes.latest_jpeg, ["GET"]),
             api("/api/events", routes.events, ["GET"]),
+            *publish_routes(service, partial(_protected, token)),  # our Go Live (control/publish.py)
             *extra,
         ]
     )

@@ -67,7 +67,7 @@ class AvSource:
         gain: float = 1.0,
         track: str = MUSIC_TRACK,
     ) -> None:
-        self.name = name
+        self.name: str = name
         self.pipeline = pipeline
         self._voice = voice
         self._gain = gain

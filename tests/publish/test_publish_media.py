@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from publish_kit import PUBLISH, add_viewer, in_voice, user_id, wait_until, write_music, write_video
 
 from clank.errors import InvalidArgument
 from clank.media.publish_source import PushedFrames
@@ -13,8 +14,6 @@ from clank.media.visualizer import AvPipeline
 from clank.session.publish_media import AvSource
 from clank.session.roles import RoleState
 from clank.session.stream_publish import start_stream_publish
-
-from publish_kit import PUBLISH, add_viewer, in_voice, user_id, wait_until, write_music, write_video
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
