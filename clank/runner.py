@@ -25,6 +25,7 @@ import trio
 
 from clank import __version__
 from clank.config import ApiSettings, Settings
+from clank.control.auto_watch import run_auto_watch
 from clank.control.http import HttpApi, generate_api_token, open_http_api
 from clank.control.service import ClankService
 from clank.control.session_port import DIRECTORY_EVENTS, LiveSessionPort, MemberDirectory, feed_directory
@@ -210,6 +211,7 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
                     port=settings.sandbox.port,
                     scenario=scenario,
                     seed=settings.sandbox.seed,
+                    dave_protocol_version=settings.sandbox.dave_protocol_version,
                 )
             )
             settings = _with_sandbox(settings, sandbox)
@@ -266,8 +268,11 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
             mode=mode,
             notes_factory=_notes_factory(settings, provider, notes_nursery),
         )
+        service = ClankService(port)
+        if settings.watch.auto_watch:
+            nursery.start_soon(run_auto_watch, service)
         yield _Composed(
-            service=ClankService(port),
+            service=service,
             session=session,
             registry=registry,
             mode=mode,
