@@ -77,6 +77,9 @@ class Sandbox:
             **tls,
             "api_url": self.api_url,
             "gateway_url": self.gateway_url,
+            # Voice/stream endpoints are announced without a scheme (as Discord does); this is
+            # the one to use with them (clank: discord.voice_url_scheme).
+            "voice_url_scheme": "ws" if self.ca_file is None else "wss",
             "token": self.token,
             "bot_token": self.bot_token,
             "our_user_id": self.our_user_id,
