@@ -29,6 +29,7 @@ from clank.control.auto_watch import run_auto_watch
 from clank.control.http import HttpApi, generate_api_token, open_http_api
 from clank.control.service import ClankService
 from clank.control.session_port import DIRECTORY_EVENTS, LiveSessionPort, MemberDirectory, feed_directory
+from clank.control.voice_api import VoiceApi, session_voice_role
 from clank.errors import AuthenticationFailed, ConfigError, TransportError
 from clank.io.channel_check import check_voice_channel
 from clank.io.gateway import GatewayClient, open_gateway_client
@@ -307,7 +308,10 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
             mode=mode,
             notes_factory=_notes_factory(settings, provider, notes_nursery),
         )
-        service = ClankService(port)
+        voice = VoiceApi(
+            lambda: session_voice_role(session), known_users=lambda: [m.user_id for m in directory.members()]
+        )
+        service = ClankService(port, voice=voice)
         if settings.watch.auto_watch:
             nursery.start_soon(run_auto_watch, service)
         yield _Composed(

@@ -44,6 +44,7 @@ from clank.control.dashboard import dashboard_html
 from clank.control.mcp_server import open_mcp_http_app
 from clank.control.service import ClankService
 from clank.control.tools import TOOLS_BY_NAME, call_tool, tool_schemas
+from clank.control.voice_http import voice_routes
 from clank.errors import InvalidArgument
 from clank.io.listen import listen_failed
 from clank.logging import RECENT, get_logger, register_secret
@@ -242,6 +243,7 @@ def build_app(service: ClankService, token: str, closing: trio.Event, mcp_app: A
             api("/api/screen/latest.jpg", routes.latest_jpeg, ["GET"]),
             api("/api/events", routes.events, ["GET"]),
             *extra,
+            *([] if service.voice is None else voice_routes(service.voice, token)),
         ]
     )
 

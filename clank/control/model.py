@@ -54,6 +54,7 @@ class FrameView:
             source_height=frame.source_height,
             keyframe=frame.keyframe,
             change_score=frame.change_score,
+            mean_abs_diff=frame.change_mean_abs_diff,
             change_smoothed=frame.change_ema,
             scene_cut=frame.scene_cut,
             rtp_timestamp=frame.rtp_timestamp,

@@ -368,15 +368,14 @@ class MediaConnection:
         counted) when not connected or the socket is full. Used by the publish role's
         ``VideoSendCore``, which needs to own sequence numbers for its RTX store.
         """
-        cipher, udp = self._cipher, self._udp
-        if cipher is None or udp is None or self._state != "ready":
-            self._send_dropped += 1
+        udp, cipher = self._udp, self.leg.cipher
+        if udp is None or cipher is None or self.leg.state != "ready":
+            self.leg.datagram_sent(b"", False)
             return False
-        if udp.send_nowait(cipher.seal_rtp(header.serialize(), plaintext)):
-            self._packets_out += 1
-            return True
-        self._send_dropped += 1
-        return False
+        packet = cipher.seal_rtp(header.serialize(), plaintext)
+        ok = udp.send_nowait(packet)
+        self.leg.datagram_sent(packet, ok)
+        return ok
 
     def send_rtcp(self, plain: bytes) -> bool:
         """Protect (AAD per ``voice.rtcp_aad_bytes``) and send one plain RTCP datagram."""

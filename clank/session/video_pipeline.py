@@ -253,6 +253,7 @@ class VideoPipeline:
             source_height=image.source_height,
             keyframe=image.keyframe,
             decode_delay=image.decode_delay,
+            change_mean_abs_diff=image.change.mean_abs_diff,
         )
         if not sink.store.closed:
             sink.store.publish(frame)
