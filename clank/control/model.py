@@ -40,6 +40,7 @@ class FrameView:
     change_smoothed: float = 0.0
     scene_cut: bool = False
     rtp_timestamp: int | None = None
+    concealed: bool = False
 
     @classmethod
     def from_screen_frame(cls, frame: ScreenFrame) -> FrameView:
@@ -58,6 +59,7 @@ class FrameView:
             change_smoothed=frame.change_ema,
             scene_cut=frame.scene_cut,
             rtp_timestamp=frame.rtp_timestamp,
+            concealed=frame.concealed,
         )
 
     def metadata(self, now: float) -> dict[str, Any]:
@@ -68,6 +70,7 @@ class FrameView:
             "sourceWidth": self.source_width,
             "sourceHeight": self.source_height,
             "keyframe": self.keyframe,
+            "concealed": self.concealed,
             "rtpTimestamp": self.rtp_timestamp,
             "bytes": len(self.jpeg),
             "ageMs": max(0, round((now - self.captured_at) * 1000)),

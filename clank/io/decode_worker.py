@@ -70,6 +70,7 @@ class DecodedImage:
     keyframe: bool
     decode_delay: float  # seconds from submit() of its access unit to the JPEG being ready
     sequence: int  # 1 for the first emitted picture, +1 per emitted picture
+    concealed: bool = False  # decoded with references missing (no keyframe since a join or loss)
 
 
 @attrs.frozen
@@ -98,6 +99,7 @@ class _Submitted:
     access_unit: bytes = attrs.field(repr=False)
     timestamp: int
     enqueued_at: float
+    conceal: bool = False
 
 
 @attrs.frozen
@@ -200,17 +202,20 @@ class DecodeWorker:
         """True when the sender should be asked for a keyframe (PLI/FIR); rate-limit the asks."""
         return self._chain_broken or self._decoder.needs_keyframe
 
-    def submit(self, access_unit: bytes, timestamp: int, *, keyframe: bool | None = None) -> bool:
+    def submit(
+        self, access_unit: bytes, timestamp: int, *, keyframe: bool | None = None, conceal: bool = False
+    ) -> bool:
         """Hand over one access unit without blocking. False if it was dropped (counted).
 
-        ``keyframe`` is detected from the bytes when not given.
+        ``keyframe`` is detected from the bytes when not given. ``conceal``: decode it into a
+        picture even though references are missing (``VideoDecoder.decode(show_all=True)``).
         """
         if self._closing:
             raise UsageError("submit() on a closed decode worker")
         now = time.perf_counter()
         self._submitted += 1
         self._in_meter.tick(trio.current_time())
-        item = _Submitted(access_unit=access_unit, timestamp=timestamp, enqueued_at=now)
+        item = _Submitted(access_unit=access_unit, timestamp=timestamp, enqueued_at=now, conceal=conceal)
         if self._synchronous:
             self._process(item)
             return True
@@ -307,7 +312,7 @@ class DecodeWorker:
             pass  # trio gave up waiting (bounded stop) and has finished: nobody to tell
 
     def _process(self, item: _Submitted) -> None:
-        for frame in self._decoder.decode(item.access_unit, item.timestamp):
+        for frame in self._decoder.decode(item.access_unit, item.timestamp, show_all=item.conceal):
             self._decoded += 1
             if frame.keyframe:
                 self._chain_broken = False
@@ -350,6 +355,7 @@ class DecodeWorker:
             keyframe=frame.keyframe,
             decode_delay=now - enqueued_at,
             sequence=self._emitted,
+            concealed=frame.concealed or (self._chain_broken and not frame.keyframe),
         )
         with self._lock:
             if self._pending is not None:
