@@ -77,7 +77,6 @@ class DiscordSettings:
 
 @attrs.frozen
 class VoiceSettings:
-    join_on_start: bool = True
     self_mute: bool = False
     self_deaf: bool = False
     max_dave_protocol_version: int = attrs.field(default=1, validator=_in_range(0, 1))

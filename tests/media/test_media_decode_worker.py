@@ -164,13 +164,13 @@ async def test_rates_are_over_a_window_ending_now_and_decay_when_frozen(
             # A burst first: 10 frames at once must not read as a huge rate.
             for index, frame in enumerate(h264_stream[:10]):
                 worker.submit(frame.data, index * TICKS_PER_FRAME)
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             assert worker.statistics().fps_in <= 10 / 0.5  # at most count / the minimum span
             await trio.sleep(2.0)  # the burst leaves the window
             for index in range(10, 70):  # 2 s paced at 30 fps (the stream repeats from its IDR)
                 await trio.sleep(1 / FPS)
                 worker.submit(h264_stream[index % 45].data, index * TICKS_PER_FRAME)
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             steady = worker.statistics()
             assert 29 <= steady.fps_in <= 31, steady.fps_in
             assert 1.5 <= steady.fps_out <= 2.5, steady.fps_out  # the 2 fps cap, +-1/window
