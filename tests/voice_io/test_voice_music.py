@@ -11,7 +11,7 @@ import trio
 from test_voice_speak import _wav
 from voice_io_kit import Running, frame_rms, running, wait_until
 
-from clank.media.audio import FRAME_SAMPLES, PcmSource, tone
+from clank.media.audio import FRAME_SAMPLES, PcmSource
 from clank.media.mixer import Mixer
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
