@@ -77,7 +77,6 @@ class DiscordSettings:
 
 @attrs.frozen
 class VoiceSettings:
-    join_on_start: bool = True
     self_mute: bool = False
     self_deaf: bool = False
     max_dave_protocol_version: int = attrs.field(default=1, validator=_in_range(0, 1))
@@ -103,6 +102,7 @@ class WatchSettings:
     max_concurrent_watches: int = attrs.field(default=4, validator=_in_range(1, 32))
     nack: bool = True
     reorder_delay_ms: int = attrs.field(default=120, validator=_in_range(0, 2000))
+    conceal_after_s: float = attrs.field(default=3.0, validator=_in_range(0, 600))
 
 
 NotesProvider = Literal["offline", "openai", "anthropic"]
@@ -128,6 +128,9 @@ class ApiSettings:
     host: str = "127.0.0.1"
     port: int = attrs.field(default=8787, validator=_in_range(0, 65535))
     token: str = attrs.field(default="", repr=False)
+    # Extra names the API answers to in the Host header (comma-separated), besides loopback
+    # names and ``host`` itself: DNS-rebinding defence (clank.control.host_check).
+    allowed_hosts: str = ""
 
 
 @attrs.frozen

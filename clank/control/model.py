@@ -40,6 +40,7 @@ class FrameView:
     change_smoothed: float = 0.0
     scene_cut: bool = False
     rtp_timestamp: int | None = None
+    concealed: bool = False
 
     @classmethod
     def from_screen_frame(cls, frame: ScreenFrame) -> FrameView:
@@ -54,9 +55,11 @@ class FrameView:
             source_height=frame.source_height,
             keyframe=frame.keyframe,
             change_score=frame.change_score,
+            mean_abs_diff=frame.change_mean_abs_diff,
             change_smoothed=frame.change_ema,
             scene_cut=frame.scene_cut,
             rtp_timestamp=frame.rtp_timestamp,
+            concealed=frame.concealed,
         )
 
     def metadata(self, now: float) -> dict[str, Any]:
@@ -67,6 +70,7 @@ class FrameView:
             "sourceWidth": self.source_width,
             "sourceHeight": self.source_height,
             "keyframe": self.keyframe,
+            "concealed": self.concealed,
             "rtpTimestamp": self.rtp_timestamp,
             "bytes": len(self.jpeg),
             "ageMs": max(0, round((now - self.captured_at) * 1000)),

@@ -355,7 +355,8 @@ class LiveSessionPort:
                     "framesAssembled": rx.frames_assembled,
                     "daveOk": rx.dave_ok,
                     "daveFailed": rx.dave_failed,
-                    "fpsIn": round(rx.fps_in, 1),
+                    # Access units per second over the last 2 s ending now (decays to 0 when frozen).
+                    "fpsIn": round(stream.decode.fps_in if stream.decode is not None else rx.fps_in, 1),
                 }
             )
             if stream.decode is not None:
@@ -364,6 +365,9 @@ class LiveSessionPort:
                         "decoded": stream.decode.decoded_frames,
                         "decodeErrors": stream.decode.decode_errors,
                         "fpsOut": round(stream.decode.fps_out, 2),
+                        "lastFrameAgeMs": None
+                        if stream.decode.last_output_age is None
+                        else round(stream.decode.last_output_age * 1000),
                         "decodeP99Ms": None
                         if stream.decode.delay_p99 is None
                         else round(stream.decode.delay_p99 * 1000, 1),
