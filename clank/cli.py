@@ -18,12 +18,21 @@ import trio
 
 from clank import __version__
 from clank.config import Settings, load_settings, settings_table
-from clank.errors import AuthenticationFailed, ClankError, ConfigError, TransportError
+from clank.errors import (
+    AuthenticationFailed,
+    ChannelUnavailable,
+    ClankError,
+    ConfigError,
+    ListenFailed,
+    TransportError,
+)
 from clank.logging import configure_logging, register_secret
 
 EXIT_CONFIG = 2
 EXIT_AUTH = 3
 EXIT_TRANSPORT = 4
+EXIT_LISTEN = 5
+EXIT_CHANNEL = 6
 EXIT_ERROR = 1
 
 
@@ -126,7 +135,8 @@ def _cmd_sandbox(settings: Settings, args: argparse.Namespace) -> None:
     host = args.host or settings.sandbox.host
     port = settings.sandbox.port if args.port is None else args.port
     scenario = args.scenario or settings.sandbox.scenario
-    trio.run(partial(serve_sandbox_cli, host, port, scenario, tls=args.tls))
+    dave = settings.sandbox.dave_protocol_version
+    trio.run(partial(serve_sandbox_cli, host, port, scenario, tls=args.tls, dave_protocol_version=dave))
 
 
 def _cmd_run(settings: Settings, args: argparse.Namespace) -> None:
@@ -173,6 +183,10 @@ def _dispatch_error(error: ClankError) -> NoReturn:
         raise error
     except AuthenticationFailed as exc:
         _fail(EXIT_AUTH, f"authentication failed: {exc}")
+    except ListenFailed as exc:
+        _fail(EXIT_LISTEN, str(exc))
+    except ChannelUnavailable as exc:
+        _fail(EXIT_CHANNEL, f"voice channel unavailable: {exc}")
     except TransportError as exc:
         _fail(EXIT_TRANSPORT, f"connection failed: {exc}")
     except ConfigError as exc:

@@ -25,10 +25,13 @@ import trio
 
 from clank import __version__
 from clank.config import ApiSettings, Settings
+from clank.control.auto_watch import run_auto_watch
 from clank.control.http import HttpApi, generate_api_token, open_http_api
 from clank.control.service import ClankService
 from clank.control.session_port import DIRECTORY_EVENTS, LiveSessionPort, MemberDirectory, feed_directory
+from clank.control.voice_api import VoiceApi, session_voice_role
 from clank.errors import AuthenticationFailed, ConfigError, TransportError
+from clank.io.channel_check import check_voice_channel
 from clank.io.gateway import GatewayClient, open_gateway_client
 from clank.logging import get_logger, register_secret
 from clank.protocol.streams import StreamRegistry
@@ -44,6 +47,10 @@ DEMO_RETRY_INTERVAL: Final = 1.0
 DISPATCH_BUFFER: Final = 1024
 #: Seconds for the whole shutdown (leave voice, close streams, stop servers).
 SHUTDOWN_BUDGET: Final = 2.0
+#: How long the banner waits for the voice leg (a websocket connect gives up after 10 s).
+VOICE_READY_WAIT: Final = 12.0
+#: In the sandbox demo, how long the banner waits for the demo watch's first frame.
+DEMO_FIRST_FRAME_WAIT: Final = 8.0
 #: GIL hand-off interval. Python's default (5 ms) lets a decode worker's Python code (JPEG,
 #: metrics) hold the GIL for up to 5 ms while the trio thread waits to send the next 20 ms audio
 #: frame; 0.5 ms keeps audio pacing p99 near 2 ms beside busy threads (bench/bench_voice.py).
@@ -161,12 +168,47 @@ async def _demo_agent(service: ClankService, session: VoiceSession, registry: St
             await trio.sleep(DEMO_RETRY_INTERVAL)
 
 
-def print_banner(info: RunInfo, out: TextIO) -> None:
+def _voice_role(service: ClankService | None) -> dict[str, Any] | None:
+    if service is None:
+        return None
+    return next((r for r in service.status()["roles"] if r["name"] == "voice"), None)
+
+
+async def wait_until_settled(info: RunInfo, *, demo_watch: bool) -> str | None:
+    """Wait (bounded) until the voice leg is connected — and, in the sandbox demo, until the demo
+    watch shows its first frame — so the banner comes after the start-up lines. Returns None when
+    voice is connected, else what the voice leg is doing and why (for the banner, and a warning)."""
+    with trio.move_on_after(VOICE_READY_WAIT):
+        while True:
+            voice = _voice_role(info.service)
+            if voice is not None and voice["state"] in ("ready", "failed", "disconnected"):
+                break
+            await trio.sleep(0.1)
+    voice = _voice_role(info.service)
+    if voice is None or voice["state"] != "ready":
+        state = "not started" if voice is None else voice["state"]
+        reason = (voice or {}).get("endedReason") or "no answer yet"
+        problem = f"{state}: {reason}"
+        log.warning("voice not connected", state=state, reason=reason)
+        return problem
+    if demo_watch and info.sandbox is not None and info.service is not None:
+        with trio.move_on_after(DEMO_FIRST_FRAME_WAIT):
+            while True:  # polling the status (cheap): no event exists for "some watch has a frame"
+                if any(w.get("frameSequence") for w in info.service.status()["watches"]):
+                    break
+                await trio.sleep(0.1)
+    return None
+
+
+def print_banner(info: RunInfo, out: TextIO, *, voice_problem: str | None = None) -> None:
     lines = [f"clank {__version__} — {info.mode} mode"]
     if info.sandbox_api_url:
         lines.append(f"  sandbox    local Discord at {info.sandbox_api_url} (scenario {info.scenario!r})")
+    where = f"channel {info.channel_id} in guild {info.guild_id} as user {info.user_id}"
     lines += [
-        f"  voice      joined channel {info.channel_id} in guild {info.guild_id} as user {info.user_id}",
+        f"  voice      joined {where}"
+        if voice_problem is None
+        else f"  voice      NOT CONNECTED to {where} — {voice_problem}",
         f"  dashboard  {info.api.dashboard_url}",
         f"  api        {info.api.url}/api   (Authorization: Bearer {info.api.token})",
         "  tools      `clank tools` prints the agent tool schemas",
@@ -209,6 +251,7 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
                     port=settings.sandbox.port,
                     scenario=scenario,
                     seed=settings.sandbox.seed,
+                    dave_protocol_version=settings.sandbox.dave_protocol_version,
                 )
             )
             settings = _with_sandbox(settings, sandbox)
@@ -219,6 +262,7 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
                 "a guild and voice channel to join (set CLANK_GUILD_ID and CLANK_CHANNEL_ID)",
             )
         register_secret(discord.token)
+        await check_voice_channel(discord.api_url, discord.token, discord.guild_id, discord.voice_channel_id)
         gateway: GatewayClient = await stack.enter_async_context(
             open_gateway_client(
                 url=await _gateway_url(settings),
@@ -264,8 +308,14 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
             mode=mode,
             notes_factory=_notes_factory(settings, provider, notes_nursery),
         )
+        voice = VoiceApi(
+            lambda: session_voice_role(session), known_users=lambda: [m.user_id for m in directory.members()]
+        )
+        service = ClankService(port, voice=voice)
+        if settings.watch.auto_watch:
+            nursery.start_soon(run_auto_watch, service)
         yield _Composed(
-            service=ClankService(port),
+            service=service,
             session=session,
             registry=registry,
             mode=mode,
@@ -363,7 +413,8 @@ async def run_clank(settings: Settings, args: Any = None) -> None:
             async with open_clank(
                 settings, scenario=scenario, api_port=api_port, demo_watch=demo_watch
             ) as info:
-                print_banner(info, sys.stdout)
+                problem = await wait_until_settled(info, demo_watch=demo_watch)
+                print_banner(info, sys.stdout, voice_problem=problem)
                 log.info("clank running", mode=info.mode, dashboard=info.api.url)
                 await stop.wait()
                 started = trio.current_time()

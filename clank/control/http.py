@@ -10,6 +10,9 @@ keeps it in ``sessionStorage``. Request bodies are validated by the tool table
 (:mod:`clank.control.tools`); a wrong body answers 400 ``{"error": "invalid_request", "field":
 ..., "message": ...}``.
 
+Every request first passes the Host-header check (:mod:`clank.control.host_check`): loopback
+names, IP literals, ``api.host`` and ``api.allowed_hosts``; any other Host gets 421.
+
 ``/mcp`` is the Model Context Protocol's streamable HTTP transport (same bearer token; see
 :mod:`clank.control.mcp_server`).
 
@@ -41,10 +44,14 @@ from starlette.routing import Route
 
 from clank.config import ApiSettings
 from clank.control.dashboard import dashboard_html
+from clank.control.host_check import AllowedHosts, HostCheckMiddleware
 from clank.control.mcp_server import open_mcp_http_app
+from clank.control.publish import publish_routes
 from clank.control.service import ClankService
 from clank.control.tools import TOOLS_BY_NAME, call_tool, tool_schemas
-from clank.errors import InvalidArgument, TransportError
+from clank.control.voice_http import voice_routes
+from clank.errors import InvalidArgument
+from clank.io.listen import listen_failed
 from clank.logging import RECENT, get_logger, register_secret
 
 log = get_logger("clank.control.http")
@@ -55,6 +62,8 @@ MAX_BODY_BYTES: Final = 64 * 1024
 GRACEFUL_TIMEOUT: Final = 1.0  # seconds hypercorn waits for open requests on shutdown
 SHUTDOWN_TIMEOUT: Final = 3.0
 REQUESTER_HEADER: Final = "x-clank-requester"
+#: What to change when the API's address is taken (named in the one-line error).
+LISTEN_CHANGE: Final = "api.port / CLANK_API_PORT, or clank run --port"
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -146,6 +155,16 @@ class _Routes:
     async def status(self, request: Request) -> Response:
         return JSONResponse(self.service.status())
 
+    async def dave_verification(self, request: Request) -> Response:
+        """A DAVE verification code, computed on request (see :mod:`clank.control.dave_codes`)."""
+        compute = getattr(self.service.session, "verification_code", None)
+        if compute is None:
+            return _error(404, "unsupported", "this session has no DAVE verification codes")
+        user = request.query_params.get("user", "")
+        if not user or len(user) > 32:
+            raise InvalidArgument("user", "a user id is required (?user=<id>)")
+        return JSONResponse(await compute(user))
+
     async def sharers(self, request: Request) -> Response:
         return JSONResponse({"sharers": self.service.list_sharers()})
 
@@ -224,10 +243,13 @@ def build_app(service: ClankService, token: str, closing: trio.Event, mcp_app: A
             api("/api/tools/{name}", routes.call, ["POST"]),
             api("/api/status", routes.status, ["GET"]),
             api("/api/sharers", routes.sharers, ["GET"]),
+            api("/api/dave/verification", routes.dave_verification, ["GET"]),
             api("/api/screen", routes.screen, ["GET"]),
             api("/api/screen/latest.jpg", routes.latest_jpeg, ["GET"]),
             api("/api/events", routes.events, ["GET"]),
+            *publish_routes(service, partial(_protected, token)),  # our Go Live (control/publish.py)
             *extra,
+            *([] if service.voice is None else voice_routes(service.voice, token)),
         ]
     )
 
@@ -255,12 +277,16 @@ async def open_http_api(
         open_mcp_http_app(service, token=token, host=settings.host) as mcp_app,
         trio.open_nursery() as nursery,
     ):
-        app = build_app(service, token, closing, mcp_app)
+        allowed = AllowedHosts.from_setting(settings.host, settings.allowed_hosts)
+        app = HostCheckMiddleware(build_app(service, token, closing, mcp_app), allowed)
         try:
             # cast: hypercorn's ASGI typing and Starlette's are structurally equal, nominally distinct.
             binds = await nursery.start(partial(serve, cast(Any, app), config, shutdown_trigger=stop.wait))
-        except OSError as exc:
-            raise TransportError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
+        except (OSError, BaseExceptionGroup) as exc:
+            error = listen_failed(exc, settings.host, settings.port, LISTEN_CHANGE)
+            if error is None:
+                raise
+            raise error from None
         port = _bound_port(binds)
         host = settings.host if ":" not in settings.host else f"[{settings.host}]"
         api = HttpApi(url=f"http://{host}:{port}", port=port, token=token)

@@ -19,7 +19,7 @@ one watch and a reuse rather than two watches of the same stream.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
 
@@ -43,6 +43,9 @@ from clank.control.resolve import (
 )
 from clank.errors import WatchError
 from clank.logging import get_logger
+
+if TYPE_CHECKING:
+    from clank.control.voice_api import VoiceApi
 
 log = get_logger("clank.control")
 
@@ -86,9 +89,11 @@ class SessionPort(Protocol):
 class ClankService:
     """The five agent tools over one voice session."""
 
-    def __init__(self, session: SessionPort) -> None:
+    def __init__(self, session: SessionPort, *, voice: VoiceApi | None = None) -> None:
         self._session = session
         self._lock = trio.Lock()
+        self.voice = voice
+        """Speak/listen/music/channels (:mod:`clank.control.voice_api`), when the runner made one."""
 
     @property
     def session(self) -> SessionPort:
@@ -294,4 +299,6 @@ class ClankService:
                 }
             )
         out["watches"] = watches
+        if self.voice is not None:
+            out["voiceIo"] = self.voice.status()
         return out
