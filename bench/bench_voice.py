@@ -17,7 +17,8 @@ import threading
 import numpy as np
 import trio
 
-from clank.media.audio import FRAME_SAMPLES, Mixer, OpusEncoder, PcmSource, tone
+from clank.media.audio import FRAME_SAMPLES, OpusEncoder, PcmSource, tone
+from clank.media.mixer import Mixer
 from clank.runner import GIL_SWITCH_INTERVAL
 from clank.session.voice_role import FramePacer
 

@@ -1,4 +1,4 @@
-"""Command line: ``clank run``, ``clank sandbox``, ``clank config``, ``clank tools``.
+"""Command line: ``clank run``, ``clank mcp``, ``clank sandbox``, ``clank config``, ``clank tools``.
 
 Expected failures (bad config, refused token, unreachable gateway) end with one clear line on
 stderr and a non-zero exit code — never a traceback. Bugs still show their traceback.
@@ -18,12 +18,21 @@ import trio
 
 from clank import __version__
 from clank.config import Settings, load_settings, settings_table
-from clank.errors import AuthenticationFailed, ClankError, ConfigError, TransportError
+from clank.errors import (
+    AuthenticationFailed,
+    ChannelUnavailable,
+    ClankError,
+    ConfigError,
+    ListenFailed,
+    TransportError,
+)
 from clank.logging import configure_logging, register_secret
 
 EXIT_CONFIG = 2
 EXIT_AUTH = 3
 EXIT_TRANSPORT = 4
+EXIT_LISTEN = 5
+EXIT_CHANNEL = 6
 EXIT_ERROR = 1
 
 
@@ -75,6 +84,18 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the voice/stream websockets as wss:// with a throwaway CA (its path: ca_file)",
     )
 
+    mcp = sub.add_parser(
+        "mcp",
+        help="serve the agent tools over MCP on stdin/stdout (for desktop agents)",
+        description=(
+            "Run clank like `clank run` (sandbox mode without a token) and serve every agent tool over the "
+            "Model Context Protocol on stdin/stdout. Logs go to stderr. The HTTP API and dashboard listen "
+            "on an ephemeral port unless --port is given; they also serve MCP at /mcp (streamable HTTP)."
+        ),
+    )
+    mcp.add_argument("--scenario", help="sandbox scenario when no token is set (default: sandbox.scenario)")
+    mcp.add_argument("--port", type=int, help="port for the HTTP API and dashboard (default: any free port)")
+
     sub.add_parser("config", help="print the effective settings (secrets hidden) and where they come from")
     sub.add_parser("tools", help="print the agent tool schemas (JSON) ready to hand to an LLM")
     return parser
@@ -114,7 +135,8 @@ def _cmd_sandbox(settings: Settings, args: argparse.Namespace) -> None:
     host = args.host or settings.sandbox.host
     port = settings.sandbox.port if args.port is None else args.port
     scenario = args.scenario or settings.sandbox.scenario
-    trio.run(partial(serve_sandbox_cli, host, port, scenario, tls=args.tls))
+    dave = settings.sandbox.dave_protocol_version
+    trio.run(partial(serve_sandbox_cli, host, port, scenario, tls=args.tls, dave_protocol_version=dave))
 
 
 def _cmd_run(settings: Settings, args: argparse.Namespace) -> None:
@@ -124,6 +146,15 @@ def _cmd_run(settings: Settings, args: argparse.Namespace) -> None:
     register_secret(settings.api.token)
     register_secret(settings.notes.api_key)
     trio.run(run_clank, settings, args)
+
+
+def _cmd_mcp(settings: Settings, args: argparse.Namespace) -> None:
+    from clank.runner import run_mcp
+
+    register_secret(settings.discord.token)
+    register_secret(settings.api.token)
+    register_secret(settings.notes.api_key)
+    trio.run(run_mcp, settings, args)
 
 
 def _expected_error(group: BaseExceptionGroup[BaseException]) -> ClankError | None:
@@ -152,6 +183,10 @@ def _dispatch_error(error: ClankError) -> NoReturn:
         raise error
     except AuthenticationFailed as exc:
         _fail(EXIT_AUTH, f"authentication failed: {exc}")
+    except ListenFailed as exc:
+        _fail(EXIT_LISTEN, str(exc))
+    except ChannelUnavailable as exc:
+        _fail(EXIT_CHANNEL, f"voice channel unavailable: {exc}")
     except TransportError as exc:
         _fail(EXIT_TRANSPORT, f"connection failed: {exc}")
     except ConfigError as exc:
@@ -170,6 +205,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
             _cmd_sandbox(settings, args)
         elif args.command == "run":
             _cmd_run(settings, args)
+        elif args.command == "mcp":
+            _cmd_mcp(settings, args)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except ClankError as exc:

@@ -77,7 +77,6 @@ class DiscordSettings:
 
 @attrs.frozen
 class VoiceSettings:
-    join_on_start: bool = True
     self_mute: bool = False
     self_deaf: bool = False
     max_dave_protocol_version: int = attrs.field(default=1, validator=_in_range(0, 1))
@@ -87,6 +86,7 @@ class VoiceSettings:
     )
     rtcp_aad_bytes: Literal[4, 8] = 8
     receive_buffer_bytes: int = attrs.field(default=2 * 1024 * 1024, validator=_in_range(65536, 64 * 2**20))
+    udp_keepalive_s: float = attrs.field(default=5.0, validator=_in_range(0, 60))
 
 
 @attrs.frozen
@@ -102,9 +102,10 @@ class WatchSettings:
     max_concurrent_watches: int = attrs.field(default=4, validator=_in_range(1, 32))
     nack: bool = True
     reorder_delay_ms: int = attrs.field(default=120, validator=_in_range(0, 2000))
+    conceal_after_s: float = attrs.field(default=3.0, validator=_in_range(0, 600))
 
 
-NotesProvider = Literal["offline", "openai"]
+NotesProvider = Literal["offline", "openai", "anthropic"]
 
 
 @attrs.frozen
@@ -127,6 +128,9 @@ class ApiSettings:
     host: str = "127.0.0.1"
     port: int = attrs.field(default=8787, validator=_in_range(0, 65535))
     token: str = attrs.field(default="", repr=False)
+    # Extra names the API answers to in the Host header (comma-separated), besides loopback
+    # names and ``host`` itself: DNS-rebinding defence (clank.control.host_check).
+    allowed_hosts: str = ""
 
 
 @attrs.frozen
@@ -142,6 +146,29 @@ class SandboxSettings:
     scenario: str = "demo"
     dave_protocol_version: int = attrs.field(default=1, validator=_in_range(0, 1))
     seed: int = 0
+
+
+VisualizerKind = Literal["showcqt", "showwaves", "showspectrum", "off"]
+
+
+def _even(inst: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if value % 2:
+        raise ValueError("an even number")
+
+
+@attrs.frozen
+class PublishSettings:
+    width: int = attrs.field(default=1280, validator=[_in_range(16, 3840), _even])
+    height: int = attrs.field(default=720, validator=[_in_range(16, 2160), _even])
+    fps: int = attrs.field(default=30, validator=_in_range(1, 60))
+    max_bitrate: int = attrs.field(default=2_500_000, validator=_in_range(100_000, 20_000_000))
+    keyframe_interval_s: float = attrs.field(default=2.0, validator=_in_range(0.5, 30))
+    credentials_timeout_s: float = attrs.field(default=10.0, validator=_in_range(0.5, 120))
+    frame_queue: int = attrs.field(default=4, validator=_in_range(1, 64))
+    max_image_bytes: int = attrs.field(default=8 * 1024 * 1024, validator=_in_range(1024, 64 * 2**20))
+    visualizer: VisualizerKind = "showcqt"
+    mtu: int = attrs.field(default=1100, validator=_in_range(200, 1400))
+    pacing_factor: float = attrs.field(default=2.5, validator=_in_range(1.0, 10.0))
 
 
 @attrs.frozen
@@ -170,6 +197,7 @@ class Settings:
     api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
     sandbox: SandboxSettings = SandboxSettings()
+    publish: PublishSettings = PublishSettings()
     link: LinkSettings = LinkSettings()
 
     @property

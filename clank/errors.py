@@ -16,11 +16,14 @@ into these once, at the I/O boundary, with ``raise ... from exc``.
     │   ├── ConnectionClosed        the peer closed a websocket (code, reason)
     │   ├── HandshakeTimeout        a handshake step missed its deadline
     │   ├── AuthenticationFailed    the token was refused (gateway 4004, HTTP 401)
+    │   ├── ListenFailed            a local server cannot bind its address (in use, not permitted)
+    │   ├── ChannelUnavailable      the guild/voice channel to join does not exist or is not ours
     │   └── SessionInvalidated      the session cannot be resumed; a fresh one is needed
     ├── CryptoError
     │   ├── DecryptionFailed        transport AEAD or DAVE decrypt failed (media: counted)
     │   └── DaveError               a DAVE/MLS step failed (recovered with op31)
     ├── WatchError                  a watch could not start or ended (``reason`` is a stable code)
+    │   └── PublishError            our Go Live publish could not start or ended (``reason`` code)
     ├── VisionError                 a vision provider could not describe a frame (``reason`` code)
     └── SandboxError                the local Discord was misused by a test or scenario
 """
@@ -100,6 +103,20 @@ class AuthenticationFailed(TransportError):
     """The token was rejected (main gateway close 4004, HTTP 401)."""
 
 
+class ListenFailed(TransportError):
+    """A local server could not bind ``address``; ``change`` names the setting/flag to change."""
+
+    def __init__(self, address: str, reason: str, change: str) -> None:
+        self.address = address
+        self.reason = reason
+        self.change = change
+        super().__init__(f"cannot listen on {address}: {reason} (change {change})")
+
+
+class ChannelUnavailable(TransportError):
+    """The guild or voice channel to join is unknown, not a voice channel, or not visible to us."""
+
+
 class SessionInvalidated(TransportError):
     """The session is gone; only a fresh identify (or voice rejoin) can continue."""
 
@@ -128,6 +145,13 @@ class WatchError(ClankError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class PublishError(WatchError):
+    """Our Go Live publish could not be started or has ended (``reason``: a stable code).
+
+    A ``WatchError`` subclass so that a role boundary treats it as an expected role failure.
+    """
 
 
 class VisionError(ClankError):

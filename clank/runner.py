@@ -25,6 +25,7 @@ import trio
 
 from clank import __version__
 from clank.config import ApiSettings, Settings
+from clank.control.auto_watch import run_auto_watch
 from clank.control.http import HttpApi, generate_api_token, open_http_api
 from clank.control.link import LinkTransport, link_availability
 from clank.control.link_flow import DiscordMessagePoster, LinkFlow
@@ -32,7 +33,9 @@ from clank.control.link_port import LinkAwarePort
 from clank.control.service import ClankService
 from clank.control.session_port import DIRECTORY_EVENTS, LiveSessionPort, MemberDirectory, feed_directory
 from clank.control.share_http import open_share_listener
+from clank.control.voice_api import VoiceApi, session_voice_role
 from clank.errors import AuthenticationFailed, ConfigError, TransportError
+from clank.io.channel_check import check_voice_channel
 from clank.io.gateway import GatewayClient, open_gateway_client
 from clank.logging import get_logger, register_secret
 from clank.protocol.streams import StreamRegistry
@@ -48,6 +51,10 @@ DEMO_RETRY_INTERVAL: Final = 1.0
 DISPATCH_BUFFER: Final = 1024
 #: Seconds for the whole shutdown (leave voice, close streams, stop servers).
 SHUTDOWN_BUDGET: Final = 2.0
+#: How long the banner waits for the voice leg (a websocket connect gives up after 10 s).
+VOICE_READY_WAIT: Final = 12.0
+#: In the sandbox demo, how long the banner waits for the demo watch's first frame.
+DEMO_FIRST_FRAME_WAIT: Final = 8.0
 #: GIL hand-off interval. Python's default (5 ms) lets a decode worker's Python code (JPEG,
 #: metrics) hold the GIL for up to 5 ms while the trio thread waits to send the next 20 ms audio
 #: frame; 0.5 ms keeps audio pacing p99 near 2 ms beside busy threads (bench/bench_voice.py).
@@ -166,12 +173,47 @@ async def _demo_agent(service: ClankService, session: VoiceSession, registry: St
             await trio.sleep(DEMO_RETRY_INTERVAL)
 
 
-def print_banner(info: RunInfo, out: TextIO) -> None:
+def _voice_role(service: ClankService | None) -> dict[str, Any] | None:
+    if service is None:
+        return None
+    return next((r for r in service.status()["roles"] if r["name"] == "voice"), None)
+
+
+async def wait_until_settled(info: RunInfo, *, demo_watch: bool) -> str | None:
+    """Wait (bounded) until the voice leg is connected — and, in the sandbox demo, until the demo
+    watch shows its first frame — so the banner comes after the start-up lines. Returns None when
+    voice is connected, else what the voice leg is doing and why (for the banner, and a warning)."""
+    with trio.move_on_after(VOICE_READY_WAIT):
+        while True:
+            voice = _voice_role(info.service)
+            if voice is not None and voice["state"] in ("ready", "failed", "disconnected"):
+                break
+            await trio.sleep(0.1)
+    voice = _voice_role(info.service)
+    if voice is None or voice["state"] != "ready":
+        state = "not started" if voice is None else voice["state"]
+        reason = (voice or {}).get("endedReason") or "no answer yet"
+        problem = f"{state}: {reason}"
+        log.warning("voice not connected", state=state, reason=reason)
+        return problem
+    if demo_watch and info.sandbox is not None and info.service is not None:
+        with trio.move_on_after(DEMO_FIRST_FRAME_WAIT):
+            while True:  # polling the status (cheap): no event exists for "some watch has a frame"
+                if any(w.get("frameSequence") for w in info.service.status()["watches"]):
+                    break
+                await trio.sleep(0.1)
+    return None
+
+
+def print_banner(info: RunInfo, out: TextIO, *, voice_problem: str | None = None) -> None:
     lines = [f"clank {__version__} — {info.mode} mode"]
     if info.sandbox_api_url:
         lines.append(f"  sandbox    local Discord at {info.sandbox_api_url} (scenario {info.scenario!r})")
+    where = f"channel {info.channel_id} in guild {info.guild_id} as user {info.user_id}"
     lines += [
-        f"  voice      joined channel {info.channel_id} in guild {info.guild_id} as user {info.user_id}",
+        f"  voice      joined {where}"
+        if voice_problem is None
+        else f"  voice      NOT CONNECTED to {where} — {voice_problem}",
         f"  dashboard  {info.api.dashboard_url}",
         *([f"  share link fallback listening at {info.share_url}/share/…"] if info.share_url else []),
         f"  api        {info.api.url}/api   (Authorization: Bearer {info.api.token})",
@@ -182,15 +224,24 @@ def print_banner(info: RunInfo, out: TextIO) -> None:
     out.flush()
 
 
+@attrs.frozen
+class _Composed:
+    """What :func:`_compose` brought up (the parts ``open_clank`` adds its API and demo to)."""
+
+    service: ClankService
+    session: VoiceSession
+    registry: StreamRegistry
+    mode: str
+    user_id: str
+    settings: Settings
+    scenario: str | None
+    sandbox: Any
+    share_url: str | None = None
+
+
 @contextlib.asynccontextmanager
-async def open_clank(
-    settings: Settings,
-    *,
-    scenario: str | None = None,
-    api_port: int | None = None,
-    demo_watch: bool = True,
-) -> AsyncIterator[RunInfo]:
-    """Bring up everything ``clank run`` runs; yields once the API serves and voice is joined."""
+async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator[_Composed]:
+    """Sandbox (sandbox mode) → main gateway → Go Live registry → voice session → ClankService."""
     async with contextlib.AsyncExitStack() as stack:
         nursery = await stack.enter_async_context(trio.open_nursery())
         stack.callback(nursery.cancel_scope.cancel)
@@ -207,6 +258,7 @@ async def open_clank(
                     port=settings.sandbox.port,
                     scenario=scenario,
                     seed=settings.sandbox.seed,
+                    dave_protocol_version=settings.sandbox.dave_protocol_version,
                 )
             )
             settings = _with_sandbox(settings, sandbox)
@@ -217,6 +269,7 @@ async def open_clank(
                 "a guild and voice channel to join (set CLANK_GUILD_ID and CLANK_CHANNEL_ID)",
             )
         register_secret(discord.token)
+        await check_voice_channel(discord.api_url, discord.token, discord.guild_id, discord.voice_channel_id)
         gateway: GatewayClient = await stack.enter_async_context(
             open_gateway_client(
                 url=await _gateway_url(settings),
@@ -260,26 +313,76 @@ async def open_clank(
         links, share_url = await _open_links(
             stack, nursery, settings, port, session, registry, directory, sandbox, notes_factory
         )
-        service = ClankService(links.port, links)
+        voice = VoiceApi(
+            lambda: session_voice_role(session), known_users=lambda: [m.user_id for m in directory.members()]
+        )
+        service = ClankService(port, links, voice=voice)
+        if settings.watch.auto_watch:
+            nursery.start_soon(run_auto_watch, service)
+        yield _Composed(
+            service=service,
+            session=session,
+            registry=registry,
+            mode=mode,
+            user_id=ready.user_id,
+            settings=settings,
+            scenario=scenario,
+            sandbox=sandbox,
+            share_url=share_url,
+        )
+
+
+@contextlib.asynccontextmanager
+async def open_session(settings: Settings, *, scenario: str | None = None) -> AsyncIterator[ClankService]:
+    """The embedder's entry point: join voice and yield the agent surface (``ClankService``).
+
+        settings = clank.load_settings()          # no token configured: the built-in sandbox
+        async with clank.open_session(settings) as service:
+            print(await service.start_screen_watch())
+
+    With no ``discord.token`` the local sandbox runs in-process (``scenario`` picks its world,
+    default ``sandbox.scenario``). On exit clank leaves voice and closes everything, bounded.
+    Unlike ``clank run`` no HTTP API, dashboard or demo agent is started.
+    """
+    async with _compose(settings, scenario=scenario) as composed:
+        yield composed.service
+
+
+@contextlib.asynccontextmanager
+async def open_clank(
+    settings: Settings,
+    *,
+    scenario: str | None = None,
+    api_port: int | None = None,
+    demo_watch: bool = True,
+) -> AsyncIterator[RunInfo]:
+    """Bring up everything ``clank run`` runs; yields once the API serves and voice is joined."""
+    async with contextlib.AsyncExitStack() as stack:
+        composed = await stack.enter_async_context(_compose(settings, scenario=scenario))
+        settings = composed.settings
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(nursery.cancel_scope.cancel)
+        service = composed.service
         api_settings: ApiSettings = settings.api
         if api_port is not None:
             api_settings = attrs.evolve(api_settings, port=api_port)
         api = await stack.enter_async_context(
             open_http_api(service, api_settings, token=settings.api.token or generate_api_token())
         )
+        sandbox = composed.sandbox
         if sandbox is not None and demo_watch:
-            nursery.start_soon(_demo_agent, service, session, registry)
+            nursery.start_soon(_demo_agent, service, composed.session, composed.registry)
         yield RunInfo(
-            mode=mode,
+            mode=composed.mode,
             api=api,
-            user_id=ready.user_id,
-            guild_id=discord.guild_id,
-            channel_id=discord.voice_channel_id,
+            user_id=composed.user_id,
+            guild_id=settings.discord.guild_id,
+            channel_id=settings.discord.voice_channel_id,
             sandbox_api_url=None if sandbox is None else sandbox.api_url,
-            scenario=scenario,
+            scenario=composed.scenario,
             service=service,
             sandbox=sandbox,
-            share_url=share_url,
+            share_url=composed.share_url,
         )
 
 
@@ -330,6 +433,27 @@ async def _open_links(
     return links, share_url
 
 
+async def run_mcp(settings: Settings, args: Any = None) -> None:
+    """``clank mcp``: everything ``clank run`` runs (no demo watch: the agent drives), with the MCP
+    protocol on stdin/stdout until the client closes it. Logs and the banner go to stderr."""
+    from clank.control.mcp_server import open_mcp_stdio, serve_mcp
+
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    api_port = getattr(args, "port", None)
+    async with (
+        open_mcp_stdio() as streams,
+        open_clank(
+            settings,
+            scenario=getattr(args, "scenario", None),
+            api_port=0 if api_port is None else api_port,
+            demo_watch=False,
+        ) as info,
+    ):
+        assert info.service is not None
+        print_banner(info, sys.stderr)
+        await serve_mcp(info.service, streams)
+
+
 async def run_clank(settings: Settings, args: Any = None) -> None:
     """Run until Ctrl-C / SIGTERM; print what runs and where the dashboard is."""
     scenario = getattr(args, "scenario", None)
@@ -343,7 +467,8 @@ async def run_clank(settings: Settings, args: Any = None) -> None:
             async with open_clank(
                 settings, scenario=scenario, api_port=api_port, demo_watch=demo_watch
             ) as info:
-                print_banner(info, sys.stdout)
+                problem = await wait_until_settled(info, demo_watch=demo_watch)
+                print_banner(info, sys.stdout, voice_problem=problem)
                 log.info("clank running", mode=info.mode, dashboard=info.api.url)
                 await stop.wait()
                 started = trio.current_time()

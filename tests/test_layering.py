@@ -29,7 +29,8 @@ ALLOWED["sandbox"] = _BASE | {"io", "sandbox"}
 ALLOWED["cli"] = _BASE | {"io", "session", "watch", "control", "sandbox", "cli", "runner"}
 # The composition root: the only product module besides cli that may start the sandbox.
 ALLOWED["runner"] = _BASE | {"io", "session", "watch", "control", "sandbox", "runner"}
-ALLOWED["__init__"] = set()
+# The package root re-exports the public names (imported lazily, see clank/__init__.py).
+ALLOWED["__init__"] = {"runner", "config", "control", "errors"}
 ALLOWED["__main__"] = {"cli"}
 
 SANS_IO = {"wire", "crypto", "codecs", "protocol"}

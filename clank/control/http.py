@@ -10,6 +10,12 @@ keeps it in ``sessionStorage``. Request bodies are validated by the tool table
 (:mod:`clank.control.tools`); a wrong body answers 400 ``{"error": "invalid_request", "field":
 ..., "message": ...}``.
 
+Every request first passes the Host-header check (:mod:`clank.control.host_check`): loopback
+names, IP literals, ``api.host`` and ``api.allowed_hosts``; any other Host gets 421.
+
+``/mcp`` is the Model Context Protocol's streamable HTTP transport (same bearer token; see
+:mod:`clank.control.mcp_server`).
+
 ``GET /api/events`` is a server-sent-event stream: a ``status`` event every
 :data:`SSE_INTERVAL`, a ``sharers`` event when the sharers change (and first of all), a
 ``frame`` event whenever a watch has a new picture, and ``log`` events
@@ -38,9 +44,13 @@ from starlette.routing import Route
 
 from clank.config import ApiSettings
 from clank.control.dashboard import dashboard_html
+from clank.control.host_check import AllowedHosts, HostCheckMiddleware
+from clank.control.mcp_server import open_mcp_http_app
 from clank.control.service import ClankService
 from clank.control.tools import TOOLS_BY_NAME, call_tool, tool_schemas
-from clank.errors import InvalidArgument, TransportError
+from clank.control.voice_http import voice_routes
+from clank.errors import InvalidArgument
+from clank.io.listen import listen_failed
 from clank.logging import RECENT, get_logger, register_secret
 
 log = get_logger("clank.control.http")
@@ -51,6 +61,8 @@ MAX_BODY_BYTES: Final = 64 * 1024
 GRACEFUL_TIMEOUT: Final = 1.0  # seconds hypercorn waits for open requests on shutdown
 SHUTDOWN_TIMEOUT: Final = 3.0
 REQUESTER_HEADER: Final = "x-clank-requester"
+#: What to change when the API's address is taken (named in the one-line error).
+LISTEN_CHANGE: Final = "api.port / CLANK_API_PORT, or clank run --port"
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -142,6 +154,16 @@ class _Routes:
     async def status(self, request: Request) -> Response:
         return JSONResponse(self.service.status())
 
+    async def dave_verification(self, request: Request) -> Response:
+        """A DAVE verification code, computed on request (see :mod:`clank.control.dave_codes`)."""
+        compute = getattr(self.service.session, "verification_code", None)
+        if compute is None:
+            return _error(404, "unsupported", "this session has no DAVE verification codes")
+        user = request.query_params.get("user", "")
+        if not user or len(user) > 32:
+            raise InvalidArgument("user", "a user id is required (?user=<id>)")
+        return JSONResponse(await compute(user))
+
     async def sharers(self, request: Request) -> Response:
         return JSONResponse({"sharers": self.service.list_sharers()})
 
@@ -206,8 +228,9 @@ def _sse(event: str, data: object) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n".encode()
 
 
-def build_app(service: ClankService, token: str, closing: trio.Event) -> Starlette:
+def build_app(service: ClankService, token: str, closing: trio.Event, mcp_app: Any = None) -> Starlette:
     routes = _Routes(service, closing)
+    extra = [] if mcp_app is None else [Route("/mcp", mcp_app)]  # MCP streamable HTTP (mcp_server.py)
 
     def api(path: str, handler: Handler, methods: list[str]) -> Route:
         return Route(path, _protected(token, handler), methods=methods)
@@ -219,9 +242,12 @@ def build_app(service: ClankService, token: str, closing: trio.Event) -> Starlet
             api("/api/tools/{name}", routes.call, ["POST"]),
             api("/api/status", routes.status, ["GET"]),
             api("/api/sharers", routes.sharers, ["GET"]),
+            api("/api/dave/verification", routes.dave_verification, ["GET"]),
             api("/api/screen", routes.screen, ["GET"]),
             api("/api/screen/latest.jpg", routes.latest_jpeg, ["GET"]),
             api("/api/events", routes.events, ["GET"]),
+            *extra,
+            *([] if service.voice is None else voice_routes(service.voice, token)),
         ]
     )
 
@@ -239,19 +265,26 @@ async def open_http_api(
         raise InvalidArgument("token", "the HTTP API needs a bearer token")
     register_secret(token)
     closing = trio.Event()
-    app = build_app(service, token, closing)
     config = Config()
     config.bind = [f"{settings.host}:{settings.port}"]
     config.graceful_timeout = GRACEFUL_TIMEOUT
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # through clank's logging setup
     stop = trio.Event()
-    async with trio.open_nursery() as nursery:
+    async with (
+        open_mcp_http_app(service, token=token, host=settings.host) as mcp_app,
+        trio.open_nursery() as nursery,
+    ):
+        allowed = AllowedHosts.from_setting(settings.host, settings.allowed_hosts)
+        app = HostCheckMiddleware(build_app(service, token, closing, mcp_app), allowed)
         try:
             # cast: hypercorn's ASGI typing and Starlette's are structurally equal, nominally distinct.
             binds = await nursery.start(partial(serve, cast(Any, app), config, shutdown_trigger=stop.wait))
-        except OSError as exc:
-            raise TransportError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
+        except (OSError, BaseExceptionGroup) as exc:
+            error = listen_failed(exc, settings.host, settings.port, LISTEN_CHANGE)
+            if error is None:
+                raise
+            raise error from None
         port = _bound_port(binds)
         host = settings.host if ":" not in settings.host else f"[{settings.host}]"
         api = HttpApi(url=f"http://{host}:{port}", port=port, token=token)

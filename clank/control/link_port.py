@@ -53,6 +53,12 @@ class LinkAwarePort:
         self._starting: dict[tuple[str, WatchKind], int] = {}
         transport.on_session_started(self._session_started)
 
+    def __getattr__(self, name: str) -> Any:
+        """Optional parts of the inner port (``verification_code`` ...) stay reachable."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
     @property
     def inner(self) -> SessionPort:
         return self._inner

@@ -40,6 +40,7 @@ class FrameView:
     change_smoothed: float = 0.0
     scene_cut: bool = False
     rtp_timestamp: int | None = None
+    concealed: bool = False
 
     @classmethod
     def from_screen_frame(cls, frame: ScreenFrame) -> FrameView:
@@ -54,9 +55,11 @@ class FrameView:
             source_height=frame.source_height,
             keyframe=frame.keyframe,
             change_score=frame.change_score,
+            mean_abs_diff=frame.change_mean_abs_diff,
             change_smoothed=frame.change_ema,
             scene_cut=frame.scene_cut,
             rtp_timestamp=frame.rtp_timestamp,
+            concealed=frame.concealed,
         )
 
     def metadata(self, now: float) -> dict[str, Any]:
@@ -67,6 +70,7 @@ class FrameView:
             "sourceWidth": self.source_width,
             "sourceHeight": self.source_height,
             "keyframe": self.keyframe,
+            "concealed": self.concealed,
             "rtpTimestamp": self.rtp_timestamp,
             "bytes": len(self.jpeg),
             "ageMs": max(0, round((now - self.captured_at) * 1000)),
@@ -99,13 +103,16 @@ class WatchView:
 @attrs.frozen
 class DaveStatus:
     """DAVE state of one role. ``privacy_code`` is the voice privacy code shown in Discord's UI;
-    ``verification_codes`` maps user id → pairwise verification code (when computed)."""
+    ``verification_codes`` maps user id → pairwise verification code, for the codes computed so
+    far (on request: :mod:`clank.control.dave_codes`); ``members`` names the other group members
+    (user id → display name)."""
 
     protocol_version: int
     state: str
     epoch: int | None = None
     privacy_code: str | None = None
     verification_codes: Mapping[str, str] = attrs.field(factory=dict)
+    members: Mapping[str, str] = attrs.field(factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -114,6 +121,7 @@ class DaveStatus:
             "epoch": self.epoch,
             "privacyCode": self.privacy_code,
             "verificationCodes": dict(self.verification_codes),
+            "members": [{"userId": u, "name": n} for u, n in self.members.items()],
         }
 
 

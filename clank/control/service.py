@@ -50,6 +50,7 @@ from clank.logging import get_logger
 
 if TYPE_CHECKING:
     from clank.control.link_flow import LinkFlow
+    from clank.control.voice_api import VoiceApi
 
 log = get_logger("clank.control")
 
@@ -93,14 +94,21 @@ class SessionPort(Protocol):
 class ClankService:
     """The five agent tools over one voice session."""
 
-    def __init__(self, session: SessionPort, links: LinkFlow | None = None) -> None:
-        self._session = session
+    def __init__(
+        self, session: SessionPort, links: LinkFlow | None = None, *, voice: VoiceApi | None = None
+    ) -> None:
+        self._port = session
+        # With the share-link fallback, the service reads the session through the link-aware view
+        # (link watches merged in); ``session`` stays the port it was given.
+        self._session: SessionPort = session if links is None else links.port
         self._links = links
         self._lock = trio.Lock()
+        self.voice = voice
+        """Speak/listen/music/channels (:mod:`clank.control.voice_api`), when the runner made one."""
 
     @property
     def session(self) -> SessionPort:
-        return self._session
+        return self._port
 
     # --- snapshot helpers ----------------------------------------------------------------------
 
@@ -369,4 +377,6 @@ class ClankService:
             if self._links is None
             else self._links.status_json()
         )
+        if self.voice is not None:
+            out["voiceIo"] = self.voice.status()
         return out

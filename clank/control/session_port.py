@@ -16,10 +16,11 @@ from typing import Any, Final
 
 import trio
 
+from clank.control.dave_codes import VerificationCodes, group_code
 from clank.control.model import DaveStatus, FrameView, RoleStatus, SessionStatus, WatchView
 from clank.control.resolve import Member, SharerState, WatchKind, sharers_from_registry
-from clank.crypto.dave import DaveStatistics
-from clank.errors import ClankError, WatchError
+from clank.crypto.dave import DaveSessionCore, DaveStatistics
+from clank.errors import ClankError, InvalidArgument, WatchError
 from clank.io.gateway import Dispatch
 from clank.io.media_connection import MediaConnectionStatistics
 from clank.logging import get_logger
@@ -116,7 +117,9 @@ async def feed_directory(
         return  # the subscription was closed on shutdown: end of input
 
 
-def _dave_status(stats: DaveStatistics | None, codes: Mapping[str, str]) -> DaveStatus | None:
+def _dave_status(
+    stats: DaveStatistics | None, codes: Mapping[str, str], members: Mapping[str, str] | None = None
+) -> DaveStatus | None:
     if stats is None:
         return None
     return DaveStatus(
@@ -125,6 +128,7 @@ def _dave_status(stats: DaveStatistics | None, codes: Mapping[str, str]) -> Dave
         epoch=stats.epoch,
         privacy_code=stats.voice_privacy_code,
         verification_codes=dict(codes),
+        members=dict(members or {}),
     )
 
 
@@ -140,6 +144,7 @@ def _transport(conn: MediaConnectionStatistics | None) -> dict[str, str | int | 
         "reconnects": conn.reconnects,
         "packetsIn": conn.packets_in,
         "packetsOut": conn.packets_out,
+        "keepalivesSent": conn.keepalives_sent,
     }
 
 
@@ -163,6 +168,7 @@ class LiveSessionPort:
         self._started: dict[tuple[str, WatchKind], float] = {}
         self._notes: dict[tuple[str, WatchKind], ScreenNotes] = {}
         self._notes_factory = notes_factory
+        self._codes = VerificationCodes()
 
     # --- SessionPort ---------------------------------------------------------------------------
 
@@ -261,22 +267,51 @@ class LiveSessionPort:
             mode=self._mode,
         )
 
+    async def verification_code(self, user_id: str) -> dict[str, Any]:
+        """``user_id``'s DAVE verification code in our voice group (computed once per group state
+        on a worker thread, then cached): ``{userId, name, epoch, code, grouped}``."""
+        if not user_id.isdigit():
+            raise InvalidArgument("user", "must be a user id (a snowflake)")
+        dave = self._voice_dave()
+        if dave is None:
+            raise InvalidArgument("user", "no DAVE session in voice")
+        code = await self._codes.code(dave, int(user_id))
+        return {
+            "userId": user_id,
+            "name": self._directory.name_of(user_id),
+            "epoch": dave.epoch,
+            "code": code,
+            "grouped": None if code is None else group_code(code),
+        }
+
+    @property
+    def verification_statistics(self) -> int:
+        """How many verification codes were computed so far (each costs ~0.27 s of CPU)."""
+        return self._codes.computed
+
     # --- status helpers ------------------------------------------------------------------------
+
+    def _voice_dave(self) -> DaveSessionCore | None:
+        try:
+            dave = self._session.voice.api.connection.dave
+        except (ClankError, AttributeError):
+            return None
+        return dave if isinstance(dave, DaveSessionCore) else None
 
     def _voice_status(self, voice: Any) -> RoleStatus:
         stats = voice.statistics()
         detail = stats.detail
         conn = None if detail is None else detail.connection
+        # Cheap on purpose (the dashboard asks twice a second): cached codes only, never davey's
+        # 0.27 s scrypt — codes are computed on request (verification_code).
         codes: dict[str, str] = {}
-        try:
-            dave = voice.api.connection.dave
+        members: dict[str, str] = {}
+        dave = self._voice_dave()
+        if dave is not None:
+            codes = {str(uid): code for uid, code in self._codes.cached(dave).items()}
             for uid in sorted(dave.group_user_ids()):
                 if str(uid) != self.our_user_id:
-                    code = dave.get_verification_code(uid)
-                    if code:
-                        codes[self._directory.name_of(str(uid))] = code
-        except (ClankError, AttributeError):
-            pass
+                    members[str(uid)] = self._directory.name_of(str(uid))
         qos: dict[str, str | int | float | bool | None] = {}
         if detail is not None:
             qos = {
@@ -292,7 +327,7 @@ class LiveSessionPort:
             state=stats.state.value,
             transport=_transport(conn),
             qos=qos,
-            dave=_dave_status(None if conn is None else conn.dave, codes),
+            dave=_dave_status(None if conn is None else conn.dave, codes, members),
             ended_reason=stats.reason,
             close_code=stats.close_code,
         )
@@ -320,7 +355,8 @@ class LiveSessionPort:
                     "framesAssembled": rx.frames_assembled,
                     "daveOk": rx.dave_ok,
                     "daveFailed": rx.dave_failed,
-                    "fpsIn": round(rx.fps_in, 1),
+                    # Access units per second over the last 2 s ending now (decays to 0 when frozen).
+                    "fpsIn": round(stream.decode.fps_in if stream.decode is not None else rx.fps_in, 1),
                 }
             )
             if stream.decode is not None:
@@ -329,6 +365,9 @@ class LiveSessionPort:
                         "decoded": stream.decode.decoded_frames,
                         "decodeErrors": stream.decode.decode_errors,
                         "fpsOut": round(stream.decode.fps_out, 2),
+                        "lastFrameAgeMs": None
+                        if stream.decode.last_output_age is None
+                        else round(stream.decode.last_output_age * 1000),
                         "decodeP99Ms": None
                         if stream.decode.delay_p99 is None
                         else round(stream.decode.delay_p99 * 1000, 1),

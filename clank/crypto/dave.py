@@ -478,6 +478,22 @@ class DaveSessionCore:
         except DecryptionFailed:
             return None
 
+    def trial_decrypt(self, user_id: int, media: Media, frame: bytes) -> bytes | None:
+        """Open ``frame`` with ``user_id``'s key, counting nothing: who sends an SSRC no op5 named?
+
+        None unless DAVE is on and ready and the frame is a DAVE frame this user's key opens, so
+        a wrong guess (or a call without DAVE) never binds anything.
+        """
+        session = self._session
+        if self._protocol_version == 0 or session is None or not frame.endswith(MAGIC_MARKER):
+            return None
+        if not session.ready:
+            return None
+        try:
+            return session.decrypt(user_id, _MEDIA_TYPES[media], frame)
+        except ValueError:
+            return None
+
     # ------------------------------------------------------------------ internals
 
     def _decrypt_failed(self, count: _Count, reason: str) -> DecryptionFailed:

@@ -43,7 +43,7 @@ import trio
 
 from clank.errors import UsageError
 from clank.media.decoder import DecodedFrame, VideoCodec, VideoDecoder, access_unit_is_keyframe
-from clank.media.jpeg import DEFAULT_JPEG_QUALITY, JpegImage, encode_jpeg, scale_frame
+from clank.media.jpeg import DEFAULT_JPEG_QUALITY, FrameScaler, JpegImage
 from clank.media.metrics import ChangeSample, ChangeTracker
 
 DECODE_QUEUE_SIZE = 8  # access units, ~270 ms at 30 fps: enough to ride out a keyframe burst
@@ -52,7 +52,8 @@ DEFAULT_MAX_PIXELS = 1280 * 720
 RTP_VIDEO_CLOCK_RATE = 90_000  # H264 and VP8 both use a 90 kHz RTP clock
 THREAD_STOP_TIMEOUT = 2.0  # seconds to wait for the thread to finish its current access unit
 LATENCY_WINDOW = 512  # emitted pictures kept for the delay percentiles
-RATE_WINDOW = 2.0  # seconds over which fps in/out are measured
+RATE_WINDOW = 2.0  # seconds over which fps in/out are measured, ending at the statistics call
+_MIN_SPAN = 0.5  # smallest divisor of a rate while the first window fills
 
 _TIMESTAMP_MODULUS = 1 << 32
 
@@ -69,6 +70,7 @@ class DecodedImage:
     keyframe: bool
     decode_delay: float  # seconds from submit() of its access unit to the JPEG being ready
     sequence: int  # 1 for the first emitted picture, +1 per emitted picture
+    concealed: bool = False  # decoded with references missing (no keyframe since a join or loss)
 
 
 @attrs.frozen
@@ -89,6 +91,7 @@ class DecodeWorkerStatistics:
     queue_depth: int
     keyframe_wanted: bool
     worker_cpu_seconds: float
+    last_output_age: float | None = None  # seconds since the newest picture reached trio (None: none yet)
 
 
 @attrs.frozen
@@ -96,6 +99,7 @@ class _Submitted:
     access_unit: bytes = attrs.field(repr=False)
     timestamp: int
     enqueued_at: float
+    conceal: bool = False
 
 
 @attrs.frozen
@@ -104,21 +108,35 @@ class _Stop:
 
 
 class _RateMeter:
-    """Events per second over the last ``RATE_WINDOW`` seconds."""
+    """Events per second over the ``RATE_WINDOW`` seconds ending *now* (trio clock).
+
+    A stream that stops reads 0 once its last event leaves the window (it does not keep its old
+    rate), and a burst counts as what it is: events in the window / the window, never the
+    inverse of the gaps inside the burst. Before a full window has passed since the first event
+    the divisor is the time elapsed since it (at least ``_MIN_SPAN``). Resolution: 1 / window.
+    """
 
     def __init__(self) -> None:
         self._times: collections.deque[float] = collections.deque()
+        self._first: float | None = None
 
     def tick(self, now: float) -> None:
+        if self._first is None:
+            self._first = now
         self._times.append(now)
-        while now - self._times[0] > RATE_WINDOW:
-            self._times.popleft()
+        self._expire(now)
 
-    def rate(self) -> float:
-        if len(self._times) < 2:
+    def _expire(self, now: float) -> None:
+        times = self._times
+        while times and now - times[0] >= RATE_WINDOW:
+            times.popleft()
+
+    def rate(self, now: float) -> float:
+        self._expire(now)
+        if self._first is None or not self._times:
             return 0.0
-        span = self._times[-1] - self._times[0]
-        return (len(self._times) - 1) / span if span > 0 else 0.0
+        span = min(RATE_WINDOW, max(_MIN_SPAN, now - self._first))
+        return len(self._times) / span
 
 
 def _percentile(sorted_values: list[float], fraction: float) -> float:
@@ -146,6 +164,7 @@ class DecodeWorker:
         self.codec: VideoCodec = codec
         self._decoder = VideoDecoder(codec)
         self._tracker = ChangeTracker()
+        self._scaler = FrameScaler()  # persistent single-threaded swscale context (thread side)
         self._max_pixels = max_pixels
         self._jpeg_quality = jpeg_quality
         self._interval_ticks = max(1, round(RTP_VIDEO_CLOCK_RATE / max_fps))
@@ -153,7 +172,7 @@ class DecodeWorker:
         self._synchronous = synchronous
         self._queue: queue.SimpleQueue[_Submitted | _Stop] = queue.SimpleQueue()
         self._token = trio.lowlevel.current_trio_token()
-        self._lock = threading.Lock()  # guards the slot, the delays and the output meter
+        self._lock = threading.Lock()  # guards the slot and the delays
         self._closing = False
         # Trio-side state.
         self._wake = trio.Event()
@@ -162,6 +181,8 @@ class DecodeWorker:
         self._submitted = 0
         self._dropped = 0
         self._in_meter = _RateMeter()
+        self._out_meter = _RateMeter()  # pictures handed to on_output (trio side)
+        self._last_output_at: float | None = None
         # Thread-side state (read by statistics(): plain ints and bools).
         self._pending: DecodedImage | None = None
         self._superseded = 0
@@ -172,7 +193,6 @@ class DecodeWorker:
         self._candidate: tuple[DecodedFrame, float] | None = None
         self._candidate_due_ts = 0
         self._delays: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
-        self._out_meter = _RateMeter()
         self._cpu_seconds = 0.0
 
     # ---- trio side ---------------------------------------------------------------------
@@ -182,17 +202,20 @@ class DecodeWorker:
         """True when the sender should be asked for a keyframe (PLI/FIR); rate-limit the asks."""
         return self._chain_broken or self._decoder.needs_keyframe
 
-    def submit(self, access_unit: bytes, timestamp: int, *, keyframe: bool | None = None) -> bool:
+    def submit(
+        self, access_unit: bytes, timestamp: int, *, keyframe: bool | None = None, conceal: bool = False
+    ) -> bool:
         """Hand over one access unit without blocking. False if it was dropped (counted).
 
-        ``keyframe`` is detected from the bytes when not given.
+        ``keyframe`` is detected from the bytes when not given. ``conceal``: decode it into a
+        picture even though references are missing (``VideoDecoder.decode(show_all=True)``).
         """
         if self._closing:
             raise UsageError("submit() on a closed decode worker")
         now = time.perf_counter()
         self._submitted += 1
-        self._in_meter.tick(now)
-        item = _Submitted(access_unit=access_unit, timestamp=timestamp, enqueued_at=now)
+        self._in_meter.tick(trio.current_time())
+        item = _Submitted(access_unit=access_unit, timestamp=timestamp, enqueued_at=now, conceal=conceal)
         if self._synchronous:
             self._process(item)
             return True
@@ -219,7 +242,8 @@ class DecodeWorker:
         decoder = self._decoder.statistics()
         with self._lock:
             delays = sorted(self._delays)
-            fps_out = self._out_meter.rate()
+        now = trio.current_time()
+        last = self._last_output_at
         return DecodeWorkerStatistics(
             submitted=self._submitted,
             dropped=self._dropped,
@@ -230,13 +254,14 @@ class DecodeWorker:
             decoder_resets=decoder.resets,
             width=decoder.width,
             height=decoder.height,
-            fps_in=self._in_meter.rate(),
-            fps_out=fps_out,
+            fps_in=self._in_meter.rate(now),
+            fps_out=self._out_meter.rate(now),
             delay_p50=_percentile(delays, 0.50) if delays else None,
             delay_p99=_percentile(delays, 0.99) if delays else None,
             queue_depth=self._queue.qsize(),
             keyframe_wanted=self.keyframe_wanted,
             worker_cpu_seconds=self._cpu_seconds,
+            last_output_age=None if last is None else max(0.0, now - last),
         )
 
     async def _deliver(self, on_output: Callable[[DecodedImage], None]) -> None:
@@ -248,6 +273,9 @@ class DecodeWorker:
             with self._lock:
                 image, self._pending = self._pending, None
             if image is not None:
+                now = trio.current_time()
+                self._out_meter.tick(now)
+                self._last_output_at = now
                 on_output(image)
 
     def _start_thread(self) -> None:
@@ -284,7 +312,7 @@ class DecodeWorker:
             pass  # trio gave up waiting (bounded stop) and has finished: nobody to tell
 
     def _process(self, item: _Submitted) -> None:
-        for frame in self._decoder.decode(item.access_unit, item.timestamp):
+        for frame in self._decoder.decode(item.access_unit, item.timestamp, show_all=item.conceal):
             self._decoded += 1
             if frame.keyframe:
                 self._chain_broken = False
@@ -312,8 +340,8 @@ class DecodeWorker:
         return waited >= self._interval_ticks
 
     def _emit(self, frame: DecodedFrame, enqueued_at: float) -> None:
-        scaled = scale_frame(frame.image, max_pixels=self._max_pixels)
-        jpeg = encode_jpeg(scaled, max_pixels=self._max_pixels, quality=self._jpeg_quality)
+        scaled = self._scaler.scale(frame.image, max_pixels=self._max_pixels)
+        jpeg = self._scaler.encode(scaled, max_pixels=self._max_pixels, quality=self._jpeg_quality)
         change = self._tracker.update(scaled)
         now = time.perf_counter()
         self._last_emitted_ts = frame.timestamp
@@ -327,13 +355,13 @@ class DecodeWorker:
             keyframe=frame.keyframe,
             decode_delay=now - enqueued_at,
             sequence=self._emitted,
+            concealed=frame.concealed or (self._chain_broken and not frame.keyframe),
         )
         with self._lock:
             if self._pending is not None:
                 self._superseded += 1
             self._pending = image
             self._delays.append(image.decode_delay)
-            self._out_meter.tick(now)
         if self._synchronous:
             self._wake.set()
         else:

@@ -26,12 +26,12 @@ from clank.errors import ClankError, ConnectionClosed, MalformedMessage, Transpo
 from clank.io.groups import raise_single
 from clank.io.websocket import WebSocket, open_websocket
 from clank.logging import bound, get_logger, register_secret
+from clank.protocol.backoff import BackoffPolicy
 from clank.protocol.gateway import (
     DEFAULT_CAPABILITIES,
     DEFAULT_MAX_INITIAL_ATTEMPTS,
     DEFAULT_PRESENCE,
     DEFAULT_PROPERTIES,
-    BackoffPolicy,
     Close,
     Connect,
     Dispatch,
@@ -239,6 +239,7 @@ class GatewayClient:
 
     async def _connect_and_serve(self, plan: Connect) -> Connect | Stop:
         next_plan: Connect | Stop | None = None
+        log.info("gateway connecting", url=plan.url, attempt=plan.attempt, resume=plan.resume)
         try:
             async with open_websocket(plan.url) as ws:
                 log.info("gateway connected", url=plan.url, resume=plan.resume)

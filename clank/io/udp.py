@@ -18,7 +18,7 @@ import ipaddress
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 import attrs
 import trio
@@ -51,6 +51,19 @@ class UdpStatistics:
     bytes_sent: int
     send_dropped: int
     rcvbuf: int  # what the kernel granted (Linux reports double the requested value)
+
+
+class DatagramEndpoint(Protocol):
+    """What media code needs of an endpoint: :class:`UdpEndpoint` and the in-memory ones
+    (:class:`clank.io.lossy.MemoryDatagramEndpoint`, the fake network's) both fit."""
+
+    @property
+    def local_address(self) -> Address: ...
+    def statistics(self) -> UdpStatistics: ...
+    def send_nowait(self, data: bytes, address: Address | None = None) -> bool: ...
+    async def send(self, data: bytes) -> None: ...
+    async def receive(self) -> tuple[bytes, Address]: ...
+    async def drain_loop(self, handler: DatagramHandler) -> NoReturn: ...
 
 
 class UdpEndpoint:
@@ -231,7 +244,7 @@ async def open_udp_endpoint(
         sock.close()
 
 
-async def discover_ip(endpoint: UdpEndpoint, ssrc: int) -> Address:
+async def discover_ip(endpoint: DatagramEndpoint, ssrc: int) -> Address:
     """Voice IP discovery on a connected endpoint: our public ``(ip, port)`` as the server saw it.
 
     Resends the request every ``DISCOVERY_RETRY_INTERVAL``; bound it with the caller's

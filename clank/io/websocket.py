@@ -15,8 +15,13 @@ import trio
 import trio_websocket
 
 from clank.errors import ConnectionClosed, TransportError
+from clank.logging import get_logger
 
-#: Seconds for the TCP connect + HTTP upgrade.
+log = get_logger("clank.io.websocket")
+
+#: Seconds for the whole connect: TCP, TLS and the HTTP upgrade. Enforced by our own cancel
+#: scope: trio-websocket's ``connect_timeout`` alone cannot end a connect whose peer accepts TCP
+#: but never answers (its reader task keeps the nursery open), which hung clank silently.
 CONNECT_TIMEOUT = 10.0
 #: Seconds we wait for the peer to answer our close frame before dropping the TCP stream.
 CLOSE_TIMEOUT = 2.0
@@ -83,34 +88,55 @@ async def open_websocket(
 ) -> AsyncIterator[WebSocket]:
     """Connect to ``url`` (``ws://`` or ``wss://``); close with 1000 on exit unless already closed.
 
-    A connection that cannot be made raises ``TransportError`` naming the URL (never any
-    credentials: callers keep tokens out of URLs).
+    A connection that cannot be made — refused, or no answer within :data:`CONNECT_TIMEOUT` —
+    raises ``TransportError`` naming the URL (never any credentials: callers keep tokens out of
+    URLs).
     """
     opened = False
+    log.debug("websocket connecting", url=url, timeout_s=CONNECT_TIMEOUT)
     try:
-        async with trio_websocket.open_websocket_url(
-            url,
-            connect_timeout=CONNECT_TIMEOUT,
-            disconnect_timeout=CLOSE_TIMEOUT,
-            max_message_size=max_message_size,
-            message_queue_size=message_queue_size,
-        ) as connection:
-            opened = True
-            ws = WebSocket(connection)
-            try:
-                yield ws
-            finally:
-                await ws.aclose()
+        # The deadline covers the whole open (TCP, TLS, upgrade) and is lifted once open.
+        with trio.CancelScope(deadline=trio.current_time() + CONNECT_TIMEOUT) as connecting:
+            async with trio_websocket.open_websocket_url(
+                url,
+                connect_timeout=CONNECT_TIMEOUT,
+                disconnect_timeout=CLOSE_TIMEOUT,
+                max_message_size=max_message_size,
+                message_queue_size=message_queue_size,
+            ) as connection:
+                connecting.deadline = math.inf
+                opened = True
+                ws = WebSocket(connection)
+                try:
+                    yield ws
+                finally:
+                    await ws.aclose()
+        if connecting.cancelled_caught and not opened:
+            raise TransportError(
+                f"could not connect to {url}: no answer within {CONNECT_TIMEOUT:g} s{_scheme_hint(url)}"
+            )
     except trio_websocket.HandshakeError as exc:
         if opened:
             # Only DisconnectionTimeout can get here after a successful open: the peer
             # never answered our close. The stream is closed regardless.
             raise TransportError(f"websocket {url} did not close cleanly") from exc
-        raise TransportError(f"could not connect to {url}: {_describe(exc)}") from exc
+        raise TransportError(f"could not connect to {url}: {_describe(exc)}{_scheme_hint(url)}") from exc
     except ValueError as exc:
         if opened:
             raise
         raise TransportError(f"invalid websocket URL {url!r}: {exc}") from exc
+
+
+_LOOPBACK_PREFIXES = ("wss://127.", "wss://localhost", "wss://[::1]")
+
+
+def _scheme_hint(url: str) -> str:
+    """A TLS connect to a loopback server is almost always a local sandbox that speaks plain ws."""
+    if not url.startswith(_LOOPBACK_PREFIXES):
+        return ""
+    return (
+        " (a local sandbox serves plain ws://: set CLANK_DISCORD_VOICE_URL_SCHEME=ws, or clank sandbox --tls)"
+    )
 
 
 def _describe(exc: trio_websocket.HandshakeError) -> str:

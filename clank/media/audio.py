@@ -22,7 +22,6 @@ import enum
 from collections.abc import Generator
 from typing import Final
 
-import attrs
 import av
 import numpy as np
 import numpy.typing as npt
@@ -35,17 +34,15 @@ __all__ = [
     "FRAME_SAMPLES",
     "OPUS_SILENCE",
     "SAMPLE_RATE",
-    "Mixer",
-    "MixerStatistics",
     "OpusDecoder",
     "OpusEncoder",
     "Pcm",
     "PcmConverter",
     "PcmSource",
     "SourceState",
-    "TrackStatistics",
     "dominant_frequency",
     "iter_file_pcm",
+    "probe_audio",
     "silence",
     "tone",
 ]
@@ -357,12 +354,39 @@ class PcmSource:
         return out
 
 
+#: Seconds PyAV waits for a URL to connect or deliver data before the source fails.
+OPEN_TIMEOUT_S: Final = 10.0
+
+
+def _open_audio(source: str) -> av.container.InputContainer:
+    if not source or len(source) > 4096:
+        raise UsageError("an audio source is a path or URL of 1..4096 characters")
+    try:
+        return av.open(source, timeout=OPEN_TIMEOUT_S)
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise UsageError(f"cannot open audio source: {exc}") from exc
+
+
+def probe_audio(source: str) -> float | None:
+    """Open ``source`` (file or URL), check it has audio; its duration in seconds when known.
+
+    Blocking (run it on a thread); raises :class:`UsageError` when PyAV cannot open it.
+    """
+    container = _open_audio(source)
+    with container:
+        if not container.streams.audio:
+            raise UsageError("the source has no audio stream")
+        stream = container.streams.audio[0]
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        if container.duration is not None:
+            return container.duration / 1_000_000
+        return None
+
+
 def iter_file_pcm(source: str, *, chunk_s: float = 0.5) -> Generator[Pcm, None, None]:
     """Decode an audio file or URL with PyAV into 48 kHz stereo int16 chunks (blocking: run on a thread)."""
-    try:
-        container = av.open(source)
-    except (av.FFmpegError, OSError) as exc:
-        raise UsageError(f"cannot open audio source: {exc}") from exc
+    container = _open_audio(source)
     with container:
         if not container.streams.audio:
             raise UsageError("the source has no audio stream")
@@ -386,191 +410,6 @@ def iter_file_pcm(source: str, *, chunk_s: float = 0.5) -> Generator[Pcm, None, 
             raise UsageError(f"audio source failed while decoding: {exc}") from exc
         if pending:
             yield np.concatenate(pending)
-
-
-# --------------------------------------------------------------------------- mixer
-
-
-@attrs.frozen
-class TrackStatistics:
-    name: str
-    state: SourceState
-    gain: float
-    buffered_s: float
-    played_s: float
-    underruns: int
-    overflow_s: float
-
-
-@attrs.frozen
-class MixerStatistics:
-    frames: int
-    silent_frames: int
-    clipped_samples: int
-    tracks: tuple[TrackStatistics, ...]
-
-
-@attrs.define(eq=False)
-class _Track:
-    name: str
-    source: PcmSource
-    gain: float
-    priority: bool
-    state: SourceState = SourceState.PLAYING
-    fade_gain: float = 0.0  # current fade multiplier, ramps towards fade_target
-    fade_target: float = 1.0
-    fade_step: float = 1.0  # per frame
-    stop_after_fade: bool = False
-
-
-DEFAULT_FADE_S: Final = 0.05
-DEFAULT_DUCK_GAIN: Final = 0.3
-
-
-class Mixer:
-    """Sums named tracks into 20 ms frames with gain, fades and ducking.
-
-    A ``priority`` track (speech, TTS) ducks the others to ``duck_gain`` while it has audio.
-    ``stop``/``pause`` fade out over ``fade_s``; ``play``/``resume`` fade in. Not thread-safe:
-    the voice role's send task owns it.
-    """
-
-    def __init__(self, *, duck_gain: float = DEFAULT_DUCK_GAIN, fade_s: float = DEFAULT_FADE_S) -> None:
-        self.duck_gain = duck_gain
-        self.fade_s = fade_s
-        self._tracks: dict[str, _Track] = {}
-        self._frames = 0
-        self._silent = 0
-        self._clipped = 0
-
-    def _fade_step(self, seconds: float | None) -> float:
-        duration = self.fade_s if seconds is None else seconds
-        frames = max(1.0, duration / FRAME_DURATION)
-        return 1.0 / frames
-
-    def play(
-        self,
-        name: str,
-        source: PcmSource,
-        *,
-        gain: float = 1.0,
-        priority: bool = False,
-        fade_in_s: float | None = 0.0,
-    ) -> None:
-        """Add (or replace) track ``name``."""
-        step = self._fade_step(fade_in_s) if fade_in_s else 1.0
-        self._tracks[name] = _Track(
-            name, source, gain, priority, fade_gain=0.0 if fade_in_s else 1.0, fade_step=step
-        )
-
-    def set_gain(self, name: str, gain: float) -> None:
-        self._track(name).gain = gain
-
-    def pause(self, name: str, *, fade_s: float | None = None) -> None:
-        track = self._track(name)
-        track.state = SourceState.PAUSED
-        track.fade_target = 0.0
-        track.fade_step = self._fade_step(fade_s)
-
-    def resume(self, name: str, *, fade_s: float | None = None) -> None:
-        track = self._track(name)
-        if track.state is SourceState.PAUSED:
-            track.state = SourceState.PLAYING
-        track.fade_target = 1.0
-        track.fade_step = self._fade_step(fade_s)
-        track.stop_after_fade = False
-
-    def stop(self, name: str, *, fade_s: float | None = None) -> None:
-        """Fade ``name`` out and remove it (immediately when ``fade_s`` is 0)."""
-        track = self._tracks.get(name)
-        if track is None:
-            return
-        if fade_s == 0:
-            del self._tracks[name]
-            return
-        track.fade_target = 0.0
-        track.fade_step = self._fade_step(fade_s)
-        track.stop_after_fade = True
-
-    def stop_all(self) -> None:
-        for name in list(self._tracks):
-            self.stop(name)
-
-    def has(self, name: str) -> bool:
-        return name in self._tracks
-
-    @property
-    def active(self) -> bool:
-        """True while some track may still produce audio."""
-        return any(not t.source.finished for t in self._tracks.values())
-
-    @property
-    def buffered_s(self) -> float:
-        return max((t.source.buffered_s for t in self._tracks.values()), default=0.0)
-
-    def _track(self, name: str) -> _Track:
-        track = self._tracks.get(name)
-        if track is None:
-            raise UsageError(f"no track named {name!r}")
-        return track
-
-    def mix(self) -> Pcm | None:
-        """The next 20 ms of the mix, or None when no track produced audio (speaking may stop)."""
-        self._frames += 1
-        ducking = any(
-            t.priority and t.source.buffered_s > 0 and t.fade_target > 0 for t in self._tracks.values()
-        )
-        acc: npt.NDArray[np.float32] | None = None
-        for track in list(self._tracks.values()):
-            if track.state is SourceState.PAUSED and track.fade_gain <= 0.0:
-                continue
-            frame = track.source.read_frame()
-            start = track.fade_gain
-            end = _approach(start, track.fade_target, track.fade_step)
-            track.fade_gain = end
-            if frame is None:
-                if track.source.finished or (track.stop_after_fade and end <= 0.0):
-                    del self._tracks[track.name]
-                continue
-            gain = track.gain * (self.duck_gain if ducking and not track.priority else 1.0)
-            ramp = np.linspace(start, end, FRAME_SAMPLES, dtype=np.float32)[:, None] * np.float32(gain)
-            contribution = frame.astype(np.float32) * ramp
-            acc = contribution if acc is None else acc + contribution
-            if track.stop_after_fade and end <= 0.0:
-                del self._tracks[track.name]
-        if acc is None:
-            self._silent += 1
-            return None
-        clipped = np.count_nonzero((acc > 32767) | (acc < -32768))
-        self._clipped += int(clipped)
-        return np.clip(acc, -32768, 32767).astype(np.int16)
-
-    def statistics(self) -> MixerStatistics:
-        return MixerStatistics(
-            frames=self._frames,
-            silent_frames=self._silent,
-            clipped_samples=self._clipped,
-            tracks=tuple(
-                TrackStatistics(
-                    name=t.name,
-                    state=SourceState.ENDED if t.source.finished else t.state,
-                    gain=t.gain,
-                    buffered_s=t.source.buffered_s,
-                    played_s=t.source.played_s,
-                    underruns=t.source.underruns,
-                    overflow_s=t.source.overflow_s,
-                )
-                for t in self._tracks.values()
-            ),
-        )
-
-
-def _approach(value: float, target: float, step: float) -> float:
-    if value < target:
-        return min(target, value + step)
-    if value > target:
-        return max(target, value - step)
-    return value
 
 
 # --------------------------------------------------------------------------- test helpers

@@ -4,7 +4,10 @@ Every access unit is decoded (P frames need the reference state of the ones befo
 this object is long-lived: it is created once per watched stream and fed in order. PyAV
 releases the GIL while decoding, so decoders on separate worker threads use separate cores;
 ``thread_count=1`` because frame/slice threading costs 15-50% more CPU in total
-(docs: performance notes).
+(docs: performance notes). ``decode(..., show_all=True)`` (concealment: the receive side waited
+long enough for a keyframe) sets FFmpeg's ``flags2 SHOW_ALL`` on the open context, so pictures come
+out although references are missing (FFmpeg otherwise outputs nothing until a keyframe, and after an
+unrepaired loss nothing until the next one); those pictures are flagged ``concealed``.
 
 Errors are translated here: no ``av`` exception escapes ``decode``. Each failure is counted;
 after ``reset_after_errors`` consecutive failures the codec context is replaced (a corrupt
@@ -32,6 +35,7 @@ _DECODER_NAMES: dict[str, str] = {"h264": "h264", "vp8": "vp8"}
 DEFAULT_RESET_AFTER_ERRORS = 5
 
 _H264_IDR = 5
+_SHOW_ALL = 1 << 22  # AV_CODEC_FLAG2_SHOW_ALL: "show all frames before the first keyframe"
 
 
 @attrs.frozen
@@ -43,6 +47,8 @@ class DecodedFrame:
     height: int
     timestamp: int
     keyframe: bool
+    concealed: bool = False
+    """Decoded without a keyframe since the start, an error or a reset (references missing)."""
 
 
 @attrs.frozen
@@ -103,9 +109,16 @@ class VideoDecoder:
     def needs_keyframe(self) -> bool:
         return self._needs_keyframe
 
-    def decode(self, access_unit: bytes, timestamp: int) -> list[DecodedFrame]:
-        """Decode one access unit (Annex-B for H264, one frame for VP8). Bad input yields ``[]``."""
+    def decode(self, access_unit: bytes, timestamp: int, *, show_all: bool = False) -> list[DecodedFrame]:
+        """Decode one access unit (Annex-B for H264, one frame for VP8). Bad input yields ``[]``.
+
+        ``show_all``: output pictures even with references missing (concealment), flagged.
+        """
         self._access_units += 1
+        flags2 = self._context.flags2
+        wanted = flags2 | _SHOW_ALL if show_all else flags2 & ~_SHOW_ALL
+        if wanted != flags2:
+            self._context.flags2 = wanted
         if not access_unit:
             self._count_error()
             return []
@@ -119,17 +132,24 @@ class VideoDecoder:
             self._count_error()
             return []
         self._consecutive_errors = 0
-        frames = [self._wrap(image, timestamp) for image in images]
+        broken = self._needs_keyframe or show_all
+        frames = [self._wrap(image, timestamp, broken) for image in images]
         self._frames += len(frames)
         if any(frame.keyframe for frame in frames):
             self._needs_keyframe = False
         return frames
 
-    def _wrap(self, image: av.VideoFrame, timestamp: int) -> DecodedFrame:
+    def _wrap(self, image: av.VideoFrame, timestamp: int, broken: bool = False) -> DecodedFrame:
         self._width, self._height = image.width, image.height
         pts = image.pts if image.pts is not None else timestamp
+        keyframe = bool(image.key_frame)
         return DecodedFrame(
-            image=image, width=image.width, height=image.height, timestamp=pts, keyframe=image.key_frame
+            image=image,
+            width=image.width,
+            height=image.height,
+            timestamp=pts,
+            keyframe=keyframe,
+            concealed=broken and not keyframe,
         )
 
     def _count_error(self) -> None:

@@ -33,9 +33,12 @@ class EncodedFrame:
     pts: int
 
 
-def _codec_options(codec: VideoCodec, keyint: int) -> dict[str, str]:
+def _codec_options(codec: VideoCodec, keyint: int, vbv_kbit: int | None = None) -> dict[str, str]:
     if codec == "h264":
         x264_params = f"repeat-headers=1:annexb=1:bframes=0:keyint={keyint}:min-keyint={keyint}:scenecut=0"
+        if vbv_kbit is not None:
+            # A hard cap: the rate never exceeds the bitrate over a one-second buffer.
+            x264_params += f":vbv-maxrate={vbv_kbit}:vbv-bufsize={vbv_kbit}"
         return {
             "preset": "ultrafast",
             "tune": "zerolatency",
@@ -46,7 +49,11 @@ def _codec_options(codec: VideoCodec, keyint: int) -> dict[str, str]:
 
 
 class VideoEncoder:
-    """Encode yuv420p frames one by one; ``force_keyframe`` answers a PLI/FIR."""
+    """Encode yuv420p frames one by one; ``force_keyframe`` answers a PLI/FIR.
+
+    ``cap_bitrate`` (H264) adds a VBV limit at ``bitrate`` so the stream never exceeds it
+    (what a publisher needs; the server's limits are maxima, not averages).
+    """
 
     def __init__(
         self,
@@ -57,6 +64,7 @@ class VideoEncoder:
         bitrate: int,
         *,
         keyframe_interval: float = DEFAULT_KEYFRAME_INTERVAL,
+        cap_bitrate: bool = False,
     ) -> None:
         if codec not in _ENCODER_NAMES:
             raise UsageError(f"unsupported video codec {codec!r}")
@@ -78,7 +86,8 @@ class VideoEncoder:
         context.bit_rate = bitrate
         context.gop_size = keyint
         context.thread_count = 1
-        context.options = _codec_options(codec, keyint)
+        vbv = max(1, bitrate // 1000) if cap_bitrate else None
+        context.options = _codec_options(codec, keyint, vbv)
         self._context = context
         self._next_pts = 0
         self._keyframe_requested = False

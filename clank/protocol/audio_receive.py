@@ -9,15 +9,22 @@ The voice role's UDP receive loop hands every transport-decrypted Opus RTP packe
   packet-loss concealment for exactly the missing frames;
 - DAVE-decrypts each Opus packet (one packet = one DAVE frame) through an injected callable
   that returns ``None`` on failure (counted, never fatal);
-- detects the Opus silence frame ``F8 FF FE``: five of them mean the speaker stopped; a gap of
-  ``silence_timeout`` seconds without packets also ends speaking (``tick``).
+- detects the Opus silence frame ``F8 FF FE`` (before and after DAVE: a sender may encrypt it):
+  five of them mean the speaker stopped; a gap of ``silence_timeout`` seconds without packets also
+  ends speaking (``tick``);
+- holds audio from an SSRC nobody has announced yet (op5 late or never sent: Discord does not
+  promise op5 before media) for ``EARLY_AUDIO_S`` (bounded per SSRC and in SSRC count) and
+  trial-decrypts it with the DAVE keys of the members we know (op11/op12/op5 users, through an
+  injected ``trial`` callable that never counts failures); a success binds the SSRC to that user
+  and the held audio is delivered, as it is when op5 arrives late. Known SSRCs never wait.
 
 Time is an argument (``now``, seconds). Output is a list of events; the core never logs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 import attrs
@@ -31,8 +38,10 @@ __all__ = [
     "AudioReceiveCore",
     "AudioReceiveStatistics",
     "DaveDecrypt",
+    "EarlyAudioStatistics",
     "SpeakingStarted",
     "SpeakingStopped",
+    "TrialDecrypt",
     "UserAudioStatistics",
 ]
 
@@ -47,9 +56,20 @@ SEQUENCE_WINDOW: Final = 64
 """Packets behind the highest sequence we still recognise as duplicates; older ones are stale."""
 
 DROP_REASONS: Final = ("unknown_ssrc", "duplicate", "stale", "dave_decrypt", "empty")
+EARLY_AUDIO_S: Final = 1.0
+"""Seconds of audio held per unannounced SSRC while we find out who sends it."""
+EARLY_AUDIO_PACKETS: Final = 64
+"""At most this many packets held per unannounced SSRC (the oldest go first)."""
+EARLY_AUDIO_SSRCS: Final = 16
+"""At most this many unannounced SSRCs held at once (the least recently heard goes first)."""
+EARLY_TRIAL_PACKETS: Final = 100
+"""Packets of one unannounced SSRC we trial-decrypt before giving up until op5 arrives."""
 
 DaveDecrypt = Callable[[str, bytes], bytes | None]
 """``(sender user id, opus frame) -> plaintext or None`` (failure, already counted by DAVE)."""
+TrialDecrypt = Callable[[str, bytes], bytes | None]
+"""``(candidate user id, opus frame) -> plaintext or None``: uncounted; None unless the frame is a
+DAVE frame this user's key opens (so in a call without DAVE nothing is bound by trial)."""
 
 
 @attrs.frozen
@@ -100,11 +120,28 @@ class UserAudioStatistics:
 
 
 @attrs.frozen
+class EarlyAudioStatistics:
+    """Audio that arrived before we knew its sender (no op5 yet)."""
+
+    held: int
+    """Packets held for an unannounced SSRC."""
+    delivered: int
+    """Held packets delivered once the SSRC was bound (by op5 or by a trial decrypt)."""
+    expired: int
+    """Held packets dropped: older than ``EARLY_AUDIO_S`` or over a bound."""
+    bound_by_trial: int
+    """SSRCs bound to a user because that user's DAVE key opened their audio."""
+    trials: int
+    """Trial decrypts attempted."""
+
+
+@attrs.frozen
 class AudioReceiveStatistics:
     packets: int
     delivered: int
     drops: Mapping[str, int]
     users: tuple[UserAudioStatistics, ...]
+    early: EarlyAudioStatistics = EarlyAudioStatistics(0, 0, 0, 0, 0)
 
 
 class _Stream:
@@ -155,6 +192,16 @@ class _Stream:
         )
 
 
+class _Early:
+    """Packets of one unannounced SSRC: ``(arrived, sequence, timestamp, payload)``."""
+
+    __slots__ = ("packets", "trials")
+
+    def __init__(self) -> None:
+        self.packets: deque[tuple[float, int, int, bytes]] = deque()
+        self.trials = 0
+
+
 class AudioReceiveCore:
     """Receive-side audio bookkeeping for one voice leg. Not thread-safe."""
 
@@ -163,23 +210,36 @@ class AudioReceiveCore:
         self_user_id: str,
         *,
         decrypt: DaveDecrypt | None = None,
+        trial: TrialDecrypt | None = None,
         silence_timeout: float = DEFAULT_SILENCE_TIMEOUT,
     ) -> None:
         self.self_user_id = self_user_id
         self._decrypt = decrypt
+        self._trial = trial
         self.silence_timeout = silence_timeout
         self._users: dict[int, str] = {}  # ssrc -> user id
         self._streams: dict[int, _Stream] = {}
+        self._members: dict[str, None] = {}  # users we know are in the call (insertion order)
+        self._early: dict[int, _Early] = {}  # unannounced ssrc -> held packets (LRU order)
         self._drops = dict.fromkeys(DROP_REASONS, 0)
         self._packets = 0
         self._delivered = 0
+        self._early_held = 0
+        self._early_delivered = 0
+        self._early_expired = 0
+        self._bound_by_trial = 0
+        self._trials = 0
 
     # ------------------------------------------------------------------ SSRC map
 
     def bind(self, ssrc: int, user_id: str) -> list[Event]:
-        """op5 (or op12 ``audio_ssrc``): ``ssrc`` carries ``user_id``'s audio."""
+        """op5 (or op12 ``audio_ssrc``): ``ssrc`` carries ``user_id``'s audio.
+
+        Audio already held for ``ssrc`` (it arrived before this op5) is delivered now.
+        """
         if not ssrc or user_id == self.self_user_id:
             return []
+        self.members_connected((user_id,))
         events: list[Event] = []
         for old_ssrc, old_user in list(self._users.items()):
             if old_user == user_id and old_ssrc != ssrc:
@@ -188,10 +248,22 @@ class AudioReceiveCore:
         if previous is not None and previous != user_id:
             events += self._drop_stream(ssrc, "disconnected")
         self._users[ssrc] = user_id
+        early = self._early.pop(ssrc, None)
+        if early is not None:
+            for _at, sequence, timestamp, payload in early.packets:
+                self._early_delivered += 1
+                events += self._accept(ssrc, user_id, sequence, timestamp, payload, _at, None)
         return events
+
+    def members_connected(self, user_ids: Iterable[str]) -> None:
+        """op11 / op12 / op5 users: who may own an SSRC nobody announced yet."""
+        for user_id in user_ids:
+            if user_id != self.self_user_id:
+                self._members[user_id] = None
 
     def client_disconnected(self, user_id: str) -> list[Event]:
         """op13: forget every SSRC of ``user_id``."""
+        self._members.pop(user_id, None)
         events: list[Event] = []
         for ssrc, owner in list(self._users.items()):
             if owner == user_id:
@@ -212,7 +284,20 @@ class AudioReceiveCore:
         user_id = self._users.get(ssrc)
         if user_id is None:
             self._drops["unknown_ssrc"] += 1
-            return []
+            return self._hold(ssrc, sequence, timestamp, payload, now)
+        return self._accept(ssrc, user_id, sequence, timestamp, payload, now, None)
+
+    def _accept(
+        self,
+        ssrc: int,
+        user_id: str,
+        sequence: int,
+        timestamp: int,
+        payload: bytes,
+        now: float,
+        plain: bytes | None,
+    ) -> list[Event]:
+        """A packet of a bound SSRC (``plain``: its DAVE plaintext when a trial already opened it)."""
         if not payload:
             self._drops["empty"] += 1
             return []
@@ -224,8 +309,18 @@ class AudioReceiveCore:
             return []
         stream.packets += 1
         stream.last_packet_at = now
-        if payload == OPUS_SILENCE:
-            # Never DAVE-encrypted (davey passes it through both ways).
+        opus = payload
+        if plain is not None:
+            opus = plain
+        elif self._decrypt is not None and payload != OPUS_SILENCE:  # davey passes silence through
+            opened = self._decrypt(user_id, payload)
+            if opened is None:
+                stream.silence_run = 0
+                stream.decrypt_failures += 1
+                self._drops["dave_decrypt"] += 1
+                return []
+            opus = opened
+        if opus == OPUS_SILENCE:  # sent in clear, or DAVE-encrypted by the sender
             stream.silence_frames += 1
             stream.silence_run += 1
             if stream.speaking and stream.silence_run >= SILENCE_FRAMES_TO_STOP:
@@ -233,14 +328,6 @@ class AudioReceiveCore:
                 return [SpeakingStopped(user_id, ssrc, "silence_frames")]
             return []
         stream.silence_run = 0
-        opus = payload
-        if self._decrypt is not None:
-            plain = self._decrypt(user_id, payload)
-            if plain is None:
-                stream.decrypt_failures += 1
-                self._drops["dave_decrypt"] += 1
-                return []
-            opus = plain
         events: list[Event] = []
         if not stream.speaking:
             stream.speaking = True
@@ -259,6 +346,39 @@ class AudioReceiveCore:
             )
         )
         return events
+
+    # ------------------------------------------------------------------ audio before op5
+
+    def _hold(self, ssrc: int, sequence: int, timestamp: int, payload: bytes, now: float) -> list[Event]:
+        early = self._early.pop(ssrc, None)
+        if early is None:
+            early = _Early()
+            while len(self._early) >= EARLY_AUDIO_SSRCS:
+                oldest = next(iter(self._early))
+                self._early_expired += len(self._early.pop(oldest).packets)
+        self._early[ssrc] = early  # most recently heard last
+        packets = early.packets
+        packets.append((now, sequence, timestamp, payload))
+        self._early_held += 1
+        while packets and (len(packets) > EARLY_AUDIO_PACKETS or now - packets[0][0] > EARLY_AUDIO_S):
+            packets.popleft()
+            self._early_expired += 1
+        if self._trial is None or payload == OPUS_SILENCE or early.trials >= EARLY_TRIAL_PACKETS:
+            return []
+        early.trials += 1
+        bound = set(self._users.values())
+        candidates = sorted(self._members, key=lambda u: u in bound)  # unbound members first
+        for user_id in candidates:
+            self._trials += 1
+            plain = self._trial(user_id, payload)
+            if plain is None:
+                continue
+            self._bound_by_trial += 1
+            packets.pop()  # this packet: delivered with the plaintext the trial produced
+            self._early_delivered += 1
+            events = self.bind(ssrc, user_id)
+            return events + self._accept(ssrc, user_id, sequence, timestamp, payload, now, plain)
+        return []
 
     def _track_sequence(self, stream: _Stream, sequence: int) -> int | None:
         """Frames lost right before this packet, or None when it must be dropped."""
@@ -295,7 +415,14 @@ class AudioReceiveCore:
         return min(times) if times else None
 
     def tick(self, now: float) -> list[Event]:
-        """Speakers that went quiet without (received) silence frames."""
+        """Speakers that went quiet without (received) silence frames; held early audio expires."""
+        for ssrc, early in list(self._early.items()):
+            packets = early.packets
+            while packets and now - packets[0][0] > EARLY_AUDIO_S:
+                packets.popleft()
+                self._early_expired += 1
+            if not packets and early.trials >= EARLY_TRIAL_PACKETS:
+                del self._early[ssrc]
         events: list[Event] = []
         for stream in self._streams.values():
             if stream.speaking and now - stream.last_packet_at >= self.silence_timeout:
@@ -312,6 +439,13 @@ class AudioReceiveCore:
             delivered=self._delivered,
             drops=dict(self._drops),
             users=tuple(s.freeze() for s in self._streams.values()),
+            early=EarlyAudioStatistics(
+                held=self._early_held,
+                delivered=self._early_delivered,
+                expired=self._early_expired,
+                bound_by_trial=self._bound_by_trial,
+                trials=self._trials,
+            ),
         )
 
     def _drop_stream(self, ssrc: int, reason: str) -> list[Event]:

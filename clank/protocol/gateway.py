@@ -36,6 +36,7 @@ from clank.errors import (
     TransportError,
     UsageError,
 )
+from clank.protocol.backoff import BackoffPolicy
 from clank.wire.gateway import GatewayFrame, Op, ZlibStreamInflater
 
 API_VERSION = 9
@@ -105,29 +106,6 @@ def stop_error(code: int, rule: CloseRule) -> ClankError:
     if code == 4004:
         return AuthenticationFailed(f"Discord gateway closed with 4004 ({rule.meaning}); check the token")
     return ConnectionClosed(code, f"gateway gave up: {rule.meaning}")
-
-
-@attrs.frozen
-class BackoffPolicy:
-    """Exponential backoff with jitter: attempt ``n`` (1-based) waits in ``[initial, cap]``.
-
-    The ceiling doubles per attempt up to ``cap``; the wait is the ceiling scaled by a random
-    factor in ``[1 - jitter, 1]`` (never below ``initial``) so many clients do not reconnect
-    in lock-step.
-    """
-
-    initial: float = 1.0
-    cap: float = 60.0
-    multiplier: float = 2.0
-    jitter: float = 0.5
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        if attempt < 1:
-            raise UsageError(f"backoff attempt must be >= 1, got {attempt}")
-        exponent = min(attempt - 1, 64)  # keep the float finite for absurd attempt counts
-        ceiling = min(self.cap, self.initial * self.multiplier**exponent)
-        scaled = ceiling * (1.0 - self.jitter * rng.random())
-        return min(self.cap, max(self.initial, scaled))
 
 
 class Phase(enum.Enum):

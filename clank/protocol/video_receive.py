@@ -26,7 +26,11 @@ Feedback is decided here and returned as plain RTCP datagrams from :meth:`VideoR
 Nothing here raises on network input: unknown SSRCs, unknown PTs, malformed payloads, duplicate and
 late packets are dropped and counted per reason. Frames are not handed on before a stream's first
 keyframe (a decoder cannot start from a P frame); after a loss, later complete frames still are
-(the decoder conceals until the requested keyframe arrives).
+(the decoder conceals until the requested keyframe arrives). When no keyframe comes for
+``conceal_after`` seconds after a join (a sender with sparse keyframes that ignores PLI), H264
+P frames are handed on anyway (``frames_concealed``): the persistent decoder builds a picture from
+them and flags it ``concealed`` until the next keyframe. VP8 cannot do this (libvpx and FFmpeg refuse
+inter frames without a prior keyframe).
 """
 
 from __future__ import annotations
@@ -105,6 +109,8 @@ class VideoReceiveConfig:
     keyframe_policy: KeyframePolicy = attrs.field(factory=KeyframePolicy)
     report_interval: float = 1.0
     diagnostics_interval: float = 5.0
+    conceal_after: float | None = 3.0
+    """Seconds without a keyframe after which H264 P frames are handed on anyway (None: never)."""
     codecs: tuple[vg.Codec, ...] = (vg.H264_DECODE, vg.VP8_DECODE)
 
 
@@ -122,6 +128,8 @@ class EncodedVideoFrame:
     first_seq: int
     last_seq: int
     assembled_at: float  # ``now`` of the packet that completed it
+    conceal: bool = False
+    """No keyframe for ``conceal_after`` since a join or an unrepaired loss: decode it anyway."""
 
 
 @attrs.frozen
@@ -200,6 +208,7 @@ class VideoStreamStatistics:
     time_to_first_frame: float | None  # bound -> first emitted frame, seconds
     fps_in: float
     jitter: float  # seconds (RFC 3550 A.8 interarrival jitter)
+    frames_concealed: int = 0  # handed on before any keyframe (conceal_after passed)
 
 
 @attrs.frozen
@@ -358,6 +367,8 @@ class _Stream:
         self.report = _ReportState()
         self.fps_in = _RateMeter()
         self.started = False  # a keyframe has been emitted since the last (re)start
+        self.awaiting_since: float | None = None  # chain broken (join or loss) and no keyframe since
+        self.frames_concealed = 0
         self.forced_keyframe_request = False
         self.dropped: collections.Counter[str] = collections.Counter()
         self.frames_dropped: collections.Counter[str] = collections.Counter()
@@ -385,6 +396,7 @@ class _Stream:
         self.depacketizer = H264Depacketizer() if codec == "h264" else Vp8Depacketizer()
         self.parameter_sets = ParameterSetCache()
         self.started = False
+        self.awaiting_since = None
         return previous
 
     def statistics(self) -> VideoStreamStatistics:
@@ -434,6 +446,7 @@ class _Stream:
             time_to_first_frame=ttff,
             fps_in=self.fps_in.rate(),
             jitter=self.report.jitter / _VIDEO_CLOCK,
+            frames_concealed=self.frames_concealed,
         )
 
 
@@ -557,6 +570,8 @@ class VideoReceiver:
         self.feedback_pending = True
 
     def _need_keyframe(self, stream: _Stream, reason: KeyframeReason, now: float) -> None:
+        if stream.awaiting_since is None and reason is not KeyframeReason.JOIN:
+            stream.awaiting_since = now  # a loss (or decoder trouble): concealment clock starts
         if not stream.keyframes.waiting:
             self.feedback_pending = True
         stream.keyframes.need(reason, now)
@@ -689,10 +704,15 @@ class VideoReceiver:
         if frame.keyframe:
             stream.keyframes.keyframe_received()
             stream.started = True
+            stream.awaiting_since = None
             stream.keyframes_emitted += 1
-        elif not stream.started:
-            stream.frames_dropped[DROP_AWAITING_KEYFRAME] += 1
-            return []
+        conceal = False
+        if not frame.keyframe:
+            conceal = self._concealing(stream, now)
+            if not stream.started and not conceal:
+                stream.frames_dropped[DROP_AWAITING_KEYFRAME] += 1
+                return []
+            stream.frames_concealed += conceal
         stream.frames_emitted += 1
         if stream.first_frame_at is None:
             stream.first_frame_at = now
@@ -708,8 +728,20 @@ class VideoReceiver:
                 first_seq=frame.first_seq,
                 last_seq=frame.last_seq,
                 assembled_at=now,
+                conceal=conceal,
             )
         ]
+
+    def _concealing(self, stream: _Stream, now: float) -> bool:
+        """No keyframe for ``conceal_after`` seconds since a join or a loss (H264 only)."""
+        after = self.config.conceal_after
+        if after is None or stream.codec != "h264":
+            return False
+        if stream.awaiting_since is None:
+            if stream.started:
+                return False  # the chain is intact
+            stream.awaiting_since = now  # the first frame held back since the join
+        return now - stream.awaiting_since >= after
 
     def _diagnose(
         self, stream: _Stream, frame: AssembledFrame, reason: str, now: float

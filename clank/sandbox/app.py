@@ -27,6 +27,7 @@ from hypercorn.trio import serve
 from starlette.routing import WebSocketRoute
 
 from clank.errors import SandboxError
+from clank.io.listen import listen_failed
 from clank.logging import get_logger
 from clank.sandbox.faults import Faults
 from clank.sandbox.gateway import GatewayServer
@@ -45,6 +46,8 @@ log = get_logger("clank.sandbox")
 # Bound on stopping: connections are closed (1001) first, so this is rarely reached.
 SHUTDOWN_TIMEOUT = 5.0
 HTTP_GRACEFUL_TIMEOUT = 1.0
+#: What to change when the sandbox's address is taken (named in the one-line error).
+LISTEN_CHANGE = "sandbox.port / CLANK_SANDBOX_PORT, or clank sandbox --port (0 = any free port)"
 
 
 @attrs.frozen
@@ -74,6 +77,9 @@ class Sandbox:
             **tls,
             "api_url": self.api_url,
             "gateway_url": self.gateway_url,
+            # Voice/stream endpoints are announced without a scheme (as Discord does); this is
+            # the one to use with them (clank: discord.voice_url_scheme).
+            "voice_url_scheme": "ws" if self.ca_file is None else "wss",
             "token": self.token,
             "bot_token": self.bot_token,
             "our_user_id": self.our_user_id,
@@ -102,12 +108,14 @@ async def open_sandbox(
     media_backend: MediaBackend | None = None,
     media: bool = True,
     tls: bool = False,
+    dave_protocol_version: int = 1,
 ) -> AsyncIterator[Sandbox]:
     """Start the sandbox; on exit, close every gateway connection and stop the server.
 
     Voice and stream servers with simulated media (``sb.media``) run unless ``media`` is False
     or another ``media_backend`` is given. With ``tls`` they serve ``wss://`` with a throwaway
     certificate whose CA is ``sb.ca_file`` (for clients that hard-code ``wss://{endpoint}``).
+    ``dave_protocol_version`` 0 turns DAVE off on its voice and stream servers.
     """
     get_scenario(scenario)  # refuse unknown names before anything starts (a plain SandboxError)
     if media_backend is not None or not media:
@@ -120,7 +128,11 @@ async def open_sandbox(
     with ExitStack() as stack:
         minted = stack.enter_context(open_sandbox_tls()) if tls else None
         ssl_context = None if minted is None else minted.server_context()
-        settings = RtcSettings(server=MediaServerConfig(seed=seed, ssl_context=ssl_context))
+        settings = RtcSettings(
+            server=MediaServerConfig(
+                seed=seed, ssl_context=ssl_context, dave_protocol_version=dave_protocol_version
+            )
+        )
         async with (
             open_rtc_backend(settings) as rtc,
             _open_sandbox(host, port, scenario, heartbeat_interval_ms, seed, rtc, rtc) as sandbox,
@@ -156,7 +168,15 @@ async def _open_sandbox(
     stop_http = trio.Event()
     # cast: hypercorn's ASGI typing and Starlette's are structurally equal but nominally distinct.
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, cast(Any, app), config, shutdown_trigger=stop_http.wait))
+        try:
+            binds = await nursery.start(
+                partial(serve, cast(Any, app), config, shutdown_trigger=stop_http.wait)
+            )
+        except (OSError, BaseExceptionGroup) as exc:
+            error = listen_failed(exc, host, port, LISTEN_CHANGE)
+            if error is None:
+                raise
+            raise error from None
         bound_port = _port_from_binds(binds)
         gateway.public_url = api.gateway_url = f"ws://{host}:{bound_port}/"
         guild = world.default_guild
@@ -192,16 +212,26 @@ async def _open_sandbox(
 
 
 async def serve_sandbox_cli(
-    host: str, port: int, scenario: str, *, out: TextIO | None = None, tls: bool = False
+    host: str,
+    port: int,
+    scenario: str,
+    *,
+    out: TextIO | None = None,
+    tls: bool = False,
+    dave_protocol_version: int = 1,
 ) -> None:
     """``clank sandbox``: print one JSON line of :meth:`Sandbox.info` when ready, run until
     cancelled or until SIGINT / SIGTERM (received explicitly: a KeyboardInterrupt would have to
     find the main task between checkpoints, and the servers' cleanup must run either way)."""
     stream = out if out is not None else sys.stdout
-    async with open_sandbox(host=host, port=port, scenario=scenario, tls=tls) as sandbox:
-        stream.write(json.dumps(sandbox.info()) + "\n")
-        stream.flush()
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    # The receiver opens before the line is printed: a supervisor that signals as soon as it has
+    # read the line must find it installed (else Python's default SIGINT handler exits 1).
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_sandbox(
+            host=host, port=port, scenario=scenario, tls=tls, dave_protocol_version=dave_protocol_version
+        ) as sandbox:
+            stream.write(json.dumps(sandbox.info()) + "\n")
+            stream.flush()
             async for signum in signals:
                 log.info("sandbox stopping", signal=signal.Signals(signum).name)
                 return

@@ -619,6 +619,7 @@ def _receive_config(settings: WatchSettings, default_type: StreamType) -> VideoR
         default_stream_type=default_type,
         reorder_delay=settings.reorder_delay_ms / 1000,
         nack=settings.nack,
+        conceal_after=settings.conceal_after_s,
     )
 
 

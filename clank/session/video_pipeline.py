@@ -194,7 +194,7 @@ class VideoPipeline:
             decoder.pending.append(frame)
             del decoder.pending[:-PENDING_FRAMES]
             return
-        decoder.worker.submit(frame.data, frame.timestamp, keyframe=frame.keyframe)
+        decoder.worker.submit(frame.data, frame.timestamp, keyframe=frame.keyframe, conceal=frame.conceal)
 
     def _stop_decoder(self, ssrc: int) -> None:
         decoder = self._decoders.pop(ssrc, None)
@@ -216,7 +216,7 @@ class VideoPipeline:
                 decoder.worker = worker
                 pending, decoder.pending = decoder.pending, []
                 for frame in pending:
-                    worker.submit(frame.data, frame.timestamp, keyframe=frame.keyframe)
+                    worker.submit(frame.data, frame.timestamp, keyframe=frame.keyframe, conceal=frame.conceal)
                 try:
                     await trio.sleep_forever()
                 finally:
@@ -253,6 +253,8 @@ class VideoPipeline:
             source_height=image.source_height,
             keyframe=image.keyframe,
             decode_delay=image.decode_delay,
+            change_mean_abs_diff=image.change.mean_abs_diff,
+            concealed=image.concealed,
         )
         if not sink.store.closed:
             sink.store.publish(frame)

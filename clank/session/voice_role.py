@@ -7,7 +7,12 @@ voice_role, params)``); the handle's ``api`` is a :class:`VoiceRole`::
      ├─ media connection       WS + UDP (receive drains inline into _on_packet)
      ├─ send loop              every 20 ms at absolute deadlines (trio.sleep_until: no drift)
      ├─ speaking timer         silence timeouts of remote speakers
-     └─ file feeders           one per play_file(): PyAV decode on a worker thread, bounded prebuffer
+     ├─ listen timer           listeners' speaking_stopped after their silence (every 20 ms)
+     └─ file feeders           speech/music files: PyAV decode on a worker thread, bounded prebuffer
+
+Playback is :class:`~clank.session.voice_playback.SpeechPlayer` (``role.speech``) and
+:class:`~clank.session.voice_music.MusicPlayer` (``role.music``) over ``role.mixer``; listeners
+(:meth:`VoiceRole.open_listener`) are :class:`~clank.session.voice_listen.Listener`.
 
 Send: when the mixer has audio we flag speaking (op5 1), encode, DAVE-encrypt and send one
 packet per 20 ms; when it runs dry we send five Opus silence frames and clear speaking (op5 0).
@@ -44,15 +49,13 @@ from clank.media.audio import (
     FRAME_SAMPLES,
     OPUS_SILENCE,
     SAMPLE_RATE,
-    Mixer,
-    MixerStatistics,
     OpusDecoder,
     OpusEncoder,
     Pcm,
     PcmConverter,
     PcmSource,
-    iter_file_pcm,
 )
+from clank.media.mixer import Mixer, MixerStatistics
 from clank.protocol import voice_gateway as vgc
 from clank.protocol.audio_receive import (
     AudioPacket,
@@ -62,6 +65,9 @@ from clank.protocol.audio_receive import (
     SpeakingStopped,
 )
 from clank.session.roles import RoleHandle, RoleState
+from clank.session.voice_listen import DEFAULT_LISTEN_BUFFER, DEFAULT_SILENCE_S, Listener, UserAudio
+from clank.session.voice_music import MusicPlayer
+from clank.session.voice_playback import PlaybackEvents, SpeechPlayer
 from clank.wire.rtp import RtpHeader
 from clank.wire.voice_gateway import OPUS_PT
 
@@ -69,6 +75,7 @@ __all__ = [
     "AUDIO_SUBSCRIBER_BUFFER",
     "SILENCE_FRAMES_AFTER_AUDIO",
     "FramePacer",
+    "Listener",
     "UserAudio",
     "VideoReceiver",
     "VoiceRole",
@@ -82,30 +89,16 @@ log = get_logger("clank.voice")
 AUDIO_SUBSCRIBER_BUFFER: Final = 50
 SILENCE_FRAMES_AFTER_AUDIO: Final = 5
 SPEAKING_VOICE: Final = 1
-#: A file feeder keeps this much decoded audio queued ahead of playback.
-FILE_PREBUFFER_S: Final = 2.0
-FILE_POLL_S: Final = 0.05
 #: If the send loop falls this far behind (a stall), it skips ahead instead of bursting.
 MAX_SEND_LAG_S: Final = 0.2
 #: A wake-up later than this counts as a late frame in the statistics.
 LATE_THRESHOLD_S: Final = 0.005
 SPEAKING_TIMER_S: Final = 0.1
+#: Listeners' speaking_stopped deadlines are checked this often (silence accuracy).
+LISTEN_TIMER_S: Final = 0.02
 
 VideoReceiver = Callable[[RtpHeader, bytes, float, "vgc.SsrcBinding | None"], None]
 """``(header, payload, now, binding)`` for every non-audio packet on the voice leg (webcam)."""
-
-
-@attrs.frozen
-class UserAudio:
-    """20 ms of a remote user's audio at the subscriber's rate/channels."""
-
-    user_id: str
-    ssrc: int
-    pcm: Pcm = attrs.field(eq=False, repr=lambda a: f"<{a.shape}>")
-    rate: int
-    channels: int
-    concealed: bool = False
-    """True for packet-loss concealment output (the packet was lost)."""
 
 
 @attrs.frozen
@@ -189,9 +182,15 @@ class VoiceRole:
         self._conn: MediaConnection | None = None
         self._nursery: trio.Nursery | None = None
         self.mixer = Mixer()
+        self.playback_events = PlaybackEvents()
+        self.speech = SpeechPlayer(self.mixer, self.playback_events, self._wake_sender)
+        self.music = MusicPlayer(self.mixer, self.playback_events, self._wake_sender)
+        self._listeners: list[Listener] = []
+        self._listen_converters: dict[tuple[str, str, tuple[int, int]], PcmConverter] = {}
+        self._listeners_changed = trio.Event()
         self._encoder = OpusEncoder()
         self._audio_wake = trio.Event()
-        self._receive = AudioReceiveCore(user_id, decrypt=self._dave_decrypt)
+        self._receive = AudioReceiveCore(user_id, decrypt=self._dave_decrypt, trial=self._dave_trial)
         self._decoders: dict[int, OpusDecoder] = {}
         self._subscribers: list[_Subscriber] = []
         self._speaking: set[str] = set()
@@ -283,22 +282,14 @@ class VoiceRole:
         source.end()
         return source
 
-    def play_file(
-        self, source: str, *, track: str = "music", gain: float = 1.0, priority: bool = False
-    ) -> PcmSource:
-        """Decode a file or URL with PyAV on a worker thread and play it on ``track``."""
-        nursery = self._nursery
-        if nursery is None:
-            raise UsageError("the voice role is not running")
-        pcm_source = PcmSource(max_buffer_s=FILE_PREBUFFER_S * 4)
-        self.mixer.play(track, pcm_source, gain=gain, priority=priority)
-        nursery.start_soon(self._feed_file, source, track, pcm_source)
-        return pcm_source
-
     def stop(self, track: str | None = None) -> None:
-        """Fade out and remove ``track`` (every track when None)."""
+        """Fade out and remove ``track``; every track (speech and music) at once when None."""
         if track is None:
-            self.mixer.stop_all()
+            self.speech.stop()
+            self.music.stop(fade_s=0)
+            self.mixer.stop_all(fade_s=0)
+        elif track == "speech":
+            self.speech.stop()
         else:
             self.mixer.stop(track)
 
@@ -309,30 +300,8 @@ class VoiceRole:
         self.mixer.resume(track)
         self._wake_sender()
 
-    def set_gain(self, track: str, gain: float) -> None:
-        self.mixer.set_gain(track, gain)
-
-    async def _feed_file(self, source: str, track: str, pcm_source: PcmSource) -> None:
-        chunks = iter_file_pcm(source)
-        try:
-            while self.mixer.has(track):
-                try:
-                    chunk = await trio.to_thread.run_sync(next, chunks, None)
-                except UsageError as exc:
-                    log.warning("audio file failed", track=track, error=str(exc))
-                    break
-                if chunk is None:
-                    break
-                pcm_source.push_converted(chunk)
-                self._wake_sender()
-                # Polling is deliberate: the consumer is the 20 ms send loop, not a task to signal.
-                while self.mixer.has(track) and pcm_source.buffered_s > FILE_PREBUFFER_S:  # noqa: ASYNC110
-                    await trio.sleep(FILE_POLL_S)
-        finally:
-            if not pcm_source.ended:
-                pcm_source.end()
-            with trio.move_on_after(1.0, shield=True):
-                await trio.to_thread.run_sync(chunks.close)
+    def set_gain(self, track: str, gain: float, *, fade_s: float = 0.0) -> None:
+        self.mixer.set_gain(track, gain, fade_s=fade_s)
 
     # ------------------------------------------------------------------ receive surface
 
@@ -359,6 +328,40 @@ class VoiceRole:
             self._subscriber_drops += subscriber.dropped
             send.close()
 
+    @contextlib.contextmanager
+    def open_listener(
+        self,
+        users: frozenset[str] | None = None,
+        *,
+        rate: int = SAMPLE_RATE,
+        channels: int = CHANNELS,
+        silence_s: float = DEFAULT_SILENCE_S,
+        buffer: int = DEFAULT_LISTEN_BUFFER,
+        sources: frozenset[str] | None = None,
+    ) -> Iterator[Listener]:
+        """A :class:`Listener` of ``users`` (everyone when None) while in the block."""
+        listener = Listener(
+            users, rate=rate, channels=channels, silence_s=silence_s, buffer=buffer, sources=sources
+        )
+        self._listeners.append(listener)
+        self._listeners_changed.set()
+        try:
+            yield listener
+        finally:
+            listener.close()
+            self._listeners.remove(listener)
+            self._subscriber_drops += listener.dropped
+
+    def listeners(self) -> list[Listener]:
+        return list(self._listeners)
+
+    def end_listeners(self, reason: str) -> None:
+        """Close every listener (the role is going away); their iterators end."""
+        for listener in self._listeners:
+            for user_id, source in listener.speaking:
+                listener.offer_stopped(user_id, source, reason)
+            listener.close()
+
     def set_video_receiver(self, receiver: VideoReceiver | None) -> None:
         """Attach (or detach) the handler for non-audio packets on this leg (webcam video)."""
         self._video_receiver = receiver
@@ -371,7 +374,15 @@ class VoiceRole:
             return None
         return conn.dave.decrypt_or_count(int(user_id), "audio", frame)
 
+    def _dave_trial(self, user_id: str, frame: bytes) -> bytes | None:
+        conn = self._conn
+        return None if conn is None else conn.dave.trial_decrypt(int(user_id), "audio", frame)
+
     def _on_event(self, event: MediaEvent) -> None:
+        if isinstance(event, vgc.ClientsConnected):
+            self._receive.members_connected(event.user_ids)
+        elif isinstance(event, vgc.VideoState):
+            self._receive.members_connected((event.user_id,))
         if isinstance(event, vgc.Speaking):
             self._audio_events(self._receive.bind(event.ssrc, event.user_id))
         elif isinstance(event, vgc.VideoState) and event.audio_ssrc:
@@ -410,10 +421,13 @@ class VoiceRole:
                 self._speaking.discard(event.user_id)
                 if event.reason == "disconnected":
                     self._decoders.pop(event.ssrc, None)
+                    for listener in self._listeners:
+                        listener.offer_stopped(event.user_id, "voice", "disconnected")
 
     def _deliver(self, packet: AudioPacket) -> None:
         wanted = [s for s in self._subscribers if s.user_id is None or s.user_id == packet.user_id]
-        if not wanted:
+        listening = [x for x in self._listeners if x.wants(packet.user_id)]
+        if not wanted and not listening:
             return
         decoder = self._decoders.get(packet.ssrc)
         if decoder is None:
@@ -447,6 +461,25 @@ class VoiceRole:
                     subscriber.dropped += 1
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     subscriber.dropped += 1
+        if listening:
+            self._deliver_to_listeners(packet.user_id, packet.ssrc, frames, listening, "voice")
+
+    def _deliver_to_listeners(
+        self, user_id: str, ssrc: int, frames: list[tuple[Pcm, bool]], listeners: list[Listener], source: str
+    ) -> None:
+        now = trio.current_time()
+        converted: dict[tuple[int, int], list[Pcm]] = {}
+        for listener in listeners:
+            fmt = (listener.rate, listener.channels)
+            pcms = converted.get(fmt)
+            if pcms is None:
+                converter = self._listen_converters.get((user_id, source, fmt))
+                if converter is None:
+                    converter = PcmConverter(SAMPLE_RATE, CHANNELS, fmt[0], fmt[1])
+                    self._listen_converters[(user_id, source, fmt)] = converter
+                pcms = converted[fmt] = [converter.convert(pcm) for pcm, _ in frames]
+            for pcm, (_, concealed) in zip(pcms, frames, strict=True):
+                listener.offer_audio(UserAudio(user_id, ssrc, pcm, fmt[0], fmt[1], concealed, source), now)
 
     # ------------------------------------------------------------------ tasks
 
@@ -458,6 +491,16 @@ class VoiceRole:
             await trio.sleep(SPEAKING_TIMER_S)
             self._audio_events(self._receive.tick(trio.current_time()))
 
+    async def _listen_timer(self) -> None:
+        while True:
+            if not self._listeners:
+                self._listeners_changed = trio.Event()
+                await self._listeners_changed.wait()
+            await trio.sleep(LISTEN_TIMER_S)
+            now = trio.current_time()
+            for listener in self._listeners:
+                listener.tick(now)
+
     async def _send_loop(self, conn: MediaConnection) -> None:
         """One frame per 20 ms at absolute deadlines while there is audio (or trailing silence)."""
         speaking = False
@@ -465,6 +508,7 @@ class VoiceRole:
         pacer = self._pacer
         pacer.restart()
         while True:
+            self.speech.before_mix()
             frame = self.mixer.mix()
             if frame is not None:
                 if not speaking or self._reannounce:
@@ -482,13 +526,19 @@ class VoiceRole:
                     await conn.speaking(0)
                     speaking = False
             elif not self.mixer.active:
+                self._after_mix()
                 # Idle: sleep until someone queues audio, then restart the clock.
                 self._audio_wake = trio.Event()
                 if not self.mixer.active:
                     await self._audio_wake.wait()
                 pacer.restart()
                 continue
+            self._after_mix()
             await pacer.wait_next()
+
+    def _after_mix(self) -> None:
+        self.speech.after_mix()
+        self.music.after_mix()
 
     def _send_audio(self, conn: MediaConnection, frame: Pcm) -> None:
         opus = self._encoder.encode(frame)
@@ -526,9 +576,15 @@ async def voice_role(
         await conn.speaking(0)
         async with trio.open_nursery() as nursery:
             role._nursery = nursery
+            role.music.bind(nursery)
+            role.speech.bind(nursery)
             nursery.start_soon(role._send_loop, conn)
             nursery.start_soon(role._speaking_timer)
+            nursery.start_soon(role._listen_timer)
             try:
                 await trio.sleep_forever()
             finally:
                 role._nursery = None
+                role.music.bind(None)
+                role.speech.bind(None)
+                role.end_listeners("voice role ended")

@@ -47,6 +47,7 @@ from clank.io.gateway import Dispatch, GatewayClient
 from clank.io.groups import raise_single
 from clank.io.media_connection import MediaConnectionParams
 from clank.logging import bound, get_logger, register_secret
+from clank.protocol.backoff import VOICE_REJOIN
 from clank.session.roles import RoleEvent, RoleEventBus, RoleFn, RoleHandle, RoleStatistics, run_role
 from clank.session.voice_role import VoiceRole, voice_role
 from clank.wire.gateway_events import VoiceServerUpdate, VoiceState, dave_group_id_for_voice
@@ -70,9 +71,8 @@ JOIN_TIMEOUT: Final = 10.0
 LEAVE_TIMEOUT: Final = 2.0
 #: Close codes after which we do not rejoin: the session ends.
 STOP_CLOSE_CODES: Final = frozenset({1000, 4014, 4021, 4022})
-MAX_REJOINS: Final = 5
-REJOIN_BACKOFF_BASE: Final = 1.0
-REJOIN_BACKOFF_CAP: Final = 30.0
+#: Rejoin backoff and give-up rule (the one formula of clank.protocol.backoff).
+REJOIN: Final = VOICE_REJOIN
 SIGNAL_BUFFER: Final = 16
 DISPATCH_BUFFER: Final = 64
 _VOICE_EVENTS: Final = frozenset({"VOICE_STATE_UPDATE", "VOICE_SERVER_UPDATE"})
@@ -321,13 +321,11 @@ class VoiceSession:
                 log.info("voice session ended by the server", close_code=code)
                 raise error if isinstance(error, ClankError) else ConnectionClosed(code, "stopped")
             failures = 1 if handle.was_ready else failures + 1
-            if failures > MAX_REJOINS:
+            if REJOIN.gives_up(failures):
                 raise (
                     error if isinstance(error, ClankError) else SessionInvalidated("voice role keeps failing")
                 )
-            delay = self._rng.uniform(0.5, 1.0) * min(
-                REJOIN_BACKOFF_CAP, REJOIN_BACKOFF_BASE * 2 ** (failures - 1)
-            )
+            delay = REJOIN.backoff.delay(failures, self._rng)
             log.info(
                 "voice rejoining through the gateway",
                 attempt=failures,

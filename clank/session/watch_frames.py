@@ -55,6 +55,8 @@ class ScreenFrame:
     source_height: int = 0
     keyframe: bool = False
     decode_delay: float = 0.0  # seconds from handing the access unit to the decoder to the JPEG
+    change_mean_abs_diff: float = 0.0  # mean absolute luma-grid difference / 255 (0..1)
+    concealed: bool = False  # decoded without a keyframe since a join or loss (references missing)
 
 
 @attrs.frozen

@@ -8,6 +8,8 @@
   density as a text-vs-imagery hint, the busiest area) and says what changed from the change
   metrics in the context. Same frame and context, same text. The pixel work runs on a worker
   thread (notes are rare, so ``to_thread`` per note is cheap enough).
+* ``anthropic`` (:mod:`clank.watch.anthropic_vision`): the Messages API with a base64 image
+  block, retries on 429/5xx honouring ``retry-after``.
 * :class:`OpenAICompatibleVisionProvider` posts the frame as a base64 data URL to a
   chat-completions endpoint (OpenAI and the many servers that imitate it). httpx errors,
   timeouts and bad answers are translated once, here, into ``VisionError``. The API key is
@@ -20,7 +22,8 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal, Protocol
 
@@ -35,7 +38,7 @@ from clank.errors import UsageError, VisionError
 from clank.logging import register_secret
 
 Trigger = Literal["first_frame", "scene_cut", "periodic", "on_demand"]
-ProviderKind = Literal["offline", "openai"]
+ProviderKind = Literal["offline", "openai", "anthropic"]
 
 
 @attrs.frozen
@@ -256,7 +259,8 @@ DEFAULT_MAX_TOKENS: Final = 300
 _MAX_ERROR_DETAIL: Final = 200  # characters of an error body kept for the log
 
 
-def _user_prompt(context: NoteContext) -> str:
+def user_prompt(context: NoteContext) -> str:
+    """The text part of a provider request: who, why this note, the earlier notes (pure)."""
     lines = [
         f"{context.who} is sharing their {context.stream_type}.",
         f"Why this note: {context.trigger.replace('_', ' ')}"
@@ -279,7 +283,7 @@ def chat_request(model: str, frame_jpeg: bytes, context: NoteContext, *, max_tok
             {
                 "role": "user",
                 "content": [
-                    {"type": "text", "text": _user_prompt(context)},
+                    {"type": "text", "text": user_prompt(context)},
                     {"type": "image_url", "image_url": {"url": data_url, "detail": "low"}},
                 ],
             },
@@ -386,9 +390,19 @@ async def open_vision_provider(
     model: str = "",
     api_key: str = "",
     timeout_s: float = 30.0,
+    environ: Mapping[str, str] | None = None,
 ) -> AsyncIterator[VisionProvider]:
-    """The provider named by ``kind`` (``notes.provider`` in settings)."""
-    if kind == "offline":
+    """The provider named by ``kind`` (``notes.provider`` in settings). ``anthropic`` takes its key
+    from ``api_key`` or else ``ANTHROPIC_API_KEY`` in ``environ`` (default ``os.environ``)."""
+    if kind == "anthropic":
+        from clank.watch.anthropic_vision import open_anthropic_vision_provider
+
+        env = os.environ if environ is None else environ
+        async with open_anthropic_vision_provider(
+            api_key=api_key or env.get("ANTHROPIC_API_KEY", ""), url=url, model=model, timeout_s=timeout_s
+        ) as anthropic:
+            yield anthropic
+    elif kind == "offline":
         yield OfflineVisionProvider()
     elif kind == "openai":
         if not url or not model:

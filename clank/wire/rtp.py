@@ -242,24 +242,26 @@ class PacketKind(enum.IntEnum):
     UNKNOWN = 0
     IP_DISCOVERY_REQUEST = 1
     IP_DISCOVERY_RESPONSE = 2
-    PING = 3
+    KEEPALIVE = 3
     RTCP = 4
     RTP = 5
 
 
 _DISCOVERY_SIZE = 74
-_PING_SIZE = 8
-_PING_MAGICS = (b"\x13\x37\xca\xfe", b"\x13\x37\xf0\x0d")
+_KEEPALIVE_SIZE = 8
 _RTCP_TYPES = range(192, 224)  # RFC 5761: RTCP packet types live in 192..223
 
 
 def classify(datagram: bytes) -> PacketKind:
-    """Demux one datagram: IP discovery, UDP ping, RTCP (2nd byte 192-223), RTP, or unknown.
+    """Demux one datagram: IP discovery, UDP keep-alive, RTCP (2nd byte 192-223), RTP, or unknown.
 
-    Cheap and total: looks at a few bytes only, never raises.
+    Cheap and total: looks at a few bytes only, never raises. Any 8-byte datagram is a keep-alive
+    (wire.udp_keepalive): no protected RTP/RTCP datagram is that short.
     """
     n = len(datagram)
-    if n < _PING_SIZE:
+    if n == _KEEPALIVE_SIZE:
+        return PacketKind.KEEPALIVE
+    if n < _KEEPALIVE_SIZE:
         return PacketKind.UNKNOWN
     b0 = datagram[0]
     if b0 >> 6 == RTP_VERSION:
@@ -271,6 +273,4 @@ def classify(datagram: bytes) -> PacketKind:
             return PacketKind.IP_DISCOVERY_RESPONSE
         if datagram[1] == 1:
             return PacketKind.IP_DISCOVERY_REQUEST
-    if n == _PING_SIZE and datagram[:4] in _PING_MAGICS:
-        return PacketKind.PING
     return PacketKind.UNKNOWN

@@ -23,7 +23,8 @@ NOBODY = Resolution.refuse("nobody_sharing")
 AMBIGUOUS = Resolution.refuse("ambiguous_sharers", candidates=[ALICE, CAROL])
 NOT_FOUND = Resolution.refuse("target_not_found")
 
-# name: (resolution, preferred, explicit, requester, in_voice, native_error, link) -> (rule, transport, target, reason)
+# name: (resolution, preferred, explicit, requester, in_voice, native_error, link)
+#    -> (rule, transport, target, reason)
 CASES = {
     "native first when the target is live": (
         (LIVE_ALICE, None, False, None, {ALICE}, None, ON),

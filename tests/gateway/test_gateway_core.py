@@ -17,13 +17,13 @@ from clank.errors import (
     TransportError,
     UsageError,
 )
+from clank.protocol.backoff import BackoffPolicy
 from clank.protocol.gateway import (
     CLOSE_POLICY,
     DEFAULT_CLOSE_RULE,
     INVALID_SESSION_WAIT,
     RESUMABLE_CLOSE_CODE,
     TRANSITIONS,
-    BackoffPolicy,
     Close,
     CloseAction,
     Connect,

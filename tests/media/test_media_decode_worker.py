@@ -151,3 +151,34 @@ async def test_timestamp_wrap_is_forward_time_and_a_jump_back_emits(h264_stream:
             worker.submit(h264_stream[4].data, base - 10 * TICKS_PER_FRAME)  # a restarted sender
             await trio.lowlevel.checkpoint()
     assert [image.sequence for image in received] == [1, 2]
+
+
+async def test_rates_are_over_a_window_ending_now_and_decay_when_frozen(
+    autojump_clock: trio.testing.MockClock, h264_stream: list[EncodedFrame]
+) -> None:
+    with trio.fail_after(30):
+        async with open_decode_worker(
+            "h264", on_output=lambda image: None, max_fps=2.0, synchronous=True
+        ) as worker:
+            assert worker.statistics().last_output_age is None
+            # A burst first: 10 frames at once must not read as a huge rate.
+            for index, frame in enumerate(h264_stream[:10]):
+                worker.submit(frame.data, index * TICKS_PER_FRAME)
+            await trio.lowlevel.checkpoint()
+            assert worker.statistics().fps_in <= 10 / 0.5  # at most count / the minimum span
+            await trio.sleep(2.0)  # the burst leaves the window
+            for index in range(10, 70):  # 2 s paced at 30 fps (the stream repeats from its IDR)
+                await trio.sleep(1 / FPS)
+                worker.submit(h264_stream[index % 45].data, index * TICKS_PER_FRAME)
+            await trio.lowlevel.checkpoint()
+            steady = worker.statistics()
+            assert 29 <= steady.fps_in <= 31, steady.fps_in
+            assert 1.5 <= steady.fps_out <= 2.5, steady.fps_out  # the 2 fps cap, +-1/window
+            assert steady.last_output_age is not None and steady.last_output_age < 0.6
+            await trio.sleep(1.0)
+            half = worker.statistics()
+            assert 0 < half.fps_in < steady.fps_in  # decaying, not stuck
+            await trio.sleep(1.1)
+            frozen = worker.statistics()
+            assert frozen.fps_in == 0 and frozen.fps_out == 0
+            assert frozen.last_output_age is not None and frozen.last_output_age >= 2.1

@@ -1,4 +1,4 @@
-"""IP discovery and UDP ping wire formats: vectors, round trips, every truncation, fuzz."""
+"""IP discovery and UDP keep-alive wire formats: vectors, round trips, every truncation, fuzz."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clank.errors import MalformedPacket, UsageError
-from clank.wire import ip_discovery, udp_ping
+from clank.wire import ip_discovery, udp_keepalive
 from clank.wire.ip_discovery import DiscoveryRequest, DiscoveryResponse
-from clank.wire.udp_ping import UdpPing
 
 REQUEST_12873 = bytes.fromhex("000100460000 3249".replace(" ", "")) + bytes(66)
 RESPONSE_12873 = (
@@ -80,21 +79,20 @@ def test_discovery_parsers_raise_only_malformed(data: bytes) -> None:
             pass
 
 
-def test_ping_bytes() -> None:
-    assert udp_ping.build_ping(7) == bytes.fromhex("1337cafe00000007")
-    assert udp_ping.build_pong(7) == bytes.fromhex("1337f00d00000007")
-    assert UdpPing.parse(udp_ping.build_ping(7)).response() == UdpPing(7, is_response=True)
-    assert udp_ping.is_ping(udp_ping.build_pong(1))
-    assert not udp_ping.is_ping(bytes.fromhex("1337cafe000000"))
-    assert not udp_ping.is_ping(bytes.fromhex("8078000100000000"))
+def test_keepalive_bytes_are_a_little_endian_counter() -> None:
+    # discord.js voice: Buffer.alloc(8); writeUInt32LE(counter, 0)
+    assert udp_keepalive.build_keepalive(7) == bytes.fromhex("0700000000000000")
+    assert udp_keepalive.build_keepalive(0x01020304) == bytes.fromhex("0403020100000000")
+    assert udp_keepalive.build_keepalive(2**32) == bytes(8)  # wraps
+    assert udp_keepalive.parse_keepalive(udp_keepalive.build_keepalive(99)) == 99
 
 
 @given(st.binary(max_size=12))
-def test_ping_parser_raises_only_malformed(data: bytes) -> None:
+def test_keepalive_parser_raises_only_malformed(data: bytes) -> None:
     try:
-        ping = UdpPing.parse(data)
+        counter = udp_keepalive.parse_keepalive(data)
     except MalformedPacket:
-        assert not udp_ping.is_ping(data)
+        assert len(data) != udp_keepalive.KEEPALIVE_SIZE
     else:
-        assert udp_ping.is_ping(data)
-        assert ping.serialize() == data
+        assert len(data) == udp_keepalive.KEEPALIVE_SIZE
+        assert udp_keepalive.build_keepalive(counter)[:4] == data[:4]

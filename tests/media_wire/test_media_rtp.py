@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clank.errors import MalformedPacket, UsageError
-from clank.wire import ip_discovery, rtcp, udp_ping
+from clank.wire import ip_discovery, rtcp, udp_keepalive
 from clank.wire.rtp import (
     ONE_BYTE_PROFILE,
     VIDEO_EXTENSION,
@@ -168,9 +168,10 @@ def test_classify_each_kind() -> None:
     assert classify(VIDEO_HEADER) is PacketKind.RTP
     assert classify(ip_discovery.build_request(1)) is PacketKind.IP_DISCOVERY_REQUEST
     assert classify(ip_discovery.build_response(1, "127.0.0.1", 5)) is PacketKind.IP_DISCOVERY_RESPONSE
-    assert classify(udp_ping.build_ping(3)) is PacketKind.PING
-    assert classify(udp_ping.build_pong(3)) is PacketKind.PING
-    assert classify(rtcp.ReceiverReport(1).serialize()) is PacketKind.RTCP
+    assert classify(udp_keepalive.build_keepalive(3)) is PacketKind.KEEPALIVE
+    assert classify(udp_keepalive.build_keepalive(0x80C8)) is PacketKind.KEEPALIVE  # looks like RTCP
+    # Protected RTCP is never 8 bytes long: an empty RR plus any trailer is RTCP.
+    assert classify(rtcp.ReceiverReport(1).serialize() + bytes(4)) is PacketKind.RTCP
     assert classify(rtcp.PictureLossIndication(1, 2).serialize()) is PacketKind.RTCP
     assert classify(rtcp.GenericNack(1, 2, ((5, 0),)).serialize()) is PacketKind.RTCP
     assert classify(b"") is PacketKind.UNKNOWN

@@ -28,14 +28,14 @@ def packets(events: Sequence[object]) -> list[AudioPacket]:
     return [e for e in events if isinstance(e, AudioPacket)]
 
 
-def test_unknown_ssrc_is_dropped_until_op5_binds_it() -> None:
+def test_unknown_ssrc_is_not_delivered_until_op5_binds_it() -> None:
     core = AudioReceiveCore(ME)
     assert core.receive(11, 1, 960, OPUS, 0.0) == []
     assert core.statistics().drops["unknown_ssrc"] == 1
-    core.bind(11, ALICE)
-    events = core.receive(11, 2, 1920, OPUS, 0.02)
-    assert events[0] == SpeakingStarted(ALICE, 11)
-    assert packets(events) == [AudioPacket(ALICE, 11, 2, 1920, OPUS)]
+    bound = core.bind(11, ALICE)  # the held packet comes out with the binding
+    assert bound[0] == SpeakingStarted(ALICE, 11)
+    assert packets(bound) == [AudioPacket(ALICE, 11, 1, 960, OPUS)]
+    assert packets(core.receive(11, 2, 1920, OPUS, 0.02)) == [AudioPacket(ALICE, 11, 2, 1920, OPUS)]
 
 
 def test_our_own_ssrc_is_never_bound() -> None:
@@ -139,3 +139,83 @@ def test_arbitrary_packet_streams_keep_counters_consistent(items: list[tuple[int
     assert stats.delivered == delivered
     assert set(stats.drops) == set(DROP_REASONS)
     assert sum(stats.drops.values()) + delivered + sum(u.silence_frames for u in stats.users) == len(items)
+
+
+def test_audio_before_op5_is_held_and_delivered_when_op5_arrives() -> None:
+    core = AudioReceiveCore(ME)
+    assert core.receive(11, 1, 960, OPUS, 0.0) == []
+    assert core.receive(11, 2, 1920, OPUS, 0.02) == []
+    events = core.bind(11, ALICE)
+    assert [p.sequence for p in packets(events)] == [1, 2]
+    assert events[0] == SpeakingStarted(ALICE, 11)
+    early = core.statistics().early
+    assert (early.held, early.delivered, early.bound_by_trial) == (2, 2, 0)
+
+
+def test_held_audio_expires_after_a_second_and_is_bounded() -> None:
+    core = AudioReceiveCore(ME)
+    for i in range(200):
+        core.receive(11, i, i * 960, OPUS, i * 0.02)
+    core.tick(10.0)
+    assert packets(core.bind(11, ALICE)) == []
+    early = core.statistics().early
+    assert early.held == 200 and early.expired == 200 and early.delivered == 0
+    for ssrc in range(100, 140):  # more unannounced SSRCs than we hold
+        core.receive(ssrc, 1, 0, OPUS, 20.0)
+    assert core.statistics().early.expired == 200 + 40 - 16
+
+
+def test_a_trial_decrypt_binds_the_ssrc_to_the_member_whose_key_opens_it() -> None:
+    tried: list[str] = []
+
+    def trial(user_id: str, frame: bytes) -> bytes | None:
+        tried.append(user_id)
+        return b"plain:" + frame if user_id == BOB and frame.startswith(b"bob") else None
+
+    core = AudioReceiveCore(ME, decrypt=lambda user, frame: frame[3:], trial=trial)
+    core.members_connected((ME, ALICE, BOB))
+    core.bind(11, ALICE)
+    assert core.receive(12, 1, 0, OPUS_SILENCE, 0.0) == []  # silence is never tried
+    events = core.receive(12, 2, 960, b"bob" + OPUS, 0.02)
+    assert tried == [BOB]  # unbound members first; never ourselves; alice has an SSRC
+    assert core.user_for_ssrc(12) == BOB
+    got = packets(events)
+    assert [(p.user_id, p.sequence) for p in got] == [(BOB, 2)]
+    assert got[0].opus == b"plain:bob" + OPUS
+    # Later packets take the normal path (no more trials).
+    assert packets(core.receive(12, 3, 1920, b"bob" + OPUS, 0.04))[0].opus == OPUS
+    assert tried == [BOB]
+    early = core.statistics().early
+    assert early.bound_by_trial == 1 and early.trials == 1
+
+
+def test_a_known_ssrc_never_waits_for_trials() -> None:
+    core = AudioReceiveCore(ME, trial=lambda user, frame: None)
+    core.members_connected((ALICE,))
+    core.bind(11, ALICE)
+    assert len(packets(core.receive(11, 1, 0, OPUS, 0.0))) == 1
+    assert core.statistics().early.trials == 0
+
+
+def test_nobody_is_bound_when_no_key_opens_it_and_op13_forgets_members() -> None:
+    core = AudioReceiveCore(ME, trial=lambda user, frame: None)
+    core.members_connected((ALICE,))
+    core.client_disconnected(ALICE)
+    core.members_connected((BOB,))
+    for i in range(3):
+        assert core.receive(12, i, 0, OPUS, i * 0.02) == []
+    assert core.user_for_ssrc(12) is None
+    assert core.statistics().early.trials == 3
+
+
+def test_dave_encrypted_silence_frames_end_speaking() -> None:
+    core = AudioReceiveCore(
+        ME, decrypt=lambda user, frame: OPUS_SILENCE if frame == b"enc-silence" else frame
+    )
+    core.bind(11, ALICE)
+    assert packets(core.receive(11, 1, 0, OPUS, 0.0))
+    events: list[object] = []
+    for i in range(SILENCE_FRAMES_TO_STOP):
+        events += core.receive(11, 2 + i, 0, b"enc-silence", 0.02 * (i + 1))
+    assert events == [SpeakingStopped(ALICE, 11, "silence_frames")]
+    assert core.statistics().users[0].silence_frames == SILENCE_FRAMES_TO_STOP

@@ -41,6 +41,7 @@ from clank.sandbox.rtc.server import (
 )
 from clank.sandbox.rtc.streamer import VideoSender, VideoSettings
 from clank.sandbox.rtc.users import Signal, SimulatedMember, Speaker, open_simulated_member
+from clank.sandbox.rtc.viewer import Reference, StreamViewer
 from clank.sandbox.world import World
 
 log = get_logger("clank.sandbox.rtc.backend")
@@ -84,6 +85,7 @@ class RtcMediaBackend:
         self._members: dict[tuple[str, int], _Running] = {}  # (server id, user) -> member task
         self._videos: dict[tuple[str, int], _Running] = {}  # (server id, user) -> video task
         self.faults = MediaFaults(self)
+        self.viewers: dict[str, StreamViewer] = {}  # user id -> the latest viewer it ran
 
     def bind_world(self, world: World) -> None:
         self._world = world
@@ -144,6 +146,21 @@ class RtcMediaBackend:
         if self._world is None:
             return False
         return self._world.user(user_id).kind is UserKind.SIMULATED
+
+    async def start_viewer(
+        self, user_id: str, stream_key: str, *, reference: Reference | None = None
+    ) -> StreamViewer:
+        """A simulated user watches ``stream_key`` (op20 through the world) and decodes it."""
+        if self._world is None or not await self._world.watch_stream(user_id, stream_key):
+            raise SandboxError(f"user {user_id} may not watch {stream_key}")
+        server = self.stream_server(stream_key)
+        running = self._members.get((_call_id(server), int(user_id)))
+        if running is None or running.member is None:
+            raise SandboxError(f"user {user_id} is not a simulated member of {stream_key}")
+        viewer = StreamViewer(running.member, reference=reference)
+        self.viewers[user_id] = viewer
+        self._nursery.start_soon(viewer.run)
+        return viewer
 
     # ------------------------------------------------------------------ MediaBackend
 
@@ -367,6 +384,10 @@ class MediaFaults:
 
     def drop_udp(self, user_id: str, on: bool = True, *, stream_key: str | None = None) -> None:
         self._backend._server_of(user_id, stream_key).drop_udp(int(user_id), on)
+
+    def omit_speaking(self, user_id: str, on: bool = True, *, stream_key: str | None = None) -> None:
+        """No op5 is ever sent for this user's audio SSRC: clients must find the sender otherwise."""
+        self._backend._server_of(user_id, stream_key).omit_speaking(int(user_id), on)
 
     def corrupt_next_welcome(self, user_id: str, *, stream_key: str | None = None) -> None:
         """The user's next DAVE Welcome (op30) arrives corrupted: it must recover with op31."""

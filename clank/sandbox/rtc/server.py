@@ -23,9 +23,9 @@ import random
 import secrets
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 import attrs
 import trio
@@ -42,19 +42,20 @@ from clank.crypto.dave import (
 )
 from clank.crypto.transport import AES256_GCM_RTPSIZE, TransportCipher
 from clank.errors import MalformedMessage, MalformedPacket, SandboxError
+from clank.io.fakenet import FakeNet
 from clank.io.lossy import LossyLink, open_lossy_sender
-from clank.io.udp import Address, UdpEndpoint, open_udp_endpoint
+from clank.io.udp import Address, DatagramEndpoint, open_udp_endpoint
 from clank.logging import get_logger, register_secret
 from clank.protocol.voice_gateway import SendBinary, SendText
 from clank.sandbox import voice_gateway_core as core_mod
 from clank.sandbox.dave import DaveGroupServer, Outgoing
 from clank.sandbox.dave.group import DaveGroupStatistics
+from clank.sandbox.fidelity import STRICT, FidelityRules
 from clank.sandbox.rtc.peer import Participant, PeerSink
 from clank.sandbox.rtc.sfu import Sfu, SfuStatistics
 from clank.wire import voice_gateway as vg
 from clank.wire.ip_discovery import DiscoveryRequest, build_response
 from clank.wire.rtp import PacketKind, classify
-from clank.wire.udp_ping import UdpPing
 
 log = get_logger("clank.sandbox.rtc")
 
@@ -63,8 +64,6 @@ Direction = Literal["uplink", "downlink"]
 
 OUTBOX_SIZE: Final = 1024
 """Frames queued for one websocket; a client that falls this far behind is disconnected (1008)."""
-DAVE_TICK_INTERVAL: Final = 0.1
-"""How often transition timeouts are checked."""
 CLOSE_POLICY_VIOLATION: Final = 1008
 CLOSE_VOICE_SERVER_CRASHED: Final = 4015
 CLOSE_DISCONNECTED: Final = 4014
@@ -87,6 +86,10 @@ class MediaServerConfig:
     seed: int = 0
     ssl_context: ssl.SSLContext | None = attrs.field(default=None, eq=False, repr=False)
     """Serve ``wss://`` with this context (clank.sandbox.tls); None serves plain ``ws://``."""
+    net: FakeNet | None = attrs.field(default=None, eq=False, repr=False)
+    """Listen on this in-memory network (clank.io.fakenet) instead of real sockets (tests)."""
+    fidelity: FidelityRules = STRICT
+    """Where the server is as unforgiving as Discord (clank.sandbox.fidelity)."""
 
 
 @attrs.frozen
@@ -111,6 +114,9 @@ class MediaServerStatistics:
     dave: DaveGroupStatistics
     udp_dropped: int
     dave_messages_routed: int
+    keepalives_in: int = 0
+    silent_dropped: int = 0
+    """Datagrams not sent to a client whose UDP socket was silent too long (fidelity rule)."""
 
 
 @attrs.frozen
@@ -269,6 +275,7 @@ class MediaServer:
         self._link_scopes: dict[tuple[int, Direction], trio.CancelScope] = {}
         self._acking_stopped: set[int] = set()
         self._corrupt_welcome: set[int] = set()
+        self._no_op5: set[int] = set()
         self.dave = DaveGroupServer(
             group_id,
             protocol_version=config.dave_protocol_version,
@@ -276,10 +283,15 @@ class MediaServer:
         )
         self.sfu = Sfu(self._deliver, seed=self._rng.randrange(1 << 30))
         self._dave_queue: deque[Outgoing] = deque()
+        self._dave_armed: float | None = None
+        self._dave_rearm = trio.Event()
         self._pumping = False
         self._dave_routed = 0
-        self._udp: UdpEndpoint | None = None
+        self._udp: DatagramEndpoint | None = None
         self._udp_dropped = 0
+        self._keepalives_in = 0
+        self._silent_dropped = 0
+        self._heard: dict[Address, float] = {}  # client UDP address -> last datagram (trio time)
         self.port = 0
         self.closed = trio.Event()
 
@@ -321,6 +333,8 @@ class MediaServer:
             dave=self.dave.statistics(),
             udp_dropped=self._udp_dropped,
             dave_messages_routed=self._dave_routed,
+            keepalives_in=self._keepalives_in,
+            silent_dropped=self._silent_dropped,
         )
 
     # ------------------------------------------------------------------ credentials
@@ -418,6 +432,8 @@ class MediaServer:
 
     def speaking(self, participant: Participant, flags: int) -> None:
         participant.speaking = flags
+        if participant.user_id in self._no_op5:
+            return  # fault: this user's media arrives with no op5 naming its SSRC
         speaking = vg.Speaking(speaking=flags, ssrc=participant.audio_ssrc, user_id=str(participant.user_id))
         self._broadcast(participant, speaking)
 
@@ -471,6 +487,13 @@ class MediaServer:
         participant = self._require(user_id)
         participant.drop_udp = on
 
+    def omit_speaking(self, user_id: int, on: bool = True) -> None:
+        """Never send op5 for this user (Discord does not promise op5 before, or at all with, media)."""
+        if on:
+            self._no_op5.add(user_id)
+        else:
+            self._no_op5.discard(user_id)
+
     def corrupt_next_welcome(self, user_id: int) -> None:
         """The next op30 Welcome routed to this user has its last byte flipped (the AEAD tag of the
         encrypted GroupInfo), so its DAVE session fails to join and must recover with op31."""
@@ -522,12 +545,19 @@ class MediaServer:
     # ------------------------------------------------------------------ tasks
 
     async def _run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with open_udp_endpoint(local_host=self.config.host) as udp:
+        net = self.config.net
+        open_udp = open_udp_endpoint if net is None else net.open_udp_endpoint
+        # cast: trio-websocket's serve_websocket is a plain function to mypy; the signatures match.
+        serve = cast(
+            Callable[..., Awaitable[object]],
+            trio_websocket.serve_websocket if net is None else net.serve_websocket,
+        )
+        async with open_udp(local_host=self.config.host) as udp:
             self._udp = udp
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(udp.drain_loop, self._on_datagram)
                 server = await nursery.start(
-                    trio_websocket.serve_websocket,
+                    serve,
                     self._handle_websocket,
                     self.config.host,
                     0,
@@ -539,8 +569,12 @@ class MediaServer:
                 task_status.started()
 
     async def _tick_dave(self) -> None:
+        """Transition timeouts, at their deadlines (re-armed whenever the group's deadline moves)."""
         while True:
-            await trio.sleep(DAVE_TICK_INTERVAL)
+            self._dave_armed = deadline = self.dave.next_deadline()
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                await self._dave_rearm.wait()
+            self._dave_rearm = trio.Event()
             self._route_dave(self.dave.tick(trio.current_time()))
 
     async def _handle_websocket(self, request: trio_websocket.WebSocketRequest) -> None:
@@ -643,7 +677,7 @@ class MediaServer:
             newcomer.sink.notify(vg.ClientsConnect(tuple(str(p.user_id) for p in others)))
         for other in others:
             other.sink.notify(vg.ClientsConnect((str(newcomer.user_id),)))
-            if other.speaking:
+            if other.speaking and other.user_id not in self._no_op5:
                 newcomer.sink.notify(
                     vg.Speaking(speaking=other.speaking, ssrc=other.audio_ssrc, user_id=str(other.user_id))
                 )
@@ -671,6 +705,8 @@ class MediaServer:
                     participant.sink.dave(self._maybe_corrupt(user_id, frame))
         finally:
             self._pumping = False
+            if self.dave.next_deadline() != self._dave_armed:
+                self._dave_rearm.set()
 
     def _maybe_corrupt(self, user_id: int, frame: DaveFrame) -> DaveFrame:
         if not (
@@ -684,16 +720,13 @@ class MediaServer:
     # ------------------------------------------------------------------ UDP
 
     def _on_datagram(self, data: bytes, address: Address) -> None:
+        self._heard[address] = trio.current_time()
         kind = classify(data)
         if kind is PacketKind.IP_DISCOVERY_REQUEST:
             self._on_discovery(data, address)
             return
-        if kind is PacketKind.PING:
-            try:
-                ping = UdpPing.parse(data)
-            except MalformedPacket:
-                return
-            self._send_udp(ping.response().serialize(), address)
+        if kind is PacketKind.KEEPALIVE:
+            self._keepalives_in += 1  # nothing is sent back (wire.udp_keepalive)
             return
         participant = self._participant_for(data, address, kind)
         if participant is None:
@@ -766,9 +799,20 @@ class MediaServer:
         if receiver.internal:
             receiver.sink.datagram(data)
         elif receiver.address is not None:
+            if self._silent(receiver.address):
+                self._silent_dropped += 1
+                return
             self._send_udp(data, receiver.address)
         else:
             self._udp_dropped += 1
+
+    def _silent(self, address: Address) -> bool:
+        """Fidelity: Discord stops sending to a UDP client it has not heard from for a while."""
+        timeout = self.config.fidelity.silent_client_timeout
+        if timeout is None:
+            return False
+        heard = self._heard.get(address)
+        return heard is None or trio.current_time() - heard > timeout
 
     def _send_udp(self, data: bytes, address: Address) -> None:
         if self._udp is not None:

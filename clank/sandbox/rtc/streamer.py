@@ -4,8 +4,14 @@ Real video: synthetic screen-like (or webcam-like) frames from :mod:`clank.media
 encoded with PyAV (:class:`clank.media.encoder.VideoEncoder`: H264 constrained baseline or VP8)
 on a worker thread (``trio.to_thread`` with a one-thread limiter per sender, so encoding never
 runs on the trio thread and a sender encodes one frame at a time), then on the trio thread:
-DAVE-encrypt the access unit, packetize (H264 single NAL/FU-A, VP8 RFC 7741), RTP with the
-usual extension and RTP padding on a seeded share of packets, transport-encrypt, send.
+DAVE-encrypt the access unit, packetize (H264 single NAL/STAP-A/FU-A — small NALs such as SPS+PPS
+share a STAP-A as libwebrtc sends them — VP8 RFC 7741), RTP with the usual extension and RTP
+padding on a seeded share of packets, transport-encrypt, send.
+
+Sparse keyframes (as some Discord senders behave): ``keyframe_interval`` of 30 s or more (or
+``KEYFRAMES_AT_START_ONLY``) and ``keyframe_requests=False`` (PLI/FIR are counted and ignored, and a
+DAVE hiccup does not force a keyframe either); ``parameter_set_interval`` then repeats SPS/PPS in
+band before a P frame so a viewer who joins mid-stream can decode (and conceal) without an IDR.
 
 It keeps a retransmission store (a NACK is answered with RTX on its ``rtx_ssrc`` and RTX PT;
 the SFU maps the PT to each receiver's declared RTX PT), answers PLI/FIR with a keyframe
@@ -24,6 +30,7 @@ import attrs
 import av
 import trio
 
+from clank.codecs.annexb import split_nals
 from clank.codecs.h264 import packetize_h264
 from clank.codecs.rtx import RetransmissionStore
 from clank.codecs.vp8 import packetize_vp8
@@ -45,6 +52,8 @@ SOURCE_FRAMES_KEPT: Final = 90
 SENT_FRAMES_KEPT: Final = 90
 
 Content = Literal["screen", "webcam"]
+KEYFRAMES_AT_START_ONLY: Final = 1e6
+"""A ``keyframe_interval`` (seconds) that means: one keyframe when sending starts, then none."""
 
 
 @attrs.frozen
@@ -58,6 +67,10 @@ class VideoSettings:
     keyframe_interval: float = 2.0
     padding_probability: float = 0.1
     seed: int = 0
+    keyframe_requests: bool = True
+    """Answer PLI/FIR (and DAVE not-ready) with a keyframe; False: counted and ignored."""
+    parameter_set_interval: float = 0.0
+    """H264: also send the last SPS/PPS before a P frame this often (seconds; 0: only with IDRs)."""
 
 
 @attrs.frozen
@@ -80,6 +93,8 @@ class VideoSenderStatistics:
     nacks_received: int
     rtx_sent: int
     keyframe_requests: int
+    keyframe_requests_ignored: int = 0
+    parameter_sets_repeated: int = 0
 
 
 class VideoSender:
@@ -117,6 +132,8 @@ class VideoSender:
         self._picture_id = 0
         self._keyframe_wanted = True
         self._was_sending = False
+        self._parameter_sets = b""  # SPS+PPS NALs (Annex-B) of the last keyframe
+        self._parameter_sets_at: float | None = None
         self.sources: collections.OrderedDict[int, av.VideoFrame] = collections.OrderedDict()
         self.sent: collections.deque[SentFrame] = collections.deque(maxlen=SENT_FRAMES_KEPT)
         self._stats = collections.Counter[str]()
@@ -166,6 +183,8 @@ class VideoSender:
             nacks_received=s["nacks_received"],
             rtx_sent=s["rtx_sent"],
             keyframe_requests=s["keyframe_requests"],
+            keyframe_requests_ignored=s["keyframe_requests_ignored"],
+            parameter_sets_repeated=s["parameter_sets_repeated"],
         )
 
     # ------------------------------------------------------------------ feedback
@@ -180,6 +199,9 @@ class VideoSender:
         fir = isinstance(packet, rtcp.FullIntraRequest) and any(s == ssrc for s, _ in packet.entries)
         if pli or fir:
             self._stats["keyframe_requests"] += 1
+            if not self.settings.keyframe_requests:
+                self._stats["keyframe_requests_ignored"] += 1
+                return
             self.force_keyframe()
 
     def _retransmit(self, sequences: list[int]) -> None:
@@ -239,18 +261,39 @@ class VideoSender:
             self._encoder.force_keyframe()
         return source, self._encoder.encode(source)
 
+    def _with_parameter_sets(self, frame: EncodedFrame) -> bytes:
+        """H264: remember a keyframe's SPS/PPS; repeat them before a P frame when it is time."""
+        if self.settings.codec != "h264":
+            return frame.data
+        now = trio.current_time()
+        if frame.keyframe:
+            self._parameter_sets = b"".join(
+                b"\x00\x00\x00\x01" + nal for nal in split_nals(frame.data) if nal and nal[0] & 0x1F in (7, 8)
+            )
+            self._parameter_sets_at = now
+            return frame.data
+        interval = self.settings.parameter_set_interval
+        last = self._parameter_sets_at
+        if interval <= 0 or not self._parameter_sets or last is None or now - last < interval:
+            return frame.data
+        self._parameter_sets_at = now
+        self._stats["parameter_sets_repeated"] += 1
+        return self._parameter_sets + frame.data
+
     def _send_frame(self, source: av.VideoFrame, frame: EncodedFrame) -> None:
         self._stats["frames_encoded"] += 1
+        data = self._with_parameter_sets(frame)
         try:
-            encrypted = self.member.dave_session.encrypt_video(self.settings.codec, frame.data)
+            encrypted = self.member.dave_session.encrypt_video(self.settings.codec, data)
         except DaveError:
             self._stats["frames_not_ready"] += 1
-            self._keyframe_wanted = True
+            if self.settings.keyframe_requests:
+                self._keyframe_wanted = True
             return
         timestamp = self._timestamp & 0xFFFFFFFF
         self._timestamp += VIDEO_CLOCK // self.settings.fps
         if self.settings.codec == "h264":
-            payloads = packetize_h264(encrypted, MTU)
+            payloads = packetize_h264(encrypted, MTU, aggregate=True)
         else:
             payloads = packetize_vp8(encrypted, self._picture_id, MTU)
             self._picture_id += 1
@@ -280,4 +323,4 @@ class VideoSender:
         self.sources[timestamp] = source
         while len(self.sources) > SOURCE_FRAMES_KEPT:
             self.sources.popitem(last=False)
-        self.sent.append(SentFrame(timestamp, frame.keyframe, frame.data, encrypted))
+        self.sent.append(SentFrame(timestamp, frame.keyframe, data, encrypted))

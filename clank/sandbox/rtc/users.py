@@ -128,6 +128,8 @@ class SimulatedMember:
         self.receiver = MediaReceiver(self.cipher, self.dave_session, SIMULATED_CODECS)
         self.closed_with: int | None = None
         self.feedback_handler: FeedbackHandler | None = None
+        self.frame_handler: Callable[[ReceivedFrame], None] | None = None
+        """Called for every decrypted video frame (a stream viewer decodes them)."""
         self.frames: collections.deque[ReceivedFrame] = collections.deque(maxlen=FRAMES_KEPT)
         self.audio_packets: collections.Counter[int] = collections.Counter()
         self._pcm: dict[int, collections.deque[Pcm]] = {}
@@ -192,6 +194,8 @@ class SimulatedMember:
                 self._on_audio(item)
             elif isinstance(item, ReceivedFrame):
                 self.frames.append(item)
+                if self.frame_handler is not None:
+                    self.frame_handler(item)
             elif self.feedback_handler is not None and isinstance(
                 item, rtcp.GenericNack | rtcp.PictureLossIndication | rtcp.FullIntraRequest
             ):

@@ -1,0 +1,210 @@
+"""The agent tools over the Model Context Protocol, with the official ``mcp`` SDK (anyio, so trio).
+
+One source of truth: the tool list is :func:`clank.control.tools.tool_schemas` and every call goes
+through :func:`clank.control.tools.call_tool`, so a tool added to the table appears here, in
+``clank tools`` and in ``/api/tools`` alike.
+
+* :func:`build_mcp_server` — the SDK's low-level ``Server`` over one :class:`ClankService`.
+* :func:`open_mcp_stdio` + :func:`serve_mcp` — ``clank mcp``: the protocol on stdin/stdout (logs go
+  to stderr).
+* :func:`open_mcp_http_app` — the streamable HTTP transport as an ASGI app for the API listener
+  (``/mcp``, same bearer token), with the SDK's session manager running in our nursery.
+
+Results: a tool's JSON answer is the call's ``structuredContent`` and, pretty-printed, its text
+content. An ``image`` object in the answer (``look_at_screen``: ``{mimeType, dataBase64}``)
+becomes an MCP image content block and is left out of the JSON, which then carries
+``"image": {"mimeType": ..., "inContent": true}``. An answer with ``ok: false`` is a tool error
+(``isError``) carrying the same ``reason`` as the HTTP API; a bad argument is a tool error
+``{"error": "invalid_request", "field", "message"}`` like the HTTP API's 400.
+
+trio: the SDK runs on anyio and works under trio's backend as it is (stdio transport, server
+runner, streamable HTTP session manager, the SDK's own client); nothing here needs asyncio.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import mcp_types as types
+from mcp.server.lowlevel import Server
+from mcp.server.stdio import stdio_server
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+
+from clank import __version__
+from clank.control.service import ClankService
+from clank.control.tools import call_tool, tool_schemas
+from clank.errors import ClankError, InvalidArgument
+from clank.logging import get_logger
+
+log = get_logger("clank.control.mcp")
+
+SERVER_NAME: Final = "clank"
+INSTRUCTIONS: Final = (
+    "clank is in a Discord voice channel and can watch Go Live screen shares. Call list_sharers to "
+    "see who shares, start_screen_watch to watch someone, then look_at_screen to get the latest "
+    "frame (a JPEG) with its change scores and screen notes."
+)
+LOOPBACK_HOSTS: Final = ("127.0.0.1", "localhost", "::1")
+
+StdioStreams = tuple[Any, Any]  # the SDK's (read stream, write stream) pair
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+def mcp_tools() -> list[types.Tool]:
+    """``clank tools`` as MCP tool definitions."""
+    return [
+        types.Tool(name=s["name"], description=s["description"], input_schema=s["input_schema"])
+        for s in tool_schemas()
+    ]
+
+
+def tool_result(answer: dict[str, Any]) -> types.CallToolResult:
+    """An MCP tool result for a tool's JSON answer (see the module docstring)."""
+    content: list[types.ContentBlock] = []
+    image = answer.get("image")
+    if isinstance(image, dict) and isinstance(image.get("dataBase64"), str):
+        answer = {**answer, "image": {"mimeType": image.get("mimeType", "image/jpeg"), "inContent": True}}
+        content.append(
+            types.ImageContent(
+                type="image", data=image["dataBase64"], mime_type=str(image.get("mimeType", "image/jpeg"))
+            )
+        )
+    text = json.dumps(answer, indent=1, default=str)
+    content.insert(0, types.TextContent(type="text", text=text))
+    notes = answer.get("notes")
+    if isinstance(notes, list) and notes:
+        lines = [str(n.get("text", "")) for n in notes if isinstance(n, dict) and n.get("text")]
+        if lines:
+            content.append(
+                types.TextContent(type="text", text="Screen notes (oldest first):\n" + "\n".join(lines))
+            )
+    return types.CallToolResult(
+        content=content,
+        structured_content=json.loads(json.dumps(answer, default=str)),
+        is_error=answer.get("ok") is False,
+    )
+
+
+def error_result(error: str, message: str, field: str | None = None) -> types.CallToolResult:
+    body: dict[str, Any] = {"ok": False, "error": error, "reason": error, "message": message}
+    if field is not None:
+        body["field"] = field
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=json.dumps(body))],
+        structured_content=body,
+        is_error=True,
+    )
+
+
+def build_mcp_server(service: ClankService) -> Server[Any]:
+    """The SDK server over ``service``: ``tools/list`` and ``tools/call``."""
+
+    async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=mcp_tools())
+
+    async def call(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        try:
+            answer = await call_tool(service, params.name, params.arguments or {})
+        except InvalidArgument as exc:
+            return error_result("invalid_request", exc.message, exc.field)
+        except ClankError as exc:  # an expected failure of the call, not of the server
+            log.info("mcp tool failed", tool=params.name, error=type(exc).__name__)
+            return error_result(getattr(exc, "reason", type(exc).__name__), str(exc))
+        return tool_result(answer)
+
+    return Server(
+        SERVER_NAME,
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        on_list_tools=list_tools,
+        on_call_tool=call,
+    )
+
+
+@asynccontextmanager
+async def open_mcp_stdio() -> AsyncIterator[StdioStreams]:
+    """Claim stdin/stdout for the protocol (the SDK points fd 1 at stderr meanwhile, so a stray
+    print cannot corrupt the wire). Open it *before* starting anything that might print."""
+    async with stdio_server() as streams:
+        yield streams
+
+
+async def serve_mcp(service: ClankService, streams: StdioStreams) -> None:
+    """Serve MCP over ``streams`` (from :func:`open_mcp_stdio`) until the client closes them."""
+    server = build_mcp_server(service)
+    read_stream, write_stream = streams
+    log.info("mcp serving on stdio", tools=len(tool_schemas()))
+    await server.run(read_stream, write_stream, server.create_initialization_options())
+    log.info("mcp stdio closed")
+
+
+def _bearer_ok(scope: Scope, token: str) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, given = value.decode("latin-1").partition(" ")
+            return scheme.lower() == "bearer" and secrets.compare_digest(
+                given.strip().encode(), token.encode()
+            )
+    return False
+
+
+class _BearerGuard:
+    """ASGI wrapper: 401 (same JSON body as the HTTP API) without ``Authorization: Bearer <token>``."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], token: str) -> None:
+        self._app = app
+        self._token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not _bearer_ok(scope, self._token):
+            body = json.dumps(
+                {
+                    "error": "unauthorized",
+                    "message": "missing or wrong bearer token (Authorization: Bearer ...)",
+                }
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"www-authenticate", b"Bearer"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self._app(scope, receive, send)
+
+
+def _security(host: str) -> TransportSecuritySettings | None:
+    if host not in LOOPBACK_HOSTS:
+        return None  # the bearer token guards it; the listener's own Host check applies
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
+        allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+    )
+
+
+@asynccontextmanager
+async def open_mcp_http_app(
+    service: ClankService, *, token: str, host: str = "127.0.0.1"
+) -> AsyncIterator[Callable[[Scope, Receive, Send], Awaitable[None]]]:
+    """The streamable HTTP MCP endpoint as a bearer-guarded ASGI app; its session manager (a
+    task group of the SDK) lives for the block."""
+    manager = StreamableHTTPSessionManager(
+        app=build_mcp_server(service), security_settings=_security(host), session_idle_timeout=600.0
+    )
+    async with manager.run():
+        yield _BearerGuard(manager.handle_request, token)

@@ -1,0 +1,38 @@
+"""How closely the sandbox imitates Discord where Discord is less forgiving than a test double.
+
+The sandbox and the client were written from the same notes, so a kind sandbox hides the places
+where the client and Discord disagree. ``STRICT`` (the default everywhere: tests, ``clank run``,
+``clank sandbox``) behaves like Discord as far as the reference implementations tell us;
+``LENIENT`` keeps the forgiving behaviour and is used only by a test that says why.
+
+Each rule is one field so a test can relax exactly one thing::
+
+    MediaServerConfig(fidelity=attrs.evolve(STRICT, silent_client_timeout=None))
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import attrs
+
+__all__ = ["LENIENT", "STRICT", "FidelityName", "FidelityRules", "fidelity_rules"]
+
+FidelityName = Literal["strict", "lenient"]
+
+
+@attrs.frozen
+class FidelityRules:
+    name: FidelityName
+    silent_client_timeout: float | None
+    """Seconds without any datagram from a client's UDP address after which the server stops
+    sending it media (Discord: a listen-only client without keep-alives stops receiving after a
+    few minutes; we use 60 s, in trio time so a test clock scales it). None: never."""
+
+
+STRICT: Final = FidelityRules(name="strict", silent_client_timeout=60.0)
+LENIENT: Final = FidelityRules(name="lenient", silent_client_timeout=None)
+
+
+def fidelity_rules(name: FidelityName) -> FidelityRules:
+    return STRICT if name == "strict" else LENIENT

@@ -1,0 +1,215 @@
+"""Listeners: decoded audio of one user, several or everyone, with speaking events.
+
+A :class:`Listener` is what :meth:`VoiceRole.open_listener` yields: an async iterator of
+:class:`~clank.session.voice_role.UserAudio` (20 ms at the listener's rate/channels, with the user
+id and ``source``: ``"voice"`` or ``"stream:<user id>"``) and :class:`SpeakingEvent`
+(``speaking_started`` before a user's first audio, ``speaking_stopped`` once no audio came from
+them for ``silence_s``; seed default 700 ms).
+
+Back-pressure: each listener has a bounded queue of ``buffer`` audio items. When it is full the
+*oldest* audio item is dropped (counted in ``dropped``): a slow consumer loses old audio and
+keeps up with the present, and never stalls the voice role, which offers items synchronously
+from its UDP receive path. Speaking events are never dropped for audio (they have their own
+cap, :data:`MAX_PENDING_EVENTS`, beyond which the oldest events go, counted too).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import AsyncIterator
+from typing import Final, Literal
+
+import attrs
+import trio
+
+from clank.errors import InvalidArgument
+from clank.media.audio import Pcm
+
+__all__ = [
+    "DEFAULT_LISTEN_BUFFER",
+    "DEFAULT_SILENCE_S",
+    "ListenItem",
+    "Listener",
+    "SpeakingEvent",
+    "UserAudio",
+]
+
+DEFAULT_SILENCE_S: Final = 0.7
+DEFAULT_LISTEN_BUFFER: Final = 50  # 1 s of 20 ms frames
+MAX_LISTEN_BUFFER: Final = 3000  # 60 s
+MAX_PENDING_EVENTS: Final = 256
+
+
+@attrs.frozen
+class UserAudio:
+    """20 ms of a remote user's audio at the subscriber's rate/channels."""
+
+    user_id: str
+    ssrc: int
+    pcm: Pcm = attrs.field(eq=False, repr=lambda a: f"<{a.shape}>")
+    rate: int
+    channels: int
+    concealed: bool = False
+    """True for packet-loss concealment output (the packet was lost)."""
+    source: str = "voice"
+    """``voice`` (the voice channel) or ``stream:<user id>`` (Go Live stream audio)."""
+
+
+@attrs.frozen
+class SpeakingEvent:
+    type: Literal["speaking_started", "speaking_stopped"]
+    user_id: str
+    source: str = "voice"
+    reason: str | None = None
+
+
+ListenItem = UserAudio | SpeakingEvent
+
+
+def check_listen_format(rate: int, channels: int, silence_s: float, buffer: int) -> None:
+    if not isinstance(rate, int) or not 8_000 <= rate <= 48_000:
+        raise InvalidArgument("sampleRate", "must be an integer 8000..48000")
+    if channels not in (1, 2):
+        raise InvalidArgument("channels", "must be 1 (mono) or 2 (stereo)")
+    if not 0.02 <= silence_s <= 10.0:
+        raise InvalidArgument("silenceMs", "must be 20..10000")
+    if not 1 <= buffer <= MAX_LISTEN_BUFFER:
+        raise InvalidArgument("buffer", f"must be 1..{MAX_LISTEN_BUFFER} frames")
+
+
+class Listener:
+    """See the module docstring. Made by the voice role; iterate it with ``async for``."""
+
+    def __init__(
+        self,
+        users: frozenset[str] | None,
+        *,
+        rate: int = 48_000,
+        channels: int = 2,
+        silence_s: float = DEFAULT_SILENCE_S,
+        buffer: int = DEFAULT_LISTEN_BUFFER,
+        sources: frozenset[str] | None = None,
+    ) -> None:
+        check_listen_format(rate, channels, silence_s, buffer)
+        self.users = users
+        self.sources = sources
+        """Stream sources (``stream:<user>``) wanted besides voice; None: voice only."""
+        self.rate = rate
+        self.channels = channels
+        self.silence_s = silence_s
+        self.buffer = buffer
+        self._audio: collections.deque[UserAudio] = collections.deque()
+        self._items: collections.deque[ListenItem] = collections.deque()
+        self._audio_queued = 0
+        self._wake = trio.Event()
+        self._last_audio: dict[tuple[str, str], float] = {}
+        self.closed = False
+        self.delivered = 0
+        self.dropped = 0
+        self.events_dropped = 0
+
+    def wants(self, user_id: str, source: str = "voice") -> bool:
+        if self.closed:
+            return False
+        if source != "voice":
+            return self.sources is not None and source in self.sources
+        return self.users is None or user_id in self.users
+
+    @property
+    def speaking(self) -> frozenset[tuple[str, str]]:
+        """``(user id, source)`` pairs currently speaking for this listener."""
+        return frozenset(self._last_audio)
+
+    # ------------------------------------------------------------------ producer side (sync)
+
+    def offer_audio(self, item: UserAudio, now: float) -> None:
+        key = (item.user_id, item.source)
+        if key not in self._last_audio:
+            self._event(SpeakingEvent("speaking_started", item.user_id, item.source))
+        self._last_audio[key] = now
+        if self._audio_queued >= self.buffer:
+            self._drop_oldest_audio()
+        self._items.append(item)
+        self._audio_queued += 1
+        self._wake.set()
+
+    def offer_stopped(self, user_id: str, source: str, reason: str) -> None:
+        if self._last_audio.pop((user_id, source), None) is not None:
+            self._event(SpeakingEvent("speaking_stopped", user_id, source, reason))
+
+    def tick(self, now: float) -> None:
+        """Users silent for ``silence_s``: ``speaking_stopped``."""
+        for (user_id, source), last in list(self._last_audio.items()):
+            if now - last >= self.silence_s:
+                del self._last_audio[(user_id, source)]
+                self._event(SpeakingEvent("speaking_stopped", user_id, source, "silence"))
+
+    def _event(self, event: SpeakingEvent) -> None:
+        events = len(self._items) - self._audio_queued
+        if events >= MAX_PENDING_EVENTS:
+            for index, queued in enumerate(self._items):
+                if isinstance(queued, SpeakingEvent):
+                    del self._items[index]
+                    self.events_dropped += 1
+                    break
+        self._items.append(event)
+        self._wake.set()
+
+    def _drop_oldest_audio(self) -> None:
+        for index, queued in enumerate(self._items):
+            if isinstance(queued, UserAudio):
+                del self._items[index]
+                self._audio_queued -= 1
+                self.dropped += 1
+                return
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+    # ------------------------------------------------------------------ consumer side
+
+    def receive_nowait(self) -> ListenItem:
+        if not self._items:
+            raise trio.WouldBlock
+        item = self._items.popleft()
+        if isinstance(item, UserAudio):
+            self._audio_queued -= 1
+        self.delivered += 1
+        return item
+
+    async def receive(self) -> ListenItem:
+        """The next item; raises ``trio.EndOfChannel`` once the listener is closed and drained."""
+        while True:
+            try:
+                return self.receive_nowait()
+            except trio.WouldBlock:
+                if self.closed:
+                    raise trio.EndOfChannel from None
+                self._wake = trio.Event()
+                await self._wake.wait()
+
+    def __aiter__(self) -> AsyncIterator[ListenItem]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[ListenItem]:
+        while True:
+            try:
+                yield await self.receive()
+            except trio.EndOfChannel:
+                return
+
+    @property
+    def queued(self) -> int:
+        return len(self._items)
+
+    def statistics(self) -> dict[str, int | float | None]:
+        return {
+            "delivered": self.delivered,
+            "dropped": self.dropped,
+            "eventsDropped": self.events_dropped,
+            "queued": self.queued,
+            "rate": self.rate,
+            "channels": self.channels,
+            "silenceMs": round(self.silence_s * 1000),
+        }

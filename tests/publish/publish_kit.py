@@ -1,0 +1,68 @@
+"""Test kit for the publish path: a sandbox with clank in voice, test images, viewers."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import numpy as np
+import PIL.Image
+import trio
+
+from clank.config import DiscordSettings, PublishSettings, Settings
+from clank.io.gateway import GatewayClient, open_gateway_client
+from clank.sandbox.app import Sandbox, open_sandbox
+from clank.sandbox.rtc.viewer import StreamViewer
+from clank.session.stream_publish import PublishHandle
+from clank.session.voice_session import VoiceSession, open_voice_session
+
+PUBLISH = PublishSettings(width=320, height=240, fps=30, max_bitrate=600_000, credentials_timeout_s=5.0)
+SETTINGS = Settings(discord=DiscordSettings(voice_url_scheme="ws"), publish=PUBLISH)
+
+
+def user_id(sb: Sandbox, name: str) -> str:
+    return next(u.id for u in sb.world.users.values() if u.name == name)
+
+
+def make_image(index: int, width: int = 320, height: int = 240, kind: str = "PNG") -> bytes:
+    """A screen-like picture: a gradient background, a moving box and stripes (compressible)."""
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.zeros((height, width, 3), dtype=np.uint8)
+    rgb[..., 0] = (x * 255 // width).astype(np.uint8)
+    rgb[..., 1] = (y * 255 // height).astype(np.uint8)
+    rgb[..., 2] = 80
+    left = (index * 23) % (width - 60)
+    rgb[40:120, left : left + 60] = (250, 250, 30)
+    rgb[160:170, ::8] = 0
+    out = io.BytesIO()
+    PIL.Image.fromarray(rgb).save(out, format=kind)
+    return out.getvalue()
+
+
+async def wait_until(predicate: Callable[[], bool], step: float = 0.02) -> None:
+    """Poll ``predicate`` (callers bound the wait with ``trio.fail_after``)."""
+    while True:
+        if predicate():
+            return
+        await trio.sleep(step)
+
+
+@asynccontextmanager
+async def in_voice(seed: int = 0) -> AsyncIterator[tuple[Sandbox, GatewayClient, VoiceSession]]:
+    async with (
+        open_sandbox(seed=seed) as sb,
+        open_gateway_client(url=sb.gateway_url, token=sb.token) as gateway,
+        open_voice_session(
+            gateway, guild_id=sb.guild_id, channel_id=sb.voice_channel_id, settings=SETTINGS
+        ) as session,
+    ):
+        await session.voice.wait_ready()
+        yield sb, gateway, session
+
+
+async def add_viewer(sb: Sandbox, handle: PublishHandle, name: str = "bob") -> StreamViewer:
+    assert sb.media is not None and handle.stream_key is not None
+    viewer_id = user_id(sb, name)
+    await sb.world.join_voice(viewer_id, sb.voice_channel_id)
+    return await sb.media.start_viewer(viewer_id, str(handle.stream_key), reference=handle.source_frame)

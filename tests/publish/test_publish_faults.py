@@ -1,0 +1,91 @@
+"""Publishing next to watching and voice: a failure of our stream leg ends only the publish role."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+import trio
+from publish_kit import SETTINGS, add_viewer, in_voice, make_image, user_id, wait_until
+
+from clank.config import WatchSettings
+from clank.errors import PublishError
+from clank.media.publish_source import PushedFrames
+from clank.sandbox.rtc.streamer import VideoSettings
+from clank.session.roles import RoleState
+from clank.session.stream_publish import start_stream_publish
+from clank.session.stream_watch import start_stream_watch
+
+WATCH = WatchSettings(max_fps=10.0, preferred_pixel_count=320 * 240, credentials_timeout_s=5.0)
+pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
+
+
+async def test_watch_and_publish_together_and_a_stream_server_crash_ends_only_the_publish() -> None:
+    with trio.fail_after(60):
+        async with in_voice() as (sb, _gateway, session):
+            assert sb.media is not None
+            sb.media.settings = attrs.evolve(
+                sb.media.settings, screen=VideoSettings(width=320, height=240, bitrate=400_000)
+            )
+            alice = user_id(sb, "alice")
+            await sb.world.join_voice(alice, sb.voice_channel_id)
+            await sb.world.go_live(alice)
+            watch = await start_stream_watch(session, alice, settings=WATCH)
+            publish = await start_stream_publish(session, source=PushedFrames())
+            await publish.push_image(make_image(3), "image/png")
+            viewer = await add_viewer(sb, publish)
+            await wait_until(lambda: viewer.statistics().frames_decoded >= 10)
+            first = await watch.frames.wait_frame()
+            await watch.frames.wait_frame(after_sequence=first.sequence)  # both directions at once
+            with session.voice.api.subscribe_audio(alice, buffer=500) as audio:
+                await sb.world.set_speaking(alice, True)
+                await audio.receive()
+                assert publish.stream_key is not None
+                sb.media.faults.crash_stream(str(publish.stream_key), 4022)
+                await publish.wait_stopped()
+                assert publish.reason == "transport" and publish.state is RoleState.FAILED
+                # The watch goes on (new frames) and audio never gapped.
+                seen = watch.frames.latest
+                assert seen is not None
+                await watch.frames.wait_frame(after_sequence=seen.sequence)
+                items = [await audio.receive() for _ in range(40)]
+                assert not any(i.concealed for i in items)
+            assert watch.active and session.voice.state is RoleState.READY
+            assert session.voice.api.statistics().audio_receive.users[0].lost == 0
+            # A new publish goes live again on a fresh stream server.
+            again = await start_stream_publish(session, source=PushedFrames())
+            assert again is not publish and again.state is RoleState.READY
+            await again.stop()
+            assert watch.active
+
+
+async def test_switching_sources_keeps_the_stream() -> None:
+    with trio.fail_after(40):
+        async with in_voice() as (_sb, _gateway, session):
+            first = PushedFrames()
+            handle = await start_stream_publish(session, source=first)
+            key = handle.stream_key
+            second = PushedFrames()
+            assert await start_stream_publish(session, source=second) is handle  # reused, live
+            assert handle.source is second and handle.stream_key == key
+            with pytest.raises(PublishError) as wrong:
+                handle.set_source(None)
+                await handle.push_image(make_image(0), "image/png")
+            assert wrong.value.reason == "wrong_source"
+            await handle.stop()
+        assert SETTINGS.publish.width == 320
+
+
+async def test_no_voice_means_not_in_voice() -> None:
+    class Nowhere:
+        settings = SETTINGS
+        session_id = None
+
+        @property
+        def voice(self) -> object:
+            from clank.errors import UsageError
+
+            raise UsageError("the voice role is not running")
+
+    with pytest.raises(PublishError) as info:
+        await start_stream_publish(Nowhere(), source=PushedFrames())  # type: ignore[arg-type]
+    assert info.value.reason == "not_in_voice"

@@ -1,0 +1,90 @@
+"""Expected failures of the CLI end with one line on stderr and a documented exit code."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from clank.cli import EXIT_CHANNEL, EXIT_LISTEN
+from clank.sandbox.app import open_sandbox
+
+ROOT = Path(__file__).resolve().parents[2]
+LIMIT = 60
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLANK_")}
+    env.update({"CLANK_LOG_FORMAT": "json", **extra})
+    return env
+
+
+@contextmanager
+def _taken_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "change"),
+    [
+        (["sandbox", "--port", "{port}"], "sandbox.port"),
+        (["run", "--port", "{port}", "--no-watch", "--scenario", "empty"], "api.port"),
+    ],
+)
+def test_a_port_in_use_is_one_line_naming_the_address_and_the_setting(args: list[str], change: str) -> None:
+    with _taken_port() as port:
+        proc = subprocess.run(
+            [sys.executable, "-m", "clank", *(a.format(port=port) for a in args)],
+            capture_output=True,
+            cwd=ROOT,
+            env=_env(),
+            timeout=LIMIT,
+            check=False,
+        )
+    stderr = proc.stderr.decode()
+    assert proc.returncode == EXIT_LISTEN, stderr[-2000:]
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"clank: cannot listen on 127.0.0.1:{port}: address already in use")
+    assert change in last and "--port" in last
+
+
+@pytest.mark.parametrize(
+    ("channel", "message"),
+    [
+        ("123456789012345678", "does not exist (Unknown Channel)"),
+        ("text", "is not a voice channel (type 0)"),
+    ],
+)
+async def test_a_wrong_channel_id_has_its_own_reason_and_exit_code(channel: str, message: str) -> None:
+    with trio.fail_after(LIMIT):
+        async with open_sandbox(scenario="empty") as sb:
+            env = _env(
+                CLANK_DISCORD_TOKEN=sb.token,
+                CLANK_API_URL=sb.api_url,
+                CLANK_GUILD_ID=sb.guild_id,
+                CLANK_CHANNEL_ID=sb.text_channel_id if channel == "text" else channel,
+            )
+            proc = await trio.run_process(
+                [sys.executable, "-m", "clank", "run", "--port", "0"],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                cwd=ROOT,
+                env=env,
+            )
+    stderr = proc.stderr.decode()
+    assert proc.returncode == EXIT_CHANNEL, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("clank: voice channel unavailable: channel") and message in last
+    assert "CLANK_CHANNEL_ID" in last
