@@ -9,8 +9,13 @@ or raises ``WatchError(reason)``. Inside the role (discord-protocol.md §2.8 #3,
      ├─ media connection       stream server WS + UDP (server_id = rtc_server_id, our voice
      │                         session_id, DAVE group rtc_server_id - 1, video + screen stream)
      ├─ video pipeline         receive core (inline in UDP task) + feedback task + decoder thread
-     ├─ sink wants             op15 every 2 s until the first frame, then every 10 s and on op12
-     └─ keepalive              op21 stream ping every 60 s on the main gateway
+     └─ sink wants             op15 every 2 s until the first frame, then every 10 s and on op12
+
+The Go Live registry (``session.registry``) owns the watch bookkeeping per stream key: op20 is
+requested through it, its credentials are the registry's, its STREAM_DELETE and voice-state events
+end the watch (each dispatch is parsed once, by the registry), and op21 follows its
+:class:`~clank.protocol.stream_watches.StreamPingPolicy` — sent by ``session.watches``
+(:mod:`clank.session.watches`) from the leg states the role reports.
 
 1. op20 with the stream key: the registry's if it knows the stream, else synthesized from our
    voice channel (a watcher may ask before STREAM_CREATE, §2.7).
@@ -33,7 +38,6 @@ belong to the stream leg) and suppresses screen frames of users we watch nativel
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Mapping
 from typing import Any, Final, Literal, Protocol
 
@@ -45,12 +49,11 @@ from clank.errors import (
     ClankError,
     CryptoError,
     DecryptionFailed,
-    MalformedMessage,
     ProtocolError,
     TransportError,
     WatchError,
 )
-from clank.io.gateway import Dispatch, GatewayClient
+from clank.io.gateway import GatewayClient
 from clank.io.media_connection import (
     DaveStateChanged,
     MediaConnection,
@@ -63,18 +66,22 @@ from clank.io.media_connection import (
 )
 from clank.logging import bound, get_logger, register_secret
 from clank.protocol import voice_gateway as vgc
-from clank.protocol.streams import STREAM_PING_INTERVAL, StreamRegistry
+from clank.protocol.streams import (
+    DeleteUnknownStream,
+    StreamDeleted,
+    StreamEvent,
+    StreamInfo,
+    StreamRegistry,
+    UserGoLiveEnded,
+)
 from clank.protocol.video_receive import StreamType, VideoReceiveConfig, VideoReceiver, build_sink_wants
 from clank.session.roles import RoleHandle, RoleState
 from clank.session.video_pipeline import FrameSink, VideoPipeline, WatchStreamStatistics, open_video_pipeline
 from clank.session.watch_frames import FrameChannel, LatestFrameStore
+from clank.session.watches import Watches, WatchInbox
 from clank.wire import voice_gateway as vg
 from clank.wire.gateway_events import (
-    StreamCreate,
-    StreamDelete,
     StreamKey,
-    StreamServerUpdate,
-    VoiceState,
     dave_group_id_for_stream,
 )
 from clank.wire.rtp import RtpHeader
@@ -113,12 +120,8 @@ STOP_BUDGET: Final = 1.0
 """Seconds for the op19 sent when a watch ends (bounded, shielded)."""
 WEBCAM_SYNC_INTERVAL: Final = 1.0
 """Webcam role: how often op12 bindings and DAVE readiness are re-read from the voice leg."""
-DISPATCH_BUFFER: Final = 64
 WEBCAM_ROLE: Final = "webcam_watch"
 
-_WATCH_EVENTS: Final = frozenset(
-    {"STREAM_CREATE", "STREAM_SERVER_UPDATE", "STREAM_DELETE", "STREAM_UPDATE", "VOICE_STATE_UPDATE"}
-)
 WatchKind = Literal["screen", "camera"]
 
 
@@ -129,9 +132,10 @@ class WatchSession(Protocol):
     guild_id: str
     channel_id: str
     settings: Settings
-    registry: Any
+    registry: StreamRegistry
     user_id: str
     transports: MediaTransports
+    watches: Watches
 
     @property
     def session_id(self) -> str | None: ...
@@ -203,6 +207,11 @@ class _Watch:
         self.pipeline = None
         self.connection = None
 
+    def _keepalives(self) -> int:
+        """op21 sent for this watch (the registry's book while it runs)."""
+        book = None if self.key is None else self.session.registry.watches.book(self.key)
+        return self.keepalives_sent if book is None else book.pings_sent
+
     def statistics(self) -> WatchStatistics:
         handle = self.handle
         first = self.sink.first_frame_at
@@ -223,7 +232,7 @@ class _Watch:
             time_to_first_frame=None if first is None else first - self.started_at,
             frames_published=self.sink.emitted,
             sink_wants_sent=self.sink_wants_sent,
-            keepalives_sent=self.keepalives_sent,
+            keepalives_sent=self._keepalives(),
             streams=streams,
             connection=None if self.connection is None else self.connection.statistics(),
         )
@@ -292,22 +301,6 @@ class WatchHandle:
 # ---------------------------------------------------------------------- per-session bookkeeping
 
 
-@attrs.define(eq=False)
-class _Book:
-    watches: dict[tuple[str, WatchKind], WatchHandle] = attrs.field(factory=dict)
-    webcam: _WebcamRole | None = None
-
-
-_BOOKS: weakref.WeakKeyDictionary[Any, _Book] = weakref.WeakKeyDictionary()
-
-
-def _book(session: WatchSession) -> _Book:
-    book = _BOOKS.get(session)
-    if book is None:
-        book = _BOOKS[session] = _Book()
-    return book
-
-
 def _check_in_voice(session: WatchSession) -> None:
     try:
         voice = session.voice
@@ -332,14 +325,14 @@ async def start_stream_watch(
     ``frames_out`` (optional) also receives every frame (the screen-watch pipeline's channel).
     """
     settings = settings or session.settings.watch
-    book = _book(session)
-    existing = book.watches.get((target_user_id, "screen"))
+    watches = session.watches
+    existing = watches.handles.get((target_user_id, "screen"))
     if existing is not None and existing.active:
         return existing
     if target_user_id == session.user_id:
         raise WatchError("own_stream", "cannot watch our own Go Live")
     _check_in_voice(session)
-    running = [h for (_, kind), h in book.watches.items() if kind == "screen" and h.active]
+    running = [h for (_, kind), h in watches.handles.items() if kind == "screen" and h.active]
     if len(running) >= settings.max_concurrent_watches:
         raise WatchError("too_many_watches", f"{len(running)} watches running")
     watch = _Watch(session, target_user_id, "screen", settings, frames_out)
@@ -350,7 +343,7 @@ async def start_stream_watch(
         await session.stop_role(name, "stopped")
 
     watch_handle = WatchHandle(watch, stop)
-    book.watches[(target_user_id, "screen")] = watch_handle
+    watches.handles[(target_user_id, "screen")] = watch_handle
     role = await session.start_role(name, _stream_watch_role, watch)
     watch.handle = role
     state = await role.wait_state(RoleState.READY)
@@ -375,15 +368,13 @@ async def _stream_watch_role(
         # The session was rebuilt (new voice session id): watch again with a fresh store.
         watch.reset()
     reason = "interrupted"
+    inbox = session.watches.open_inbox()
     try:
-        with (
-            bound(watch_target=watch.target),
-            session.gateway.subscribe(DISPATCH_BUFFER, events=_WATCH_EVENTS) as dispatches,
-        ):
+        with bound(watch_target=watch.target):
             key = _stream_key(session, watch.target)
             watch.key = key
-            info = await _request_credentials(session, watch, key, dispatches)
-            await _watch_stream(handle, watch, key, info, dispatches)
+            info = await _request_credentials(session, watch, key, inbox)
+            await _watch_stream(handle, watch, key, info, inbox)
     except* WatchError as group:
         reason = _first_watch_error(group).reason
         raise
@@ -392,18 +383,24 @@ async def _stream_watch_role(
         leaf = _first_leaf(group)
         raise WatchError("transport", f"{type(leaf).__name__}: {leaf}") from leaf
     finally:
+        inbox.close()
         if watch.stop_requested:
             reason = "stopped"
         watch.end_reason = reason
         watch.sink.store.close(reason)
         _unsuppress_screen(session, watch.target)
         watched_key = watch.key
-        if watched_key is not None and reason != "stream_deleted":
-            with trio.move_on_after(STOP_BUDGET, shield=True):
-                try:
-                    await session.gateway.stream_delete(str(watched_key))
-                except ClankError:
-                    pass  # the gateway is gone: nothing to tell it
+        if watched_key is not None:
+            book = session.registry.watches.book(watched_key)
+            if book is not None:
+                watch.keepalives_sent = book.pings_sent
+            stop = session.registry.stop_watch(watched_key)  # None after STREAM_DELETE: no op19
+            if stop is not None:
+                with trio.move_on_after(STOP_BUDGET, shield=True):
+                    try:
+                        await session.gateway.stream_delete(str(watched_key))
+                    except ClankError:
+                        pass  # the gateway is gone: nothing to tell it
         log.info(
             "stream watch ended",
             target=watch.target,
@@ -427,99 +424,67 @@ def _first_watch_error(group: BaseExceptionGroup[WatchError]) -> WatchError:
 
 
 def _stream_key(session: WatchSession, target: str) -> StreamKey:
+    """The registry's key for the target's stream, else one synthesized from our voice channel."""
     registry = session.registry
-    if isinstance(registry, StreamRegistry):
-        known = registry.stream_for_user(target, session.guild_id or None)
-        if known is not None:
-            return known.key
-        member = registry.member(target)
-        if member is not None and member.channel_id is not None and member.channel_id != session.channel_id:
-            raise WatchError("target_not_in_voice", f"user {target} is in another channel")
+    known = registry.stream_for_user(target, session.guild_id or None)
+    if known is not None:
+        return known.key
+    member = registry.member(target)
+    if member is not None and member.channel_id is not None and member.channel_id != session.channel_id:
+        raise WatchError("target_not_in_voice", f"user {target} is in another channel")
     return StreamKey.for_voice_channel(session.guild_id or None, session.channel_id, target)
 
 
-@attrs.define
-class _Credentials:
-    rtc_server_id: str | None = None
-    rtc_channel_id: str | None = None
-    endpoint: str | None = None
-    token: str | None = attrs.field(default=None, repr=False)
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.rtc_server_id and self.endpoint and self.token)
-
-
 async def _request_credentials(
-    session: WatchSession, watch: _Watch, key: StreamKey, dispatches: trio.MemoryReceiveChannel[Dispatch]
-) -> _Credentials:
-    creds = _Credentials()
+    session: WatchSession, watch: _Watch, key: StreamKey, inbox: WatchInbox
+) -> StreamInfo:
+    """op20 through the registry, then its credentials for ``key`` (STREAM_CREATE + SERVER_UPDATE)."""
     registry = session.registry
-    if isinstance(registry, StreamRegistry):
-        known = registry.stream(key)
-        if known is not None:
-            creds = _Credentials(known.rtc_server_id, known.rtc_channel_id, known.endpoint, known.token)
-    await session.gateway.stream_watch(str(key))
-    log.info("stream watch requested", stream_key=str(key))
+    request = registry.request_watch(key, trio.current_time())
+    session.watches.schedule_changed()
+    for frame in request.frames:
+        await session.gateway.stream_watch(str(frame.d["stream_key"]))
+    log.info("stream watch requested", stream_key=str(key), synthesized=request.synthesized)
     with trio.move_on_after(watch.settings.credentials_timeout_s):
-        while not creds.complete:
-            dispatch = await dispatches.receive()
-            _apply_dispatch(session, watch, key, dispatch, creds, watching=False)
-    if not creds.complete:
-        raise WatchError(
-            "no_credentials", f"no stream server for {key} within {watch.settings.credentials_timeout_s} s"
-        )
-    assert creds.token is not None
-    register_secret(creds.token)
-    watch.credentials_at = trio.current_time()
-    return creds
+        while True:
+            known = registry.stream(key)
+            if known is not None and known.has_credentials:
+                assert known.token is not None
+                register_secret(known.token)
+                watch.credentials_at = trio.current_time()
+                return known
+            await inbox.wait()
+            _check_events(session, watch, key, inbox.take(), watching=False)
+    raise WatchError(
+        "no_credentials", f"no stream server for {key} within {watch.settings.credentials_timeout_s} s"
+    )
 
 
-def _apply_dispatch(
-    session: WatchSession,
-    watch: _Watch,
-    key: StreamKey,
-    dispatch: Dispatch,
-    creds: _Credentials | None,
-    *,
-    watching: bool,
+def _check_events(
+    session: WatchSession, watch: _Watch, key: StreamKey, events: list[StreamEvent], *, watching: bool
 ) -> None:
-    """Credentials from STREAM_* dispatches; raises ``WatchError`` when the watch must end.
+    """End the watch (``WatchError``) on the registry's STREAM_DELETE or the target leaving.
 
     Before the stream leg is up only the target leaving the channel ends the watch: a voice
     state with ``self_stream: false`` may be a stale one from before the stream started (a
     refused watch is answered with STREAM_DELETE anyway).
     """
-    try:
-        if dispatch.name == "STREAM_CREATE":
-            create = StreamCreate.parse(dispatch.data)
-            if create.stream_key == key and creds is not None:
-                creds.rtc_server_id = create.rtc_server_id
-                creds.rtc_channel_id = create.rtc_channel_id
-        elif dispatch.name == "STREAM_SERVER_UPDATE":
-            update = StreamServerUpdate.parse(dispatch.data)
-            if update.stream_key == key and creds is not None:
-                creds.endpoint, creds.token = update.endpoint, update.token
-        elif dispatch.name == "STREAM_DELETE":
-            delete = StreamDelete.parse(dispatch.data)
-            if delete.stream_key == key:
-                raise WatchError("stream_deleted", delete.reason or "")
-        elif dispatch.name == "VOICE_STATE_UPDATE":
-            state = VoiceState.parse(dispatch.data)
-            if state.user_id == watch.target and (
-                state.channel_id != session.channel_id or (watching and not state.self_stream)
-            ):
-                raise WatchError("target_left", f"channel={state.channel_id} self_stream={state.self_stream}")
-    except MalformedMessage as exc:
-        log.warning("watch dispatch malformed", event=dispatch.name, error=str(exc))
+    for event in events:
+        if isinstance(event, StreamDeleted | DeleteUnknownStream) and event.stream_key == key:
+            raise WatchError("stream_deleted", event.reason or "")
+        if isinstance(event, UserGoLiveEnded) and event.user_id == watch.target and not event.own:
+            member = session.registry.member(watch.target)
+            channel = None if member is None else member.channel_id
+            if channel != session.channel_id or (watching and event.reason == "self_stream_false"):
+                raise WatchError("target_left", f"channel={channel} reason={event.reason}")
 
 
 async def _watch_stream(
     handle: RoleHandle[Any],
     watch: _Watch,
     key: StreamKey,
-    creds: _Credentials,
-    dispatches: trio.MemoryReceiveChannel[Dispatch],
+    creds: StreamInfo,
+    inbox: WatchInbox,
 ) -> None:
     session = watch.session
     assert creds.rtc_server_id is not None and creds.endpoint is not None and creds.token is not None
@@ -563,6 +528,9 @@ async def _watch_stream(
             if link.connection is not None and link.connection.dave.ready:
                 pipeline.dave_ready(now)
         elif isinstance(event, TransportStateChanged):
+            healthy = event.state == "ready"
+            session.registry.watch_leg_state(key, connected=healthy, healthy=healthy, now=now)
+            session.watches.schedule_changed()
             if event.state == "reconnecting":
                 handle.set_state(RoleState.RECONNECTING, event.reason, event.close_code)
             elif event.state == "ready" and watch.connected_at is not None:
@@ -588,12 +556,13 @@ async def _watch_stream(
             await conn.video_state(False)
             handle.set_state(RoleState.READY)
             log.info("stream watch connected", stream_key=str(key), server_id=params.server_id)
+            session.registry.watch_leg_state(key, connected=True, healthy=True, now=watch.connected_at)
+            session.watches.schedule_changed()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_sink_wants_loop, watch, conn, wants_changed)
-                nursery.start_soon(_keepalive_loop, watch, key)
-                await _follow_dispatches(session, watch, key, dispatches)
-                # The gateway client stopped (its dispatch channel ended): so does the watch.
-                nursery.cancel_scope.cancel()
+                while True:
+                    await inbox.wait()
+                    _check_events(session, watch, key, inbox.take(), watching=True)
 
 
 @attrs.define(eq=False)
@@ -624,13 +593,6 @@ def _receive_config(settings: WatchSettings, default_type: StreamType) -> VideoR
         nack=settings.nack,
         conceal_after=settings.conceal_after_s,
     )
-
-
-async def _follow_dispatches(
-    session: WatchSession, watch: _Watch, key: StreamKey, dispatches: trio.MemoryReceiveChannel[Dispatch]
-) -> None:
-    async for dispatch in dispatches:
-        _apply_dispatch(session, watch, key, dispatch, None, watching=True)
 
 
 class _Wakeup:
@@ -670,13 +632,6 @@ async def _sink_wants_loop(watch: _Watch, conn: MediaConnection, changed: _Wakeu
         interval = SINK_WANTS_INTERVAL_STARTING if watch.sink.emitted == 0 else SINK_WANTS_INTERVAL_SETTLED
         with trio.move_on_after(interval):
             await changed.wait()
-
-
-async def _keepalive_loop(watch: _Watch, key: StreamKey) -> None:
-    while True:
-        await trio.sleep(STREAM_PING_INTERVAL)
-        await watch.session.gateway.stream_ping(str(key))
-        watch.keepalives_sent += 1
 
 
 # ---------------------------------------------------------------------- webcam watch (voice leg)
@@ -801,15 +756,15 @@ async def start_webcam_watch(
 ) -> WatchHandle:
     """Watch ``user_id``'s webcam on the voice leg; the handle's store gets its frames."""
     settings = settings or session.settings.watch
-    book = _book(session)
-    existing = book.watches.get((user_id, "camera"))
+    watches = session.watches
+    existing = watches.handles.get((user_id, "camera"))
     if existing is not None and existing.active:
         return existing
     _check_in_voice(session)
-    webcam = book.webcam
+    webcam = watches.webcam
     if webcam is None or webcam.handle is None or webcam.handle.state.final:
-        webcam = book.webcam = _WebcamRole(session, settings)
-        webcam.suppressed = {t for (t, kind), h in book.watches.items() if kind == "screen" and h.active}
+        webcam = watches.webcam = _WebcamRole(session, settings)
+        webcam.suppressed = {t for (t, kind), h in watches.handles.items() if kind == "screen" and h.active}
         webcam.handle = await session.start_role(WEBCAM_ROLE, _webcam_role, webcam)
     watch = _Watch(session, user_id, "camera", settings, frames_out)
     watch.handle = webcam.handle
@@ -826,7 +781,7 @@ async def start_webcam_watch(
         await trio.lowlevel.checkpoint()
 
     watch_handle = WatchHandle(watch, stop)
-    book.watches[(user_id, "camera")] = watch_handle
+    watches.handles[(user_id, "camera")] = watch_handle
     await webcam.handle.wait_state(RoleState.READY)
     if webcam.pipeline is None:
         watch.end_reason = "voice_ended"
@@ -840,16 +795,14 @@ async def start_webcam_watch(
 
 
 def _suppress_screen(session: WatchSession, user_id: str) -> None:
-    book = _BOOKS.get(session)
-    webcam = None if book is None else book.webcam
+    webcam = session.watches.webcam
     if webcam is not None:
         webcam.suppressed.add(user_id)
         webcam.receiver.suppress(user_id, "screen")
 
 
 def _unsuppress_screen(session: WatchSession, user_id: str) -> None:
-    book = _BOOKS.get(session)
-    webcam = None if book is None else book.webcam
+    webcam = session.watches.webcam
     if webcam is not None and user_id in webcam.suppressed:
         webcam.suppressed.discard(user_id)
         webcam.receiver.unsuppress(user_id, "screen", trio.current_time())
