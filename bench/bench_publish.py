@@ -130,7 +130,7 @@ def pushed_case() -> None:
         decode_share = decode / SECONDS if label.startswith("new") else 0.0
         if label.startswith("new"):
             print(
-                f"   one pushed 1080p PNG: {decode / count * 1000:.1f} ms to decode + scale (off the trio thread)"
+                f"   one pushed 1080p PNG: {decode / count * 1000:.1f} ms to decode + scale (worker thread)"
             )
         total = decode_share + (x264 + send) / SECONDS
         print(
