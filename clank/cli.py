@@ -135,7 +135,8 @@ def _cmd_sandbox(settings: Settings, args: argparse.Namespace) -> None:
     host = args.host or settings.sandbox.host
     port = settings.sandbox.port if args.port is None else args.port
     scenario = args.scenario or settings.sandbox.scenario
-    trio.run(partial(serve_sandbox_cli, host, port, scenario, tls=args.tls))
+    dave = settings.sandbox.dave_protocol_version
+    trio.run(partial(serve_sandbox_cli, host, port, scenario, tls=args.tls, dave_protocol_version=dave))
 
 
 def _cmd_run(settings: Settings, args: argparse.Namespace) -> None:

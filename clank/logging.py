@@ -110,7 +110,9 @@ class RecentEvents:
         self, logger: object, method: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         snapshot = {
-            k: v if isinstance(v, str | int | float | bool | None) else repr(v) for k, v in event.items()
+            k: v if isinstance(v, str | int | float | bool | None) else repr(v)
+            for k, v in event.items()
+            if not k.startswith("_")  # structlog's internals (_record, _from_structlog): not for people
         }
         with self._lock:
             self._counter += 1
@@ -178,6 +180,25 @@ def configure_logging(
     # Chatty libraries: keep their warnings, not their per-frame debug lines.
     for name in ("trio-websocket", "hypercorn.access", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+
+
+def _library_default() -> None:
+    """Embedded use (``clank.open_session`` without :func:`configure_logging`): structlog's own
+    default prints every event on *stdout* — the host's. Unless the host configured structlog
+    itself, hand clank's events to stdlib ``logging`` instead (one JSON string per record, under
+    the ``clank.*`` loggers), so the host's logging setup decides where they go; with none, Python
+    shows warnings and errors on stderr and nothing on stdout."""
+    if structlog.is_configured():
+        return
+    structlog.configure(
+        processors=[*_shared_processors(), structlog.processors.JSONRenderer(sort_keys=False)],
+        wrapper_class=structlog.stdlib.BoundLogger,
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
+
+
+_library_default()
 
 
 def get_logger(name: str) -> Any:

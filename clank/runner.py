@@ -17,7 +17,8 @@ import contextlib
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Final, TextIO
+from functools import partial
+from typing import Any, Final, TextIO, cast
 
 import attrs
 import httpx
@@ -25,16 +26,29 @@ import trio
 
 from clank import __version__
 from clank.config import ApiSettings, Settings
+from clank.control.auto_watch import run_auto_watch
 from clank.control.http import HttpApi, generate_api_token, open_http_api
+from clank.control.link import LinkTransport, link_availability
+from clank.control.link_flow import DiscordMessagePoster, LinkFlow
+from clank.control.link_port import LinkAwarePort
 from clank.control.service import ClankService
 from clank.control.session_port import DIRECTORY_EVENTS, LiveSessionPort, MemberDirectory, feed_directory
+from clank.control.share_http import open_share_listener
 from clank.control.voice_api import VoiceApi, session_voice_role
+from clank.control.voice_channels import (
+    CHANNEL_EVENTS,
+    ChannelDirectory,
+    CurrentSession,
+    feed_channels,
+    open_voice_channels,
+    rewatch_after_move,
+)
 from clank.errors import AuthenticationFailed, ConfigError, TransportError
 from clank.io.channel_check import check_voice_channel
 from clank.io.gateway import GatewayClient, open_gateway_client
 from clank.logging import get_logger, register_secret
 from clank.protocol.streams import StreamRegistry
-from clank.session.voice_session import VoiceSession, open_voice_session
+from clank.session.voice_session import VoiceSession
 from clank.watch.notes import NotePolicy, ScreenNotes
 from clank.watch.vision import open_vision_provider
 
@@ -46,6 +60,10 @@ DEMO_RETRY_INTERVAL: Final = 1.0
 DISPATCH_BUFFER: Final = 1024
 #: Seconds for the whole shutdown (leave voice, close streams, stop servers).
 SHUTDOWN_BUDGET: Final = 2.0
+#: How long the banner waits for the voice leg (a websocket connect gives up after 10 s).
+VOICE_READY_WAIT: Final = 12.0
+#: In the sandbox demo, how long the banner waits for the demo watch's first frame.
+DEMO_FIRST_FRAME_WAIT: Final = 8.0
 #: GIL hand-off interval. Python's default (5 ms) lets a decode worker's Python code (JPEG,
 #: metrics) hold the GIL for up to 5 ms while the trio thread waits to send the next 20 ms audio
 #: frame; 0.5 ms keeps audio pacing p99 near 2 ms beside busy threads (bench/bench_voice.py).
@@ -65,6 +83,7 @@ class RunInfo:
     scenario: str | None = None
     service: ClankService | None = attrs.field(default=None, repr=False, eq=False)
     sandbox: Any = attrs.field(default=None, repr=False, eq=False)
+    share_url: str | None = None
 
 
 def _with_sandbox(settings: Settings, sandbox: Any) -> Settings:
@@ -163,13 +182,49 @@ async def _demo_agent(service: ClankService, session: VoiceSession, registry: St
             await trio.sleep(DEMO_RETRY_INTERVAL)
 
 
-def print_banner(info: RunInfo, out: TextIO) -> None:
+def _voice_role(service: ClankService | None) -> dict[str, Any] | None:
+    if service is None:
+        return None
+    return next((r for r in service.status()["roles"] if r["name"] == "voice"), None)
+
+
+async def wait_until_settled(info: RunInfo, *, demo_watch: bool) -> str | None:
+    """Wait (bounded) until the voice leg is connected — and, in the sandbox demo, until the demo
+    watch shows its first frame — so the banner comes after the start-up lines. Returns None when
+    voice is connected, else what the voice leg is doing and why (for the banner, and a warning)."""
+    with trio.move_on_after(VOICE_READY_WAIT):
+        while True:
+            voice = _voice_role(info.service)
+            if voice is not None and voice["state"] in ("ready", "failed", "disconnected"):
+                break
+            await trio.sleep(0.1)
+    voice = _voice_role(info.service)
+    if voice is None or voice["state"] != "ready":
+        state = "not started" if voice is None else voice["state"]
+        reason = (voice or {}).get("endedReason") or "no answer yet"
+        problem = f"{state}: {reason}"
+        log.warning("voice not connected", state=state, reason=reason)
+        return problem
+    if demo_watch and info.sandbox is not None and info.service is not None:
+        with trio.move_on_after(DEMO_FIRST_FRAME_WAIT):
+            while True:  # polling the status (cheap): no event exists for "some watch has a frame"
+                if any(w.get("frameSequence") for w in info.service.status()["watches"]):
+                    break
+                await trio.sleep(0.1)
+    return None
+
+
+def print_banner(info: RunInfo, out: TextIO, *, voice_problem: str | None = None) -> None:
     lines = [f"clank {__version__} — {info.mode} mode"]
     if info.sandbox_api_url:
         lines.append(f"  sandbox    local Discord at {info.sandbox_api_url} (scenario {info.scenario!r})")
+    where = f"channel {info.channel_id} in guild {info.guild_id} as user {info.user_id}"
     lines += [
-        f"  voice      joined channel {info.channel_id} in guild {info.guild_id} as user {info.user_id}",
+        f"  voice      joined {where}"
+        if voice_problem is None
+        else f"  voice      NOT CONNECTED to {where} — {voice_problem}",
         f"  dashboard  {info.api.dashboard_url}",
+        *([f"  share link fallback listening at {info.share_url}/share/…"] if info.share_url else []),
         f"  api        {info.api.url}/api   (Authorization: Bearer {info.api.token})",
         "  tools      `clank tools` prints the agent tool schemas",
         "  Ctrl-C leaves voice and exits.",
@@ -190,6 +245,7 @@ class _Composed:
     settings: Settings
     scenario: str | None
     sandbox: Any
+    share_url: str | None = None
 
 
 @contextlib.asynccontextmanager
@@ -211,6 +267,7 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
                     port=settings.sandbox.port,
                     scenario=scenario,
                     seed=settings.sandbox.seed,
+                    dave_protocol_version=settings.sandbox.dave_protocol_version,
                 )
             )
             settings = _with_sandbox(settings, sandbox)
@@ -233,6 +290,9 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
             )
         )
         dispatches = stack.enter_context(gateway.subscribe(DISPATCH_BUFFER, events=DIRECTORY_EVENTS))
+        channel_directory = ChannelDirectory()
+        channel_dispatches = stack.enter_context(gateway.subscribe(DISPATCH_BUFFER, events=CHANNEL_EVENTS))
+        nursery.start_soon(feed_channels, channel_dispatches, channel_directory)
         ready = await gateway.wait_ready()
         registry = StreamRegistry(ready.user_id, guild_ids=[discord.guild_id])
         directory = MemberDirectory()
@@ -249,29 +309,37 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
                     timeout_s=settings.notes.timeout_s,
                 )
             )
-        session = await stack.enter_async_context(
-            open_voice_session(
+        channels = await stack.enter_async_context(
+            open_voice_channels(
                 gateway,
-                guild_id=discord.guild_id,
-                channel_id=discord.voice_channel_id,
                 settings=settings,
                 registry=registry,
+                directory=channel_directory,
+                name_of=directory.name_of,
             )
         )
+        await channels.start(discord.guild_id, discord.voice_channel_id)
+        # The session we are in now: join/move/leave over the API replace it (voice_channels.py).
+        session = cast(VoiceSession, CurrentSession(channels, ready.user_id, settings))
         notes_nursery = await stack.enter_async_context(trio.open_nursery())
         stack.callback(notes_nursery.cancel_scope.cancel)
-        port = LiveSessionPort(
-            session,
-            registry,
-            directory,
-            mode=mode,
-            notes_factory=_notes_factory(settings, provider, notes_nursery),
+        notes_factory = _notes_factory(settings, provider, notes_nursery)
+        port = LiveSessionPort(session, registry, directory, mode=mode, notes_factory=notes_factory)
+        links, share_url = await _open_links(
+            stack, nursery, settings, port, session, registry, directory, sandbox, notes_factory
         )
         voice = VoiceApi(
-            lambda: session_voice_role(session), known_users=lambda: [m.user_id for m in directory.members()]
+            lambda: session_voice_role(channels.current),
+            known_users=lambda: [m.user_id for m in directory.members()],
+            channels=channels,
         )
+        service = ClankService(port, links, voice=voice)
+        channels.watched_users = lambda: {w.user_id for w in port.watches() if w.state != "ended"}
+        channels.after_move = partial(rewatch_after_move, service, channels)
+        if settings.watch.auto_watch:
+            nursery.start_soon(run_auto_watch, service)
         yield _Composed(
-            service=ClankService(port, voice=voice),
+            service=service,
             session=session,
             registry=registry,
             mode=mode,
@@ -279,6 +347,7 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
             settings=settings,
             scenario=scenario,
             sandbox=sandbox,
+            share_url=share_url,
         )
 
 
@@ -332,7 +401,55 @@ async def open_clank(
             scenario=composed.scenario,
             service=service,
             sandbox=sandbox,
+            share_url=composed.share_url,
         )
+
+
+async def _open_links(
+    stack: contextlib.AsyncExitStack,
+    nursery: trio.Nursery,
+    settings: Settings,
+    port: LiveSessionPort,
+    session: VoiceSession,
+    registry: StreamRegistry,
+    directory: MemberDirectory,
+    sandbox: Any,
+    notes_factory: Callable[..., ScreenNotes] | None,
+) -> tuple[LinkFlow, str | None]:
+    """The share-link fallback (docs/link.md): its listener when links are on, and its supervisor."""
+    availability = link_availability(settings.link, sandbox_mode=sandbox is not None)
+    transport = LinkTransport(settings.link, availability=availability)
+    share_url = None
+    if availability.available:
+        try:
+            listener = await stack.enter_async_context(
+                open_share_listener(transport, settings.link, any_port_fallback=sandbox is not None)
+            )
+            share_url = listener.url
+        except TransportError as exc:
+            log.warning("share link listener not started", error=str(exc))
+    discord = settings.discord
+
+    def in_voice(user_id: str) -> bool:
+        member = registry.member(user_id)
+        return (
+            member is not None and member.channel_id is not None and member.channel_id == session.channel_id
+        )
+
+    text_channel = settings.link.text_channel_id or (
+        sandbox.text_channel_id if sandbox is not None else discord.voice_channel_id
+    )
+    link_port = LinkAwarePort(port, transport, notes_factory=notes_factory, name_of=directory.name_of)
+    links = LinkFlow(
+        transport,
+        link_port,
+        poster=DiscordMessagePoster(discord.api_url, discord.token, discord.properties),
+        text_channel_id=text_channel,
+        in_voice=in_voice,
+    )
+    if availability.available:
+        nursery.start_soon(links.run)
+    return links, share_url
 
 
 async def run_mcp(settings: Settings, args: Any = None) -> None:
@@ -369,7 +486,8 @@ async def run_clank(settings: Settings, args: Any = None) -> None:
             async with open_clank(
                 settings, scenario=scenario, api_port=api_port, demo_watch=demo_watch
             ) as info:
-                print_banner(info, sys.stdout)
+                problem = await wait_until_settled(info, demo_watch=demo_watch)
+                print_banner(info, sys.stdout, voice_problem=problem)
                 log.info("clank running", mode=info.mode, dashboard=info.api.url)
                 await stop.wait()
                 started = trio.current_time()

@@ -10,6 +10,9 @@ keeps it in ``sessionStorage``. Request bodies are validated by the tool table
 (:mod:`clank.control.tools`); a wrong body answers 400 ``{"error": "invalid_request", "field":
 ..., "message": ...}``.
 
+Every request first passes the Host-header check (:mod:`clank.control.host_check`): loopback
+names, IP literals, ``api.host`` and ``api.allowed_hosts``; any other Host gets 421.
+
 ``/mcp`` is the Model Context Protocol's streamable HTTP transport (same bearer token; see
 :mod:`clank.control.mcp_server`).
 
@@ -41,7 +44,9 @@ from starlette.routing import Route
 
 from clank.config import ApiSettings
 from clank.control.dashboard import dashboard_html
+from clank.control.host_check import AllowedHosts, HostCheckMiddleware
 from clank.control.mcp_server import open_mcp_http_app
+from clank.control.publish import publish_routes
 from clank.control.service import ClankService
 from clank.control.tools import TOOLS_BY_NAME, call_tool, tool_schemas
 from clank.control.voice_http import voice_routes
@@ -242,6 +247,7 @@ def build_app(service: ClankService, token: str, closing: trio.Event, mcp_app: A
             api("/api/screen", routes.screen, ["GET"]),
             api("/api/screen/latest.jpg", routes.latest_jpeg, ["GET"]),
             api("/api/events", routes.events, ["GET"]),
+            *publish_routes(service, partial(_protected, token)),  # our Go Live (control/publish.py)
             *extra,
             *([] if service.voice is None else voice_routes(service.voice, token)),
         ]
@@ -271,7 +277,8 @@ async def open_http_api(
         open_mcp_http_app(service, token=token, host=settings.host) as mcp_app,
         trio.open_nursery() as nursery,
     ):
-        app = build_app(service, token, closing, mcp_app)
+        allowed = AllowedHosts.from_setting(settings.host, settings.allowed_hosts)
+        app = HostCheckMiddleware(build_app(service, token, closing, mcp_app), allowed)
         try:
             # cast: hypercorn's ASGI typing and Starlette's are structurally equal, nominally distinct.
             binds = await nursery.start(partial(serve, cast(Any, app), config, shutdown_trigger=stop.wait))

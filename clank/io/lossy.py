@@ -106,6 +106,7 @@ class LossySender:
     def __init__(self, link: LossyLink, deliver: Callable[[bytes], None]) -> None:
         self.link = link
         self._deliver = deliver
+        self._scope = trio.CancelScope()
         self._heap: list[tuple[float, int, bytes]] = []
         self._order = itertools.count()
         self._lot = trio.lowlevel.ParkingLot()
@@ -128,7 +129,16 @@ class LossySender:
             if wake:
                 self._lot.unpark_all()
 
-    async def _run(self) -> NoReturn:
+    def close(self) -> None:
+        """Stop delivering (packets still in the delay line are lost)."""
+        self._scope.cancel()
+        self._heap.clear()
+
+    async def _run(self) -> None:
+        with self._scope:
+            await self._deliver_forever()
+
+    async def _deliver_forever(self) -> NoReturn:
         heap = self._heap
         while True:
             if not heap:
@@ -153,12 +163,27 @@ async def open_lossy_sender(link: LossyLink, deliver: Callable[[bytes], None]) -
             nursery.cancel_scope.cancel()
 
 
-class MemoryDatagramEndpoint:
-    """One side of :func:`open_memory_datagram_pair`; mirrors ``UdpEndpoint``'s surface."""
+def start_lossy_sender(
+    nursery: trio.Nursery, link: LossyLink, deliver: Callable[[bytes], None]
+) -> LossySender:
+    """A :class:`LossySender` whose delay line runs in ``nursery`` until :meth:`LossySender.close`."""
+    sender = LossySender(link, deliver)
+    nursery.start_soon(sender._run)
+    return sender
 
-    def __init__(self, local: Address, remote: Address) -> None:
+
+Route = Callable[[Address, Address, bytes], None]
+"""``(source, destination, data)``: how a networked endpoint's datagrams leave it."""
+
+
+class MemoryDatagramEndpoint:
+    """One side of :func:`open_memory_datagram_pair`, or an endpoint of :class:`clank.io.fakenet.FakeNet`
+    (``route`` given: any destination); mirrors ``UdpEndpoint``'s surface."""
+
+    def __init__(self, local: Address, remote: Address | None, *, route: Route | None = None) -> None:
         self._local = local
         self._remote = remote
+        self._route = route
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[bytes, Address]](MEMORY_INBOX_SIZE)
         self._outgoing: Callable[[bytes], None] = self._unwired
         self._packets_received = self._bytes_received = self._drain_batches = 0
@@ -167,6 +192,10 @@ class MemoryDatagramEndpoint:
     @staticmethod
     def _unwired(data: bytes) -> None:
         raise UsageError("memory endpoint used outside open_memory_datagram_pair")
+
+    def accept(self, data: bytes, source: Address) -> None:
+        """A datagram arrives from ``source`` (dropped, counted, when the inbox is full)."""
+        self._accept(data, source)
 
     def _accept(self, data: bytes, source: Address) -> None:
         try:
@@ -195,6 +224,15 @@ class MemoryDatagramEndpoint:
         )
 
     def send_nowait(self, data: bytes, address: Address | None = None) -> bool:
+        if self._route is not None:
+            destination = address or self._remote
+            if destination is None:
+                self._send_dropped += 1
+                return False
+            self._packets_sent += 1
+            self._bytes_sent += len(data)
+            self._route(self._local, destination, bytes(data))
+            return True
         if address is not None and address != self._remote:
             self._send_dropped += 1  # nobody listens there
             return False

@@ -546,7 +546,9 @@ class MediaConnection:
         elif isinstance(event, vgc.MalformedDropped):
             log.warning("voice message malformed; dropped", role=role, op=event.op, error=event.reason)
         elif isinstance(event, TransportStateChanged) and event.state in ("reconnecting", "failed"):
-            log.info(
+            # A leg that cannot connect at all is a warning (a wrong voice_url_scheme, a firewall).
+            unreachable = (event.reason or "").startswith("could not connect")
+            (log.warning if unreachable or event.state == "failed" else log.info)(
                 "voice connection ended",
                 role=role,
                 state=event.state,

@@ -112,17 +112,31 @@ async def open_websocket(
                 finally:
                     await ws.aclose()
         if connecting.cancelled_caught and not opened:
-            raise TransportError(f"could not connect to {url}: no answer within {CONNECT_TIMEOUT:g} s")
+            raise TransportError(
+                f"could not connect to {url}: no answer within {CONNECT_TIMEOUT:g} s{_scheme_hint(url)}"
+            )
     except trio_websocket.HandshakeError as exc:
         if opened:
             # Only DisconnectionTimeout can get here after a successful open: the peer
             # never answered our close. The stream is closed regardless.
             raise TransportError(f"websocket {url} did not close cleanly") from exc
-        raise TransportError(f"could not connect to {url}: {_describe(exc)}") from exc
+        raise TransportError(f"could not connect to {url}: {_describe(exc)}{_scheme_hint(url)}") from exc
     except ValueError as exc:
         if opened:
             raise
         raise TransportError(f"invalid websocket URL {url!r}: {exc}") from exc
+
+
+_LOOPBACK_PREFIXES = ("wss://127.", "wss://localhost", "wss://[::1]")
+
+
+def _scheme_hint(url: str) -> str:
+    """A TLS connect to a loopback server is almost always a local sandbox that speaks plain ws."""
+    if not url.startswith(_LOOPBACK_PREFIXES):
+        return ""
+    return (
+        " (a local sandbox serves plain ws://: set CLANK_DISCORD_VOICE_URL_SCHEME=ws, or clank sandbox --tls)"
+    )
 
 
 def _describe(exc: trio_websocket.HandshakeError) -> str:

@@ -130,7 +130,7 @@ CLOSE_POLICY: Final[Mapping[int, ClosePolicy]] = MappingProxyType(
         4004: ClosePolicy(CloseAction.NEW_SESSION, "authentication failed"),
         4005: ClosePolicy(CloseAction.RECONNECT, "already authenticated"),
         4006: ClosePolicy(CloseAction.NEW_SESSION, "session no longer valid"),
-        4009: ClosePolicy(CloseAction.NEW_SESSION, "session timeout"),
+        4009: ClosePolicy(CloseAction.RECONNECT, "session timeout"),  # a fresh connect (DDOC 3.11)
         4011: ClosePolicy(CloseAction.NEW_SESSION, "server not found"),
         4012: ClosePolicy(CloseAction.ERROR, "unknown protocol"),
         4013: ClosePolicy(CloseAction.RESUME, "WebRTC crashed"),

@@ -77,6 +77,9 @@ class Sandbox:
             **tls,
             "api_url": self.api_url,
             "gateway_url": self.gateway_url,
+            # Voice/stream endpoints are announced without a scheme (as Discord does); this is
+            # the one to use with them (clank: discord.voice_url_scheme).
+            "voice_url_scheme": "ws" if self.ca_file is None else "wss",
             "token": self.token,
             "bot_token": self.bot_token,
             "our_user_id": self.our_user_id,
@@ -105,12 +108,14 @@ async def open_sandbox(
     media_backend: MediaBackend | None = None,
     media: bool = True,
     tls: bool = False,
+    dave_protocol_version: int = 1,
 ) -> AsyncIterator[Sandbox]:
     """Start the sandbox; on exit, close every gateway connection and stop the server.
 
     Voice and stream servers with simulated media (``sb.media``) run unless ``media`` is False
     or another ``media_backend`` is given. With ``tls`` they serve ``wss://`` with a throwaway
     certificate whose CA is ``sb.ca_file`` (for clients that hard-code ``wss://{endpoint}``).
+    ``dave_protocol_version`` 0 turns DAVE off on its voice and stream servers.
     """
     get_scenario(scenario)  # refuse unknown names before anything starts (a plain SandboxError)
     if media_backend is not None or not media:
@@ -123,7 +128,11 @@ async def open_sandbox(
     with ExitStack() as stack:
         minted = stack.enter_context(open_sandbox_tls()) if tls else None
         ssl_context = None if minted is None else minted.server_context()
-        settings = RtcSettings(server=MediaServerConfig(seed=seed, ssl_context=ssl_context))
+        settings = RtcSettings(
+            server=MediaServerConfig(
+                seed=seed, ssl_context=ssl_context, dave_protocol_version=dave_protocol_version
+            )
+        )
         async with (
             open_rtc_backend(settings) as rtc,
             _open_sandbox(host, port, scenario, heartbeat_interval_ms, seed, rtc, rtc) as sandbox,
@@ -203,7 +212,13 @@ async def _open_sandbox(
 
 
 async def serve_sandbox_cli(
-    host: str, port: int, scenario: str, *, out: TextIO | None = None, tls: bool = False
+    host: str,
+    port: int,
+    scenario: str,
+    *,
+    out: TextIO | None = None,
+    tls: bool = False,
+    dave_protocol_version: int = 1,
 ) -> None:
     """``clank sandbox``: print one JSON line of :meth:`Sandbox.info` when ready, run until
     cancelled or until SIGINT / SIGTERM (received explicitly: a KeyboardInterrupt would have to
@@ -212,7 +227,9 @@ async def serve_sandbox_cli(
     # The receiver opens before the line is printed: a supervisor that signals as soon as it has
     # read the line must find it installed (else Python's default SIGINT handler exits 1).
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_sandbox(host=host, port=port, scenario=scenario, tls=tls) as sandbox:
+        async with open_sandbox(
+            host=host, port=port, scenario=scenario, tls=tls, dave_protocol_version=dave_protocol_version
+        ) as sandbox:
             stream.write(json.dumps(sandbox.info()) + "\n")
             stream.flush()
             async for signum in signals:

@@ -145,7 +145,9 @@ class SseReader:
     @classmethod
     async def open(cls, api: HttpApi, path: str = "/api/events") -> tuple[SseReader, bytes]:
         reader = cls(await trio.open_tcp_stream("127.0.0.1", api.port))
-        request = f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{api.port}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+        )
         await reader.stream.send_all(request.encode())
         head = await reader._until(b"\r\n\r\n")
         return reader, head

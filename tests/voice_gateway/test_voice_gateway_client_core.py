@@ -88,8 +88,9 @@ def test_close_classification_defaults() -> None:
     assert client.classify_close(4999).action is client.CloseAction.NEW_SESSION
     for code in (1006, 4015, 4013):
         assert client.classify_close(code).action is client.CloseAction.RESUME
-    for code in (4004, 4006, 4009):
+    for code in (4004, 4006):
         assert client.classify_close(code).action is client.CloseAction.NEW_SESSION
+    assert client.classify_close(4009).action is client.CloseAction.RECONNECT  # "fresh connect"
     for code in (4014, 4021, 4022):
         assert client.classify_close(code).action is client.CloseAction.STOP
     for code in (4016, 4017):

@@ -23,9 +23,9 @@ import random
 import secrets
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 import attrs
 import trio
@@ -42,8 +42,9 @@ from clank.crypto.dave import (
 )
 from clank.crypto.transport import AES256_GCM_RTPSIZE, TransportCipher
 from clank.errors import MalformedMessage, MalformedPacket, SandboxError
+from clank.io.fakenet import FakeNet
 from clank.io.lossy import LossyLink, open_lossy_sender
-from clank.io.udp import Address, UdpEndpoint, open_udp_endpoint
+from clank.io.udp import Address, DatagramEndpoint, open_udp_endpoint
 from clank.logging import get_logger, register_secret
 from clank.protocol.voice_gateway import SendBinary, SendText
 from clank.sandbox import voice_gateway_core as core_mod
@@ -63,8 +64,6 @@ Direction = Literal["uplink", "downlink"]
 
 OUTBOX_SIZE: Final = 1024
 """Frames queued for one websocket; a client that falls this far behind is disconnected (1008)."""
-DAVE_TICK_INTERVAL: Final = 0.1
-"""How often transition timeouts are checked."""
 CLOSE_POLICY_VIOLATION: Final = 1008
 CLOSE_VOICE_SERVER_CRASHED: Final = 4015
 CLOSE_DISCONNECTED: Final = 4014
@@ -87,6 +86,8 @@ class MediaServerConfig:
     seed: int = 0
     ssl_context: ssl.SSLContext | None = attrs.field(default=None, eq=False, repr=False)
     """Serve ``wss://`` with this context (clank.sandbox.tls); None serves plain ``ws://``."""
+    net: FakeNet | None = attrs.field(default=None, eq=False, repr=False)
+    """Listen on this in-memory network (clank.io.fakenet) instead of real sockets (tests)."""
     fidelity: FidelityRules = STRICT
     """Where the server is as unforgiving as Discord (clank.sandbox.fidelity)."""
 
@@ -282,9 +283,11 @@ class MediaServer:
         )
         self.sfu = Sfu(self._deliver, seed=self._rng.randrange(1 << 30))
         self._dave_queue: deque[Outgoing] = deque()
+        self._dave_armed: float | None = None
+        self._dave_rearm = trio.Event()
         self._pumping = False
         self._dave_routed = 0
-        self._udp: UdpEndpoint | None = None
+        self._udp: DatagramEndpoint | None = None
         self._udp_dropped = 0
         self._keepalives_in = 0
         self._silent_dropped = 0
@@ -572,12 +575,19 @@ class MediaServer:
     # ------------------------------------------------------------------ tasks
 
     async def _run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with open_udp_endpoint(local_host=self.config.host) as udp:
+        net = self.config.net
+        open_udp = open_udp_endpoint if net is None else net.open_udp_endpoint
+        # cast: trio-websocket's serve_websocket is a plain function to mypy; the signatures match.
+        serve = cast(
+            Callable[..., Awaitable[object]],
+            trio_websocket.serve_websocket if net is None else net.serve_websocket,
+        )
+        async with open_udp(local_host=self.config.host) as udp:
             self._udp = udp
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(udp.drain_loop, self._on_datagram)
                 server = await nursery.start(
-                    trio_websocket.serve_websocket,
+                    serve,
                     self._handle_websocket,
                     self.config.host,
                     0,
@@ -589,8 +599,12 @@ class MediaServer:
                 task_status.started()
 
     async def _tick_dave(self) -> None:
+        """Transition timeouts, at their deadlines (re-armed whenever the group's deadline moves)."""
         while True:
-            await trio.sleep(DAVE_TICK_INTERVAL)
+            self._dave_armed = deadline = self.dave.next_deadline()
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                await self._dave_rearm.wait()
+            self._dave_rearm = trio.Event()
             self._route_dave(self.dave.tick(trio.current_time()))
 
     async def _handle_websocket(self, request: trio_websocket.WebSocketRequest) -> None:
@@ -721,6 +735,8 @@ class MediaServer:
                     participant.sink.dave(self._maybe_corrupt(user_id, frame))
         finally:
             self._pumping = False
+            if self.dave.next_deadline() != self._dave_armed:
+                self._dave_rearm.set()
 
     def _maybe_corrupt(self, user_id: int, frame: DaveFrame) -> DaveFrame:
         if not (
