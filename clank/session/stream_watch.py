@@ -57,6 +57,7 @@ from clank.io.media_connection import (
     MediaConnectionParams,
     MediaConnectionStatistics,
     MediaEvent,
+    MediaTransports,
     TransportStateChanged,
     open_media_connection,
 )
@@ -130,6 +131,7 @@ class WatchSession(Protocol):
     settings: Settings
     registry: Any
     user_id: str
+    transports: MediaTransports
 
     @property
     def session_id(self) -> str | None: ...
@@ -539,6 +541,7 @@ async def _watch_stream(
         video=True,
         streams=(vg.StreamRequest(type="screen", rid="100", quality=watch.settings.preferred_quality),),
         sink_wants_format=vg.SinkWantsFormat(watch.settings.sink_wants_format),
+        transports=session.transports,
     )
     link = _Link()
     receiver = VideoReceiver(_receive_config(watch.settings, "screen"), link.decrypt)
