@@ -58,6 +58,7 @@ from clank.io.media_connection import (
     MediaConnectionParams,
     MediaConnectionStatistics,
     MediaEvent,
+    MediaTransports,
     TransportStateChanged,
     open_media_connection,
 )
@@ -133,6 +134,7 @@ class WatchSession(Protocol):
     settings: Settings
     registry: Any
     user_id: str
+    transports: MediaTransports
 
     @property
     def session_id(self) -> str | None: ...
@@ -553,6 +555,7 @@ async def _watch_stream(
         video=True,
         streams=(vg.StreamRequest(type="screen", rid="100", quality=watch.settings.preferred_quality),),
         sink_wants_format=vg.SinkWantsFormat(watch.settings.sink_wants_format),
+        transports=session.transports,
     )
     link = _Link()
     receiver = VideoReceiver(_receive_config(watch.settings, "screen"), link.decrypt)
