@@ -45,6 +45,13 @@ from clank.io.gateway import GatewayClient, open_gateway_client
 from clank.logging import get_logger, register_secret
 from clank.protocol.streams import StreamRegistry
 from clank.session.voice_session import VoiceSession
+from clank.watch.commentary import (
+    CommentaryCues,
+    CommentaryHub,
+    SpeakingSource,
+    commentary_policy,
+    run_notes_with_cues,
+)
 from clank.watch.notes import NotePolicy, ScreenNotes
 from clank.watch.vision import open_vision_provider
 
@@ -79,6 +86,7 @@ class RunInfo:
     scenario: str | None = None
     service: ClankService | None = attrs.field(default=None, repr=False, eq=False)
     sandbox: Any = attrs.field(default=None, repr=False, eq=False)
+    commentary: CommentaryHub | None = attrs.field(default=None, repr=False, eq=False)
 
 
 def _with_sandbox(settings: Settings, sandbox: Any) -> Settings:
@@ -117,8 +125,14 @@ async def _gateway_url(settings: Settings) -> str:
     return found
 
 
+def _speaking_users(channels: Any) -> frozenset[str]:
+    """Who is heard in the voice channel now (the voice role's inbound speaking state)."""
+    role = session_voice_role(channels.current)
+    return frozenset() if role is None else role.speaking_users()
+
+
 def _notes_factory(
-    settings: Settings, provider: Any, nursery: trio.Nursery
+    settings: Settings, provider: Any, nursery: trio.Nursery, hub: CommentaryHub, speaking: SpeakingSource
 ) -> Callable[..., ScreenNotes] | None:
     if not settings.notes.enabled or provider is None:
         return None
@@ -128,17 +142,22 @@ def _notes_factory(
         change_floor=settings.notes.change_floor,
         history=settings.notes.history,
         context_notes=settings.notes.context_notes,
+        idle_s=settings.notes.idle_interval_s,
     )
+    gates = commentary_policy(settings.notes)
 
     def start(handle: Any, name: str, kind: str) -> ScreenNotes:
+        cues = CommentaryCues(hub, gates, target_user_id=handle.target_user_id, kind=kind, speaking=speaking)
         notes = ScreenNotes(
             provider,
             policy=policy,
             user_id=handle.target_user_id,
             user_name=name,
             stream_type="screen" if kind == "go_live" else "camera",
+            on_frame=cues.observe,
         )
-        nursery.start_soon(notes.run, handle.frames)
+        cues.notes = notes
+        nursery.start_soon(run_notes_with_cues, notes, cues, handle.frames)
         return notes
 
     return start
@@ -239,6 +258,7 @@ class _Composed:
     settings: Settings
     scenario: str | None
     sandbox: Any
+    commentary: CommentaryHub | None = None
 
 
 @contextlib.asynccontextmanager
@@ -314,6 +334,7 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
         await channels.start(discord.guild_id, discord.voice_channel_id)
         # The session we are in now: join/move/leave over the API replace it (voice_channels.py).
         session = cast(VoiceSession, CurrentSession(channels, ready.user_id, settings))
+        commentary = CommentaryHub()  # commentary_due cues of every watch (watch/commentary.py)
         notes_nursery = await stack.enter_async_context(trio.open_nursery())
         stack.callback(notes_nursery.cancel_scope.cancel)
         port = LiveSessionPort(
@@ -321,7 +342,9 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
             registry,
             directory,
             mode=mode,
-            notes_factory=_notes_factory(settings, provider, notes_nursery),
+            notes_factory=_notes_factory(
+                settings, provider, notes_nursery, commentary, partial(_speaking_users, channels)
+            ),
         )
         voice = VoiceApi(
             lambda: session_voice_role(channels.current),
@@ -342,6 +365,7 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
             settings=settings,
             scenario=scenario,
             sandbox=sandbox,
+            commentary=commentary,
         )
 
 
@@ -380,7 +404,12 @@ async def open_clank(
         if api_port is not None:
             api_settings = attrs.evolve(api_settings, port=api_port)
         api = await stack.enter_async_context(
-            open_http_api(service, api_settings, token=settings.api.token or generate_api_token())
+            open_http_api(
+                service,
+                api_settings,
+                token=settings.api.token or generate_api_token(),
+                commentary=composed.commentary,
+            )
         )
         sandbox = composed.sandbox
         if sandbox is not None and demo_watch:
@@ -395,6 +424,7 @@ async def open_clank(
             scenario=composed.scenario,
             service=service,
             sandbox=sandbox,
+            commentary=composed.commentary,
         )
 
 
@@ -416,7 +446,7 @@ async def run_mcp(settings: Settings, args: Any = None) -> None:
     ):
         assert info.service is not None
         print_banner(info, sys.stderr)
-        await serve_mcp(info.service, streams)
+        await serve_mcp(info.service, streams, commentary=info.commentary)
 
 
 async def run_clank(settings: Settings, args: Any = None) -> None:
