@@ -37,6 +37,7 @@ from clank.sandbox.media import MediaBackend, NullMediaBackend
 from clank.sandbox.rest import RestApi, build_app
 from clank.sandbox.rtc.backend import RtcMediaBackend, RtcSettings, open_rtc_backend
 from clank.sandbox.rtc.server import MediaServerConfig
+from clank.sandbox.rtc.viewer import viewer_routes
 from clank.sandbox.scenarios import apply_setup, get_scenario, run_scenario
 from clank.sandbox.tls import open_sandbox_tls
 from clank.sandbox.world import World
@@ -159,7 +160,8 @@ async def _open_sandbox(
     await apply_setup(world, chosen)
     gateway = GatewayServer(world, hub, ids, heartbeat_interval_ms)
     api = RestApi(world)
-    app = build_app(api, [WebSocketRoute("/", gateway.handle)])
+    viewers = [] if rtc is None else viewer_routes(rtc)  # GET /sandbox/viewers (rtc/viewer.py)
+    app = build_app(api, [WebSocketRoute("/", gateway.handle), *viewers])
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.graceful_timeout = HTTP_GRACEFUL_TIMEOUT
