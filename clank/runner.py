@@ -17,7 +17,8 @@ import contextlib
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Final, TextIO
+from functools import partial
+from typing import Any, Final, TextIO, cast
 
 import attrs
 import httpx
@@ -30,12 +31,20 @@ from clank.control.http import HttpApi, generate_api_token, open_http_api
 from clank.control.service import ClankService
 from clank.control.session_port import DIRECTORY_EVENTS, LiveSessionPort, MemberDirectory, feed_directory
 from clank.control.voice_api import VoiceApi, session_voice_role
+from clank.control.voice_channels import (
+    CHANNEL_EVENTS,
+    ChannelDirectory,
+    CurrentSession,
+    feed_channels,
+    open_voice_channels,
+    rewatch_after_move,
+)
 from clank.errors import AuthenticationFailed, ConfigError, TransportError
 from clank.io.channel_check import check_voice_channel
 from clank.io.gateway import GatewayClient, open_gateway_client
 from clank.logging import get_logger, register_secret
 from clank.protocol.streams import StreamRegistry
-from clank.session.voice_session import VoiceSession, open_voice_session
+from clank.session.voice_session import VoiceSession
 from clank.watch.notes import NotePolicy, ScreenNotes
 from clank.watch.vision import open_vision_provider
 
@@ -274,6 +283,9 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
             )
         )
         dispatches = stack.enter_context(gateway.subscribe(DISPATCH_BUFFER, events=DIRECTORY_EVENTS))
+        channel_directory = ChannelDirectory()
+        channel_dispatches = stack.enter_context(gateway.subscribe(DISPATCH_BUFFER, events=CHANNEL_EVENTS))
+        nursery.start_soon(feed_channels, channel_dispatches, channel_directory)
         ready = await gateway.wait_ready()
         registry = StreamRegistry(ready.user_id, guild_ids=[discord.guild_id])
         directory = MemberDirectory()
@@ -290,15 +302,18 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
                     timeout_s=settings.notes.timeout_s,
                 )
             )
-        session = await stack.enter_async_context(
-            open_voice_session(
+        channels = await stack.enter_async_context(
+            open_voice_channels(
                 gateway,
-                guild_id=discord.guild_id,
-                channel_id=discord.voice_channel_id,
                 settings=settings,
                 registry=registry,
+                directory=channel_directory,
+                name_of=directory.name_of,
             )
         )
+        await channels.start(discord.guild_id, discord.voice_channel_id)
+        # The session we are in now: join/move/leave over the API replace it (voice_channels.py).
+        session = cast(VoiceSession, CurrentSession(channels, ready.user_id, settings))
         notes_nursery = await stack.enter_async_context(trio.open_nursery())
         stack.callback(notes_nursery.cancel_scope.cancel)
         port = LiveSessionPort(
@@ -309,9 +324,13 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
             notes_factory=_notes_factory(settings, provider, notes_nursery),
         )
         voice = VoiceApi(
-            lambda: session_voice_role(session), known_users=lambda: [m.user_id for m in directory.members()]
+            lambda: session_voice_role(channels.current),
+            known_users=lambda: [m.user_id for m in directory.members()],
+            channels=channels,
         )
         service = ClankService(port, voice=voice)
+        channels.watched_users = lambda: {w.user_id for w in port.watches() if w.state != "ended"}
+        channels.after_move = partial(rewatch_after_move, service, channels)
         if settings.watch.auto_watch:
             nursery.start_soon(run_auto_watch, service)
         yield _Composed(

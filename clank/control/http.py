@@ -46,6 +46,7 @@ from clank.config import ApiSettings
 from clank.control.dashboard import dashboard_html
 from clank.control.host_check import AllowedHosts, HostCheckMiddleware
 from clank.control.mcp_server import open_mcp_http_app
+from clank.control.publish import publish_routes
 from clank.control.service import ClankService
 from clank.control.tools import TOOLS_BY_NAME, call_tool, tool_schemas
 from clank.control.voice_http import voice_routes
@@ -246,6 +247,7 @@ def build_app(service: ClankService, token: str, closing: trio.Event, mcp_app: A
             api("/api/screen", routes.screen, ["GET"]),
             api("/api/screen/latest.jpg", routes.latest_jpeg, ["GET"]),
             api("/api/events", routes.events, ["GET"]),
+            *publish_routes(service, partial(_protected, token)),  # our Go Live (control/publish.py)
             *extra,
             *([] if service.voice is None else voice_routes(service.voice, token)),
         ]

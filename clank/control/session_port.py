@@ -18,6 +18,7 @@ import trio
 
 from clank.control.dave_codes import VerificationCodes, group_code
 from clank.control.model import DaveStatus, FrameView, RoleStatus, SessionStatus, WatchView
+from clank.control.publish import publish_role_status
 from clank.control.resolve import Member, SharerState, WatchKind, sharers_from_registry
 from clank.crypto.dave import DaveSessionCore, DaveStatistics
 from clank.errors import ClankError, InvalidArgument, WatchError
@@ -176,6 +177,11 @@ class LiveSessionPort:
     def our_user_id(self) -> str:
         return self._session.user_id
 
+    @property
+    def voice_session(self) -> VoiceSession:
+        """The session itself (the publish surface, control/publish.py, drives it directly)."""
+        return self._session
+
     def in_voice(self) -> bool:
         try:
             voice = self._session.voice
@@ -258,6 +264,9 @@ class LiveSessionPort:
             roles.append(self._voice_status(voice))
         for (user_id, kind), handle in self._handles.items():
             roles.append(self._watch_status(user_id, kind, handle))
+        publish = publish_role_status(self._session)
+        if publish is not None:
+            roles.append(publish)
         return SessionStatus(
             in_voice=self.in_voice(),
             our_user_id=self.our_user_id,

@@ -1,9 +1,10 @@
 """Deterministic synthetic video: screen-like content and a webcam-like picture.
 
 ``ScreenSynth.frame(i)`` depends only on ``i`` (and the constructor arguments): a code-editor
-style window whose text scrolls, a smaller window moving over it, and a clock showing the
-frame number and media time. Every ``scene_seconds`` the whole screen switches to another
-"application" (editor, browser page, terminal) so change metrics have cuts to find.
+style window whose text scrolls under a title bar (with ``headlines=True``, a large-font title from
+:data:`HEADLINES`, as the sandbox streamer shows), a smaller window moving over it, and a clock
+showing the frame number and media time. Every ``scene_seconds`` the whole screen switches to
+another "application" (editor, browser page, terminal) so change metrics have cuts to find.
 ``WebcamSynth`` is a slowly drifting gradient with a face-like blob moving across it.
 
 Cost: all text is rendered with Pillow once, in the constructor; a frame is composed straight
@@ -29,6 +30,13 @@ from clank.media.quality import yuv420p_planes
 Luma = npt.NDArray[np.uint8]
 
 _CLOCK_CHARS = "0123456789:. frame"
+#: The large-font title of each scene (editor, browser page, terminal), drawn in the title bar above
+#: everything else: real words a screen reader (OCR) can be checked against.
+HEADLINES: tuple[str, ...] = (
+    "Editor packetize video frames",
+    "Browser release notes clank",
+    "Terminal pytest passed green",
+)
 _CODE_WORDS = (
     "def", "return", "async", "await", "with", "self", "trio", "frame", "packet", "for", "in",
     "if", "else", "import", "class", "None", "True", "len", "bytes", "decode", "nursery",
@@ -50,6 +58,7 @@ class _Scene:
     background: tuple[int, int, int]
     window: tuple[int, int, int]
     text: Luma = attrs.field(eq=False, repr=False)  # two stacked copies, so any scroll slice exists
+    headline: Luma | None = attrs.field(eq=False, repr=False)  # the title bar's large-font title
     period: int  # height of one copy
     scroll_px_per_frame: int
 
@@ -92,6 +101,7 @@ class ScreenSynth:
         fps: int = 30,
         scene_seconds: float = 4.0,
         seed: int = 0,
+        headlines: bool = False,
     ) -> None:
         _check_size(width, height)
         self.width, self.height, self.fps = width, height, fps
@@ -104,7 +114,10 @@ class ScreenSynth:
             ((230, 128, 128), (90, 160, 100), 30, 230),
             ((16, 120, 110), (120, 90, 200), 170, 16),
         ]
-        self._scenes = [self._make_scene(rng, *look) for look in looks]
+        titles = HEADLINES if headlines else ("",) * len(looks)
+        self._scenes = [
+            self._make_scene(rng, *look, headline=title) for look, title in zip(looks, titles, strict=True)
+        ]
         self._glyphs = self._make_glyphs()
 
     def _make_scene(
@@ -114,13 +127,31 @@ class ScreenSynth:
         window: tuple[int, int, int],
         ink: int,
         paper: int,
+        *,
+        headline: str,
     ) -> _Scene:
         count = max(2, 2 * self.height // self._line_height)
         block = _render_lines(_code_lines(rng, count), self.width, self._line_height, ink, paper)
+        if not headline:
+            return _Scene(
+                background=background,
+                window=window,
+                text=np.vstack([block, block]),
+                headline=None,
+                period=block.shape[0],
+                scroll_px_per_frame=max(1, self._line_height // 6),
+            )
+        bar = self._line_height * 2
+        title = Image.new("L", (self.width * 3 // 5, bar), background[0] // 2 + 20)
+        size = max(8, bar * 3 // 4)
+        ImageDraw.Draw(title).text(
+            (self._line_height // 2, (bar - size) // 2), headline, fill=235, font=_font(size)
+        )
         return _Scene(
             background=background,
             window=window,
             text=np.vstack([block, block]),
+            headline=np.asarray(title, dtype=np.uint8),
             period=block.shape[0],
             scroll_px_per_frame=max(1, self._line_height // 6),
         )
@@ -150,6 +181,11 @@ class ScreenSynth:
         y[top:] = scene.text[offset : offset + self.height - top]
         y[:top] = scene.background[0] // 2 + 20
         self._draw_window(index, scene, y, u, v)
+        if scene.headline is not None:
+            title = scene.headline
+            y[: title.shape[0], : title.shape[1]] = title
+            u[: title.shape[0] // 2, : title.shape[1] // 2] = 128
+            v[: title.shape[0] // 2, : title.shape[1] // 2] = 128
         self._draw_clock(index, y, top)
         image.pts = index
         return image

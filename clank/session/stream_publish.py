@@ -100,6 +100,7 @@ PUBLISH_FAILURES: Final[Mapping[str, str]] = {
     "codec": "the server asked for a video codec other than H264",
     "interrupted": "the voice session ended or was rebuilt (a rebuild goes live again)",
     "wrong_source": "an image was pushed while the source is not 'frames'",
+    "source_ended": "the music or media came to its end (not an error: the stream stops)",
 }
 """Stable ``PublishError.reason`` codes of a publish that could not start or ended."""
 
@@ -160,6 +161,8 @@ class _Publish:
         self.pli_pending_at: float | None = None
         self.keyframe_response: float | None = None
         self.wake = trio.Event()
+        self.source_changed = trio.Event()
+        self.stop_reason = "stopped"
         self.decode_limiter = trio.CapacityLimiter(1)
         self.c = collections.Counter[str]()
 
@@ -269,7 +272,7 @@ class PublishHandle:
     def state(self) -> RoleState:
         reason = self._p.end_reason
         if reason is not None:
-            return RoleState.DISCONNECTED if reason == "stopped" else RoleState.FAILED
+            return RoleState.DISCONNECTED if reason in ("stopped", "source_ended") else RoleState.FAILED
         handle = self._p.handle
         return RoleState.CONNECTING if handle is None else handle.state
 
@@ -308,9 +311,16 @@ class PublishHandle:
 
     def set_source(self, source: PublishSource | None) -> None:
         """Switch what is published; the stream stays live and the new picture starts with a keyframe."""
-        self._p.source = source
-        if self._p.core is not None:
-            self._p.core.request_keyframe(force=True)
+        p = self._p
+        old = p.source
+        if old is source:
+            return
+        p.source = source
+        _close_source(old)
+        p.source_changed.set()
+        p.source_changed = trio.Event()
+        if p.core is not None:
+            p.core.request_keyframe(force=True)
 
     async def push_image(
         self, data: bytes, content_type: str, *, raw_size: tuple[int, int] | None = None
@@ -346,6 +356,9 @@ class PublishHandle:
         core, conn, key = p.core, p.connection, p.key
         if core is not None:
             core.pause() if paused else core.resume()
+        hook = getattr(p.source, "pause" if paused else "resume", None)
+        if hook is not None:
+            hook()  # music pauses with the stream
         if key is not None:
             await p.session.gateway.stream_set_paused(str(key), paused)
         if conn is not None:
@@ -437,8 +450,9 @@ async def _publish_role(
         raise PublishError("transport", f"{type(leaf).__name__}: {leaf}") from leaf
     finally:
         if publish.stop_requested:
-            reason = "stopped"
+            reason = publish.stop_reason
         publish.end_reason = reason
+        _close_source(publish.source)
         key_sent = publish.key
         if key_sent is not None and reason != "stream_deleted":
             with trio.move_on_after(STOP_BUDGET, shield=True):
@@ -613,6 +627,7 @@ async def _run_leg(
                 nursery.start_soon(_frame_clock, publish, core, worker, conn)
                 nursery.start_soon(_pacer, publish, core, conn)
                 nursery.start_soon(_sender_reports, core, conn)
+                nursery.start_soon(_source_runner, publish, handle)
                 async for dispatch in dispatches:
                     _apply_dispatch(key, dispatch, None)
                 nursery.cancel_scope.cancel()  # the gateway client stopped: so does the publish
@@ -657,6 +672,41 @@ async def _pacer(publish: _Publish, core: VideoSendCore, conn: MediaConnection) 
         deadline = core.next_deadline()
         with trio.move_on_at(float("inf") if deadline is None else deadline):
             await publish.wake.wait()
+
+
+def _close_source(source: PublishSource | None) -> None:
+    close = getattr(source, "close", None)
+    if close is not None:
+        close()
+
+
+async def _source_runner(publish: _Publish, handle: RoleHandle[Any]) -> None:
+    """Run the current source's feeder (``run()``, if it has one); a finished source ends the stream."""
+    while True:
+        source = publish.source
+        changed = publish.source_changed
+        run = getattr(source, "run", None)
+        if run is None:
+            await changed.wait()
+            continue
+        finished = False
+        async with trio.open_nursery() as nursery:
+
+            async def feed(run: Any = run) -> None:
+                nonlocal finished
+                await run()
+                finished = True
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(feed)
+            await changed.wait()
+            nursery.cancel_scope.cancel()
+        if finished and publish.source is source:
+            log.info("publish source ended", source=getattr(source, "name", None))
+            publish.stop_requested = True
+            publish.stop_reason = "source_ended"
+            handle.stop_nowait("source ended")
+            return
 
 
 async def _sender_reports(core: VideoSendCore, conn: MediaConnection) -> None:

@@ -16,7 +16,6 @@ cap, :data:`MAX_PENDING_EVENTS`, beyond which the oldest events go, counted too)
 from __future__ import annotations
 
 import collections
-from collections.abc import AsyncIterator
 from typing import Final, Literal
 
 import attrs
@@ -189,15 +188,14 @@ class Listener:
                 self._wake = trio.Event()
                 await self._wake.wait()
 
-    def __aiter__(self) -> AsyncIterator[ListenItem]:
-        return self._iterate()
+    def __aiter__(self) -> Listener:
+        return self
 
-    async def _iterate(self) -> AsyncIterator[ListenItem]:
-        while True:
-            try:
-                yield await self.receive()
-            except trio.EndOfChannel:
-                return
+    async def __anext__(self) -> ListenItem:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
 
     @property
     def queued(self) -> int:

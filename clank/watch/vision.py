@@ -3,8 +3,9 @@
 * :class:`VisionProvider` is the protocol screen notes call: ``await describe(jpeg, context=...)``.
   A provider raises only :class:`clank.errors.VisionError` for a failed description; screen
   notes count it and go on.
-* :class:`OfflineVisionProvider` (the default) needs no model and no network: it measures what
-  can be measured from pixels (resolution, brightness and contrast, dominant colours, edge
+* :class:`OfflineVisionProvider` (the default) needs no model service and no network: with the
+  OCR package installed it reads the text on the screen (:mod:`clank.watch.ocr`); otherwise it
+  measures what can be measured from pixels (resolution, brightness and contrast, dominant colours, edge
   density as a text-vs-imagery hint, the busiest area) and says what changed from the change
   metrics in the context. Same frame and context, same text. The pixel work runs on a worker
   thread (notes are rare, so ``to_thread`` per note is cheap enough).
@@ -234,16 +235,26 @@ def describe_measures(measures: ImageMeasures, context: NoteContext) -> str:
 
 
 class OfflineVisionProvider:
-    """Describes frames from pixel measurements; no model, no network, deterministic."""
+    """Describes frames without a model service: OCR of the visible text, layout and a region
+    diff (:mod:`clank.watch.offline_notes`) when the OCR package is installed, else (or with
+    ``ocr=False``) pixel measurements, deterministic. The work runs on a worker thread."""
 
     name = "offline"
 
-    def __init__(self) -> None:
+    def __init__(self, *, ocr: bool = True, ocr_module: str | None = None) -> None:
+        from clank.watch.ocr import OCR_MODULE
+        from clank.watch.offline_notes import OfflineReader
+
         self._limiter = trio.CapacityLimiter(1)  # one analysis at a time is plenty for rare notes
+        self._reader = OfflineReader(ocr_module=(ocr_module or OCR_MODULE) if ocr else None) if ocr else None
 
     async def describe(self, frame_jpeg: bytes, *, context: NoteContext) -> str:
-        measures = await trio.to_thread.run_sync(measure_jpeg, frame_jpeg, limiter=self._limiter)
-        return describe_measures(measures, context)
+        if self._reader is None:
+            measures = await trio.to_thread.run_sync(measure_jpeg, frame_jpeg, limiter=self._limiter)
+            return describe_measures(measures, context)
+        return await trio.to_thread.run_sync(
+            self._reader.describe, frame_jpeg, context, limiter=self._limiter
+        )
 
 
 # ---------------------------------------------------------------------------------------------

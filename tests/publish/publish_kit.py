@@ -66,3 +66,63 @@ async def add_viewer(sb: Sandbox, handle: PublishHandle, name: str = "bob") -> S
     viewer_id = user_id(sb, name)
     await sb.world.join_voice(viewer_id, sb.voice_channel_id)
     return await sb.media.start_viewer(viewer_id, str(handle.stream_key), reference=handle.source_frame)
+
+
+def write_music(path: str, seconds: float = 3.0) -> str:
+    """A WAV of tones that change every half second (something for a visualizer to draw)."""
+    import av
+
+    rate = 48000
+    t = np.arange(int(seconds * rate)) / rate
+    freqs = np.array([220, 330, 440, 550, 660, 880])[(t * 2).astype(int) % 6]
+    mono = (np.sin(2 * np.pi * freqs * t) * 0.4 * 32767).astype(np.int16)
+    with av.open(path, "w", format="wav") as out:
+        stream = out.add_stream("pcm_s16le", rate=rate)
+        stream.layout = "stereo"
+        for start in range(0, len(mono), 4800):
+            chunk = mono[start : start + 4800]
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(np.repeat(chunk[:, None], 2, axis=1).reshape(1, -1)),
+                format="s16",
+                layout="stereo",
+            )
+            frame.sample_rate = rate
+            frame.pts = start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def write_video(path: str, seconds: float = 2.0, fps: int = 30) -> str:
+    """An MP4 (H264 + AAC) of a moving box over a gradient, with a tone."""
+    import av
+
+    with av.open(path, "w") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+        audio = out.add_stream("aac", rate=48000)
+        audio.layout = "stereo"
+        for index in range(int(seconds * fps)):
+            rgb = np.asarray(PIL.Image.open(io.BytesIO(make_image(index))).convert("RGB"))
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = index
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+        rate = 48000
+        samples = np.sin(2 * np.pi * 440 * np.arange(int(seconds * rate)) / rate).astype(np.float32) * 0.3
+        for start in range(0, len(samples), 1024):
+            chunk = samples[start : start + 1024]
+            if len(chunk) < 1024:
+                break
+            frame = av.AudioFrame.from_ndarray(np.stack([chunk, chunk]), format="fltp", layout="stereo")
+            frame.sample_rate = rate
+            frame.pts = start
+            for packet in audio.encode(frame):
+                out.mux(packet)
+        for packet in audio.encode(None):
+            out.mux(packet)
+    return path

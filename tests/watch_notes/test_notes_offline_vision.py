@@ -1,4 +1,5 @@
-"""The offline vision provider on real JPEGs of synthetic screens (clank.media.synth + jpeg)."""
+"""The offline vision provider on real JPEGs of synthetic screens (clank.media.synth + jpeg); the
+measured notes (no OCR) here, the OCR notes in test_notes_ocr.py."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ CONTEXT = NoteContext(trigger="first_frame", user_id="1001", user_name="alice")
 
 
 async def test_different_scenes_get_different_descriptions() -> None:
-    provider = OfflineVisionProvider()
+    provider = OfflineVisionProvider(ocr=False)
     with trio.fail_after(30):
         texts = [await provider.describe(jpeg, context=CONTEXT) for jpeg in screen_jpegs()]
     assert len(set(texts)) == 3
@@ -43,11 +44,11 @@ async def test_different_scenes_get_different_descriptions() -> None:
 
 
 async def test_same_frame_and_context_give_the_same_text() -> None:
-    provider = OfflineVisionProvider()
+    provider = OfflineVisionProvider(ocr=False)
     jpeg = screen_jpegs()[1]
     with trio.fail_after(30):
         first = await provider.describe(jpeg, context=CONTEXT)
-        again = await OfflineVisionProvider().describe(jpeg, context=CONTEXT)
+        again = await OfflineVisionProvider(ocr=False).describe(jpeg, context=CONTEXT)
     assert first == again
 
 
@@ -82,7 +83,7 @@ def test_measures_follow_the_picture() -> None:
 )
 async def test_change_sentence_follows_the_context(context: NoteContext, phrase: str) -> None:
     with trio.fail_after(30):
-        text = await OfflineVisionProvider().describe(screen_jpegs()[0], context=context)
+        text = await OfflineVisionProvider(ocr=False).describe(screen_jpegs()[0], context=context)
     assert phrase in text
     assert text.startswith("Someone is sharing")
 
@@ -91,7 +92,7 @@ async def test_change_sentence_follows_the_context(context: NoteContext, phrase:
 async def test_unreadable_pictures_raise_vision_error(kind: str) -> None:
     data = {"empty": b"", "text": b"not a jpeg", "truncated": screen_jpegs()[0][:200]}[kind]
     with trio.fail_after(30), pytest.raises(VisionError) as caught:
-        await OfflineVisionProvider().describe(data, context=CONTEXT)
+        await OfflineVisionProvider(ocr=False).describe(data, context=CONTEXT)
     assert caught.value.reason == "bad_image"
 
 

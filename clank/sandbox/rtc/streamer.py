@@ -110,7 +110,7 @@ class VideoSender:
         self.payload_type = codec.payload_type
         self.rtx_payload_type = codec.rtx_payload_type or codec.payload_type
         self._source: FrameSource = (
-            ScreenSynth(settings.width, settings.height, fps=settings.fps, seed=settings.seed)
+            ScreenSynth(settings.width, settings.height, fps=settings.fps, seed=settings.seed, headlines=True)
             if settings.content == "screen"
             else WebcamSynth(settings.width, settings.height, fps=settings.fps)
         )
