@@ -30,7 +30,7 @@ async def main(out: Path | None, seconds: float) -> int:
             # look_at_screen is a cheap read of the latest frame: polling it is fine.
             while not (look := service.look_at_screen()).ok:  # noqa: ASYNC110 (ok: a decoded frame)
                 await trio.sleep(0.2)
-            with trio.move_on_after(5.0):  # the first note follows the first frame
+            with trio.move_on_after(20.0):  # the first note follows the first frame (OCR: seconds)
                 while not (look := service.look_at_screen()).notes:  # noqa: ASYNC110
                     await trio.sleep(0.2)
             assert look.frame is not None
