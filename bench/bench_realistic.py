@@ -152,10 +152,10 @@ async def full_path(
     cipher = TransportCipher.create(AES256_GCM_RTPSIZE, KEY)
     dave_cpu = 0.0
 
-    def decrypt(user: str, frame: bytes) -> bytes:
+    def decrypt(user: int, frame: bytes) -> bytes:
         nonlocal dave_cpu
         started = time.process_time()
-        out = watcher.decrypt(user_id=int(user), media="video", frame=frame)
+        out = watcher.decrypt(user, "video", frame)
         dave_cpu += time.process_time() - started
         return out
 

@@ -172,6 +172,23 @@ class PublishSettings:
 
 
 @attrs.frozen
+class LinkSettings:
+    """The share-link fallback (docs/link.md): a browser page that captures a screen and posts
+    JPEG frames to a separate listener that serves only ``/share/*``."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=8788, validator=_in_range(0, 65535))
+    public_url: str = attrs.field(default="", validator=_url_or_empty)
+    ttl_minutes: int = attrs.field(default=10, validator=_in_range(1, 240))
+    max_fps: float = attrs.field(default=2.0, validator=_in_range(0.1, 10))
+    max_pixels: int = attrs.field(default=1280 * 720, validator=_in_range(64 * 64, 3840 * 2160))
+    max_frame_bytes: int = attrs.field(default=1024 * 1024, validator=_in_range(4096, 16 * 2**20))
+    text_channel_id: str = attrs.field(default="", validator=_snowflake_or_empty)
+    native_grace_s: float = attrs.field(default=3.0, validator=_in_range(0, 30))
+
+
+@attrs.frozen
 class Settings:
     discord: DiscordSettings = DiscordSettings()
     voice: VoiceSettings = VoiceSettings()
@@ -181,6 +198,7 @@ class Settings:
     log: LogSettings = LogSettings()
     sandbox: SandboxSettings = SandboxSettings()
     publish: PublishSettings = PublishSettings()
+    link: LinkSettings = LinkSettings()
 
     @property
     def sandbox_mode(self) -> bool:
@@ -426,6 +444,7 @@ def settings_table() -> list[tuple[str, object, str]]:
 __all__ = [
     "ApiSettings",
     "DiscordSettings",
+    "LinkSettings",
     "LogSettings",
     "NotesSettings",
     "SandboxSettings",

@@ -28,8 +28,12 @@ from clank import __version__
 from clank.config import ApiSettings, Settings
 from clank.control.auto_watch import run_auto_watch
 from clank.control.http import HttpApi, generate_api_token, open_http_api
+from clank.control.link import LinkTransport, link_availability
+from clank.control.link_flow import DiscordMessagePoster, LinkFlow
+from clank.control.link_port import LinkAwarePort
 from clank.control.service import ClankService
 from clank.control.session_port import DIRECTORY_EVENTS, LiveSessionPort, MemberDirectory, feed_directory
+from clank.control.share_http import open_share_listener
 from clank.control.voice_api import VoiceApi, session_voice_role
 from clank.control.voice_channels import (
     CHANNEL_EVENTS,
@@ -79,6 +83,7 @@ class RunInfo:
     scenario: str | None = None
     service: ClankService | None = attrs.field(default=None, repr=False, eq=False)
     sandbox: Any = attrs.field(default=None, repr=False, eq=False)
+    share_url: str | None = None
 
 
 def _with_sandbox(settings: Settings, sandbox: Any) -> Settings:
@@ -219,6 +224,7 @@ def print_banner(info: RunInfo, out: TextIO, *, voice_problem: str | None = None
         if voice_problem is None
         else f"  voice      NOT CONNECTED to {where} — {voice_problem}",
         f"  dashboard  {info.api.dashboard_url}",
+        *([f"  share link fallback listening at {info.share_url}/share/…"] if info.share_url else []),
         f"  api        {info.api.url}/api   (Authorization: Bearer {info.api.token})",
         "  tools      `clank tools` prints the agent tool schemas",
         "  Ctrl-C leaves voice and exits.",
@@ -239,6 +245,7 @@ class _Composed:
     settings: Settings
     scenario: str | None
     sandbox: Any
+    share_url: str | None = None
 
 
 @contextlib.asynccontextmanager
@@ -316,19 +323,17 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
         session = cast(VoiceSession, CurrentSession(channels, ready.user_id, settings))
         notes_nursery = await stack.enter_async_context(trio.open_nursery())
         stack.callback(notes_nursery.cancel_scope.cancel)
-        port = LiveSessionPort(
-            session,
-            registry,
-            directory,
-            mode=mode,
-            notes_factory=_notes_factory(settings, provider, notes_nursery),
+        notes_factory = _notes_factory(settings, provider, notes_nursery)
+        port = LiveSessionPort(session, registry, directory, mode=mode, notes_factory=notes_factory)
+        links, share_url = await _open_links(
+            stack, nursery, settings, port, session, registry, directory, sandbox, notes_factory
         )
         voice = VoiceApi(
             lambda: session_voice_role(channels.current),
             known_users=lambda: [m.user_id for m in directory.members()],
             channels=channels,
         )
-        service = ClankService(port, voice=voice)
+        service = ClankService(port, links, voice=voice)
         channels.watched_users = lambda: {w.user_id for w in port.watches() if w.state != "ended"}
         channels.after_move = partial(rewatch_after_move, service, channels)
         if settings.watch.auto_watch:
@@ -342,6 +347,7 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
             settings=settings,
             scenario=scenario,
             sandbox=sandbox,
+            share_url=share_url,
         )
 
 
@@ -395,7 +401,55 @@ async def open_clank(
             scenario=composed.scenario,
             service=service,
             sandbox=sandbox,
+            share_url=composed.share_url,
         )
+
+
+async def _open_links(
+    stack: contextlib.AsyncExitStack,
+    nursery: trio.Nursery,
+    settings: Settings,
+    port: LiveSessionPort,
+    session: VoiceSession,
+    registry: StreamRegistry,
+    directory: MemberDirectory,
+    sandbox: Any,
+    notes_factory: Callable[..., ScreenNotes] | None,
+) -> tuple[LinkFlow, str | None]:
+    """The share-link fallback (docs/link.md): its listener when links are on, and its supervisor."""
+    availability = link_availability(settings.link, sandbox_mode=sandbox is not None)
+    transport = LinkTransport(settings.link, availability=availability)
+    share_url = None
+    if availability.available:
+        try:
+            listener = await stack.enter_async_context(
+                open_share_listener(transport, settings.link, any_port_fallback=sandbox is not None)
+            )
+            share_url = listener.url
+        except TransportError as exc:
+            log.warning("share link listener not started", error=str(exc))
+    discord = settings.discord
+
+    def in_voice(user_id: str) -> bool:
+        member = registry.member(user_id)
+        return (
+            member is not None and member.channel_id is not None and member.channel_id == session.channel_id
+        )
+
+    text_channel = settings.link.text_channel_id or (
+        sandbox.text_channel_id if sandbox is not None else discord.voice_channel_id
+    )
+    link_port = LinkAwarePort(port, transport, notes_factory=notes_factory, name_of=directory.name_of)
+    links = LinkFlow(
+        transport,
+        link_port,
+        poster=DiscordMessagePoster(discord.api_url, discord.token, discord.properties),
+        text_channel_id=text_channel,
+        in_voice=in_voice,
+    )
+    if availability.available:
+        nursery.start_soon(links.run)
+    return links, share_url
 
 
 async def run_mcp(settings: Settings, args: Any = None) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Final
 import attrs
 
 from clank.control.service import TRANSPORTS, ClankService
+from clank.control.voice_tools import VOICE_TOOL_NAMES, VOICE_TOOLS, call_voice_tool
 from clank.errors import InvalidArgument
 
 TARGET_MAX_LENGTH: Final = 100
@@ -26,13 +27,21 @@ class Param:
     description: str
     enum: tuple[str, ...] | None = None
     max_length: int | None = TARGET_MAX_LENGTH
+    kind: str = "string"
+    """JSON type: ``string`` (default), ``number``, ``integer`` or ``boolean``."""
+    minimum: float | None = None
+    maximum: float | None = None
 
     def schema(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": "string", "description": self.description}
+        out: dict[str, Any] = {"type": self.kind, "description": self.description}
         if self.enum is not None:
             out["enum"] = list(self.enum)
-        if self.max_length is not None:
+        if self.max_length is not None and self.kind == "string":
             out["maxLength"] = self.max_length
+        if self.minimum is not None:
+            out["minimum"] = self.minimum
+        if self.maximum is not None:
+            out["maximum"] = self.maximum
         return out
 
 
@@ -67,7 +76,7 @@ _TARGET_WATCHED = Param(
     "most relevant watch.",
 )
 
-TOOLS: Final[tuple[Tool, ...]] = (
+TOOLS: tuple[Tool, ...] = (
     Tool(
         "start_screen_watch",
         "Start watching a Discord Go Live screen share (or, when the named user is not live but has "
@@ -79,8 +88,11 @@ TOOLS: Final[tuple[Tool, ...]] = (
             _TARGET_WATCH,
             Param(
                 "preferredTransport",
-                "Optional: 'native' (watch the Discord stream directly, the default) or 'link' (a "
-                "browser share link; not available yet).",
+                "Optional: 'native' (watch the Discord stream directly, the default) or 'link' (post a "
+                "link in the text chat to a page that shares the user's screen from their browser; the "
+                "answer's spokenHint says what to tell them). Without it, a link is sent only when "
+                "native watching is impossible (the user is in voice but not sharing, or the stream "
+                "cannot be watched).",
                 enum=TRANSPORTS,
                 max_length=None,
             ),
@@ -110,6 +122,11 @@ TOOLS: Final[tuple[Tool, ...]] = (
     ),
 )
 
+TOOLS += tuple(  # speak/music/channels (clank/control/voice_tools.py)
+    Tool(name, description, tuple(Param(**param) for param in params))
+    for name, description, params in VOICE_TOOLS
+)
+
 TOOLS_BY_NAME: Final[Mapping[str, Tool]] = {t.name: t for t in TOOLS}
 
 
@@ -129,7 +146,7 @@ def openai_tools() -> list[dict[str, Any]]:
     ]
 
 
-def validate_arguments(tool: Tool, arguments: object) -> dict[str, str | None]:
+def validate_arguments(tool: Tool, arguments: object) -> dict[str, Any]:
     """Check ``arguments`` against ``tool``: an object of known string fields. Raises
     :class:`InvalidArgument` naming the first offending field."""
     if arguments is None:
@@ -140,11 +157,14 @@ def validate_arguments(tool: Tool, arguments: object) -> dict[str, str | None]:
     for key in arguments:
         if key not in known:
             raise InvalidArgument(str(key), f"unknown argument for {tool.name}")
-    out: dict[str, str | None] = {}
+    out: dict[str, Any] = {}
     for name, param in known.items():
         value = arguments.get(name)
         if value is None:
             out[name] = None
+            continue
+        if param.kind != "string":
+            out[name] = _typed(param, value)
             continue
         if not isinstance(value, str):
             raise InvalidArgument(name, f"must be a string, got {type(value).__name__}")
@@ -156,6 +176,22 @@ def validate_arguments(tool: Tool, arguments: object) -> dict[str, str | None]:
     return out
 
 
+def _typed(param: Param, value: object) -> object:
+    if param.kind == "boolean":
+        if not isinstance(value, bool):
+            raise InvalidArgument(param.name, f"must be a boolean, got {type(value).__name__}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgument(param.name, f"must be a number, got {type(value).__name__}")
+    if param.kind == "integer" and not (isinstance(value, int) or float(value).is_integer()):
+        raise InvalidArgument(param.name, "must be an integer")
+    if (param.minimum is not None and value < param.minimum) or (
+        param.maximum is not None and value > param.maximum
+    ):
+        raise InvalidArgument(param.name, f"must be between {param.minimum} and {param.maximum}")
+    return int(value) if param.kind == "integer" else float(value)
+
+
 async def call_tool(
     service: ClankService, name: str, arguments: object, *, requester_id: str | None = None
 ) -> dict[str, Any]:
@@ -165,6 +201,8 @@ async def call_tool(
     if tool is None:
         raise InvalidArgument("name", f"unknown tool {name!r}; known: {', '.join(TOOLS_BY_NAME)}")
     args = validate_arguments(tool, arguments)
+    if name in VOICE_TOOL_NAMES:
+        return await call_voice_tool(service.voice, name, args)
     if name == "start_screen_watch":
         result = await service.start_screen_watch(
             target=args["target"], preferred_transport=args["preferredTransport"], requester_id=requester_id
