@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any, Final, TextIO, cast
@@ -31,6 +32,7 @@ from clank.control.http import HttpApi, generate_api_token, open_http_api
 from clank.control.link import LinkTransport, link_availability
 from clank.control.link_flow import DiscordMessagePoster, LinkFlow
 from clank.control.link_port import LinkAwarePort
+from clank.control.publish import demo_publish
 from clank.control.service import ClankService
 from clank.control.session_port import DIRECTORY_EVENTS, LiveSessionPort, MemberDirectory, feed_directory
 from clank.control.share_http import open_share_listener
@@ -47,6 +49,7 @@ from clank.errors import AuthenticationFailed, ConfigError, TransportError
 from clank.io.channel_check import check_voice_channel
 from clank.io.gateway import GatewayClient, open_gateway_client
 from clank.logging import get_logger, register_secret
+from clank.media.visualizer import write_demo_music
 from clank.protocol.streams import StreamRegistry
 from clank.session.voice_session import VoiceSession
 from clank.watch.notes import NotePolicy, ScreenNotes
@@ -180,6 +183,22 @@ async def _demo_agent(service: ClankService, session: VoiceSession, registry: St
                 if result.ok:
                     return
             await trio.sleep(DEMO_RETRY_INTERVAL)
+
+
+async def _demo_publish(service: ClankService, sandbox: Any, folder: str) -> None:
+    """Sandbox demo: after the watch starts, a short generated song with the visualizer; bob watches."""
+    music = await trio.to_thread.run_sync(write_demo_music, f"{folder}/demo-song.wav")
+    bob = next((u.id for u in sandbox.world.users.values() if u.name == "bob"), None)
+
+    async def viewer(stream_key: str) -> object:
+        if bob is None or sandbox.media is None:
+            return None
+        state = sandbox.world.voice_state(bob)
+        if state is None or state.channel_id != sandbox.voice_channel_id:
+            await sandbox.world.join_voice(bob, sandbox.voice_channel_id)
+        return await sandbox.media.start_viewer(bob, stream_key)
+
+    await demo_publish(service, music, viewer)
 
 
 def _voice_role(service: ClankService | None) -> dict[str, Any] | None:
@@ -391,6 +410,9 @@ async def open_clank(
         sandbox = composed.sandbox
         if sandbox is not None and demo_watch:
             nursery.start_soon(_demo_agent, service, composed.session, composed.registry)
+            nursery.start_soon(
+                _demo_publish, service, sandbox, stack.enter_context(tempfile.TemporaryDirectory())
+            )
         yield RunInfo(
             mode=composed.mode,
             api=api,
@@ -436,9 +458,12 @@ async def _open_links(
             member is not None and member.channel_id is not None and member.channel_id == session.channel_id
         )
 
-    text_channel = settings.link.text_channel_id or (
-        sandbox.text_channel_id if sandbox is not None else discord.voice_channel_id
-    )
+    def text_channel() -> str | None:
+        """``link.text_channel_id``; else the sandbox's text channel, or the voice channel's own chat."""
+        if settings.link.text_channel_id:
+            return settings.link.text_channel_id
+        return str(sandbox.text_channel_id) if sandbox is not None else session.channel_id
+
     link_port = LinkAwarePort(port, transport, notes_factory=notes_factory, name_of=directory.name_of)
     links = LinkFlow(
         transport,

@@ -107,6 +107,8 @@ PUBLISH_FAILURES: Final[Mapping[str, str]] = {
 STOP_BUDGET: Final = 1.0
 DISPATCH_BUFFER: Final = 64
 SR_CHECK_INTERVAL: Final = 1.0
+ENCODER_HEADROOM: Final = 0.85
+"""x264 targets (and VBV-caps at) this share of ``max_bitrate``: RTP/extension overhead fits under it."""
 SOURCE_FRAMES_KEPT: Final = 90
 SENT_TIMESTAMPS_KEPT: Final = 4096
 _EVENTS: Final = frozenset({"STREAM_CREATE", "STREAM_SERVER_UPDATE", "STREAM_DELETE", "STREAM_UPDATE"})
@@ -569,6 +571,7 @@ async def _run_leg(
         settings=session.settings,
         video=True,
         streams=(vg.StreamRequest(type="screen", rid="100", quality=100),),
+        transports=session.transports,
     )
 
     def on_event(event: MediaEvent) -> None:
@@ -612,7 +615,7 @@ async def _run_leg(
             settings.width,
             settings.height,
             settings.fps,
-            settings.max_bitrate,
+            int(settings.max_bitrate * ENCODER_HEADROOM),
             keyframe_interval=settings.keyframe_interval_s,
             cap_bitrate=True,
         )

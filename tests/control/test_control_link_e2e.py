@@ -402,3 +402,75 @@ async def test_chromium_shares_a_screen_through_the_link(chromium: str, tmp_path
                 assert status["link"]["sessions"][-1]["endedReason"] == "stopped_by_sharer"
                 async with httpx.AsyncClient() as other:
                     assert (await other.get(url)).status_code == 404
+
+
+async def test_a_native_watch_that_comes_up_later_supersedes_the_link() -> None:
+    with trio.fail_after(LIMIT):
+        async with running(link_settings(), "empty") as (info, client):
+            alice = await join(info, "alice")
+            url = (await until_link_for(client, {"target": "alice"}, alice))["linkUrl"]
+            async with httpx.AsyncClient() as browser:
+                assert (await browser.get(url)).status_code == 200
+                await info.sandbox.world.go_live(alice)
+                while (native := await tool(client, "start_screen_watch", {"target": "alice"}, alice))[  # noqa: ASYNC110
+                    "transport"
+                ] != "native":
+                    await trio.sleep(0.1)
+                assert native["ok"] is True
+                while (await client.get("/api/status")).json()["link"]["sessions"][-1]["endedReason"] is None:  # noqa: ASYNC110
+                    await trio.sleep(0.1)
+                status = (await client.get("/api/status")).json()
+                assert status["link"]["sessions"][-1]["endedReason"] == "superseded_by_native"
+                # the page is told to stop: its next frame post is refused like any dead link
+                response = await browser.post(
+                    url + "/frames", content=b"x", headers={"Content-Type": "image/jpeg"}
+                )
+                assert response.status_code == 404
+            assert len(await messages(info)) == 1
+
+
+async def test_the_link_dies_when_the_target_leaves_voice() -> None:
+    with trio.fail_after(LIMIT):
+        async with running(link_settings(), "empty") as (info, client):
+            alice = await join(info, "alice")
+            url = (await until_link_for(client, {"target": "alice"}, alice))["linkUrl"]
+            await info.sandbox.world.leave_voice(alice)
+            while (await client.get("/api/status")).json()["link"]["sessions"][-1]["endedReason"] is None:  # noqa: ASYNC110
+                await trio.sleep(0.1)
+            status = (await client.get("/api/status")).json()
+            assert status["link"]["sessions"][-1]["endedReason"] == "target_left"
+            async with httpx.AsyncClient() as browser:
+                assert (await browser.get(url)).status_code == 404
+
+
+async def test_a_native_watch_that_cannot_be_established_falls_back_to_a_link() -> None:
+    settings = link_settings()
+    settings = attrs.evolve(settings, watch=attrs.evolve(settings.watch, credentials_timeout_s=1.0))
+    with trio.fail_after(LIMIT):
+        async with running(settings, "streamer") as (info, client):
+            alice = info.sandbox.world.user_by_name("alice").id
+            info.sandbox.faults.drop_dispatch("STREAM_SERVER_UPDATE", count=10)
+            result = await tool(client, "start_screen_watch", {"target": "alice"}, alice)
+            assert (result["ok"], result["transport"], result["detail"]) == (True, "link", "native_failed")
+            assert result["linkUrl"] and result["expiresInMinutes"] == 10
+            assert [m["content"] for m in await messages(info)] == [
+                offer_message(alice, result["linkUrl"], 10)
+            ]
+
+
+async def test_a_running_native_watch_that_fails_sends_a_link_to_the_requester() -> None:
+    with trio.fail_after(LIMIT):
+        async with running(link_settings(), "streamer") as (info, client):
+            alice = info.sandbox.world.user_by_name("alice").id
+            native = await tool(client, "start_screen_watch", {"target": "alice"}, alice)
+            assert (native["ok"], native["transport"]) == (True, "native")
+            stream_key = info.sandbox.world.stream_of(alice).key
+            info.sandbox.media.faults.close(info.user_id, 4014, stream_key=str(stream_key))
+            while not await messages(info):  # noqa: ASYNC110
+                await trio.sleep(0.1)
+            status = (await client.get("/api/status")).json()
+            assert [(s["targetUserId"], s["state"]) for s in status["link"]["sessions"]] == [
+                (alice, "offered")
+            ]
+            posted = await messages(info)
+            assert posted[0]["content"].startswith(f"<@{alice}> I can't see your screen")

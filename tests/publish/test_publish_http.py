@@ -103,4 +103,13 @@ async def test_publish_over_http_with_status_qos_and_field_errors(tmp_path: Path
                 )
                 stopped = await http.delete("/api/publish")
                 assert stopped.status_code == 200 and not stopped.json()["publishing"]
+                audio_only = await http.post("/api/music", json={"url": music, "visualizer": "off"})
+                assert audio_only.status_code == 200 and audio_only.json()["music"]["ok"]
+                assert not audio_only.json()["publishing"]
+                missing = await http.post(
+                    "/api/music", json={"url": str(tmp_path / "gone.wav"), "visualizer": "off"}
+                )
+                assert missing.status_code == 400 and missing.json()["field"] == "url"
+                session.voice.api.music.stop(fade_s=0)
+                await trio.sleep(0.5)  # its feeder winds down before we leave voice
                 assert session.voice.state.value == "ready"
