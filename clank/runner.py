@@ -488,9 +488,12 @@ async def _open_links(
             member is not None and member.channel_id is not None and member.channel_id == session.channel_id
         )
 
-    text_channel = settings.link.text_channel_id or (
-        sandbox.text_channel_id if sandbox is not None else discord.voice_channel_id
-    )
+    def text_channel() -> str | None:
+        """``link.text_channel_id``; else the sandbox's text channel, or the voice channel's own chat."""
+        if settings.link.text_channel_id:
+            return settings.link.text_channel_id
+        return str(sandbox.text_channel_id) if sandbox is not None else session.channel_id
+
     link_port = LinkAwarePort(port, transport, notes_factory=notes_factory, name_of=directory.name_of)
     links = LinkFlow(
         transport,

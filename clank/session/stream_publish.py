@@ -571,6 +571,7 @@ async def _run_leg(
         settings=session.settings,
         video=True,
         streams=(vg.StreamRequest(type="screen", rid="100", quality=100),),
+        transports=session.transports,
     )
 
     def on_event(event: MediaEvent) -> None:
