@@ -543,6 +543,8 @@ class MediaConnection:
             )
         elif isinstance(event, vgc.Resumed):
             log.info("voice connection resumed", role=role)
+        elif isinstance(event, vgc.MalformedDropped):
+            log.warning("voice message malformed; dropped", role=role, op=event.op, error=event.reason)
         elif isinstance(event, TransportStateChanged) and event.state in ("reconnecting", "failed"):
             # A leg that cannot connect at all is a warning (a wrong voice_url_scheme, a firewall).
             unreachable = (event.reason or "").startswith("could not connect")

@@ -123,6 +123,7 @@ MediaEvent = (
     | vgc.ClientPlatform
     | vgc.SessionEstablished
     | vgc.Resumed
+    | vgc.MalformedDropped
 )
 """What a role sees of its leg (in order, synchronously, before the next packet)."""
 
@@ -557,6 +558,8 @@ class MediaLegCore:
             elif isinstance(event, _ROLE_CONTROL):
                 self._roster(event)
                 self._events.append(event)
+            elif isinstance(event, vgc.MalformedDropped):
+                self._events.append(event)  # the driver logs it; the core counted it per opcode
 
     def _roster(self, event: vgc.Event) -> None:
         """op5/op11/op13/op12 keep DAVE's expected members current."""
