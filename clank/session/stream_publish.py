@@ -456,7 +456,8 @@ async def _publish_role(
         reason = _leaf_reason(group)
         raise
     except* (TransportError, ProtocolError, CryptoError) as group:
-        reason = "transport"
+        if reason == "interrupted":  # a PublishError next to it (stream_deleted ...) names the reason
+            reason = "transport"
         leaf = _first_leaf(group)
         raise PublishError("transport", f"{type(leaf).__name__}: {leaf}") from leaf
     finally:
