@@ -169,7 +169,6 @@ class MediaLegConfig:
     gateway: vgc.VoiceGatewayConfig
     dave_group_id: int
     max_dave_protocol_version: int = 1
-    rtcp_aad_bytes: int = 8
     reconnect: ReconnectPolicy = MEDIA_LEG_RECONNECT
 
 
@@ -206,7 +205,6 @@ class MediaLegCore:
             int(config.gateway.user_id), config.dave_group_id, config.max_dave_protocol_version
         )
         self._rng = rng
-        self._rtcp_aad = config.rtcp_aad_bytes
         self._outbox: deque[str | bytes] = deque()
         self._events: deque[LegEvent] = deque()
         self.cipher: TransportCipher | None = None
@@ -454,12 +452,12 @@ class MediaLegCore:
         return cipher.seal_rtp(header.serialize(), plaintext)
 
     def seal_rtcp(self, plain: bytes) -> bytes | None:
-        """Protect one plain RTCP datagram (AAD per ``rtcp_aad_bytes``), or None (counted)."""
+        """Protect one plain RTCP datagram (header + sender SSRC as AAD), or None (counted)."""
         cipher = self.cipher
         if cipher is None or self._state != "ready":
             self._send_dropped += 1
             return None
-        return cipher.seal_rtcp(plain, self._rtcp_aad)
+        return cipher.seal_rtcp(plain)
 
     def datagram_sent(self, sealed: bytes, ok: bool) -> None:
         """The driver reports whether the socket took a datagram from ``seal_*``."""
@@ -508,7 +506,7 @@ class MediaLegCore:
             self._drops["no_key"] += 1
             return None
         try:
-            plain = cipher.open_rtcp(data, self._rtcp_aad)
+            plain = cipher.open_rtcp(data)
         except DecryptionFailed:
             self._drops["rtcp_decrypt"] += 1
             return None

@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from clank.crypto.transport import RTCP_AAD_SRTCP
 from clank.errors import DecryptionFailed, MalformedPacket
 from clank.sandbox.rtc.peer import Participant
 from clank.wire import rtcp
@@ -42,7 +41,6 @@ class SfuStatistics:
     rtp_relayed: int
     rtcp_in: int
     dropped: dict[str, int]
-    rtcp_aad: dict[int, int]
     nacks_forwarded: int
     keyframe_requests_forwarded: int
     receiver_reports: int
@@ -55,7 +53,6 @@ class Sfu:
         self._deliver = deliver
         self._rng = random.Random(seed)
         self._dropped: collections.Counter[str] = collections.Counter()
-        self._aad: collections.Counter[int] = collections.Counter()
         self._rtp_in = 0
         self._relayed = 0
         self._rtcp_in = 0
@@ -69,7 +66,6 @@ class Sfu:
             rtp_relayed=self._relayed,
             rtcp_in=self._rtcp_in,
             dropped=dict(self._dropped),
-            rtcp_aad=dict(self._aad),
             nacks_forwarded=self._nacks,
             keyframe_requests_forwarded=self._keyframe_requests,
             receiver_reports=self._reports,
@@ -132,12 +128,11 @@ class Sfu:
     def handle_rtcp(self, sender: Participant, packet: bytes, everyone: Iterable[Participant]) -> None:
         self._rtcp_in += 1
         try:
-            plain, aad_len = sender.cipher.open_rtcp_any(packet)
+            plain = sender.cipher.open_rtcp(packet)  # only the 8-byte-AAD framing
             packets = rtcp.parse_compound(plain)
         except (MalformedPacket, DecryptionFailed):
             self._dropped["rtcp_undecodable"] += 1
             return
-        self._aad[aad_len] += 1
         members = [p for p in everyone if p is not sender]
         for item in packets:
             if isinstance(item, rtcp.GenericNack | rtcp.PictureLossIndication):
@@ -157,4 +152,4 @@ class Sfu:
             self._nacks += 1
         else:
             self._keyframe_requests += 1
-        self._deliver(target, target.cipher.seal_rtcp(item.serialize(), RTCP_AAD_SRTCP))
+        self._deliver(target, target.cipher.seal_rtcp(item.serialize()))
