@@ -43,7 +43,7 @@ from clank.protocol import voice_gateway as vgc
 from clank.protocol.backoff import MEDIA_LEG_RECONNECT, ReconnectPolicy
 from clank.wire import voice_gateway as vg
 from clank.wire.rtcp import RtcpPacket, parse_compound
-from clank.wire.rtp import PROBE_PAYLOAD_TYPE, PacketKind, RtpExtension, RtpHeader, classify
+from clank.wire.rtp import PacketKind, RtpExtension, RtpHeader, classify
 
 __all__ = [
     "DROP_REASONS",
@@ -69,7 +69,7 @@ DROP_REASONS: Final = (
     "no_key",
     "malformed",
     "decrypt",
-    "probe",
+    "undeclared_pt",
     "empty",
     "rtcp_malformed",
     "rtcp_decrypt",
@@ -205,6 +205,12 @@ class MediaLegCore:
             int(config.gateway.user_id), config.dave_group_id, config.max_dave_protocol_version
         )
         self._rng = rng
+        self._declared_pts = frozenset(
+            pt
+            for codec in config.gateway.effective_codecs
+            for pt in (codec.payload_type, codec.rtx_payload_type)
+            if pt is not None
+        )
         self._outbox: deque[str | bytes] = deque()
         self._events: deque[LegEvent] = deque()
         self.cipher: TransportCipher | None = None
@@ -484,8 +490,10 @@ class MediaLegCore:
             except DecryptionFailed:
                 self._drops["decrypt"] += 1
                 return None
-            if header.payload_type == PROBE_PAYLOAD_TYPE:
-                self._drops["probe"] += 1
+            if header.payload_type not in self._declared_pts:
+                # Only the payload types we declared in Select Protocol carry media for us
+                # (bandwidth probes, other clients' PTs ...), whatever their number.
+                self._drops["undeclared_pt"] += 1
                 return None
             if not payload:
                 self._drops["empty"] += 1

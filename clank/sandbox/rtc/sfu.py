@@ -26,10 +26,15 @@ import attrs
 from clank.errors import DecryptionFailed, MalformedPacket
 from clank.sandbox.rtc.peer import Participant
 from clank.wire import rtcp
-from clank.wire.rtp import VIDEO_EXTENSION, RtpExtension, RtpHeader, build_padding
+from clank.wire.rtp import RtpExtension, RtpHeader, build_padding
 
 # What Discord puts on audio packets (ID 1 audio level, "voice activity" bit + level 30 dBov).
-AUDIO_EXTENSION = RtpExtension.one_byte([(1, b"\x9e")])
+# Discord's ids with their real sizes (clank.wire.rtp.DISCORD_EXTENSIONS): audio level + transport-cc
+# on audio; abs-send-time, transport-cc, playout-delay, video-orientation, toffset on video.
+AUDIO_EXTENSION = RtpExtension.one_byte([(1, b"\x9e"), (3, b"\x00\x01")])
+RELAYED_VIDEO_EXTENSION = RtpExtension.one_byte(
+    [(2, b"\x12\x34\x56"), (3, b"\x00\x01"), (5, b"\x00\x00\x00"), (13, b"\x00"), (14, b"\x00\x00\x00")]
+)
 MAX_RELAY_PADDING = 32
 
 Deliver = Callable[[Participant, bytes], None]
@@ -98,7 +103,7 @@ class Sfu:
         )
         video = codec.type == "video"
         primary = sender.primary_ssrc(header.ssrc)
-        extension = VIDEO_EXTENSION if video else AUDIO_EXTENSION
+        extension = RELAYED_VIDEO_EXTENSION if video else AUDIO_EXTENSION
         for receiver in others:
             if video and not receiver.wants_video(primary):
                 self._dropped["not_wanted"] += 1
