@@ -126,19 +126,25 @@ class LinkFlow:
         port: LinkAwarePort,
         *,
         poster: MessagePoster | None,
-        text_channel_id: str | None,
+        text_channel_id: str | Callable[[], str | None] | None,
         in_voice: Callable[[str], bool],
     ) -> None:
         self.transport = transport
         self.port = port
         self._poster = poster
-        self.text_channel_id = text_channel_id or None
+        self._text_channel = text_channel_id
         self._in_voice = in_voice
         self._lock = trio.Lock()
         self._native: dict[tuple[str, WatchKind], _NativeContext] = {}
         self.suppressed: collections.Counter[str] = collections.Counter()
         self.sent = 0
         self.send_failed = 0
+
+    @property
+    def text_channel_id(self) -> str | None:
+        """Where links are posted (a callable follows the voice channel when we move)."""
+        channel = self._text_channel() if callable(self._text_channel) else self._text_channel
+        return channel or None
 
     def availability(self) -> LinkAvailability:
         availability = self.transport.availability()

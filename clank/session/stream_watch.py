@@ -38,6 +38,7 @@ belong to the stream leg) and suppresses screen frames of users we watch nativel
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Final, Literal, Protocol
 
@@ -68,6 +69,7 @@ from clank.logging import bound, get_logger, register_secret
 from clank.protocol import voice_gateway as vgc
 from clank.protocol.streams import (
     DeleteUnknownStream,
+    StreamCreated,
     StreamDeleted,
     StreamEvent,
     StreamInfo,
@@ -117,6 +119,8 @@ SINK_WANTS_INTERVAL_STARTING: Final = 2.0
 """op15 is re-asserted this often until the first frame (clankvox's cadence, §3.9)."""
 SINK_WANTS_INTERVAL_SETTLED: Final = 10.0
 STOP_BUDGET: Final = 1.0
+UNAVAILABLE_HOLD_S: Final = 30.0
+"""A STREAM_DELETE with ``unavailable: true`` holds the watch this long for a STREAM_CREATE."""
 """Seconds for the op19 sent when a watch ends (bounded, shielded)."""
 WEBCAM_SYNC_INTERVAL: Final = 1.0
 """Webcam role: how often op12 bindings and DAVE readiness are re-read from the voice leg."""
@@ -167,6 +171,8 @@ class WatchStatistics:
     keepalives_sent: int
     streams: Mapping[int, WatchStreamStatistics]
     connection: MediaConnectionStatistics | None
+    server_moves: int = 0
+    """Times the stream leg reconnected on a mid-watch STREAM_SERVER_UPDATE."""
 
 
 class _Watch:
@@ -191,6 +197,7 @@ class _Watch:
         self.connected_at: float | None = None
         self.sink_wants_sent = 0
         self.keepalives_sent = 0
+        self.server_moves = 0
         self.pipeline: VideoPipeline | None = None
         self.connection: MediaConnection | None = None
         self.handle: RoleHandle[Any] | None = None
@@ -235,6 +242,7 @@ class _Watch:
             keepalives_sent=self._keepalives(),
             streams=streams,
             connection=None if self.connection is None else self.connection.statistics(),
+            server_moves=self.server_moves,
         )
 
 
@@ -373,8 +381,14 @@ async def _stream_watch_role(
         with bound(watch_target=watch.target):
             key = _stream_key(session, watch.target)
             watch.key = key
-            info = await _request_credentials(session, watch, key, inbox)
-            await _watch_stream(handle, watch, key, info, inbox)
+            info: StreamInfo | None = await _request_credentials(session, watch, key, inbox)
+            while info is not None:
+                # A STREAM_SERVER_UPDATE mid-watch (Discord moved the stream): reconnect the
+                # stream leg with the new credentials, keeping the watch, its store and frames.
+                info = await _watch_stream(handle, watch, key, info, inbox)
+                if info is not None:
+                    watch.server_moves += 1
+                    log.info("stream server moved; reconnecting", stream_key=str(key))
     except* WatchError as group:
         reason = _first_watch_error(group).reason
         raise
@@ -485,7 +499,8 @@ async def _watch_stream(
     key: StreamKey,
     creds: StreamInfo,
     inbox: WatchInbox,
-) -> None:
+) -> StreamInfo | None:
+    """Watch on ``creds`` until the stream server moves (the new credentials) or the watch ends."""
     session = watch.session
     assert creds.rtc_server_id is not None and creds.endpoint is not None and creds.token is not None
     session_id = session.session_id
@@ -560,9 +575,9 @@ async def _watch_stream(
             session.watches.schedule_changed()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_sink_wants_loop, watch, conn, wants_changed)
-                while True:
-                    await inbox.wait()
-                    _check_events(session, watch, key, inbox.take(), watching=True)
+                moved = await _follow_registry(session, watch, key, inbox, creds)
+                nursery.cancel_scope.cancel()
+    return moved
 
 
 @attrs.define(eq=False)
@@ -593,6 +608,47 @@ def _receive_config(settings: WatchSettings, default_type: StreamType) -> VideoR
         nack=settings.nack,
         conceal_after=settings.conceal_after_s,
     )
+
+
+async def _follow_registry(
+    session: WatchSession, watch: _Watch, key: StreamKey, inbox: WatchInbox, current: StreamInfo
+) -> StreamInfo:
+    """Registry events while watching: the new credentials when the stream server moved;
+    ``WatchError`` when the watch must end.
+
+    STREAM_DELETE with ``unavailable: true`` holds the watch up to ``UNAVAILABLE_HOLD_S`` for a
+    STREAM_CREATE (+ STREAM_SERVER_UPDATE) to revive it.
+    """
+    registry = session.registry
+    unavailable_until = math.inf
+    while True:
+        with trio.move_on_at(unavailable_until):
+            await inbox.wait()
+        now = trio.current_time()
+        if now >= unavailable_until:
+            raise WatchError("stream_deleted", f"unavailable for {UNAVAILABLE_HOLD_S} s")
+        events = inbox.take()
+        rest: list[StreamEvent] = []
+        for event in events:
+            if isinstance(event, StreamDeleted | DeleteUnknownStream) and event.stream_key == key:
+                if event.unavailable:
+                    log.info("stream unavailable; holding the watch", stream_key=str(key))
+                    unavailable_until = now + UNAVAILABLE_HOLD_S
+                    registry.watches.request(key, now)  # still ours while held (no new op20)
+                    continue
+            elif isinstance(event, StreamCreated) and event.stream_key == key:
+                unavailable_until = math.inf
+            rest.append(event)
+        _check_events(session, watch, key, rest, watching=True)
+        known = registry.stream(key)
+        if (
+            known is not None
+            and known.has_credentials
+            and (known.endpoint, known.token) != (current.endpoint, current.token)
+        ):
+            assert known.token is not None
+            register_secret(known.token)
+            return known
 
 
 class _Wakeup:

@@ -11,9 +11,20 @@ import numpy as np
 import pytest
 import simplejpeg
 import trio
+import trio.testing
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from clank.config import LinkSettings
-from clank.control.link import REJECT_REASONS, TOKEN_BYTES, LinkSession, LinkTransport
+from clank.control.link import (
+    REJECT_REASONS,
+    TOKEN_BYTES,
+    FrameRejected,
+    LinkSession,
+    LinkTransport,
+    decode_link_frame,
+)
 from clank.control.share_http import ShareListener, open_share_listener
 
 LIMIT = 30
@@ -222,3 +233,46 @@ async def test_a_burst_of_1000_bad_posts_leaves_the_process_healthy() -> None:
                 await trio.sleep(0.5)
                 good = await post_frame(client, session.url, jpeg())
                 assert good.status_code == 200 and session.active
+
+
+@given(st.binary(max_size=4096))
+@hyp_settings(max_examples=300)
+def test_frame_parser_only_refuses_arbitrary_bytes(data: bytes) -> None:
+    try:
+        decoded = decode_link_frame(data, SETTINGS.max_pixels, (64, 36))
+    except FrameRejected as exc:
+        assert exc.reason in REJECT_REASONS
+    else:
+        assert decoded.width >= 16 and decoded.height >= 16
+
+
+GOOD = jpeg(160, 96)
+
+
+@given(st.integers(0, len(GOOD) - 1), st.binary(min_size=1, max_size=16), st.integers(1, len(GOOD)))
+@hyp_settings(max_examples=300)
+def test_frame_parser_survives_mutated_and_truncated_jpegs(at: int, patch: bytes, cut: int) -> None:
+    mutated = (GOOD[:at] + patch + GOOD[at + len(patch) :])[:cut]
+    try:
+        decoded = decode_link_frame(mutated, SETTINGS.max_pixels, (64, 36))
+    except FrameRejected as exc:
+        assert exc.reason in {"not_jpeg", "dimensions", "corrupt"}
+    else:
+        assert decoded.grid.shape == (36, 64)
+
+
+async def test_links_live_ten_minutes_by_default(autojump_clock: trio.testing.MockClock) -> None:
+    transport = LinkTransport(LinkSettings(port=0))
+    transport.set_base_url("https://share.example.org/")
+    session = new_session(transport)
+    token = token_of(session)
+    assert session.url == f"https://share.example.org/share/{token}"
+    assert session.expires_in_minutes(trio.current_time()) == 10
+    await trio.sleep(9 * 60 + 1)
+    assert session.expires_in_minutes(trio.current_time()) == 1
+    assert transport.lookup(token, trio.current_time()) is session
+    await trio.sleep(60)
+    assert transport.lookup(token, trio.current_time()) is None  # expired: like any unknown token
+    assert (session.end_reason, session.expires_in_minutes(trio.current_time())) == ("expired", 0)
+    assert session.frames.closed
+    assert transport.statistics().ended == {"expired": 1}
