@@ -89,7 +89,9 @@ class LinkAwarePort:
         return self._inner.members()
 
     def watches(self) -> Sequence[WatchView]:
-        return [*self._inner.watches(), *(self._view(s) for s in self._transport.sessions())]
+        """The inner watches, then the live links (ended links are in ``status().link`` and the
+        roles: a superseded link must not shadow the native watch that replaced it)."""
+        return [*self._inner.watches(), *(self._view(s) for s in self._transport.live())]
 
     async def start_watch(self, user_id: str, kind: WatchKind) -> None:
         key = (user_id, kind)

@@ -386,6 +386,10 @@ async def test_chromium_shares_a_screen_through_the_link(chromium: str, tmp_path
                         "dashboard frame",
                     )
                     assert width == look["frame"]["width"]
+                    caption = await dashboard.evaluate(
+                        f"document.querySelector('#watch-{alice}-go_live figcaption').textContent"
+                    )
+                    assert "share link" in caption
 
                 # the user ends the share from the browser's own UI: the page stops cleanly
                 await browser.evaluate(

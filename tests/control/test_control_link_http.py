@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import simplejpeg
 import trio
+import trio.testing
 from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
@@ -258,3 +259,20 @@ def test_frame_parser_survives_mutated_and_truncated_jpegs(at: int, patch: bytes
         assert exc.reason in {"not_jpeg", "dimensions", "corrupt"}
     else:
         assert decoded.grid.shape == (36, 64)
+
+
+async def test_links_live_ten_minutes_by_default(autojump_clock: trio.testing.MockClock) -> None:
+    transport = LinkTransport(LinkSettings(port=0))
+    transport.set_base_url("https://share.example.org/")
+    session = new_session(transport)
+    token = token_of(session)
+    assert session.url == f"https://share.example.org/share/{token}"
+    assert session.expires_in_minutes(trio.current_time()) == 10
+    await trio.sleep(9 * 60 + 1)
+    assert session.expires_in_minutes(trio.current_time()) == 1
+    assert transport.lookup(token, trio.current_time()) is session
+    await trio.sleep(60)
+    assert transport.lookup(token, trio.current_time()) is None  # expired: like any unknown token
+    assert (session.end_reason, session.expires_in_minutes(trio.current_time())) == ("expired", 0)
+    assert session.frames.closed
+    assert transport.statistics().ended == {"expired": 1}
