@@ -84,7 +84,6 @@ class VoiceSettings:
         "aead_aes256_gcm_rtpsize",
         "aead_xchacha20_poly1305_rtpsize",
     )
-    rtcp_aad_bytes: Literal[4, 8] = 8
     receive_buffer_bytes: int = attrs.field(default=2 * 1024 * 1024, validator=_in_range(65536, 64 * 2**20))
     udp_keepalive_s: float = attrs.field(default=5.0, validator=_in_range(0, 60))
 
@@ -116,11 +115,17 @@ class NotesSettings:
     model: str = ""
     api_key: str = attrs.field(default="", repr=False)
     timeout_s: float = attrs.field(default=30.0, validator=_in_range(1, 600))
-    min_interval_s: float = attrs.field(default=10.0, validator=_in_range(0, 3600))
-    periodic_s: float = attrs.field(default=30.0, validator=_in_range(1, 3600))
-    change_floor: float = attrs.field(default=0.02, validator=_in_range(0, 1))
+    min_interval_s: float = attrs.field(default=2.0, validator=_in_range(0, 3600))
+    periodic_s: float = attrs.field(default=10.0, validator=_in_range(1, 3600))
+    change_floor: float = attrs.field(default=0.005, validator=_in_range(0, 1))
     history: int = attrs.field(default=20, validator=_in_range(1, 1000))
     context_notes: int = attrs.field(default=3, validator=_in_range(0, 50))
+    # The seed's voice.streamWatch note and commentary settings (docs/vision.md).
+    idle_interval_s: float = attrs.field(default=30.0, validator=_in_range(1, 3600))
+    change_threshold: float = attrs.field(default=0.01, validator=_in_range(0, 1))
+    commentary: bool = True
+    commentary_interval_s: float = attrs.field(default=15.0, validator=_in_range(1, 3600))
+    quiet_window_s: float = attrs.field(default=2.2, validator=_in_range(0, 60))
 
 
 @attrs.frozen

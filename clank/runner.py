@@ -52,6 +52,13 @@ from clank.logging import get_logger, register_secret
 from clank.media.visualizer import write_demo_music
 from clank.protocol.streams import StreamRegistry
 from clank.session.voice_session import VoiceSession
+from clank.watch.commentary import (
+    CommentaryCues,
+    CommentaryHub,
+    SpeakingSource,
+    commentary_policy,
+    run_notes_with_cues,
+)
 from clank.watch.notes import NotePolicy, ScreenNotes
 from clank.watch.vision import open_vision_provider
 
@@ -86,6 +93,7 @@ class RunInfo:
     scenario: str | None = None
     service: ClankService | None = attrs.field(default=None, repr=False, eq=False)
     sandbox: Any = attrs.field(default=None, repr=False, eq=False)
+    commentary: CommentaryHub | None = attrs.field(default=None, repr=False, eq=False)
     share_url: str | None = None
 
 
@@ -125,8 +133,14 @@ async def _gateway_url(settings: Settings) -> str:
     return found
 
 
+def _speaking_users(channels: Any) -> frozenset[str]:
+    """Who is heard in the voice channel now (the voice role's inbound speaking state)."""
+    role = session_voice_role(channels.current)
+    return frozenset() if role is None else role.speaking_users()
+
+
 def _notes_factory(
-    settings: Settings, provider: Any, nursery: trio.Nursery
+    settings: Settings, provider: Any, nursery: trio.Nursery, hub: CommentaryHub, speaking: SpeakingSource
 ) -> Callable[..., ScreenNotes] | None:
     if not settings.notes.enabled or provider is None:
         return None
@@ -136,17 +150,22 @@ def _notes_factory(
         change_floor=settings.notes.change_floor,
         history=settings.notes.history,
         context_notes=settings.notes.context_notes,
+        idle_s=settings.notes.idle_interval_s,
     )
+    gates = commentary_policy(settings.notes)
 
     def start(handle: Any, name: str, kind: str) -> ScreenNotes:
+        cues = CommentaryCues(hub, gates, target_user_id=handle.target_user_id, kind=kind, speaking=speaking)
         notes = ScreenNotes(
             provider,
             policy=policy,
             user_id=handle.target_user_id,
             user_name=name,
             stream_type="screen" if kind == "go_live" else "camera",
+            on_frame=cues.observe,
         )
-        nursery.start_soon(notes.run, handle.frames)
+        cues.notes = notes
+        nursery.start_soon(run_notes_with_cues, notes, cues, handle.frames)
         return notes
 
     return start
@@ -264,6 +283,7 @@ class _Composed:
     settings: Settings
     scenario: str | None
     sandbox: Any
+    commentary: CommentaryHub | None = None
     share_url: str | None = None
 
 
@@ -340,9 +360,12 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
         await channels.start(discord.guild_id, discord.voice_channel_id)
         # The session we are in now: join/move/leave over the API replace it (voice_channels.py).
         session = cast(VoiceSession, CurrentSession(channels, ready.user_id, settings))
+        commentary = CommentaryHub()  # commentary_due cues of every watch (watch/commentary.py)
         notes_nursery = await stack.enter_async_context(trio.open_nursery())
         stack.callback(notes_nursery.cancel_scope.cancel)
-        notes_factory = _notes_factory(settings, provider, notes_nursery)
+        notes_factory = _notes_factory(
+            settings, provider, notes_nursery, commentary, partial(_speaking_users, channels)
+        )
         port = LiveSessionPort(session, registry, directory, mode=mode, notes_factory=notes_factory)
         links, share_url = await _open_links(
             stack, nursery, settings, port, session, registry, directory, sandbox, notes_factory
@@ -366,6 +389,7 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
             settings=settings,
             scenario=scenario,
             sandbox=sandbox,
+            commentary=commentary,
             share_url=share_url,
         )
 
@@ -405,7 +429,12 @@ async def open_clank(
         if api_port is not None:
             api_settings = attrs.evolve(api_settings, port=api_port)
         api = await stack.enter_async_context(
-            open_http_api(service, api_settings, token=settings.api.token or generate_api_token())
+            open_http_api(
+                service,
+                api_settings,
+                token=settings.api.token or generate_api_token(),
+                commentary=composed.commentary,
+            )
         )
         sandbox = composed.sandbox
         if sandbox is not None and demo_watch:
@@ -423,6 +452,7 @@ async def open_clank(
             scenario=composed.scenario,
             service=service,
             sandbox=sandbox,
+            commentary=composed.commentary,
             share_url=composed.share_url,
         )
 
@@ -495,7 +525,7 @@ async def run_mcp(settings: Settings, args: Any = None) -> None:
     ):
         assert info.service is not None
         print_banner(info, sys.stderr)
-        await serve_mcp(info.service, streams)
+        await serve_mcp(info.service, streams, commentary=info.commentary)
 
 
 async def run_clank(settings: Settings, args: Any = None) -> None:

@@ -31,6 +31,7 @@ from starlette.routing import Route
 from clank.control.model import RoleStatus
 from clank.errors import ClankError, InvalidArgument, PublishError
 from clank.logging import get_logger
+from clank.media.jpeg import encode_jpeg
 from clank.media.publish_source import IMAGE_CONTENT_TYPES, PublishSource, PushedFrames
 from clank.media.visualizer import VISUALIZERS, AvPipeline, VideoMode
 from clank.session.publish_media import AvSource
@@ -43,6 +44,8 @@ log = get_logger("clank.control.publish")
 SOURCES: Final = ("frames", "visualizer", "media")
 MAX_URL: Final = 2048
 MAX_JSON_BYTES: Final = 16 * 1024
+PREVIEW_PIXELS: Final = 640 * 360
+"""The dashboard's preview of the latest frame we sent is scaled to about this many pixels."""
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -353,6 +356,14 @@ def publish_routes(service: Any, protect: Callable[[Handler], Handler]) -> list[
         raw_size = None if width is None or height is None else (width, height)
         return JSONResponse(await c.push_frame(data, content_type, raw_size=raw_size), status_code=202)
 
+    async def latest(request: Request) -> Response:
+        handle = control().handle
+        frame = None if handle is None else handle.last_sent_frame
+        if frame is None:
+            return _error(404, "not_publishing", "no frame sent yet")
+        jpeg = await trio.to_thread.run_sync(lambda: encode_jpeg(frame, max_pixels=PREVIEW_PIXELS))
+        return Response(jpeg.data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
     async def pause(request: Request) -> Response:
         return JSONResponse(await control().pause())
 
@@ -380,6 +391,7 @@ def publish_routes(service: Any, protect: Callable[[Handler], Handler]) -> list[
     return [
         route("/api/publish", publish, ["GET", "POST", "DELETE"]),
         route("/api/publish/frame", frame, ["POST"]),
+        route("/api/publish/latest.jpg", latest, ["GET"]),
         route("/api/publish/pause", pause, ["POST"]),
         route("/api/publish/resume", resume, ["POST"]),
         route("/api/music", music, ["POST"]),
