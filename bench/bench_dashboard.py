@@ -28,7 +28,8 @@ import trio
 
 from clank.config import load_settings
 from clank.logging import configure_logging
-from clank.media.audio import Mixer, OpusEncoder, PcmSource, tone
+from clank.media.audio import OpusEncoder, PcmSource, tone
+from clank.media.mixer import Mixer
 from clank.runner import GIL_SWITCH_INTERVAL, open_clank
 from clank.session.voice_role import FramePacer
 

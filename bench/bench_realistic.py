@@ -18,11 +18,14 @@ bitstream (CPU time, ``time.process_time``; ffmpeg: the child's rusage):
   start-up cost (a 1-frame run of the same input, measured each round) subtracted.
 
 Each ratio is computed within a round, then the median (and min-max spread) over the rounds.
-When ffmpeg is missing the bench says so and prints the rest.
+When ffmpeg is missing the bench says so and prints the rest. Last, how long each decode-worker
+call (decode, range/scale pass, JPEG, metrics) holds the GIL, at 1080p (``gil_hold``).
+Arguments select streams: ``h264``, ``vp8``, ``h264-720p30`` ...
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import resource
 import shutil
@@ -31,6 +34,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,7 +55,8 @@ from clank.crypto.transport import AES256_GCM_RTPSIZE, TransportCipher
 from clank.io.decode_worker import open_decode_worker
 from clank.media.decoder import VideoCodec, VideoDecoder
 from clank.media.encoder import EncodedFrame
-from clank.media.jpeg import DEFAULT_JPEG_QUALITY, fit_size
+from clank.media.jpeg import DEFAULT_JPEG_QUALITY, FrameScaler, fit_size
+from clank.media.metrics import ChangeTracker
 from clank.media.quality import yuv420p_planes
 from clank.protocol.video_receive import EncodedVideoFrame, VideoReceiveConfig, VideoReceiver
 from clank.wire.rtp import VIDEO_EXTENSION, RtpHeader
@@ -152,10 +157,10 @@ async def full_path(
     cipher = TransportCipher.create(AES256_GCM_RTPSIZE, KEY)
     dave_cpu = 0.0
 
-    def decrypt(user: str, frame: bytes) -> bytes:
+    def decrypt(user: int, frame: bytes) -> bytes:
         nonlocal dave_cpu
         started = time.process_time()
-        out = watcher.decrypt(user_id=int(user), media="video", frame=frame)
+        out = watcher.decrypt(user, "video", frame)
         dave_cpu += time.process_time() - started
         return out
 
@@ -273,6 +278,97 @@ def bench_stream(codec: VideoCodec, profile: Profile, group: int, workdir: Path)
     return runs
 
 
+# ---------------------------------------------------------------------- GIL hold per call
+
+
+def gil_hold(profile: Profile) -> None:
+    """How much of each decode-worker call holds the GIL, measured from a second Python thread.
+
+    A spinner thread counts loop turns; the worker's operation runs in this thread in 10 ms
+    slices alternating with 10 ms idle slices. The spinner's rate during the operation over
+    its rate while idle is the share of the operation that let Python run; one minus it is the
+    share that held the GIL. The machine adds noise (the two threads also compete for cores), so
+    two calibration operations are printed with it: a pure-Python loop (holds it) and sha256
+    over 1 MB (releases it): read each figure between those two.
+    """
+    aus = encode_content("h264", profile, 1.0)
+    decoder = VideoDecoder("h264")
+    images = [f.image for i, au in enumerate(aus) for f in decoder.decode(au.data, i * TICKS)]
+    scaler, tracker = FrameScaler(), ChangeTracker()
+    scaled = [scaler.scale(im, max_pixels=MAX_PIXELS) for im in images[:10]]
+    decoders = [VideoDecoder("h264")]
+    turn = [0]
+    blob = bytes(range(256)) * 4096
+
+    def decode() -> None:
+        i = turn[0] % len(aus)
+        if i == 0:
+            decoders[0] = VideoDecoder("h264")  # restart at the IDR: every access unit decodes
+        decoders[0].decode(aus[i].data, i * TICKS)
+        turn[0] += 1
+
+    def scale() -> None:
+        scaler.scale(images[turn[0] % len(images)], max_pixels=MAX_PIXELS)
+        turn[0] += 1
+
+    def jpeg() -> None:
+        y, u, v = yuv420p_planes(scaled[turn[0] % len(scaled)])
+        simplejpeg.encode_jpeg_yuv_planes(y, u, v, quality=DEFAULT_JPEG_QUALITY)
+        turn[0] += 1
+
+    def metrics() -> None:
+        tracker.update(scaled[turn[0] % len(scaled)])
+        turn[0] += 1
+
+    def python_loop() -> None:
+        total = 0
+        for i in range(20_000):
+            total += i
+
+    def sha256() -> None:
+        hashlib.sha256(blob).digest()
+
+    counter = [0]
+    running = [True]
+
+    def spin() -> None:
+        while running[0]:
+            counter[0] += 1
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    print(f" GIL held per decode-worker call ({profile.name} H264; spinner-thread method, see docstring):")
+    try:
+        operations: list[tuple[str, Callable[[], None]]] = [
+            ("calibration: pure-Python loop (holds)", python_loop),
+            ("calibration: sha256 1 MB (releases)", sha256),
+            ("decode one access unit", decode),
+            ("range/scale pass", scale),
+            ("JPEG from planes", jpeg),
+            ("change metrics", metrics),
+        ]
+        for name, op in operations:
+            held, cpu = [], []
+            for _ in range(15):
+                c0, t0 = counter[0], time.perf_counter()
+                time.sleep(0.01)
+                idle_rate = (counter[0] - c0) / (time.perf_counter() - t0)
+                c0, t0, k0, n = counter[0], time.perf_counter(), time.thread_time(), 0
+                while time.perf_counter() - t0 < 0.01:
+                    op()
+                    n += 1
+                wall = time.perf_counter() - t0
+                share = 1.0 - min(1.0, (counter[0] - c0) / wall / idle_rate) if idle_rate else 1.0
+                per_call = (time.thread_time() - k0) / n
+                held.append(share * per_call)
+                cpu.append(per_call)
+            h, c = statistics.median(held), statistics.median(cpu)
+            line(name, f"{h * 1e3:.2f} of {c * 1e3:.2f} ms", f"{h / c:.0%} held")
+    finally:
+        running[0] = False
+        spinner.join()
+
+
 def main(selected: Callable[[VideoCodec, Profile], bool] = lambda codec, profile: True) -> None:
     started = time.perf_counter()
     print(f"clank realistic watch bench: {os.cpu_count()} cores; CPU time; ratios within each round,"
@@ -287,6 +383,8 @@ def main(selected: Callable[[VideoCodec, Profile], bool] = lambda codec, profile
                 if selected(codec, profile):
                     bench_stream(codec, profile, group, Path(directory))
                     group += 1
+    if selected("h264", PROFILES[1]):
+        gil_hold(PROFILES[1])
     print(f" total bench time {time.perf_counter() - started:.1f} s")
 
 

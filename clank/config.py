@@ -84,7 +84,6 @@ class VoiceSettings:
         "aead_aes256_gcm_rtpsize",
         "aead_xchacha20_poly1305_rtpsize",
     )
-    rtcp_aad_bytes: Literal[4, 8] = 8
     receive_buffer_bytes: int = attrs.field(default=2 * 1024 * 1024, validator=_in_range(65536, 64 * 2**20))
     udp_keepalive_s: float = attrs.field(default=5.0, validator=_in_range(0, 60))
 
@@ -116,11 +115,17 @@ class NotesSettings:
     model: str = ""
     api_key: str = attrs.field(default="", repr=False)
     timeout_s: float = attrs.field(default=30.0, validator=_in_range(1, 600))
-    min_interval_s: float = attrs.field(default=10.0, validator=_in_range(0, 3600))
-    periodic_s: float = attrs.field(default=30.0, validator=_in_range(1, 3600))
-    change_floor: float = attrs.field(default=0.02, validator=_in_range(0, 1))
+    min_interval_s: float = attrs.field(default=2.0, validator=_in_range(0, 3600))
+    periodic_s: float = attrs.field(default=10.0, validator=_in_range(1, 3600))
+    change_floor: float = attrs.field(default=0.005, validator=_in_range(0, 1))
     history: int = attrs.field(default=20, validator=_in_range(1, 1000))
     context_notes: int = attrs.field(default=3, validator=_in_range(0, 50))
+    # The seed's voice.streamWatch note and commentary settings (docs/vision.md).
+    idle_interval_s: float = attrs.field(default=30.0, validator=_in_range(1, 3600))
+    change_threshold: float = attrs.field(default=0.01, validator=_in_range(0, 1))
+    commentary: bool = True
+    commentary_interval_s: float = attrs.field(default=15.0, validator=_in_range(1, 3600))
+    quiet_window_s: float = attrs.field(default=2.2, validator=_in_range(0, 60))
 
 
 @attrs.frozen
@@ -172,6 +177,23 @@ class PublishSettings:
 
 
 @attrs.frozen
+class LinkSettings:
+    """The share-link fallback (docs/link.md): a browser page that captures a screen and posts
+    JPEG frames to a separate listener that serves only ``/share/*``."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=8788, validator=_in_range(0, 65535))
+    public_url: str = attrs.field(default="", validator=_url_or_empty)
+    ttl_minutes: int = attrs.field(default=10, validator=_in_range(1, 240))
+    max_fps: float = attrs.field(default=2.0, validator=_in_range(0.1, 10))
+    max_pixels: int = attrs.field(default=1280 * 720, validator=_in_range(64 * 64, 3840 * 2160))
+    max_frame_bytes: int = attrs.field(default=1024 * 1024, validator=_in_range(4096, 16 * 2**20))
+    text_channel_id: str = attrs.field(default="", validator=_snowflake_or_empty)
+    native_grace_s: float = attrs.field(default=3.0, validator=_in_range(0, 30))
+
+
+@attrs.frozen
 class Settings:
     discord: DiscordSettings = DiscordSettings()
     voice: VoiceSettings = VoiceSettings()
@@ -181,6 +203,7 @@ class Settings:
     log: LogSettings = LogSettings()
     sandbox: SandboxSettings = SandboxSettings()
     publish: PublishSettings = PublishSettings()
+    link: LinkSettings = LinkSettings()
 
     @property
     def sandbox_mode(self) -> bool:
@@ -426,6 +449,7 @@ def settings_table() -> list[tuple[str, object, str]]:
 __all__ = [
     "ApiSettings",
     "DiscordSettings",
+    "LinkSettings",
     "LogSettings",
     "NotesSettings",
     "SandboxSettings",

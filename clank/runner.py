@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any, Final, TextIO, cast
@@ -28,8 +29,13 @@ from clank import __version__
 from clank.config import ApiSettings, Settings
 from clank.control.auto_watch import run_auto_watch
 from clank.control.http import HttpApi, generate_api_token, open_http_api
+from clank.control.link import LinkTransport, link_availability
+from clank.control.link_flow import DiscordMessagePoster, LinkFlow
+from clank.control.link_port import LinkAwarePort
+from clank.control.publish import demo_publish
 from clank.control.service import ClankService
 from clank.control.session_port import DIRECTORY_EVENTS, LiveSessionPort, MemberDirectory, feed_directory
+from clank.control.share_http import open_share_listener
 from clank.control.voice_api import VoiceApi, session_voice_role
 from clank.control.voice_channels import (
     CHANNEL_EVENTS,
@@ -43,8 +49,16 @@ from clank.errors import AuthenticationFailed, ConfigError, TransportError
 from clank.io.channel_check import check_voice_channel
 from clank.io.gateway import GatewayClient, open_gateway_client
 from clank.logging import get_logger, register_secret
+from clank.media.visualizer import write_demo_music
 from clank.protocol.streams import StreamRegistry
 from clank.session.voice_session import VoiceSession
+from clank.watch.commentary import (
+    CommentaryCues,
+    CommentaryHub,
+    SpeakingSource,
+    commentary_policy,
+    run_notes_with_cues,
+)
 from clank.watch.notes import NotePolicy, ScreenNotes
 from clank.watch.vision import open_vision_provider
 
@@ -79,6 +93,8 @@ class RunInfo:
     scenario: str | None = None
     service: ClankService | None = attrs.field(default=None, repr=False, eq=False)
     sandbox: Any = attrs.field(default=None, repr=False, eq=False)
+    commentary: CommentaryHub | None = attrs.field(default=None, repr=False, eq=False)
+    share_url: str | None = None
 
 
 def _with_sandbox(settings: Settings, sandbox: Any) -> Settings:
@@ -117,8 +133,14 @@ async def _gateway_url(settings: Settings) -> str:
     return found
 
 
+def _speaking_users(channels: Any) -> frozenset[str]:
+    """Who is heard in the voice channel now (the voice role's inbound speaking state)."""
+    role = session_voice_role(channels.current)
+    return frozenset() if role is None else role.speaking_users()
+
+
 def _notes_factory(
-    settings: Settings, provider: Any, nursery: trio.Nursery
+    settings: Settings, provider: Any, nursery: trio.Nursery, hub: CommentaryHub, speaking: SpeakingSource
 ) -> Callable[..., ScreenNotes] | None:
     if not settings.notes.enabled or provider is None:
         return None
@@ -128,17 +150,22 @@ def _notes_factory(
         change_floor=settings.notes.change_floor,
         history=settings.notes.history,
         context_notes=settings.notes.context_notes,
+        idle_s=settings.notes.idle_interval_s,
     )
+    gates = commentary_policy(settings.notes)
 
     def start(handle: Any, name: str, kind: str) -> ScreenNotes:
+        cues = CommentaryCues(hub, gates, target_user_id=handle.target_user_id, kind=kind, speaking=speaking)
         notes = ScreenNotes(
             provider,
             policy=policy,
             user_id=handle.target_user_id,
             user_name=name,
             stream_type="screen" if kind == "go_live" else "camera",
+            on_frame=cues.observe,
         )
-        nursery.start_soon(notes.run, handle.frames)
+        cues.notes = notes
+        nursery.start_soon(run_notes_with_cues, notes, cues, handle.frames)
         return notes
 
     return start
@@ -175,6 +202,22 @@ async def _demo_agent(service: ClankService, session: VoiceSession, registry: St
                 if result.ok:
                     return
             await trio.sleep(DEMO_RETRY_INTERVAL)
+
+
+async def _demo_publish(service: ClankService, sandbox: Any, folder: str) -> None:
+    """Sandbox demo: after the watch starts, a short generated song with the visualizer; bob watches."""
+    music = await trio.to_thread.run_sync(write_demo_music, f"{folder}/demo-song.wav")
+    bob = next((u.id for u in sandbox.world.users.values() if u.name == "bob"), None)
+
+    async def viewer(stream_key: str) -> object:
+        if bob is None or sandbox.media is None:
+            return None
+        state = sandbox.world.voice_state(bob)
+        if state is None or state.channel_id != sandbox.voice_channel_id:
+            await sandbox.world.join_voice(bob, sandbox.voice_channel_id)
+        return await sandbox.media.start_viewer(bob, stream_key)
+
+    await demo_publish(service, music, viewer)
 
 
 def _voice_role(service: ClankService | None) -> dict[str, Any] | None:
@@ -219,6 +262,7 @@ def print_banner(info: RunInfo, out: TextIO, *, voice_problem: str | None = None
         if voice_problem is None
         else f"  voice      NOT CONNECTED to {where} — {voice_problem}",
         f"  dashboard  {info.api.dashboard_url}",
+        *([f"  share link fallback listening at {info.share_url}/share/…"] if info.share_url else []),
         f"  api        {info.api.url}/api   (Authorization: Bearer {info.api.token})",
         "  tools      `clank tools` prints the agent tool schemas",
         "  Ctrl-C leaves voice and exits.",
@@ -239,6 +283,8 @@ class _Composed:
     settings: Settings
     scenario: str | None
     sandbox: Any
+    commentary: CommentaryHub | None = None
+    share_url: str | None = None
 
 
 @contextlib.asynccontextmanager
@@ -314,21 +360,22 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
         await channels.start(discord.guild_id, discord.voice_channel_id)
         # The session we are in now: join/move/leave over the API replace it (voice_channels.py).
         session = cast(VoiceSession, CurrentSession(channels, ready.user_id, settings))
+        commentary = CommentaryHub()  # commentary_due cues of every watch (watch/commentary.py)
         notes_nursery = await stack.enter_async_context(trio.open_nursery())
         stack.callback(notes_nursery.cancel_scope.cancel)
-        port = LiveSessionPort(
-            session,
-            registry,
-            directory,
-            mode=mode,
-            notes_factory=_notes_factory(settings, provider, notes_nursery),
+        notes_factory = _notes_factory(
+            settings, provider, notes_nursery, commentary, partial(_speaking_users, channels)
+        )
+        port = LiveSessionPort(session, registry, directory, mode=mode, notes_factory=notes_factory)
+        links, share_url = await _open_links(
+            stack, nursery, settings, port, session, registry, directory, sandbox, notes_factory
         )
         voice = VoiceApi(
             lambda: session_voice_role(channels.current),
             known_users=lambda: [m.user_id for m in directory.members()],
             channels=channels,
         )
-        service = ClankService(port, voice=voice)
+        service = ClankService(port, links, voice=voice)
         channels.watched_users = lambda: {w.user_id for w in port.watches() if w.state != "ended"}
         channels.after_move = partial(rewatch_after_move, service, channels)
         if settings.watch.auto_watch:
@@ -342,6 +389,8 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
             settings=settings,
             scenario=scenario,
             sandbox=sandbox,
+            commentary=commentary,
+            share_url=share_url,
         )
 
 
@@ -380,11 +429,19 @@ async def open_clank(
         if api_port is not None:
             api_settings = attrs.evolve(api_settings, port=api_port)
         api = await stack.enter_async_context(
-            open_http_api(service, api_settings, token=settings.api.token or generate_api_token())
+            open_http_api(
+                service,
+                api_settings,
+                token=settings.api.token or generate_api_token(),
+                commentary=composed.commentary,
+            )
         )
         sandbox = composed.sandbox
         if sandbox is not None and demo_watch:
             nursery.start_soon(_demo_agent, service, composed.session, composed.registry)
+            nursery.start_soon(
+                _demo_publish, service, sandbox, stack.enter_context(tempfile.TemporaryDirectory())
+            )
         yield RunInfo(
             mode=composed.mode,
             api=api,
@@ -395,7 +452,59 @@ async def open_clank(
             scenario=composed.scenario,
             service=service,
             sandbox=sandbox,
+            commentary=composed.commentary,
+            share_url=composed.share_url,
         )
+
+
+async def _open_links(
+    stack: contextlib.AsyncExitStack,
+    nursery: trio.Nursery,
+    settings: Settings,
+    port: LiveSessionPort,
+    session: VoiceSession,
+    registry: StreamRegistry,
+    directory: MemberDirectory,
+    sandbox: Any,
+    notes_factory: Callable[..., ScreenNotes] | None,
+) -> tuple[LinkFlow, str | None]:
+    """The share-link fallback (docs/link.md): its listener when links are on, and its supervisor."""
+    availability = link_availability(settings.link, sandbox_mode=sandbox is not None)
+    transport = LinkTransport(settings.link, availability=availability)
+    share_url = None
+    if availability.available:
+        try:
+            listener = await stack.enter_async_context(
+                open_share_listener(transport, settings.link, any_port_fallback=sandbox is not None)
+            )
+            share_url = listener.url
+        except TransportError as exc:
+            log.warning("share link listener not started", error=str(exc))
+    discord = settings.discord
+
+    def in_voice(user_id: str) -> bool:
+        member = registry.member(user_id)
+        return (
+            member is not None and member.channel_id is not None and member.channel_id == session.channel_id
+        )
+
+    def text_channel() -> str | None:
+        """``link.text_channel_id``; else the sandbox's text channel, or the voice channel's own chat."""
+        if settings.link.text_channel_id:
+            return settings.link.text_channel_id
+        return str(sandbox.text_channel_id) if sandbox is not None else session.channel_id
+
+    link_port = LinkAwarePort(port, transport, notes_factory=notes_factory, name_of=directory.name_of)
+    links = LinkFlow(
+        transport,
+        link_port,
+        poster=DiscordMessagePoster(discord.api_url, discord.token, discord.properties),
+        text_channel_id=text_channel,
+        in_voice=in_voice,
+    )
+    if availability.available:
+        nursery.start_soon(links.run)
+    return links, share_url
 
 
 async def run_mcp(settings: Settings, args: Any = None) -> None:
@@ -416,7 +525,7 @@ async def run_mcp(settings: Settings, args: Any = None) -> None:
     ):
         assert info.service is not None
         print_banner(info, sys.stderr)
-        await serve_mcp(info.service, streams)
+        await serve_mcp(info.service, streams, commentary=info.commentary)
 
 
 async def run_clank(settings: Settings, args: Any = None) -> None:

@@ -16,7 +16,8 @@ names, IP literals, ``api.host`` and ``api.allowed_hosts``; any other Host gets 
 ``/mcp`` is the Model Context Protocol's streamable HTTP transport (same bearer token; see
 :mod:`clank.control.mcp_server`).
 
-``GET /api/events`` is a server-sent-event stream: a ``status`` event every
+``GET /api/events`` is a server-sent-event stream: ``commentary_due`` events (when given a
+:class:`~clank.watch.commentary.CommentaryHub`), a ``status`` event every
 :data:`SSE_INTERVAL`, a ``sharers`` event when the sharers change (and first of all), a
 ``frame`` event whenever a watch has a new picture, and ``log`` events
 for new entries of :data:`clank.logging.RECENT`. Streams end when the client goes away or the
@@ -53,6 +54,7 @@ from clank.control.voice_http import voice_routes
 from clank.errors import InvalidArgument
 from clank.io.listen import listen_failed
 from clank.logging import RECENT, get_logger, register_secret
+from clank.watch.commentary import CommentaryHub
 
 log = get_logger("clank.control.http")
 
@@ -134,9 +136,12 @@ def _query_target(request: Request) -> str | None:
 class _Routes:
     """The API endpoints over one service; ``closing`` ends open event streams."""
 
-    def __init__(self, service: ClankService, closing: trio.Event) -> None:
+    def __init__(
+        self, service: ClankService, closing: trio.Event, commentary: CommentaryHub | None = None
+    ) -> None:
         self.service = service
         self.closing = closing
+        self.commentary = commentary
 
     async def index(self, request: Request) -> Response:
         return HTMLResponse(dashboard_html(), headers={"Cache-Control": "no-store"})
@@ -201,6 +206,7 @@ class _Routes:
         last_log = backlog[0]["n"] - 1 if backlog else 0
         frames: dict[tuple[str, str], int] = {}
         sharers: object = None
+        last_cue = 0 if self.commentary is None else self.commentary.latest_number
         yield b"retry: 2000\n\n"
         while not self.closing.is_set():
             current = self.service.list_sharers()
@@ -221,6 +227,9 @@ class _Routes:
             for entry in RECENT.since(last_log):
                 last_log = entry["n"]
                 yield _sse("log", entry)
+            for cue in [] if self.commentary is None else self.commentary.since(last_cue):
+                last_cue = cue.number
+                yield _sse("commentary_due", cue.to_json())  # no image: imageUrl fetches the frame
             with trio.move_on_after(SSE_INTERVAL):
                 await self.closing.wait()
 
@@ -229,8 +238,14 @@ def _sse(event: str, data: object) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n".encode()
 
 
-def build_app(service: ClankService, token: str, closing: trio.Event, mcp_app: Any = None) -> Starlette:
-    routes = _Routes(service, closing)
+def build_app(
+    service: ClankService,
+    token: str,
+    closing: trio.Event,
+    mcp_app: Any = None,
+    commentary: CommentaryHub | None = None,
+) -> Starlette:
+    routes = _Routes(service, closing, commentary)
     extra = [] if mcp_app is None else [Route("/mcp", mcp_app)]  # MCP streamable HTTP (mcp_server.py)
 
     def api(path: str, handler: Handler, methods: list[str]) -> Route:
@@ -260,7 +275,7 @@ def _bound_port(binds: list[str]) -> int:
 
 @asynccontextmanager
 async def open_http_api(
-    service: ClankService, settings: ApiSettings, *, token: str
+    service: ClankService, settings: ApiSettings, *, token: str, commentary: CommentaryHub | None = None
 ) -> AsyncIterator[HttpApi]:
     """Serve the API and dashboard on ``settings.host:settings.port`` (port 0: any free port)."""
     if not token:
@@ -274,11 +289,11 @@ async def open_http_api(
     config.errorlog = logging.getLogger("hypercorn.error")  # through clank's logging setup
     stop = trio.Event()
     async with (
-        open_mcp_http_app(service, token=token, host=settings.host) as mcp_app,
+        open_mcp_http_app(service, token=token, host=settings.host, commentary=commentary) as mcp_app,
         trio.open_nursery() as nursery,
     ):
         allowed = AllowedHosts.from_setting(settings.host, settings.allowed_hosts)
-        app = HostCheckMiddleware(build_app(service, token, closing, mcp_app), allowed)
+        app = HostCheckMiddleware(build_app(service, token, closing, mcp_app, commentary), allowed)
         try:
             # cast: hypercorn's ASGI typing and Starlette's are structurally equal, nominally distinct.
             binds = await nursery.start(partial(serve, cast(Any, app), config, shutdown_trigger=stop.wait))

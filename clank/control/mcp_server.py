@@ -17,6 +17,10 @@ becomes an MCP image content block and is left out of the JSON, which then carri
 (``isError``) carrying the same ``reason`` as the HTTP API; a bad argument is a tool error
 ``{"error": "invalid_request", "field", "message"}`` like the HTTP API's 400.
 
+Commentary cues (:mod:`clank.watch.commentary`) are the resource ``clank://commentary/latest``: a
+client that subscribes (``resources/subscribe``) gets ``notifications/resources/updated`` for each
+``commentary_due`` and reads the cue (JSON, no image; ``look_at_screen`` fetches the frame).
+
 trio: the SDK runs on anyio and works under trio's backend as it is (stdio transport, server
 runner, streamable HTTP session manager, the SDK's own client); nothing here needs asyncio.
 """
@@ -29,17 +33,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
+import anyio
 import mcp_types as types
+import trio
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
 
 from clank import __version__
 from clank.control.service import ClankService
 from clank.control.tools import call_tool, tool_schemas
 from clank.errors import ClankError, InvalidArgument
 from clank.logging import get_logger
+from clank.watch.commentary import CommentaryHub, iterate_cues
 
 log = get_logger("clank.control.mcp")
 
@@ -49,6 +57,7 @@ INSTRUCTIONS: Final = (
     "see who shares, start_screen_watch to watch someone, then look_at_screen to get the latest "
     "frame (a JPEG) with its change scores and screen notes."
 )
+COMMENTARY_URI: Final = "clank://commentary/latest"
 LOOPBACK_HOSTS: Final = ("127.0.0.1", "localhost", "::1")
 
 StdioStreams = tuple[Any, Any]  # the SDK's (read stream, write stream) pair
@@ -104,8 +113,49 @@ def error_result(error: str, message: str, field: str | None = None) -> types.Ca
     )
 
 
-def build_mcp_server(service: ClankService) -> Server[Any]:
-    """The SDK server over ``service``: ``tools/list`` and ``tools/call``."""
+class CueForwarder:
+    """``commentary_due`` over MCP: the resource :data:`COMMENTARY_URI` (the latest cue as JSON,
+    no image) and ``notifications/resources/updated`` to the sessions that subscribed to it."""
+
+    def __init__(self, hub: CommentaryHub) -> None:
+        self.hub = hub
+        self._sessions: list[Any] = []
+
+    def resources(self) -> list[types.Resource]:
+        return [
+            types.Resource(
+                uri=COMMENTARY_URI,
+                name="commentary_due",
+                description="The latest commentary cue: a good moment to comment on a watched screen "
+                "(subscribe for notifications/resources/updated).",
+                mime_type="application/json",
+            )
+        ]
+
+    def read(self) -> str:
+        latest = self.hub.since(self.hub.latest_number - 1)
+        return json.dumps(latest[-1].to_json() if latest else {"type": "commentary_due", "number": 0})
+
+    def subscribe(self, session: Any) -> None:
+        if session not in self._sessions:
+            self._sessions.append(session)
+
+    def unsubscribe(self, session: Any) -> None:
+        if session in self._sessions:
+            self._sessions.remove(session)
+
+    async def run(self) -> None:
+        async for _cue in iterate_cues(self.hub, self.hub.latest_number):
+            for session in list(self._sessions):
+                try:
+                    await session.send_resource_updated(COMMENTARY_URI)
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    self.unsubscribe(session)
+
+
+def build_mcp_server(service: ClankService, forwarder: CueForwarder | None = None) -> Server[Any]:
+    """The SDK server over ``service``: ``tools/list`` and ``tools/call``; with a ``forwarder``,
+    the commentary resource and its subscription too."""
 
     async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         return types.ListToolsResult(tools=mcp_tools())
@@ -120,12 +170,45 @@ def build_mcp_server(service: ClankService) -> Server[Any]:
             return error_result(getattr(exc, "reason", type(exc).__name__), str(exc))
         return tool_result(answer)
 
+    if forwarder is None:
+        return Server(
+            SERVER_NAME,
+            version=__version__,
+            instructions=INSTRUCTIONS,
+            on_list_tools=list_tools,
+            on_call_tool=call,
+        )
+    cues = forwarder
+
+    async def list_resources(
+        ctx: Any, params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=cues.resources())
+
+    async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+        if str(params.uri) != COMMENTARY_URI:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"unknown resource {params.uri}")
+        text = types.TextResourceContents(uri=COMMENTARY_URI, mime_type="application/json", text=cues.read())
+        return types.ReadResourceResult(contents=[text])
+
+    async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        cues.subscribe(ctx.session)
+        return types.EmptyResult()
+
+    async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        cues.unsubscribe(ctx.session)
+        return types.EmptyResult()
+
     return Server(
         SERVER_NAME,
         version=__version__,
         instructions=INSTRUCTIONS,
         on_list_tools=list_tools,
         on_call_tool=call,
+        on_list_resources=list_resources,
+        on_read_resource=read_resource,
+        on_subscribe_resource=subscribe,
+        on_unsubscribe_resource=unsubscribe,
     )
 
 
@@ -137,12 +220,19 @@ async def open_mcp_stdio() -> AsyncIterator[StdioStreams]:
         yield streams
 
 
-async def serve_mcp(service: ClankService, streams: StdioStreams) -> None:
+async def serve_mcp(
+    service: ClankService, streams: StdioStreams, *, commentary: CommentaryHub | None = None
+) -> None:
     """Serve MCP over ``streams`` (from :func:`open_mcp_stdio`) until the client closes them."""
-    server = build_mcp_server(service)
+    forwarder = None if commentary is None else CueForwarder(commentary)
+    server = build_mcp_server(service, forwarder)
     read_stream, write_stream = streams
     log.info("mcp serving on stdio", tools=len(tool_schemas()))
-    await server.run(read_stream, write_stream, server.create_initialization_options())
+    async with trio.open_nursery() as nursery:
+        if forwarder is not None:
+            nursery.start_soon(forwarder.run)
+        await server.run(read_stream, write_stream, server.create_initialization_options())
+        nursery.cancel_scope.cancel()
     log.info("mcp stdio closed")
 
 
@@ -199,12 +289,18 @@ def _security(host: str) -> TransportSecuritySettings | None:
 
 @asynccontextmanager
 async def open_mcp_http_app(
-    service: ClankService, *, token: str, host: str = "127.0.0.1"
+    service: ClankService, *, token: str, host: str = "127.0.0.1", commentary: CommentaryHub | None = None
 ) -> AsyncIterator[Callable[[Scope, Receive, Send], Awaitable[None]]]:
     """The streamable HTTP MCP endpoint as a bearer-guarded ASGI app; its session manager (a
-    task group of the SDK) lives for the block."""
+    task group of the SDK) and the cue forwarder live for the block."""
+    forwarder = None if commentary is None else CueForwarder(commentary)
     manager = StreamableHTTPSessionManager(
-        app=build_mcp_server(service), security_settings=_security(host), session_idle_timeout=600.0
+        app=build_mcp_server(service, forwarder),
+        security_settings=_security(host),
+        session_idle_timeout=600.0,
     )
-    async with manager.run():
+    async with manager.run(), trio.open_nursery() as nursery:
+        if forwarder is not None:
+            nursery.start_soon(forwarder.run)
         yield _BearerGuard(manager.handle_request, token)
+        nursery.cancel_scope.cancel()

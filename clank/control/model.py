@@ -93,6 +93,7 @@ class WatchView:
     started_at: float
     frames: int = 0
     ended_reason: str | None = None
+    transport: Transport = "native"  # "link": the share-link fallback (clank.control.link_port)
 
     @property
     def active(self) -> bool:
@@ -198,6 +199,8 @@ class WatchResult:
     expires_in_minutes: int | None = None
     candidates: tuple[str, ...] = ()
     detail: str | None = None
+    spoken_hint: str | None = None
+    """For a voice agent: what to say (never the link itself), e.g. "open the link I sent"."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -213,6 +216,7 @@ class WatchResult:
             "expiresInMinutes": self.expires_in_minutes,
             "candidates": list(self.candidates),
             "detail": self.detail,
+            "spokenHint": self.spoken_hint,
         }
 
 

@@ -31,6 +31,7 @@ from starlette.routing import Route
 from clank.control.model import RoleStatus
 from clank.errors import ClankError, InvalidArgument, PublishError
 from clank.logging import get_logger
+from clank.media.jpeg import encode_jpeg
 from clank.media.publish_source import IMAGE_CONTENT_TYPES, PublishSource, PushedFrames
 from clank.media.visualizer import VISUALIZERS, AvPipeline, VideoMode
 from clank.session.publish_media import AvSource
@@ -43,6 +44,8 @@ log = get_logger("clank.control.publish")
 SOURCES: Final = ("frames", "visualizer", "media")
 MAX_URL: Final = 2048
 MAX_JSON_BYTES: Final = 16 * 1024
+PREVIEW_PIXELS: Final = 640 * 360
+"""The dashboard's preview of the latest frame we sent is scaled to about this many pixels."""
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -131,6 +134,9 @@ class PublishControl:
                     )
                 )
                 built = AvSource(pipeline, voice, name="media" if source == "media" else "visualizer")
+                player = getattr(voice, "music", None)
+                if player is not None:
+                    player.stop(fade_s=0.25)  # one music at a time: ours replaces the player's track
             await start_stream_publish(self._session, source=built)
             log.info("publish started", source=source)
         return self.state()
@@ -146,15 +152,10 @@ class PublishControl:
         if mode != "off":
             return await self.start("visualizer", url=url, visualizer=mode, loop=loop)
         voice = self._voice_api()
-        pipeline = await trio.to_thread.run_sync(
-            lambda: AvPipeline(
-                url, video="off", width=settings.width, height=settings.height, fps=settings.fps
-            )
-        )
-        if not pipeline.has_audio:
-            raise InvalidArgument("url", f"{url!r} has no audio")
-        voice.play_file(url, track="music", gain=gain)
-        return {"music": {"url": url, "visualizer": "off"}, **self.state()}
+        result = await voice.music.play(url, gain=gain)  # audio only: the voice role's music player
+        if not result.get("ok"):
+            raise InvalidArgument("url", str(result.get("detail") or result.get("reason")))
+        return {"music": result, **self.state()}
 
     async def push_frame(
         self, data: bytes, content_type: str, *, raw_size: tuple[int, int] | None = None
@@ -355,6 +356,14 @@ def publish_routes(service: Any, protect: Callable[[Handler], Handler]) -> list[
         raw_size = None if width is None or height is None else (width, height)
         return JSONResponse(await c.push_frame(data, content_type, raw_size=raw_size), status_code=202)
 
+    async def latest(request: Request) -> Response:
+        handle = control().handle
+        frame = None if handle is None else handle.last_sent_frame
+        if frame is None:
+            return _error(404, "not_publishing", "no frame sent yet")
+        jpeg = await trio.to_thread.run_sync(lambda: encode_jpeg(frame, max_pixels=PREVIEW_PIXELS))
+        return Response(jpeg.data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
     async def pause(request: Request) -> Response:
         return JSONResponse(await control().pause())
 
@@ -382,7 +391,35 @@ def publish_routes(service: Any, protect: Callable[[Handler], Handler]) -> list[
     return [
         route("/api/publish", publish, ["GET", "POST", "DELETE"]),
         route("/api/publish/frame", frame, ["POST"]),
+        route("/api/publish/latest.jpg", latest, ["GET"]),
         route("/api/publish/pause", pause, ["POST"]),
         route("/api/publish/resume", resume, ["POST"]),
         route("/api/music", music, ["POST"]),
     ]
+
+
+async def demo_publish(
+    service: Any,
+    music_path: str,
+    start_viewer: Callable[[str], Awaitable[object]],
+    *,
+    patience: float = 60.0,
+) -> None:
+    """Sandbox demo: once a watch runs, play ``music_path`` with the visualizer and add a viewer.
+
+    ``start_viewer(stream_key)`` is the sandbox's (the composition root passes it in). Failures
+    are logged: the demo goes on without its publish.
+    """
+    port = service.session
+    with trio.move_on_after(patience):
+        while not any(w.active for w in port.watches()):  # noqa: ASYNC110 - no event to wait on
+            await trio.sleep(0.5)
+        control = publish_control_for(service)
+        try:
+            state = await control.play_music(music_path, visualizer="showcqt")
+            log.info("demo: publishing music with a visualizer", stream_key=state.get("streamKey"))
+            if state.get("streamKey"):
+                await start_viewer(state["streamKey"])
+                log.info("demo: a viewer watches our Go Live")
+        except ClankError as exc:
+            log.warning("demo: publish failed", error=str(exc))

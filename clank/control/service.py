@@ -10,7 +10,8 @@ statuses, and start/stop of a watch). The rules that pick a target live in
 
 ``frameReady`` is true only once a decoded frame exists for the bound watch (``reason``
 ``frame_context_ready``; before that ``waiting_for_frame_context``). ``transport: "link"`` is the
-share-link fallback, not built yet: asking for it answers ``link_transport_unavailable``.
+share-link fallback (:mod:`clank.control.link_flow`, rules in :mod:`clank.control.link_rules`);
+without a :class:`~clank.control.link_flow.LinkFlow` it answers ``link_transport_unavailable``.
 
 Calls that start or stop watches are serialized by one lock, so two agents asking at once get
 one watch and a reuse rather than two watches of the same stream.
@@ -21,8 +22,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+import attrs
 import trio
 
+from clank.control.link import LinkAvailability
+from clank.control.link_rules import TransportInput, choose_transport
 from clank.control.model import (
     FrameView,
     LookResult,
@@ -45,6 +49,7 @@ from clank.errors import WatchError
 from clank.logging import get_logger
 
 if TYPE_CHECKING:
+    from clank.control.link_flow import LinkFlow
     from clank.control.voice_api import VoiceApi
 
 log = get_logger("clank.control")
@@ -89,15 +94,21 @@ class SessionPort(Protocol):
 class ClankService:
     """The five agent tools over one voice session."""
 
-    def __init__(self, session: SessionPort, *, voice: VoiceApi | None = None) -> None:
-        self._session = session
+    def __init__(
+        self, session: SessionPort, links: LinkFlow | None = None, *, voice: VoiceApi | None = None
+    ) -> None:
+        self._port = session
+        # With the share-link fallback, the service reads the session through the link-aware view
+        # (link watches merged in); ``session`` stays the port it was given.
+        self._session: SessionPort = session if links is None else links.port
+        self._links = links
         self._lock = trio.Lock()
         self.voice = voice
         """Speak/listen/music/channels (:mod:`clank.control.voice_api`), when the runner made one."""
 
     @property
     def session(self) -> SessionPort:
-        return self._session
+        return self._port
 
     # --- snapshot helpers ----------------------------------------------------------------------
 
@@ -109,7 +120,32 @@ class ClankService:
             our_user_id=self._session.our_user_id,
             sharers=tuple(self._session.sharers()),
             members=tuple(self._session.members()),
-            watches=tuple(ActiveWatch(w.user_id, w.kind) for w in self._active_watches()),
+            watches=tuple(
+                ActiveWatch(w.user_id, w.kind) for w in self._active_watches() if w.transport == "native"
+            ),
+        )
+
+    def _link_availability(self) -> LinkAvailability:
+        if self._links is None:
+            return LinkAvailability(False, "link_not_configured", "the share-link fallback is not configured")
+        return self._links.availability()
+
+    def _transport_input(
+        self, resolution: Any, target: str | None, preferred: str | None, requester_id: str | None
+    ) -> TransportInput:
+        links = self._links
+        candidates = {resolution.target_user_id, requester_id} - {None}
+        in_voice = frozenset(
+            u for u in candidates if u is not None and links is not None and links.in_voice(u)
+        )
+        return TransportInput(
+            resolution=resolution,
+            link=self._link_availability(),
+            our_user_id=self._session.our_user_id,
+            preferred=preferred,
+            explicit_target=bool(target and target.strip()),
+            requester_id=requester_id,
+            in_voice=in_voice,
         )
 
     def _frame_ready(self, user_id: str, kind: WatchKind) -> bool:
@@ -126,60 +162,96 @@ class ClankService:
         """Bind a watch by the seed's rules (see :mod:`clank.control.resolve`)."""
         if preferred_transport is not None and preferred_transport not in TRANSPORTS:
             return WatchResult(ok=False, reason="unknown_transport", detail=preferred_transport)
+        if preferred_transport == "link" and not (availability := self._link_availability()).available:
+            return WatchResult(
+                ok=False, reason="link_transport_unavailable", transport="link", detail=availability.detail
+            )
         if preferred_transport == "link":
+            # A link offer does not start a native watch: it needs no start lock (and must not wait
+            # for a native start in progress — the link flow's checkpoints decide between them).
+            result = await self._start_watch(target, preferred_transport, requester_id)
+        else:
+            async with self._lock:
+                result = await self._start_watch(target, preferred_transport, requester_id)
+        if isinstance(result, WatchResult):
+            return result
+        user_id, requester, rule, native_reason = result
+        assert self._links is not None
+        return await self._links.offer(user_id, requester, rule=rule, native_reason=native_reason)
+
+    async def _start_watch(
+        self, target: str | None, preferred_transport: str | None, requester_id: str | None
+    ) -> WatchResult | tuple[str, str | None, str, str | None]:
+        """A native watch (or a refusal), or ``(user, requester, rule, native reason)`` for a link."""
+        if not self._session.in_voice():
+            return WatchResult(ok=False, reason="not_in_voice")
+        resolution = resolve_watch_target(self._snapshot(), target, requester_id)
+        log.info(
+            "screen watch resolved",
+            target=target,
+            requester_id=requester_id,
+            ok=resolution.ok,
+            reason=resolution.reason,
+            target_user_id=resolution.target_user_id,
+            kind=resolution.kind,
+            reuse=resolution.reuse,
+        )
+        choice = choose_transport(
+            self._transport_input(resolution, target, preferred_transport, requester_id)
+        )
+        if choice.transport == "link" and self._links is not None and choice.target_user_id is not None:
+            return (choice.target_user_id, requester_id, choice.rule, None)
+        if choice.transport is None and choice.rule in {"preferred_link", "link_refused"}:
             return WatchResult(
                 ok=False,
-                reason="link_transport_unavailable",
+                reason=choice.reason or "link_transport_unavailable",
                 transport="link",
-                detail="the share-link fallback is not available in this build",
+                target_user_id=choice.target_user_id,
+                detail=choice.detail,
             )
-        async with self._lock:
-            if not self._session.in_voice():
-                return WatchResult(ok=False, reason="not_in_voice")
-            resolution = resolve_watch_target(self._snapshot(), target, requester_id)
-            log.info(
-                "screen watch resolved",
-                target=target,
-                requester_id=requester_id,
-                ok=resolution.ok,
+        if not resolution.ok or resolution.target_user_id is None or resolution.kind is None:
+            return WatchResult(
+                ok=False,
                 reason=resolution.reason,
                 target_user_id=resolution.target_user_id,
-                kind=resolution.kind,
-                reuse=resolution.reuse,
+                candidates=resolution.candidates,
             )
-            if not resolution.ok or resolution.target_user_id is None or resolution.kind is None:
+        user_id, kind = resolution.target_user_id, resolution.kind
+        if not resolution.reuse:
+            try:
+                await self._session.start_watch(user_id, kind)
+            except WatchError as exc:
+                log.info("screen watch refused", target_user_id=user_id, kind=kind, reason=exc.reason)
+                fallback = choose_transport(
+                    attrs.evolve(
+                        self._transport_input(resolution, target, preferred_transport, requester_id),
+                        native_error=exc.reason,
+                    )
+                )
+                if fallback.transport == "link" and fallback.target_user_id:
+                    return (fallback.target_user_id, requester_id, fallback.rule, exc.reason)
                 return WatchResult(
                     ok=False,
-                    reason=resolution.reason,
-                    target_user_id=resolution.target_user_id,
-                    candidates=resolution.candidates,
+                    reason=exc.reason,
+                    transport="native",
+                    target_user_id=user_id,
+                    kind=kind,
+                    detail=exc.detail or None,
                 )
-            user_id, kind = resolution.target_user_id, resolution.kind
-            if not resolution.reuse:
-                try:
-                    await self._session.start_watch(user_id, kind)
-                except WatchError as exc:
-                    log.info("screen watch refused", target_user_id=user_id, kind=kind, reason=exc.reason)
-                    return WatchResult(
-                        ok=False,
-                        reason=exc.reason,
-                        transport="native",
-                        target_user_id=user_id,
-                        kind=kind,
-                        detail=exc.detail or None,
-                    )
-            ready = self._frame_ready(user_id, kind)
-            return WatchResult(
-                ok=True,
-                started=True,
-                reused=resolution.reuse,
-                reason="frame_context_ready" if ready else "waiting_for_frame_context",
-                frame_ready=ready,
-                transport="native",
-                target_user_id=user_id,
-                kind=kind,
-                detail=resolution.reason,
-            )
+        if self._links is not None:
+            self._links.note_native_watch(user_id, kind, requester_id)
+        ready = self._frame_ready(user_id, kind)
+        return WatchResult(
+            ok=True,
+            started=True,
+            reused=resolution.reuse,
+            reason="frame_context_ready" if ready else "waiting_for_frame_context",
+            frame_ready=ready,
+            transport="native",
+            target_user_id=user_id,
+            kind=kind,
+            detail=resolution.reason,
+        )
 
     # --- stop_screen_watch ---------------------------------------------------------------------
 
@@ -296,9 +368,15 @@ class ClankService:
                     "endedReason": w.ended_reason,
                     "uptimeS": round(now - w.started_at, 1),
                     "notes": self._notes(w.user_id, w.kind)[-3:],
+                    "transport": w.transport,
                 }
             )
         out["watches"] = watches
+        out["link"] = (
+            {"available": False, "reason": "link_not_configured"}
+            if self._links is None
+            else self._links.status_json()
+        )
         if self.voice is not None:
             out["voiceIo"] = self.voice.status()
         return out

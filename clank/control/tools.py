@@ -88,8 +88,11 @@ TOOLS: tuple[Tool, ...] = (
             _TARGET_WATCH,
             Param(
                 "preferredTransport",
-                "Optional: 'native' (watch the Discord stream directly, the default) or 'link' (a "
-                "browser share link; not available yet).",
+                "Optional: 'native' (watch the Discord stream directly, the default) or 'link' (post a "
+                "link in the text chat to a page that shares the user's screen from their browser; the "
+                "answer's spokenHint says what to tell them). Without it, a link is sent only when "
+                "native watching is impossible (the user is in voice but not sharing, or the stream "
+                "cannot be watched).",
                 enum=TRANSPORTS,
                 max_length=None,
             ),

@@ -16,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import attrs
@@ -87,8 +88,14 @@ class _Subscriber:
 class GatewayClient:
     """Handle on a running gateway connection; made by :func:`open_gateway_client`."""
 
-    def __init__(self, core: GatewayCore, subscriber_buffer: int) -> None:
+    def __init__(
+        self,
+        core: GatewayCore,
+        subscriber_buffer: int,
+        connect: Callable[[str], AbstractAsyncContextManager[WebSocket]] = open_websocket,
+    ) -> None:
         self._core = core
+        self._connect = connect
         self._subscriber_buffer = subscriber_buffer
         self._subscribers: list[_Subscriber] = []
         self._ws: WebSocket | None = None  # set while the session is usable (READY/RESUMED)
@@ -241,7 +248,7 @@ class GatewayClient:
         next_plan: Connect | Stop | None = None
         log.info("gateway connecting", url=plan.url, attempt=plan.attempt, resume=plan.resume)
         try:
-            async with open_websocket(plan.url) as ws:
+            async with self._connect(plan.url) as ws:
                 log.info("gateway connected", url=plan.url, resume=plan.resume)
                 next_plan = await self._serve(ws)
         except TransportError as exc:
@@ -371,12 +378,14 @@ async def open_gateway_client(
     subscriber_buffer: int = DEFAULT_SUBSCRIBER_BUFFER,
     max_initial_attempts: int = DEFAULT_MAX_INITIAL_ATTEMPTS,
     backoff: BackoffPolicy = BackoffPolicy(),  # noqa: B008 - frozen value, safe as default
+    connect: Callable[[str], AbstractAsyncContextManager[WebSocket]] = open_websocket,
 ) -> AsyncIterator[GatewayClient]:
     """Connect to the main gateway as a user and keep the session alive until the block ends.
 
     Raises ``AuthenticationFailed`` (close 4004), ``TransportError`` (unreachable after
     ``max_initial_attempts`` connects, before the first READY) or ``ConnectionClosed`` (a
     close code we cannot recover from) out of the block; ``wait_ready()`` raises the same.
+    ``connect`` opens the websocket (tests pass :meth:`clank.io.fakenet.FakeNet.open_websocket`).
     """
     register_secret(token)  # defence in depth: the token is never passed to a logger anyway
     core = GatewayCore(
@@ -390,7 +399,7 @@ async def open_gateway_client(
         backoff=backoff,
         max_initial_attempts=max_initial_attempts,
     )
-    client = GatewayClient(core, subscriber_buffer)
+    client = GatewayClient(core, subscriber_buffer, connect)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client._run)

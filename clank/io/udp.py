@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import NoReturn, Protocol
@@ -33,8 +34,14 @@ DatagramHandler = Callable[[bytes, Address], None]
 DEFAULT_RCVBUF = 2 * 1024 * 1024
 # Largest datagram we accept; a smaller buffer would silently truncate (UDP recv does not report it).
 MAX_DATAGRAM = 65536
-# Fairness: after this many datagrams in one drain, go back to the scheduler so pacing and
-# heartbeats run even under a flood. At ~1 µs per recv this is well under a millisecond.
+# Fairness: one drain hands datagrams to the handler for at most DRAIN_BUDGET seconds of the
+# trio thread, then goes back to the scheduler so the audio pacer and heartbeats run. A count
+# alone is not a budget: a 1080p keyframe burst (DAVE + depacketize inline) is 4-8 ms of work in
+# 256 packets (performance notes). The clock is read every DRAIN_CLOCK_EVERY datagrams
+# (perf_counter ~0.05 µs; a datagram costs 5-30 µs to handle). MAX_DRAIN_BATCH still caps a
+# drain of trivial datagrams.
+DRAIN_BUDGET = 0.0005
+DRAIN_CLOCK_EVERY = 4
 MAX_DRAIN_BATCH = 256
 # IP discovery resends its request this often until the caller's deadline (a lost datagram
 # should not cost the whole 5 s handshake budget).
@@ -51,6 +58,7 @@ class UdpStatistics:
     bytes_sent: int
     send_dropped: int
     rcvbuf: int  # what the kernel granted (Linux reports double the requested value)
+    budget_yields: int = 0  # drains cut short by DRAIN_BUDGET (datagrams were still queued)
 
 
 class DatagramEndpoint(Protocol):
@@ -75,6 +83,7 @@ class UdpEndpoint:
         self._packets_received = 0
         self._bytes_received = 0
         self._drain_batches = 0
+        self._budget_yields = 0
         self._receive_errors = 0
         self._packets_sent = 0
         self._bytes_sent = 0
@@ -99,6 +108,7 @@ class UdpEndpoint:
             bytes_sent=self._bytes_sent,
             send_dropped=self._send_dropped,
             rcvbuf=self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+            budget_yields=self._budget_yields,
         )
 
     # -- sending --------------------------------------------------------------------------
@@ -174,12 +184,17 @@ class UdpEndpoint:
         sock = self._sock
         recvfrom = sock.recvfrom
         wait_readable = trio.lowlevel.wait_readable
+        clock = time.perf_counter
         while True:
             await wait_readable(sock)
             packets = 0
             nbytes = 0
+            deadline = clock() + DRAIN_BUDGET
             try:
                 while packets < MAX_DRAIN_BATCH:
+                    if packets % DRAIN_CLOCK_EVERY == DRAIN_CLOCK_EVERY - 1 and clock() >= deadline:
+                        self._budget_yields += 1
+                        break
                     try:
                         data, address = recvfrom(MAX_DATAGRAM)
                     except BlockingIOError:

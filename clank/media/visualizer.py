@@ -219,3 +219,31 @@ def _pcm(frame: av.AudioFrame) -> Pcm:
     array = frame.to_ndarray()
     out: Pcm = np.ascontiguousarray(array.reshape(-1, 2), dtype=np.int16)
     return out
+
+
+def write_demo_music(path: str, seconds: float = 20.0) -> str:
+    """A short generated "song" (WAV): a chord progression with a kick on every beat."""
+    rate = SAMPLE_RATE
+    t = np.arange(int(seconds * rate)) / rate
+    chords = ((220.0, 277.2, 329.6), (196.0, 246.9, 293.7), (174.6, 220.0, 261.6), (196.0, 246.9, 329.6))
+    bar = (t // 2.0).astype(int) % len(chords)
+    wave = np.zeros_like(t)
+    for index, chord in enumerate(chords):
+        mask = bar == index
+        wave[mask] = sum(np.sin(2 * np.pi * f * t[mask]) for f in chord) / 3
+    beat = t % 0.5
+    wave += 0.8 * np.sin(2 * np.pi * 60 * t) * np.exp(-beat * 18)
+    mono = (np.clip(wave * 0.35, -1, 1) * 32767).astype(np.int16)
+    with av.open(path, "w", format="wav") as out:
+        stream = out.add_stream("pcm_s16le", rate=rate)
+        stream.layout = "stereo"
+        for start in range(0, len(mono), 9600):
+            chunk = np.repeat(mono[start : start + 9600, None], 2, axis=1).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="s16", layout="stereo")
+            frame.sample_rate = rate
+            frame.pts = start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path

@@ -56,6 +56,7 @@ __all__ = [
     "Event",
     "Failed",
     "HeartbeatAck",
+    "MalformedDropped",
     "MediaSinkWants",
     "NeedIpDiscovery",
     "Phase",
@@ -261,6 +262,14 @@ class MediaSinkWants:
 
 
 @attrs.frozen
+class MalformedDropped:
+    """A message of an established connection had an unexpected shape: logged, counted, dropped."""
+
+    op: int
+    reason: str
+
+
+@attrs.frozen
 class ClientFlags:
     user_id: str
     flags: int
@@ -325,6 +334,7 @@ Event = (
     | MediaSinkWants
     | ClientFlags
     | ClientPlatform
+    | MalformedDropped
     | DaveJson
     | DaveBinary
     | HeartbeatAck
@@ -385,6 +395,14 @@ class VoiceGatewayStatistics:
     ignored: int
     dropped_sends: int
     last_seq: int | None
+    malformed: Mapping[int, int] = attrs.field(factory=dict)
+    """Messages dropped after the handshake because their shape was unexpected, per opcode."""
+
+
+_HANDSHAKE_OPS: Final = frozenset(
+    {VoiceOp.HELLO, VoiceOp.READY, VoiceOp.SESSION_DESCRIPTION, VoiceOp.RESUMED}
+)
+"""Strict even after the handshake: a malformed one of these still ends the connection."""
 
 
 class VoiceGatewayCore:
@@ -414,6 +432,7 @@ class VoiceGatewayCore:
         self._latency: float | None = None
         self._replayed = 0
         self._unknown_ops = 0
+        self._malformed: dict[int, int] = {}
         self._ignored = 0
 
     # ------------------------------------------------------------------ queries
@@ -479,6 +498,7 @@ class VoiceGatewayCore:
             last_latency=self._latency,
             replayed=self._replayed,
             unknown_ops=self._unknown_ops,
+            malformed=dict(self._malformed),
             ignored=self._ignored,
             dropped_sends=self._dropped_sends,
             last_seq=self._last_seq,
@@ -514,12 +534,15 @@ class VoiceGatewayCore:
     def receive_text(self, text: str | bytes, now: float) -> list[Event]:
         if self._phase in (Phase.IDLE, Phase.CLOSED):
             return []
+        frame: vg.TextFrame | None = None
         try:
             frame = vg.TextFrame.parse(text)
             if frame.seq is not None:
                 self._last_seq = frame.seq
             return self._on_text(frame, now)
         except MalformedMessage as exc:
+            if frame is not None and self._liberal(frame.op):
+                return self._drop_malformed(frame.op, exc)
             return self._fail(exc.reason, CloseAction.RECONNECT, exc, exc.close_code or vg.DECODE_FAILED)
 
     def receive_binary(self, data: bytes, now: float) -> list[Event]:
@@ -735,7 +758,8 @@ class VoiceGatewayCore:
         return events + outbox + self._replay()
 
     def _on_ack(self, ack: vg.HeartbeatAck, now: float) -> list[Event]:
-        if self._pending_nonce is None or ack.t != self._pending_nonce:
+        # Any op6 answers our outstanding heartbeat, whatever its ``t`` (Discord's need not echo it).
+        if self._pending_nonce is None:
             self._ignored += 1
             return []
         self._pending_nonce = None
@@ -765,6 +789,8 @@ class VoiceGatewayCore:
         if op == VoiceOp.MEDIA_SINK_WANTS:
             return [MediaSinkWants(vg.MediaSinkWants.parse(d))]
         if op == VoiceOp.CLIENT_FLAGS:
+            if isinstance(d, dict) and "flags" not in d and "user_id" in d:
+                return self._on_video(vg.Video.parse(d))  # op18 carrying video state (clanky reads it so)
             flags = vg.ClientFlags.parse(d)
             return [ClientFlags(flags.user_id, flags.flags)]
         if op == VoiceOp.CLIENT_PLATFORM:
@@ -823,8 +849,19 @@ class VoiceGatewayCore:
                 else:
                     events += self._on_message(frame)
             except MalformedMessage as exc:
+                if self._liberal(frame.op):
+                    events += self._drop_malformed(frame.op, exc)
+                    continue
                 return events + self._fail(exc.reason, CloseAction.RECONNECT, exc, exc.close_code or 4002)
         return events
+
+    def _liberal(self, op: int) -> bool:
+        """Once connected, a malformed non-handshake message is dropped, not fatal (item: be liberal)."""
+        return self._phase is Phase.CONNECTED and op not in _HANDSHAKE_OPS
+
+    def _drop_malformed(self, op: int, exc: MalformedMessage) -> list[Event]:
+        self._malformed[op] = self._malformed.get(op, 0) + 1
+        return [MalformedDropped(op, exc.reason)]
 
     def _send_heartbeat(self, now: float) -> SendText:
         nonce = max(int(now * 1000), self._last_nonce + 1)

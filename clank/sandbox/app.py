@@ -27,8 +27,10 @@ from hypercorn.trio import serve
 from starlette.routing import WebSocketRoute
 
 from clank.errors import SandboxError
+from clank.io.fakenet import FakeNet
 from clank.io.listen import listen_failed
 from clank.logging import get_logger
+from clank.sandbox.asgi_bridge import asgi_websocket_handler
 from clank.sandbox.faults import Faults
 from clank.sandbox.gateway import GatewayServer
 from clank.sandbox.hub import DispatchHub
@@ -37,6 +39,7 @@ from clank.sandbox.media import MediaBackend, NullMediaBackend
 from clank.sandbox.rest import RestApi, build_app
 from clank.sandbox.rtc.backend import RtcMediaBackend, RtcSettings, open_rtc_backend
 from clank.sandbox.rtc.server import MediaServerConfig
+from clank.sandbox.rtc.viewer import viewer_routes
 from clank.sandbox.scenarios import apply_setup, get_scenario, run_scenario
 from clank.sandbox.tls import open_sandbox_tls
 from clank.sandbox.world import World
@@ -109,8 +112,12 @@ async def open_sandbox(
     media: bool = True,
     tls: bool = False,
     dave_protocol_version: int = 1,
+    net: FakeNet | None = None,
 ) -> AsyncIterator[Sandbox]:
     """Start the sandbox; on exit, close every gateway connection and stop the server.
+
+    With ``net`` (tests) the main gateway and the voice/stream servers listen on that in-memory
+    network (:mod:`clank.io.fakenet`) instead of real sockets, and REST is not served.
 
     Voice and stream servers with simulated media (``sb.media``) run unless ``media`` is False
     or another ``media_backend`` is given. With ``tls`` they serve ``wss://`` with a throwaway
@@ -122,7 +129,9 @@ async def open_sandbox(
         if tls:
             raise SandboxError("tls=True needs the sandbox's own voice/stream servers")
         backend = media_backend or NullMediaBackend()
-        async with _open_sandbox(host, port, scenario, heartbeat_interval_ms, seed, backend, None) as sandbox:
+        async with _open_sandbox(
+            host, port, scenario, heartbeat_interval_ms, seed, backend, None, net
+        ) as sandbox:
             yield sandbox
         return
     with ExitStack() as stack:
@@ -130,12 +139,12 @@ async def open_sandbox(
         ssl_context = None if minted is None else minted.server_context()
         settings = RtcSettings(
             server=MediaServerConfig(
-                seed=seed, ssl_context=ssl_context, dave_protocol_version=dave_protocol_version
+                seed=seed, ssl_context=ssl_context, dave_protocol_version=dave_protocol_version, net=net
             )
         )
         async with (
             open_rtc_backend(settings) as rtc,
-            _open_sandbox(host, port, scenario, heartbeat_interval_ms, seed, rtc, rtc) as sandbox,
+            _open_sandbox(host, port, scenario, heartbeat_interval_ms, seed, rtc, rtc, net) as sandbox,
         ):
             yield sandbox if minted is None else attrs.evolve(sandbox, ca_file=str(minted.ca_file))
 
@@ -149,6 +158,7 @@ async def _open_sandbox(
     seed: int,
     media_backend: MediaBackend,
     rtc: RtcMediaBackend | None,
+    net: FakeNet | None = None,
 ) -> AsyncIterator[Sandbox]:
     chosen = get_scenario(scenario)
     ids = IdFactory(seed)
@@ -159,7 +169,8 @@ async def _open_sandbox(
     await apply_setup(world, chosen)
     gateway = GatewayServer(world, hub, ids, heartbeat_interval_ms)
     api = RestApi(world)
-    app = build_app(api, [WebSocketRoute("/", gateway.handle)])
+    viewers = [] if rtc is None else viewer_routes(rtc)  # GET /sandbox/viewers (rtc/viewer.py)
+    app = build_app(api, [WebSocketRoute("/", gateway.handle), *viewers])
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.graceful_timeout = HTTP_GRACEFUL_TIMEOUT
@@ -167,17 +178,21 @@ async def _open_sandbox(
     config.accesslog = None
     stop_http = trio.Event()
     # cast: hypercorn's ASGI typing and Starlette's are structurally equal but nominally distinct.
+    fake_scope = trio.CancelScope()
     async with trio.open_nursery() as nursery:
-        try:
-            binds = await nursery.start(
-                partial(serve, cast(Any, app), config, shutdown_trigger=stop_http.wait)
-            )
-        except (OSError, BaseExceptionGroup) as exc:
-            error = listen_failed(exc, host, port, LISTEN_CHANGE)
-            if error is None:
-                raise
-            raise error from None
-        bound_port = _port_from_binds(binds)
+        if net is not None:
+            bound_port = await nursery.start(_serve_fake, net, gateway, host, port, fake_scope)
+        else:
+            try:
+                binds = await nursery.start(
+                    partial(serve, cast(Any, app), config, shutdown_trigger=stop_http.wait)
+                )
+            except (OSError, BaseExceptionGroup) as exc:
+                error = listen_failed(exc, host, port, LISTEN_CHANGE)
+                if error is None:
+                    raise
+                raise error from None
+            bound_port = _port_from_binds(binds)
         gateway.public_url = api.gateway_url = f"ws://{host}:{bound_port}/"
         guild = world.default_guild
         sandbox = Sandbox(
@@ -208,7 +223,25 @@ async def _open_sandbox(
             scenario_scope.cancel()
             gateway.shutdown()
             stop_http.set()
+            fake_scope.cancel()
             nursery.cancel_scope.deadline = trio.current_time() + SHUTDOWN_TIMEOUT
+
+
+async def _serve_fake(
+    net: FakeNet,
+    gateway: GatewayServer,
+    host: str,
+    port: int,
+    scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The main gateway on the fake network (until ``scope`` is cancelled); reports the port."""
+    handler = asgi_websocket_handler(gateway.handle, host)
+    with scope:
+        async with trio.open_nursery() as inner:
+            listening = await inner.start(net.serve_websocket, handler, host, port)
+            task_status.started(listening.port)
 
 
 async def serve_sandbox_cli(

@@ -29,9 +29,21 @@ class FidelityRules:
     sending it media (Discord: a listen-only client without keep-alives stops receiving after a
     few minutes; we use 60 s, in trio time so a test clock scales it). None: never."""
 
+    heartbeat_ack_echo: bool
+    """op6 ``t`` echoes the client's nonce (lenient) or is another value (strict: clients must take
+    any op6 as the answer to their outstanding heartbeat)."""
+    video_after_own_op12: bool
+    """Other users' op12 video states reach a client only after it sent its own op12 (Discord sends
+    webcam states to clients that announced their video state; clanky and Discord-video-stream send
+    an inactive op12 on the voice leg for this reason)."""
 
-STRICT: Final = FidelityRules(name="strict", silent_client_timeout=60.0)
-LENIENT: Final = FidelityRules(name="lenient", silent_client_timeout=None)
+
+STRICT: Final = FidelityRules(
+    name="strict", silent_client_timeout=60.0, heartbeat_ack_echo=False, video_after_own_op12=True
+)
+LENIENT: Final = FidelityRules(
+    name="lenient", silent_client_timeout=None, heartbeat_ack_echo=True, video_after_own_op12=False
+)
 
 
 def fidelity_rules(name: FidelityName) -> FidelityRules:

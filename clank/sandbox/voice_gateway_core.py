@@ -77,6 +77,8 @@ class VoiceServerConfig:
     audio_codec: str = "opus"
     video_codec: str = "H264"
     keyframe_interval: int | None = None
+    heartbeat_ack_echo: bool = True
+    """op6 ``t`` echoes the heartbeat's nonce; False sends another ``t`` (clients must not care)."""
 
     @property
     def heartbeat_timeout(self) -> float:
@@ -358,6 +360,10 @@ class VoiceServerConnectionCore:
 
     # ------------------------------------------------------------------ outgoing helpers (seq'd, replayable)
 
+    def send_message(self, op: int, d: Mapping[str, Any] | None) -> list[ServerEvent]:
+        """Fault/fidelity: any JSON message, as Discord may send it (op18 video state, op16 ...)."""
+        return self._send_raw(op, d)
+
     def send_speaking(self, user_id: str, ssrc: int, flags: int) -> list[ServerEvent]:
         return self._send(vg.Speaking(speaking=flags, ssrc=ssrc, user_id=user_id))
 
@@ -434,7 +440,7 @@ class VoiceServerConnectionCore:
             self.seq_ack_violations += 1
         events: list[ServerEvent] = [HeartbeatReceived(heartbeat.t, heartbeat.seq_ack, self._acking)]
         if self._acking:
-            ack = vg.HeartbeatAck(heartbeat.t)
+            ack = vg.HeartbeatAck(heartbeat.t if self.config.heartbeat_ack_echo else heartbeat.t + 1)
             events.append(SendText(ack.OP, vg.text_frame(ack)))
         return events
 

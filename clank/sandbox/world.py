@@ -205,8 +205,10 @@ class World:
         self_deaf: bool = False,
         self_video: bool = False,
         via_session: str | None = None,
+        new_session: bool = False,
     ) -> VoiceState:
-        """Join or move to a voice channel (op4 with a channel). Same channel: only flags change."""
+        """Join or move to a voice channel (op4 with a channel). Same channel: only flags change,
+        unless ``new_session`` (tests: Discord hands out a new voice session id in place)."""
         async with self._lock:
             user = self.user(user_id)
             channel = self._channels.get(channel_id)
@@ -216,7 +218,7 @@ class World:
             if user_id not in guild.member_ids:
                 raise SandboxError(f"user {user_id} is not in guild {guild.id}")
             current = self._voice.get(user_id)
-            if current is not None and current.channel_id == channel_id:
+            if current is not None and current.channel_id == channel_id and not new_session:
                 state = attrs.evolve(current, self_mute=self_mute, self_deaf=self_deaf, self_video=self_video)
                 self._voice[user_id] = state
                 self._dispatch_voice_state(state)

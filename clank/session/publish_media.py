@@ -35,7 +35,8 @@ log = get_logger("clank.publish.media")
 
 AHEAD_S: Final = 0.6
 POLL_S: Final = 0.02
-MUSIC_TRACK: Final = "music"
+MUSIC_TRACK: Final = "golive-music"
+"""Our own mixer track (the voice role's music player keeps its own tracks)."""
 SKEW_WINDOW: Final = 1024
 
 

@@ -105,8 +105,12 @@ PUBLISH_FAILURES: Final[Mapping[str, str]] = {
 """Stable ``PublishError.reason`` codes of a publish that could not start or ended."""
 
 STOP_BUDGET: Final = 1.0
+DELETE_GRACE: Final = 0.3
+"""After a stream-leg failure, a STREAM_DELETE arriving this soon names the reason instead."""
 DISPATCH_BUFFER: Final = 64
 SR_CHECK_INTERVAL: Final = 1.0
+ENCODER_HEADROOM: Final = 0.85
+"""x264 targets (and VBV-caps at) this share of ``max_bitrate``: RTP/extension overhead fits under it."""
 SOURCE_FRAMES_KEPT: Final = 90
 SENT_TIMESTAMPS_KEPT: Final = 4096
 _EVENTS: Final = frozenset({"STREAM_CREATE", "STREAM_SERVER_UPDATE", "STREAM_DELETE", "STREAM_UPDATE"})
@@ -440,12 +444,20 @@ async def _publish_role(
             publish.key = key
             with bound(stream_key=str(key)):
                 creds = await _go_live(session, publish, key, dispatches)
-                await _run_leg(handle, publish, key, creds, dispatches)
+                try:
+                    await _run_leg(handle, publish, key, creds, dispatches)
+                except* (TransportError, ProtocolError, CryptoError):
+                    # The server often closes the leg right after STREAM_DELETE: that reason wins.
+                    deleted = await _pending_delete(key, dispatches)
+                    if deleted is not None:
+                        raise PublishError("stream_deleted", deleted) from None
+                    raise
     except* WatchError as group:
         reason = _leaf_reason(group)
         raise
     except* (TransportError, ProtocolError, CryptoError) as group:
-        reason = "transport"
+        if reason == "interrupted":  # a PublishError next to it (stream_deleted ...) names the reason
+            reason = "transport"
         leaf = _first_leaf(group)
         raise PublishError("transport", f"{type(leaf).__name__}: {leaf}") from leaf
     finally:
@@ -468,6 +480,17 @@ async def _publish_role(
             keyframes=stats.keyframes,
             stream_key=None if key_sent is None else str(key_sent),
         )
+
+
+async def _pending_delete(key: StreamKey, dispatches: trio.MemoryReceiveChannel[Dispatch]) -> str | None:
+    """The reason of a STREAM_DELETE for ``key`` arriving within ``DELETE_GRACE`` s, else None."""
+    with trio.move_on_after(DELETE_GRACE):
+        async for dispatch in dispatches:
+            try:
+                _apply_dispatch(key, dispatch, None)
+            except PublishError as exc:
+                return exc.detail
+    return None
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -569,6 +592,7 @@ async def _run_leg(
         settings=session.settings,
         video=True,
         streams=(vg.StreamRequest(type="screen", rid="100", quality=100),),
+        transports=session.transports,
     )
 
     def on_event(event: MediaEvent) -> None:
@@ -612,7 +636,7 @@ async def _run_leg(
             settings.width,
             settings.height,
             settings.fps,
-            settings.max_bitrate,
+            int(settings.max_bitrate * ENCODER_HEADROOM),
             keyframe_interval=settings.keyframe_interval_s,
             cap_bitrate=True,
         )

@@ -33,6 +33,7 @@ belong to the stream leg) and suppresses screen frames of users we watch nativel
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Mapping
 from typing import Any, Final, Literal, Protocol
@@ -57,6 +58,7 @@ from clank.io.media_connection import (
     MediaConnectionParams,
     MediaConnectionStatistics,
     MediaEvent,
+    MediaTransports,
     TransportStateChanged,
     open_media_connection,
 )
@@ -109,6 +111,8 @@ SINK_WANTS_INTERVAL_STARTING: Final = 2.0
 """op15 is re-asserted this often until the first frame (clankvox's cadence, §3.9)."""
 SINK_WANTS_INTERVAL_SETTLED: Final = 10.0
 STOP_BUDGET: Final = 1.0
+UNAVAILABLE_HOLD_S: Final = 30.0
+"""A STREAM_DELETE with ``unavailable: true`` holds the watch this long for a STREAM_CREATE."""
 """Seconds for the op19 sent when a watch ends (bounded, shielded)."""
 WEBCAM_SYNC_INTERVAL: Final = 1.0
 """Webcam role: how often op12 bindings and DAVE readiness are re-read from the voice leg."""
@@ -130,6 +134,7 @@ class WatchSession(Protocol):
     settings: Settings
     registry: Any
     user_id: str
+    transports: MediaTransports
 
     @property
     def session_id(self) -> str | None: ...
@@ -161,6 +166,8 @@ class WatchStatistics:
     keepalives_sent: int
     streams: Mapping[int, WatchStreamStatistics]
     connection: MediaConnectionStatistics | None
+    server_moves: int = 0
+    """Times the stream leg reconnected on a mid-watch STREAM_SERVER_UPDATE."""
 
 
 class _Watch:
@@ -185,6 +192,7 @@ class _Watch:
         self.connected_at: float | None = None
         self.sink_wants_sent = 0
         self.keepalives_sent = 0
+        self.server_moves = 0
         self.pipeline: VideoPipeline | None = None
         self.connection: MediaConnection | None = None
         self.handle: RoleHandle[Any] | None = None
@@ -224,6 +232,7 @@ class _Watch:
             keepalives_sent=self.keepalives_sent,
             streams=streams,
             connection=None if self.connection is None else self.connection.statistics(),
+            server_moves=self.server_moves,
         )
 
 
@@ -380,8 +389,14 @@ async def _stream_watch_role(
         ):
             key = _stream_key(session, watch.target)
             watch.key = key
-            info = await _request_credentials(session, watch, key, dispatches)
-            await _watch_stream(handle, watch, key, info, dispatches)
+            info: _Credentials | None = await _request_credentials(session, watch, key, dispatches)
+            while info is not None:
+                # A STREAM_SERVER_UPDATE mid-watch (Discord moved the stream): reconnect the
+                # stream leg with the new credentials, keeping the watch, its store and frames.
+                info = await _watch_stream(handle, watch, key, info, dispatches)
+                if info is not None:
+                    watch.server_moves += 1
+                    log.info("stream server moved; reconnecting", stream_key=str(key))
     except* WatchError as group:
         reason = _first_watch_error(group).reason
         raise
@@ -518,7 +533,8 @@ async def _watch_stream(
     key: StreamKey,
     creds: _Credentials,
     dispatches: trio.MemoryReceiveChannel[Dispatch],
-) -> None:
+) -> _Credentials | None:
+    """Watch on ``creds`` until the gateway stops (None) or the stream server moves (new creds)."""
     session = watch.session
     assert creds.rtc_server_id is not None and creds.endpoint is not None and creds.token is not None
     session_id = session.session_id
@@ -539,6 +555,7 @@ async def _watch_stream(
         video=True,
         streams=(vg.StreamRequest(type="screen", rid="100", quality=watch.settings.preferred_quality),),
         sink_wants_format=vg.SinkWantsFormat(watch.settings.sink_wants_format),
+        transports=session.transports,
     )
     link = _Link()
     receiver = VideoReceiver(_receive_config(watch.settings, "screen"), link.decrypt)
@@ -588,9 +605,10 @@ async def _watch_stream(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_sink_wants_loop, watch, conn, wants_changed)
                 nursery.start_soon(_keepalive_loop, watch, key)
-                await _follow_dispatches(session, watch, key, dispatches)
-                # The gateway client stopped (its dispatch channel ended): so does the watch.
+                moved = await _follow_dispatches(session, watch, key, dispatches, creds)
+                # The gateway client stopped (its dispatch channel ended) or the server moved.
                 nursery.cancel_scope.cancel()
+    return moved
 
 
 @attrs.define(eq=False)
@@ -624,9 +642,55 @@ def _receive_config(settings: WatchSettings, default_type: StreamType) -> VideoR
 
 
 async def _follow_dispatches(
-    session: WatchSession, watch: _Watch, key: StreamKey, dispatches: trio.MemoryReceiveChannel[Dispatch]
-) -> None:
-    async for dispatch in dispatches:
+    session: WatchSession,
+    watch: _Watch,
+    key: StreamKey,
+    dispatches: trio.MemoryReceiveChannel[Dispatch],
+    current: _Credentials,
+) -> _Credentials | None:
+    """Dispatches while watching: new credentials when the stream server moved, None when the
+    gateway stopped; ``WatchError`` when the watch must end.
+
+    STREAM_DELETE with ``unavailable: true`` holds the watch up to ``UNAVAILABLE_HOLD_S`` for a
+    STREAM_CREATE (+ STREAM_SERVER_UPDATE) to revive it.
+    """
+    moved = _Credentials(current.rtc_server_id, current.rtc_channel_id, None, None)
+    unavailable_until = math.inf
+    while True:
+        with trio.move_on_at(unavailable_until):
+            try:
+                dispatch = await dispatches.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return None
+        if trio.current_time() >= unavailable_until:
+            raise WatchError("stream_deleted", f"unavailable for {UNAVAILABLE_HOLD_S} s")
+        try:
+            if dispatch.name == "STREAM_SERVER_UPDATE":
+                update = StreamServerUpdate.parse(dispatch.data)
+                if update.stream_key == key and (update.endpoint, update.token) != (
+                    current.endpoint,
+                    current.token,
+                ):
+                    moved.endpoint, moved.token = update.endpoint, update.token
+                    if moved.complete and moved.token is not None:
+                        register_secret(moved.token)
+                        return moved
+                continue
+            if dispatch.name == "STREAM_CREATE":
+                create = StreamCreate.parse(dispatch.data)
+                if create.stream_key == key:
+                    unavailable_until = math.inf
+                    moved.rtc_server_id = create.rtc_server_id or moved.rtc_server_id
+                continue
+            if dispatch.name == "STREAM_DELETE":
+                delete = StreamDelete.parse(dispatch.data)
+                if delete.stream_key == key and delete.unavailable:
+                    log.info("stream unavailable; holding the watch", stream_key=str(key))
+                    unavailable_until = trio.current_time() + UNAVAILABLE_HOLD_S
+                    continue
+        except MalformedMessage as exc:
+            log.warning("watch dispatch malformed", event=dispatch.name, error=str(exc))
+            continue
         _apply_dispatch(session, watch, key, dispatch, None, watching=True)
 
 

@@ -402,6 +402,8 @@ class VoiceRole:
         elif isinstance(event, TransportStateChanged):
             if event.state == "ready" and self._conn is not None:  # the first READY: voice_role
                 self._reannounce = True
+                if self._nursery is not None:  # a fresh session after a reconnect: announce again
+                    self._nursery.start_soon(self._conn.video_state, False)
                 self._handle.set_state(RoleState.READY)
             elif event.state == "reconnecting":
                 self._handle.set_state(RoleState.RECONNECTING, event.reason, event.close_code)
@@ -584,6 +586,9 @@ async def voice_role(
         handle.set_state(RoleState.READY)
         # An op5 before any media (UDOC: "invalid SSRC" otherwise); DPY sends 0 right after op4.
         await conn.speaking(0)
+        # Our (inactive) video state after op4, as clanky and Discord-video-stream send it: Discord
+        # sends other users' webcam states (op12) to clients that announced theirs.
+        await conn.video_state(False)
         async with trio.open_nursery() as nursery:
             role._nursery = nursery
             role.music.bind(nursery)

@@ -45,7 +45,7 @@ from clank.errors import (
 )
 from clank.io.gateway import Dispatch, GatewayClient
 from clank.io.groups import raise_single
-from clank.io.media_connection import MediaConnectionParams
+from clank.io.media_connection import REAL_TRANSPORTS, MediaConnectionParams, MediaTransports
 from clank.logging import bound, get_logger, register_secret
 from clank.protocol.backoff import VOICE_REJOIN
 from clank.session.roles import RoleEvent, RoleEventBus, RoleFn, RoleHandle, RoleStatistics, run_role
@@ -132,8 +132,11 @@ class VoiceSession:
         settings: Settings,
         registry: Any,
         user_id: str,
+        transports: MediaTransports = REAL_TRANSPORTS,
     ) -> None:
         self.gateway = gateway
+        self.transports = transports
+        """Where every leg of this session gets its sockets (tests: a fake network)."""
         self.guild_id = guild_id
         self.channel_id = channel_id
         self.settings = settings
@@ -232,6 +235,7 @@ class VoiceSession:
             token=credentials.token,
             dave_group_id=dave_group_id_for_voice(self.channel_id),
             settings=self.settings,
+            transports=self.transports,
         )
 
     async def _start_voice(self, credentials: VoiceCredentials) -> None:
@@ -394,10 +398,14 @@ async def open_voice_session(
     channel_id: str,
     settings: Settings,
     registry: Any = None,
+    transports: MediaTransports = REAL_TRANSPORTS,
 ) -> AsyncIterator[VoiceSession]:
-    """Join ``channel_id`` and keep the voice role alive until the block ends (then leave)."""
+    """Join ``channel_id`` and keep the voice role alive until the block ends (then leave).
+
+    ``transports``: the sockets of every media leg (tests pass ``FakeNet.media_transports()``).
+    """
     ready = await gateway.wait_ready()
-    session = VoiceSession(gateway, guild_id, channel_id, settings, registry, ready.user_id)
+    session = VoiceSession(gateway, guild_id, channel_id, settings, registry, ready.user_id, transports)
     try:
         with (
             bound(guild_id=guild_id, channel_id=channel_id),

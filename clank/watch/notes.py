@@ -21,7 +21,8 @@ first_frame     1         yes           a frame arrives and no note was taken ye
 scene_cut       2         yes           the frame's change score crossed the scene-cut mark
 periodic        3         yes           ``periodic_s`` since the last call while the screen
                                         keeps changing (``change_ema >= change_floor``) and
-                                        no note is pending or in flight
+                                        no note is pending or in flight; or ``idle_s`` since
+                                        the last call while it is still (if ``idle_s`` is set)
 ==============  ========  ============  ==================================================
 
 Rate limit: a rate-limited trigger waits until ``min_interval_s`` after the start of the previous
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import collections
 import math
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import MappingProxyType
 from typing import Any, Final
@@ -103,6 +104,7 @@ class NotePolicy:
     history: int = attrs.field(default=20, validator=_positive)  # notes kept
     context_notes: int = attrs.field(default=3, validator=_non_negative)  # earlier notes sent along
     call_timeout_s: float = attrs.field(default=60.0, validator=_positive)  # backstop per call
+    idle_s: float | None = None  # a periodic note this often while the screen is static (None: never)
 
 
 @attrs.frozen
@@ -128,6 +130,14 @@ def decide_trigger(
         and (state.last_call_at is None or now - state.last_call_at >= policy.periodic_s)
     ):
         return "periodic"
+    if (
+        policy.idle_s is not None
+        and not state.outstanding
+        and change_ema < policy.change_floor
+        and state.last_call_at is not None
+        and now - state.last_call_at >= policy.idle_s
+    ):
+        return "periodic"  # the seed's idle interval: a slower look at a still screen
     return None
 
 
@@ -173,8 +183,10 @@ class ScreenNotes:
         user_id: str = "",
         user_name: str = "",
         stream_type: str = "screen",
+        on_frame: Callable[[ScreenFrame], None] | None = None,
     ) -> None:
         self._provider = provider
+        self._on_frame = on_frame  # e.g. the watch's commentary gates (clank.watch.commentary)
         self._policy = policy if policy is not None else NotePolicy()
         self._user_id = user_id
         self._user_name = user_name
@@ -212,6 +224,8 @@ class ScreenNotes:
         now = trio.current_time()
         self._frames_seen += 1
         self._latest_frame = frame
+        if self._on_frame is not None:
+            self._on_frame(frame)
         state = TriggerState(
             notes_taken=self._taken,
             outstanding=self._pending is not None or self._in_flight,

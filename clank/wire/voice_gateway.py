@@ -210,20 +210,30 @@ def _obj(d: object, what: str) -> Mapping[str, Any]:
     return d
 
 
+def _integral(value: object) -> int | None:
+    """An integer, or a float with an integral value (``30.0``: Discord's JSON has those)."""
+    if _is_int(value):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def _int(d: Mapping[str, Any], key: str, what: str) -> int:
-    value = d.get(key)
-    if not _is_int(value):
+    value = _integral(d.get(key))
+    if value is None:
         raise _bad(f"{what}.{key} is missing or not an integer")
-    return int(value)
+    return value
 
 
 def _opt_int(d: Mapping[str, Any], key: str, what: str) -> int | None:
-    value = d.get(key)
-    if value is None:
+    raw = d.get(key)
+    if raw is None:
         return None
-    if not _is_int(value):
+    value = _integral(raw)
+    if value is None:
         raise _bad(f"{what}.{key} is not an integer")
-    return int(value)
+    return value
 
 
 def _number(d: Mapping[str, Any], key: str, what: str) -> float:
@@ -794,11 +804,12 @@ class VideoStream:
 
     @classmethod
     def parse(cls, d: object) -> VideoStream:
+        """Every field is optional (a stream entry without ``ssrc`` reads as ssrc 0: not sending)."""
         o = _obj(d, "video.stream")
         w = "video.stream"
         res = o.get("max_resolution")
         return cls(
-            ssrc=_int(o, "ssrc", w),
+            ssrc=_opt_int(o, "ssrc", w) or 0,
             rtx_ssrc=_opt_int(o, "rtx_ssrc", w),
             type=_opt_str(o, "type", w) or "video",
             rid=_opt_str(o, "rid", w),

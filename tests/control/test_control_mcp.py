@@ -159,3 +159,70 @@ def test_tool_result_moves_the_image_out_of_the_json() -> None:
     assert "AAAA" not in json.dumps(result.structured_content)
     failed = tool_result({"ok": False, "reason": "not_watching"})
     assert failed.is_error and failed.structured_content == {"ok": False, "reason": "not_watching"}
+
+
+# resources/subscribe is the 2025-11-25 protocol's way (the SDK flags it as removed in 2026-07-28,
+# whose subscriptions/listen clank does not serve yet); the SDK's client still speaks it.
+@pytest.mark.filterwarnings("ignore:resources/subscribe:mcp.shared.exceptions.MCPDeprecationWarning")
+async def test_commentary_cues_are_a_subscribable_resource() -> None:
+    from clank.control.mcp_server import COMMENTARY_URI
+    from clank.watch.commentary import CommentaryCue, CommentaryHub
+
+    hub = CommentaryHub()
+    updates: list[object] = []
+    updated = trio.Event()
+
+    async def on_message(message: object) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            updates.append(message.params.uri)
+            updated.set()
+        await trio.lowlevel.checkpoint()
+
+    session = RegistrySession()
+    with trio.fail_after(LIMIT):
+        async with open_http_api(
+            ClankService(session), ApiSettings(port=0), token=TOKEN, commentary=hub
+        ) as api:
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            async with (
+                httpx2.AsyncClient(headers=headers, timeout=10) as http,
+                streamable_http_client(f"{api.url}/mcp", http_client=http) as (read, write),
+                ClientSession(read, write, message_handler=on_message) as client,
+            ):
+                init = await client.initialize()
+                assert init.capabilities.resources is not None and init.capabilities.resources.subscribe
+                listed = await client.list_resources()
+                assert [str(r.uri) for r in listed.resources] == [COMMENTARY_URI]
+                await client.subscribe_resource(COMMENTARY_URI)
+                hub.publish(
+                    CommentaryCue(
+                        number=hub.next_number(),
+                        target_user_id=ALICE,
+                        kind="go_live",
+                        reason="changed",
+                        at=trio.current_time(),
+                        seconds_since_previous=15.0,
+                        max_change=0.2,
+                        frame_sequence=7,
+                        rtp_timestamp=90_000,
+                        note={
+                            "number": 1,
+                            "text": "a code editor",
+                            "trigger": "periodic",
+                            "provider": "offline",
+                        },
+                        jpeg=b"\xff\xd8 not shown \xff\xd9",
+                    )
+                )
+                await updated.wait()
+                read_back = await client.read_resource(COMMENTARY_URI)
+    assert [str(u) for u in updates] == [COMMENTARY_URI]
+    [contents] = read_back.contents
+    assert isinstance(contents, types.TextResourceContents)
+    cue = json.loads(contents.text)
+    assert (
+        cue["type"] == "commentary_due"
+        and cue["targetUserId"] == ALICE
+        and cue["note"]["text"] == "a code editor"
+    )
+    assert "image" not in cue

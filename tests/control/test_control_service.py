@@ -44,6 +44,7 @@ async def test_no_target_binds_the_only_streamer_and_reports_frame_readiness() -
             "expiresInMinutes": None,
             "candidates": [],
             "detail": "single_sharer",
+            "spokenHint": None,
         }
         # the real registry produced the op20 STREAM_WATCH for Alice's stream
         assert [f.op for f in session.sent] == [20]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import io
+import os
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -12,7 +14,7 @@ import trio.testing
 from PIL import Image
 
 from clank.errors import UsageError
-from clank.io.decode_worker import DecodedImage, DecodeWorker, open_decode_worker
+from clank.io.decode_worker import DECODE_THREAD_NICE, DecodedImage, DecodeWorker, open_decode_worker
 from clank.media.decoder import VideoCodec
 from clank.media.encoder import EncodedFrame, VideoEncoder
 from clank.media.synth import ScreenSynth
@@ -182,3 +184,20 @@ async def test_rates_are_over_a_window_ending_now_and_decay_when_frozen(
             frozen = worker.statistics()
             assert frozen.fps_in == 0 and frozen.fps_out == 0
             assert frozen.last_output_age is not None and frozen.last_output_age >= 2.1
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread niceness is Linux-only")
+async def test_the_decode_thread_is_niced_and_not_from_the_trio_cache(
+    h264_stream: list[EncodedFrame],
+) -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    with trio.fail_after(10):
+        async with open_decode_worker("h264", on_output=lambda image: None) as worker:
+            worker.submit(h264_stream[0].data, 0)
+            await _wait_until(functools.partial(_decoded_more_than, worker, 0))
+            (thread,) = [t for t in threading.enumerate() if t.name == "clank decode h264"]
+            assert thread.native_id is not None
+            assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == min(19, base + DECODE_THREAD_NICE)
+        thread.join(timeout=2)
+        assert not thread.is_alive()  # the thread ends with the worker; nothing niced is reused
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the trio thread keeps its priority

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import functools
+import time
 
 import trio
 import trio.testing
 
 from clank.crypto.transport import AES256_GCM_RTPSIZE, TransportCipher
-from clank.io.udp import DEFAULT_RCVBUF, Address, UdpEndpoint, discover_ip, open_udp_endpoint
+from clank.io.udp import (
+    DEFAULT_RCVBUF,
+    DRAIN_BUDGET,
+    DRAIN_CLOCK_EVERY,
+    Address,
+    UdpEndpoint,
+    discover_ip,
+    open_udp_endpoint,
+)
 from clank.wire import ip_discovery
 from clank.wire.ip_discovery import DiscoveryRequest
 from clank.wire.rtp import PacketKind, RtpHeader, classify
@@ -53,6 +62,51 @@ async def test_drain_loop_receives_a_burst_inline() -> None:
                 assert 1 <= stats.drain_batches < count  # batches, not one wakeup per packet
                 assert sender.statistics().packets_sent == count
     assert [int.from_bytes(p[:4], "big") for p in received] == list(range(count))
+
+
+async def test_a_slow_burst_yields_to_other_tasks_on_the_time_budget() -> None:
+    """Handlers costing 0.2 ms each: a drain stops after ~DRAIN_BUDGET and other tasks run between."""
+    count = 60
+    per_packet = 0.0002
+    handled: list[float] = []
+    ticks: list[float] = []
+    all_in = trio.Event()
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(time.perf_counter())
+            await trio.lowlevel.checkpoint()
+
+    with trio.fail_after(10):
+        async with open_udp_endpoint() as receiver, open_udp_endpoint(receiver.local_address) as sender:
+
+            def handler(data: bytes, address: Address) -> None:
+                end = time.thread_time() + per_packet  # CPU, so preemption does not shorten it
+                while time.thread_time() < end:
+                    pass
+                handled.append(time.perf_counter())
+                if len(handled) == count:
+                    all_in.set()
+
+            for _ in range(count):  # queued before the drain starts: one readable wake-up
+                assert sender.send_nowait(bytes(200))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ticker)
+                nursery.start_soon(receiver.drain_loop, handler)
+                await all_in.wait()
+                nursery.cancel_scope.cancel()
+            stats = receiver.statistics()
+    # 60 x 0.2 ms = 12 ms of handler work in 0.5 ms slices: many drains, each cut by the budget.
+    assert stats.budget_yields >= count * per_packet / (DRAIN_BUDGET + 4 * per_packet) - 1, stats
+    # Between two runs of another task, at most budget / cost + one clock interval of datagrams.
+    runs = [0]
+    previous = handled[0]
+    for t in handled[1:]:
+        if any(previous < tick < t for tick in ticks):
+            runs.append(0)
+        runs[-1] += 1
+        previous = t
+    assert max(runs) <= DRAIN_BUDGET / per_packet + DRAIN_CLOCK_EVERY + 1, runs
 
 
 async def test_encrypted_rtp_over_loopback() -> None:

@@ -6,6 +6,7 @@ thread, PyAV decoding in the viewer. Video is small (320x240) to keep the tests 
 
 from __future__ import annotations
 
+import httpx
 import pytest
 import trio
 from publish_kit import add_viewer, in_voice, make_image, wait_until
@@ -37,6 +38,12 @@ async def test_a_viewer_decodes_pushed_frames_with_psnr_over_30_db() -> None:
             assert (stats.width, stats.height) == (320, 240)
             published = handle.statistics()
             assert published.viewers == 1 and published.frames_sent > 20
+            # The same figures over the sandbox's REST endpoint.
+            async with httpx.AsyncClient(timeout=5) as http:
+                answer = await http.get(sb.api_url.rsplit("/api", 1)[0] + "/sandbox/viewers")
+            (listed,) = answer.json()["viewers"]
+            assert listed["user_id"] == viewer.user_id and listed["frames_decoded"] >= 20
+            assert listed["psnr_min_db"] >= PSNR_GOAL_DB
             assert session.voice.state is RoleState.READY
 
 

@@ -39,6 +39,7 @@ async def test_publish_over_http_with_status_qos_and_field_errors(tmp_path: Path
             ):
                 # Nothing live yet: frames and pause are refused with a reason, nothing changes.
                 assert (await http.get("/api/publish")).json()["state"] == "idle"
+                assert (await http.get("/api/publish/latest.jpg")).status_code == 404
                 refused = await http.post("/api/publish/pause")
                 assert refused.status_code == 409 and refused.json()["error"] == "not_publishing"
                 bad = await http.post("/api/publish", json={"source": "holograms"})
@@ -90,6 +91,8 @@ async def test_publish_over_http_with_status_qos_and_field_errors(tmp_path: Path
                 assert {"encodeP99Ms", "nacksAnswered", "plisAnswered", "kbps", "keyframes"} <= set(
                     role["qos"]
                 )
+                preview = await http.get("/api/publish/latest.jpg")
+                assert preview.status_code == 200 and preview.content[:2] == b"\xff\xd8"
                 paused = await http.post("/api/publish/pause")
                 assert paused.status_code == 200 and paused.json()["paused"]
                 resumed = await http.post("/api/publish/resume")
@@ -103,4 +106,13 @@ async def test_publish_over_http_with_status_qos_and_field_errors(tmp_path: Path
                 )
                 stopped = await http.delete("/api/publish")
                 assert stopped.status_code == 200 and not stopped.json()["publishing"]
+                audio_only = await http.post("/api/music", json={"url": music, "visualizer": "off"})
+                assert audio_only.status_code == 200 and audio_only.json()["music"]["ok"]
+                assert not audio_only.json()["publishing"]
+                missing = await http.post(
+                    "/api/music", json={"url": str(tmp_path / "gone.wav"), "visualizer": "off"}
+                )
+                assert missing.status_code == 400 and missing.json()["field"] == "url"
+                session.voice.api.music.stop(fade_s=0)
+                await trio.sleep(0.5)  # its feeder winds down before we leave voice
                 assert session.voice.state.value == "ready"

@@ -223,6 +223,9 @@ class RawVoiceClient:
                 self.connected.set()
                 frames = self.dave.on_session_description(event.dave_protocol_version)
                 await self._handle(ws, self._dave_out(frames))
+                # Our inactive op12, as real clients send it: a strict server forwards other
+                # users' video states only after it (clank.sandbox.fidelity).
+                await self._handle(ws, self.core.video_state_announcement(False))
             elif isinstance(event, client.Resumed):
                 self.connected.set()
             elif isinstance(event, client.Speaking) and self.receiver is not None:

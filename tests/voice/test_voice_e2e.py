@@ -25,7 +25,7 @@ from clank.session.voice_session import VoiceSession, open_voice_session
 from clank.wire.rtp import RtpHeader
 
 SETTINGS = Settings(discord=DiscordSettings(voice_url_scheme="ws"))
-pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
+pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")]
 
 
 async def wait_until(predicate: Callable[[], bool], step: float = 0.02) -> None:
@@ -114,32 +114,6 @@ async def test_ten_percent_loss_is_concealed_and_audio_continues() -> None:
             # Concealed frames are not silence: the signal continues through the gaps.
             loud = [i for i in items[25:] if i.concealed]
             assert any(np.abs(i.pcm).max() > 300 for i in loud)
-
-
-async def test_resume_after_4015_keeps_the_session_and_the_ssrc() -> None:
-    with trio.fail_after(30):
-        async with joined() as (sb, _gateway, session):
-            voice = session.voice
-            ssrc = voice.api.ssrc
-            session_id = session.session_id
-            media(sb).faults.close(sb.our_user_id, 4015)
-            await wait_until(lambda: voice.api.connection.statistics().resumes >= 1)
-            await voice.wait_ready()
-            assert session.voice is voice and voice.state is RoleState.READY
-            assert voice.api.ssrc == ssrc and session.session_id == session_id
-
-
-async def test_4006_rejoins_through_the_gateway_with_a_new_session() -> None:
-    with trio.fail_after(30):
-        async with joined() as (sb, _gateway, session):
-            first = session.voice
-            old_session = session.session_id
-            media(sb).faults.close(sb.our_user_id, 4006)
-            await wait_until(lambda: session.voice is not first)
-            await session.voice.wait_ready()
-            assert session.session_id != old_session
-            assert session.statistics().rejoins == 1
-            assert first.state is RoleState.FAILED
 
 
 async def test_4014_ends_the_session() -> None:

@@ -167,15 +167,7 @@ def test_op12_partial_updates_merge_row_by_row() -> None:
         "[1,2]",
         '{"d":{}}',
         '{"op":"5"}',
-        '{"op":5,"d":{"speaking":1},"seq":3}',
-        '{"op":5,"d":{"speaking":1,"ssrc":"x","user_id":"4"}}',
-        '{"op":12,"d":{"user_id":"4","streams":{}}}',
-        '{"op":15,"d":{"streams":{"abc":1}}}',
-        '{"op":15,"d":{"123":"high"}}',
-        '{"op":21,"d":{"transition_id":1}}',
-        '{"op":4,"d":{"mode":"m","secret_key":[1,2]}}',
-        '{"op":6,"d":{"t":"x"}}',
-        '{"op":5,"d":null}',
+        '{"op":4,"d":{"mode":"m","secret_key":[1,2]}}',  # a handshake op stays strict
         '{"op":1,"seq":"7"}',
     ],
 )
@@ -186,6 +178,43 @@ def test_malformed_frames_become_failed_events(frame: str) -> None:
     assert isinstance(events[0].error, MalformedMessage)
     assert events[0].close_code == 4002
     assert core.phase is client.Phase.IDLE
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"op":5,"d":{"speaking":1},"seq":3}',
+        '{"op":5,"d":{"speaking":1,"ssrc":"x","user_id":"4"}}',
+        '{"op":12,"d":{"user_id":"4","streams":{}}}',
+        '{"op":15,"d":{"streams":{"abc":1}}}',
+        '{"op":15,"d":{"123":"high"}}',
+        '{"op":21,"d":{"transition_id":1}}',
+        '{"op":6,"d":{"t":"x"}}',
+        '{"op":5,"d":null}',
+        '{"op":18,"d":{"streams":[]}}',
+    ],
+)
+def test_after_the_handshake_malformed_messages_are_dropped_and_counted(frame: str) -> None:
+    """Be liberal once connected: the replaced system treats every field as optional; Discord's
+    shapes drift (op18 with video state, floats, streams without ssrc)."""
+    core = connected_core()
+    events = core.receive_text(frame, 1.0)
+    assert len(events) == 1 and isinstance(events[0], client.MalformedDropped), events
+    assert core.phase is client.Phase.CONNECTED
+    op = json.loads(frame)["op"]
+    assert core.statistics().malformed == {op: 1}
+
+
+def test_integral_floats_and_streams_without_ssrc_are_accepted() -> None:
+    core = connected_core()
+    video = (
+        '{"op":12,"d":{"user_id":"4","audio_ssrc":7.0,"video_ssrc":8,"streams":['
+        '{"ssrc":8.0,"rtx_ssrc":9,"max_framerate":30.0,"active":true},{"rid":"50","active":false}]}}'
+    )
+    (state,) = core.receive_text(video, 1.0)
+    assert isinstance(state, client.VideoState)
+    assert state.audio_ssrc == 7 and [s.ssrc for s in state.streams] == [8]
+    assert state.streams[0].max_framerate == 30
 
 
 def test_malformed_handshake_payloads_fail_before_the_session() -> None:
@@ -199,7 +228,7 @@ def test_malformed_handshake_payloads_fail_before_the_session() -> None:
     assert isinstance(failed, client.Failed)
 
 
-def test_a_malformed_buffered_message_fails_at_replay() -> None:
+def test_a_malformed_buffered_message_is_dropped_at_replay() -> None:
     core = client.VoiceGatewayCore(client_config())
     core.connection_opened(0.0)
     core.receive_text(HELLO, 0.0)
@@ -208,7 +237,8 @@ def test_a_malformed_buffered_message_fails_at_replay() -> None:
     core.ip_discovered("1.1.1.1", 1, 0.0)
     events = core.receive_text(SESSION.replace('"seq": 2', '"seq": 3'), 0.0)
     assert isinstance(events[0], client.SessionEstablished)
-    assert isinstance(events[-1], client.Failed) and isinstance(events[-1].error, MalformedMessage)
+    assert isinstance(events[-1], client.MalformedDropped) and events[-1].op == 11
+    assert core.phase is client.Phase.CONNECTED
 
 
 def test_server_choosing_a_mode_we_do_not_support_is_an_error() -> None:

@@ -3,7 +3,7 @@
 One ``DaveGroupServer`` per voice/stream "call" (its group id). The voice server feeds it
 connections, client DAVE frames and the time; it returns ``(recipient_user_id, frame)`` pairs where
 frame is a ``DaveBinary`` (server -> client binary op, payload after the op byte; the voice server
-adds ``[seq u16]``) or a ``DaveJson``. Rules and pitfalls: /work/shared/reference/dave-external-sender.md.
+adds ``[seq u16]``) or a ``DaveJson``. Rules and pitfalls: docs/dave.md (server side) and the pitfalls below.
 
 Proposal distribution is computed, not scripted: after every event the server derives the set of
 proposals each recipient *should* hold (``_desired``) and brings what it holds in line. A recipient

@@ -385,6 +385,13 @@ class MediaFaults:
     def drop_udp(self, user_id: str, on: bool = True, *, stream_key: str | None = None) -> None:
         self._backend._server_of(user_id, stream_key).drop_udp(int(user_id), on)
 
+    def send_message(
+        self, user_id: str, op: int, d: dict[str, object] | None, *, stream_key: str | None = None
+    ) -> None:
+        """Send the user's client any voice-gateway JSON message (shapes Discord sends: op18 with
+        video state, op12 with integral floats or streams without ``ssrc``, op16 ...)."""
+        self._backend._server_of(user_id, stream_key).send_message(int(user_id), op, d)
+
     def omit_speaking(self, user_id: str, on: bool = True, *, stream_key: str | None = None) -> None:
         """No op5 is ever sent for this user's audio SSRC: clients must find the sender otherwise."""
         self._backend._server_of(user_id, stream_key).omit_speaking(int(user_id), on)

@@ -380,6 +380,7 @@ class MediaServer:
             dave_protocol_version=self.dave.protocol_version,
             ip=self.config.host,
             port=self.udp_address[1],
+            heartbeat_ack_echo=self.config.fidelity.heartbeat_ack_echo,
         )
         return core_mod.VoiceServerConnectionCore(
             config,
@@ -439,8 +440,23 @@ class MediaServer:
 
     def set_video(self, participant: Participant, video: vg.Video) -> None:
         """op12 from a participant (``user_id`` is filled in here)."""
+        first = participant.video is None
         participant.video = attrs.evolve(video, user_id=str(participant.user_id))
         self._broadcast(participant, participant.video)
+        if first and not participant.internal and self.config.fidelity.video_after_own_op12:
+            for other in self._participants.values():  # what it could not be told before its op12
+                if other is not participant and other.video is not None:
+                    participant.sink.notify(other.video)
+
+    def _video_gated(self, receiver: Participant) -> bool:
+        """Fidelity: no op12 of others reaches a real client before its own op12."""
+        return self.config.fidelity.video_after_own_op12 and not receiver.internal and receiver.video is None
+
+    def send_message(self, user_id: int, op: int, d: dict[str, object] | None) -> None:
+        """Fault/fidelity: send any JSON message to the user's websocket connection(s)."""
+        for connection in list(self._connections):
+            if connection.user_id == user_id:
+                connection.handle(connection.core.send_message(op, d))
 
     # ------------------------------------------------------------------ controls and faults
 
@@ -464,6 +480,20 @@ class MediaServer:
         for connection in list(self._connections):
             if connection.user_id == user_id:
                 connection.request_close(code, reason)
+
+    def close_stale(self, code: int, reason: str = "server moved") -> int:
+        """Close every connection identified with a token that is no longer the user's current one
+        (after a fresh grant: a moved server); how many were closed."""
+        closed = 0
+        for connection in list(self._connections):
+            session = connection.core.session
+            if session is None:
+                continue
+            granted = self._credentials.get(session.user_id)
+            if granted is None or not secrets.compare_digest(granted[0], session.identify.token):
+                connection.request_close(code, reason)
+                closed += 1
+        return closed
 
     def crash(self, code: int = CLOSE_VOICE_SERVER_CRASHED) -> None:
         """Close every websocket with ``code``; unless it is resumable (4015), drop everyone."""
@@ -681,13 +711,13 @@ class MediaServer:
                 newcomer.sink.notify(
                     vg.Speaking(speaking=other.speaking, ssrc=other.audio_ssrc, user_id=str(other.user_id))
                 )
-            if other.video is not None:
+            if other.video is not None and not self._video_gated(newcomer):
                 newcomer.sink.notify(other.video)
         self._route_dave(self.dave.connect(newcomer.user_id, trio.current_time()))
 
     def _broadcast(self, sender: Participant, payload: vg.Payload) -> None:
         for other in list(self._participants.values()):
-            if other is not sender:
+            if other is not sender and not (isinstance(payload, vg.Video) and self._video_gated(other)):
                 other.sink.notify(payload)
 
     def _route_dave(self, out: list[Outgoing]) -> None:

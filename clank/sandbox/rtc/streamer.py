@@ -126,6 +126,7 @@ class VideoSender:
         self._rng = random.Random(settings.seed)
         self._store = RetransmissionStore()
         self._index = 0
+        self.hold_picture = False  # tests: keep sending the same picture (a static screen)
         self._seq = self._rng.randrange(1 << 16)
         self._rtx_seq = self._rng.randrange(1 << 16)
         self._timestamp = self._rng.randrange(1 << 32)
@@ -240,7 +241,7 @@ class VideoSender:
                 self._was_sending = True
             keyframe, self._keyframe_wanted = self._keyframe_wanted, False
             index = self._index
-            self._index += 1
+            self._index += 0 if self.hold_picture else 1
             source, encoded = await trio.to_thread.run_sync(
                 self._encode, index, keyframe, limiter=self._limiter
             )

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import attrs
 import av
 import numpy as np
 import trio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from clank.media.decoder import DecodedFrame, VideoDecoder
 from clank.media.quality import plane_array, plane_psnr
@@ -35,7 +38,7 @@ from clank.sandbox.rtc.receiver import ReceivedFrame
 from clank.sandbox.rtc.users import SimulatedMember
 from clank.wire import rtcp
 
-__all__ = ["FREEZE_GAP", "StreamViewer", "ViewerStatistics"]
+__all__ = ["FREEZE_GAP", "StreamViewer", "ViewerStatistics", "viewer_routes"]
 
 TICK: Final = 0.02
 NACK_REPEAT: Final = 0.04
@@ -235,3 +238,13 @@ class StreamViewer:
         if (source.width, source.height) != (image.width, image.height) or source.format.name != "yuv420p":
             source = source.reformat(width=image.width, height=image.height, format="yuv420p")
         self._psnr.append(plane_psnr(luma, np.ascontiguousarray(plane_array(source, 0))))
+
+
+def viewer_routes(backend: Any) -> list[Route]:
+    """``GET /sandbox/viewers``: every simulated viewer's statistics (read-only, no token)."""
+
+    async def viewers(request: Request) -> Response:
+        items = [viewer.statistics().as_json() for viewer in backend.viewers.values()]
+        return JSONResponse({"viewers": items})
+
+    return [Route("/sandbox/viewers", viewers, methods=["GET"])]

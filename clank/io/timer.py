@@ -1,0 +1,129 @@
+"""Precise absolute sleeps (for pacers such as the 20 ms audio send loop): a Linux timerfd.
+
+trio's timers wake its run loop through the epoll timeout, which Python rounds *up* to whole
+milliseconds, so ``trio.sleep_until`` wakes 0-1 ms late (a 20 ms pacer alone measured p99
+~1.5 ms). A timerfd armed at the absolute ``CLOCK_MONOTONIC`` deadline becomes readable at the
+deadline itself and trio wakes on that I/O event with no rounding (bench/bench_watch.py prints
+both side by side).
+
+Python 3.11 has no ``os.timerfd_create`` (3.13 has; it is used when present), so libc is called
+through ctypes. Where neither exists (not Linux), or when trio runs a clock other than its
+system clock (``autojump_clock`` in tests), :meth:`PreciseTimer.sleep_until` is exactly
+``trio.sleep_until``. trio's system clock is ``time.perf_counter()`` (``CLOCK_MONOTONIC`` on
+Linux) plus a fixed offset, which is how a trio deadline becomes a timerfd deadline.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+_CLOCK_MONOTONIC = 1
+_TFD_NONBLOCK = 0o4000
+_TFD_CLOEXEC = 0o2000000
+_TFD_TIMER_ABSTIME = 1
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+class _Timerfd:
+    """One non-blocking CLOCK_MONOTONIC timerfd, armed at absolute deadlines."""
+
+    def __init__(self) -> None:
+        self._libc: Any = None
+        create = getattr(os, "timerfd_create", None)
+        if create is not None:
+            self.fd: int = create(time.CLOCK_MONOTONIC, flags=os.TFD_NONBLOCK | os.TFD_CLOEXEC)  # type: ignore[attr-defined]
+            return
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = int(libc.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC))
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create failed")
+        self._libc = libc
+        self.fd = fd
+
+    def arm(self, monotonic_deadline: float) -> None:
+        if self._libc is None:
+            os.timerfd_settime(self.fd, flags=os.TFD_TIMER_ABSTIME, initial=monotonic_deadline)  # type: ignore[attr-defined]
+            return
+        fraction, whole = math.modf(monotonic_deadline)
+        spec = _Itimerspec()
+        spec.it_value.tv_sec = int(whole)
+        spec.it_value.tv_nsec = max(1, int(fraction * 1e9))  # all-zero would disarm
+        if self._libc.timerfd_settime(self.fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None) != 0:
+            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+
+    def consume(self) -> None:
+        try:
+            os.read(self.fd, 8)
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _make_timerfd() -> _Timerfd | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return _Timerfd()
+    except (OSError, AttributeError):
+        return None
+
+
+class PreciseTimer:
+    """``sleep_until`` on a timerfd (see the module docstring). Create with :func:`open_precise_timer`."""
+
+    def __init__(self, timerfd: _Timerfd | None) -> None:
+        self._timerfd = timerfd
+
+    @property
+    def precise(self) -> bool:
+        """True when sleeps use the timerfd (Linux, trio's system clock)."""
+        return self._timerfd is not None and type(trio.lowlevel.current_clock()).__name__ == "SystemClock"
+
+    async def sleep_until(self, deadline: float) -> None:
+        """Like ``trio.sleep_until(deadline)`` (trio clock), without the millisecond rounding."""
+        timerfd = self._timerfd
+        if timerfd is None or not self.precise:
+            await trio.sleep_until(deadline)
+            return
+        offset = trio.current_time() - time.perf_counter()
+        target = deadline - offset
+        if target <= time.perf_counter():
+            await trio.lowlevel.checkpoint()
+            return
+        timerfd.arm(target)
+        await trio.lowlevel.wait_readable(timerfd.fd)
+        timerfd.consume()
+
+    def _close(self) -> None:
+        if self._timerfd is not None:
+            trio.lowlevel.notify_closing(self._timerfd.fd)
+            self._timerfd.close()
+            self._timerfd = None
+
+
+@asynccontextmanager
+async def open_precise_timer() -> AsyncIterator[PreciseTimer]:
+    """A timer for one task's sleeps (one waiter at a time); closed on exit."""
+    timer = PreciseTimer(_make_timerfd())
+    try:
+        yield timer
+    finally:
+        timer._close()

@@ -1,0 +1,72 @@
+"""Discord moving a Go Live stream under its viewers (sandbox fidelity scripts).
+
+Discord may reallocate a stream's server while it is watched (a region move, a health check
+after op21): viewers get a fresh ``STREAM_SERVER_UPDATE`` and must reconnect the stream leg with
+the new credentials. A stream can also become unavailable for a while (``STREAM_DELETE`` with
+``unavailable: true``) and come back with ``STREAM_CREATE``. These functions script both against
+a running :class:`~clank.sandbox.world.World` for tests and scenarios.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from clank.errors import SandboxError
+from clank.logging import get_logger, register_secret
+from clank.sandbox import payloads
+from clank.sandbox.rtc.backend import RtcMediaBackend
+from clank.sandbox.rtc.server import CLOSE_CALL_TERMINATED
+from clank.sandbox.world import World
+
+__all__ = ["MOVE_GRACE", "move_stream_server", "stream_unavailable"]
+
+log = get_logger("clank.sandbox.stream_moves")
+
+MOVE_GRACE = 1.0
+"""Seconds a viewer keeps its old stream connection after the new STREAM_SERVER_UPDATE."""
+
+
+async def move_stream_server(
+    world: World, stream_key: str, *, close_code: int = CLOSE_CALL_TERMINATED, grace: float = MOVE_GRACE
+) -> int:
+    """Fresh credentials (STREAM_SERVER_UPDATE) to every viewer; after ``grace`` seconds, close
+    connections still on an old token with ``close_code``. Returns how many were closed."""
+    stream = world.stream(stream_key)
+    if stream is None:
+        raise SandboxError(f"no stream {stream_key}")
+    for viewer in list(stream.viewer_ids):
+        state = world.voice_state(viewer)
+        if state is None:
+            continue
+        endpoint, token = await world.media.allocate_stream(
+            stream.key, viewer, state.session_id, stream.rtc_server_id
+        )
+        register_secret(token)
+        world.hub.dispatch(
+            "STREAM_SERVER_UPDATE",
+            {"stream_key": stream.key, "guild_id": None, "endpoint": endpoint, "token": token},
+            users=[viewer],
+        )
+    log.info("stream server moved", stream_key=stream.key, viewers=len(stream.viewer_ids))
+    await trio.sleep(grace)
+    media = world.media
+    if not isinstance(media, RtcMediaBackend):
+        return 0
+    return media.stream_server(stream.key).close_stale(close_code)
+
+
+async def stream_unavailable(world: World, stream_key: str, seconds: float) -> None:
+    """STREAM_DELETE ``unavailable: true`` to the viewers, then after ``seconds`` STREAM_CREATE and
+    a fresh STREAM_SERVER_UPDATE (the stream is back; viewers that held on reconnect)."""
+    stream = world.stream(stream_key)
+    if stream is None:
+        raise SandboxError(f"no stream {stream_key}")
+    viewers = list(stream.viewer_ids)
+    world.hub.dispatch(
+        "STREAM_DELETE",
+        {"stream_key": stream.key, "reason": "unavailable", "unavailable": True},
+        users=viewers,
+    )
+    await trio.sleep(seconds)
+    world.hub.dispatch("STREAM_CREATE", payloads.stream_json(stream), users=viewers)
+    await move_stream_server(world, stream_key)

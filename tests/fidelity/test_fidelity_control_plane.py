@@ -1,0 +1,176 @@
+"""Control-plane rows of the strict sandbox: shapes and events Discord sends that the client must take.
+
+Real sockets on 127.0.0.1, our gateway client + voice session (+ watch) against the sandbox, whose
+servers run the STRICT fidelity rules (clank.sandbox.fidelity). Each test fails against the client
+as it was before the fixes (noted per test) and passes now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import attrs
+import pytest
+import trio
+
+from clank.config import DiscordSettings, Settings, WatchSettings
+from clank.io.gateway import GatewayClient, open_gateway_client
+from clank.io.media_connection import MediaConnectionParams, open_media_connection
+from clank.sandbox.app import Sandbox, open_sandbox
+from clank.sandbox.rtc.server import open_media_server
+from clank.sandbox.rtc.streamer import VideoSettings
+from clank.sandbox.stream_moves import move_stream_server, stream_unavailable
+from clank.session.roles import RoleState
+from clank.session.stream_watch import WatchHandle, start_stream_watch
+from clank.session.voice_session import VoiceSession, open_voice_session
+from clank.wire.gateway_events import dave_group_id_for_voice
+
+SETTINGS = Settings(discord=DiscordSettings(voice_url_scheme="ws"))
+WATCH = WatchSettings(max_fps=10.0, preferred_pixel_count=320 * 240, credentials_timeout_s=5.0)
+SMALL = VideoSettings(codec="h264", width=320, height=240, bitrate=400_000, keyframe_interval=2.0)
+pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
+
+
+async def wait_until(predicate: Callable[[], bool], step: float = 0.02) -> None:
+    """Poll (the sandbox exposes state, not events); callers bound it with fail_after."""
+    while True:
+        if predicate():
+            return
+        await trio.sleep(step)
+
+
+@asynccontextmanager
+async def joined() -> AsyncIterator[tuple[Sandbox, GatewayClient, VoiceSession]]:
+    async with open_sandbox() as sb:
+        assert sb.media is not None
+        sb.media.settings = attrs.evolve(sb.media.settings, screen=SMALL, webcam=SMALL)
+        async with (
+            open_gateway_client(url=sb.gateway_url, token=sb.token) as gateway,
+            open_voice_session(
+                gateway, guild_id=sb.guild_id, channel_id=sb.voice_channel_id, settings=SETTINGS
+            ) as session,
+        ):
+            await session.voice.wait_ready()
+            yield sb, gateway, session
+
+
+def user_id(sb: Sandbox, name: str) -> str:
+    return sb.world.user_by_name(name).id
+
+
+async def test_op18_video_state_integral_floats_and_ssrc_less_streams_do_not_reconnect() -> None:
+    """Before: each of these ended the voice leg with 4002 and a fresh identify."""
+    with trio.fail_after(30):
+        async with joined() as (sb, _gateway, session):
+            assert sb.media is not None
+            bob = user_id(sb, "bob")
+            await sb.world.join_voice(bob, sb.voice_channel_id)
+            ours = sb.our_user_id
+            faults = sb.media.faults
+            faults.send_message(ours, 18, {"streams": []})
+            faults.send_message(ours, 16, {"voice": "0.9.1", "rtc_worker": "0.4.11"})
+            faults.send_message(
+                ours,
+                12,
+                {
+                    "user_id": bob,
+                    "audio_ssrc": 7.0,
+                    "video_ssrc": 4242,
+                    "streams": [
+                        {"ssrc": 4242.0, "rtx_ssrc": 4243, "max_framerate": 30.0, "active": True},
+                        {"rid": "50", "active": False},  # no ssrc at all
+                    ],
+                },
+            )
+            faults.send_message(ours, 5, {"speaking": 1})  # no ssrc: malformed, dropped
+            conn = session.voice.api.connection
+            await wait_until(lambda: conn.video_state_of(bob) is not None)
+            state = conn.video_state_of(bob)
+            assert state is not None and [s.ssrc for s in state.streams] == [4242]
+            assert state.streams[0].max_framerate == 30
+            await trio.sleep(0.5)
+            stats = conn.statistics()
+            assert stats.reconnects == 0 and stats.resumes == 0 and stats.state == "ready"
+            assert stats.gateway.malformed == {18: 1, 5: 1}
+            assert session.voice.state is RoleState.READY
+
+
+async def test_heartbeat_acks_with_another_t_keep_the_connection() -> None:
+    """Before: an op6 whose ``t`` was not our nonce was ignored, so the leg went zombie and resumed."""
+    guild, channel, user, session_id = "111", "222000000000000001", "333000000000000001", "f" * 32
+    with trio.fail_after(20):
+        async with open_media_server("voice", guild, int(channel)) as server:
+            token = server.grant(user, session_id)
+            params = MediaConnectionParams(
+                role="voice",
+                endpoint=server.endpoint,
+                server_id=guild,
+                channel_id=channel,
+                user_id=user,
+                session_id=session_id,
+                token=token,
+                dave_group_id=dave_group_id_for_voice(channel),
+                settings=SETTINGS,
+                heartbeat_cap=0.2,
+            )
+            async with open_media_connection(params) as conn:
+                await trio.sleep(2.0)
+                stats = conn.statistics()
+    assert stats.gateway.heartbeat_acks >= 5
+    assert stats.resumes == 0 and stats.reconnects == 0
+
+
+async def test_a_webcam_appears_only_after_our_op12_on_the_voice_leg() -> None:
+    """Before: the voice leg never sent op12, so a strict server never forwarded webcam states."""
+    with trio.fail_after(30):
+        async with joined() as (sb, _gateway, session):
+            assert sb.media is not None
+            bob = user_id(sb, "bob")
+            await sb.world.join_voice(bob, sb.voice_channel_id)
+            await sb.world.set_webcam(bob, True)
+            conn = session.voice.api.connection
+            await wait_until(lambda: conn.video_state_of(bob) is not None)
+            server = sb.media.voice_server(sb.voice_channel_id)
+            ours = server.participant(int(sb.our_user_id))
+            assert ours is not None and ours.video is not None  # our op12 reached the server
+            state = conn.video_state_of(bob)
+            assert state is not None and state.streams
+
+
+async def _watch_alice(sb: Sandbox, session: VoiceSession) -> tuple[str, WatchHandle]:
+    alice = user_id(sb, "alice")
+    await sb.world.join_voice(alice, sb.voice_channel_id)
+    await sb.world.go_live(alice)
+    handle = await start_stream_watch(session, alice, settings=WATCH)
+    await handle.frames.wait_frame()
+    assert handle.stream_key is not None
+    return str(handle.stream_key), handle
+
+
+async def test_a_mid_watch_stream_server_update_keeps_the_watch() -> None:
+    """Before: the new credentials were ignored and the old connection's 4022 ended the watch."""
+    with trio.fail_after(40):
+        async with joined() as (sb, _gateway, session):
+            key, handle = await _watch_alice(sb, session)
+            closed = await move_stream_server(sb.world, key)
+            assert closed == 0  # we had left the old connection within the grace period
+            await wait_until(lambda: handle.statistics().server_moves == 1)
+            before = handle.frames.latest
+            assert before is not None
+            frame = await handle.frames.wait_frame(after_sequence=before.sequence)
+            assert handle.state is RoleState.READY and frame.sequence > before.sequence
+            assert handle.statistics().connection is not None
+
+
+async def test_stream_unavailable_then_created_again_keeps_the_watch() -> None:
+    """Before: STREAM_DELETE ended the watch whatever ``unavailable`` said."""
+    with trio.fail_after(40):
+        async with joined() as (sb, _gateway, session):
+            key, handle = await _watch_alice(sb, session)
+            await stream_unavailable(sb.world, key, 1.0)
+            await wait_until(lambda: handle.statistics().server_moves == 1)
+            latest = handle.frames.latest
+            assert latest is not None
+            await handle.frames.wait_frame(after_sequence=latest.sequence)
+            assert handle.state is RoleState.READY

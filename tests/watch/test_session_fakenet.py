@@ -1,0 +1,223 @@
+"""The whole voice session on the fake network under ``autojump_clock``: our gateway client, voice
+session, voice and stream_watch legs against the sandbox (main gateway, voice and stream servers,
+simulated streamers, real davey) — no sockets, virtual time, deterministic.
+
+Shown here: rejoin through the main gateway on 4006 with a new session (every role rebuilt),
+STREAM_DELETE ends only its watch, a stream-server crash (4022) ends only its watch while voice
+continues, a resumable stream-server crash (4015) keeps the watch, and hours of an idle watch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import attrs
+import numpy as np
+import pytest
+import simplejpeg
+import trio
+import trio.testing
+
+from clank.config import DiscordSettings, Settings, WatchSettings
+from clank.io.fakenet import FakeNet, open_fake_net
+from clank.io.gateway import open_gateway_client
+from clank.media.jpeg import scale_frame
+from clank.media.quality import plane_array, plane_psnr
+from clank.sandbox.app import Sandbox, open_sandbox
+from clank.sandbox.rtc.backend import RtcMediaBackend
+from clank.sandbox.rtc.streamer import VideoSettings
+from clank.session.roles import RoleState
+from clank.session.stream_watch import start_stream_watch
+from clank.session.voice_session import VoiceSession, open_voice_session
+from clank.watch.frames import ScreenFrame
+
+SETTINGS = Settings(discord=DiscordSettings(voice_url_scheme="ws"))
+WATCH = WatchSettings(max_fps=5.0, preferred_pixel_count=160 * 120, credentials_timeout_s=5.0)
+pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
+
+
+async def wait_until(predicate: Callable[[], bool], step: float = 0.05) -> None:
+    while True:
+        if predicate():
+            return
+        await trio.sleep(step)
+
+
+PSNR_GOAL_DB = 30.0
+
+
+def frame_psnr(sb: Sandbox, owner: str, frame: ScreenFrame) -> float:
+    source = media(sb).streamer(owner).source_frame(frame.rtp_timestamp)
+    assert source is not None, "the streamer no longer has that source frame"
+    reference = plane_array(scale_frame(source, max_pixels=WATCH.preferred_pixel_count), 0)
+    luma = simplejpeg.decode_jpeg(frame.jpeg, colorspace="GRAY")[:, :, 0]
+    return plane_psnr(np.ascontiguousarray(luma), np.ascontiguousarray(reference))
+
+
+def media(sb: Sandbox) -> RtcMediaBackend:
+    assert sb.media is not None
+    return sb.media
+
+
+def user_id(sb: Sandbox, name: str) -> str:
+    return next(u.id for u in sb.world.users.values() if u.name == name)
+
+
+@asynccontextmanager
+async def fake_session(
+    fps: int = 5, bitrate: int = 100_000
+) -> AsyncIterator[tuple[FakeNet, Sandbox, VoiceSession]]:
+    """Small, slow video: under autojump every virtual frame is still really encoded and decoded."""
+    async with open_fake_net() as net, open_sandbox(net=net) as sb:
+        screen = VideoSettings(
+            codec="h264", width=160, height=120, fps=fps, bitrate=bitrate, keyframe_interval=2.0
+        )
+        media(sb).settings = attrs.evolve(media(sb).settings, screen=screen)
+        async with (
+            open_gateway_client(url=sb.gateway_url, token=sb.token, connect=net.open_websocket) as gateway,
+            open_voice_session(
+                gateway,
+                guild_id=sb.guild_id,
+                channel_id=sb.voice_channel_id,
+                settings=SETTINGS,
+                transports=net.media_transports(),
+            ) as session,
+        ):
+            await session.voice.wait_ready()
+            yield net, sb, session
+
+
+async def go_live(sb: Sandbox, name: str) -> str:
+    owner = user_id(sb, name)
+    await sb.world.join_voice(owner, sb.voice_channel_id)
+    await sb.world.go_live(owner)
+    return owner
+
+
+async def test_4006_rejoins_with_a_new_session_and_rebuilds_every_role(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(120):
+        async with fake_session() as (_net, sb, session):
+            first = session.voice
+            old_session = session.session_id
+            media(sb).faults.close(sb.our_user_id, 4006)
+            await wait_until(lambda: session.voice is not first)
+            await session.voice.wait_ready()
+            assert session.session_id is not None and session.session_id != old_session
+            stats = session.statistics()
+            assert stats.rejoins == 1 and stats.rebuilds == 0  # a rejoin starts from nothing
+            assert first.state is RoleState.FAILED
+
+
+async def test_a_new_session_id_rebuilds_every_role(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(300):
+        async with fake_session() as (_net, sb, session):
+            alice = await go_live(sb, "alice")
+            watch = await start_stream_watch(session, alice, settings=WATCH)
+            voice, old_session = session.voice, session.session_id
+            await sb.world.join_voice(sb.our_user_id, sb.voice_channel_id, new_session=True)
+            await wait_until(lambda: session.statistics().rebuilds == 1)
+            await wait_until(lambda: session.voice is not voice and session.voice.state is RoleState.READY)
+            assert session.session_id not in (None, old_session)
+            assert voice.state is not RoleState.READY
+            assert session.statistics().rejoins == 0
+            # The server dropped us as a viewer with the old session: the old watch ended.
+            await wait_until(lambda: not watch.active)
+
+
+async def test_stream_delete_ends_only_its_watch(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(300):
+        async with fake_session() as (_net, sb, session):
+            alice = await go_live(sb, "alice")
+            bob = await go_live(sb, "bob")
+            watch_alice = await start_stream_watch(session, alice, settings=WATCH)
+            watch_bob = await start_stream_watch(session, bob, settings=WATCH)
+            assert watch_alice.active and watch_bob.active
+            await sb.world.stop_stream(alice)
+            await watch_alice.wait_stopped()
+            assert watch_alice.reason == "stream_deleted"
+            await trio.sleep(3)
+            assert watch_bob.active and watch_bob.state is RoleState.READY
+            assert session.voice.state is RoleState.READY
+
+
+@pytest.mark.parametrize(("code", "survives"), [(4022, False), (4015, True)])
+async def test_a_stream_server_crash_ends_or_resumes_only_its_watch(
+    code: int, survives: bool, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(300):
+        async with fake_session() as (_net, sb, session):
+            alice = await go_live(sb, "alice")
+            bob = await go_live(sb, "bob")
+            watch_alice = await start_stream_watch(session, alice, settings=WATCH)
+            watch_bob = await start_stream_watch(session, bob, settings=WATCH)
+            assert watch_bob.stream_key is not None
+            with session.voice.api.subscribe_audio(alice, buffer=500) as audio:
+                await sb.world.set_speaking(alice, True)
+                await audio.receive()
+                media(sb).faults.crash_stream(str(watch_bob.stream_key), code)
+                if survives:
+                    await trio.sleep(3)
+                    assert watch_bob.active and watch_bob.state is RoleState.READY
+                else:
+                    await watch_bob.wait_stopped()
+                    assert watch_bob.reason == "transport"
+                # Audio kept flowing on the voice leg the whole time, without concealment.
+                items = [await audio.receive() for _ in range(50)]
+                assert not any(i.concealed for i in items)
+            assert watch_alice.active and watch_alice.state is RoleState.READY
+            assert session.voice.state is RoleState.READY
+            assert session.voice.api.connection.statistics().resumes == 0
+
+
+async def test_an_idle_watch_keeps_both_legs_and_the_main_gateway_alive(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Heartbeats on both legs and op21 keep-alives for a few virtual minutes (hours of heartbeats
+    on a leg alone: tests/voice/test_media_leg_fakenet.py; the 20 ms audio pacing loop makes whole
+    sessions cost real time per virtual minute)."""
+    with trio.fail_after(600):
+        async with fake_session(fps=1) as (_net, sb, session):
+            alice = await go_live(sb, "alice")
+            watch = await start_stream_watch(session, alice, settings=WATCH)
+            await trio.sleep(125)
+            assert watch.active and watch.state is RoleState.READY
+            assert watch.statistics().keepalives_sent >= 2  # op21 every 60 s
+            voice = session.voice.api.connection.statistics()
+            assert voice.resumes == 0 and voice.reconnects == 0
+            assert voice.gateway.heartbeats_sent >= 125 // 42
+
+
+async def test_five_percent_loss_is_repaired_with_nack_and_rtx(mock_clock: trio.testing.MockClock) -> None:
+    """Seeded 5% downlink loss on the stream leg: NACK + RTX repair >= 99% of the frames sent in
+    exactly 4 virtual seconds. The clock jumps only after 5 ms of real idleness, so decode threads
+    finish first (house style: a small autojump threshold where threads work)."""
+    mock_clock.autojump_threshold = 0.005
+    with trio.fail_after(120):
+        async with fake_session(fps=30, bitrate=400_000) as (_net, sb, session):
+            alice = await go_live(sb, "alice")
+            handle = await start_stream_watch(session, alice, settings=WATCH)
+            assert handle.stream_key is not None
+            await handle.frames.wait_frame()
+            before = handle.statistics().streams
+            (ssrc,) = before
+            start = before[ssrc].receive
+            sent_before = media(sb).streamer(alice).statistics().frames_sent
+            await media(sb).faults.link(
+                sb.our_user_id, "downlink", loss=0.05, seed=5, stream_key=str(handle.stream_key)
+            )
+            await trio.sleep(4.0)
+            end = handle.statistics().streams[ssrc].receive
+            sent = media(sb).streamer(alice).statistics().frames_sent - sent_before
+            emitted = end.frames_emitted - start.frames_emitted
+            assert end.packets_recovered - start.packets_recovered > 10
+            assert end.rtx_received > start.rtx_received
+            # 30 fps for 4 s; >= 99% of them emitted (a few may still be in flight).
+            assert sent >= 119 and emitted >= 0.99 * sent - 3, (emitted, sent, end.frames_dropped)
+            # What came through the lossy link still looks like the source.
+            frame = handle.frames.latest
+            assert frame is not None
+            frame = await handle.frames.wait_frame(after_sequence=frame.sequence)
+            assert frame_psnr(sb, alice, frame) >= PSNR_GOAL_DB
