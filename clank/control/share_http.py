@@ -44,8 +44,8 @@ from starlette.routing import Route
 
 from clank.config import LinkSettings
 from clank.control.link import FrameRejected, LinkSession, LinkTransport
-from clank.errors import TransportError
 from clank.io.groups import raise_single
+from clank.io.listen import listen_failed
 from clank.logging import get_logger
 
 log = get_logger("clank.control.share_http")
@@ -192,17 +192,6 @@ class ShareListener:
     port: int
 
 
-def _only_os_error(exc: BaseException) -> OSError | None:
-    """``exc`` if it is an OSError, or the OSError inside a group of only OSErrors; else None."""
-    if isinstance(exc, OSError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        match, rest = exc.split(OSError)
-        if match is not None and rest is None:
-            return _only_os_error(match.exceptions[0])
-    return None
-
-
 def _host(host: str) -> str:
     return host if ":" not in host else f"[{host}]"
 
@@ -228,13 +217,12 @@ async def open_share_listener(
                 try:
                     binds = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
                     break
-                except (OSError, ExceptionGroup) as exc:
-                    # hypercorn's serve() runs its own nursery: a bind error may arrive in a group.
-                    error = _only_os_error(exc)
+                except (OSError, BaseExceptionGroup) as exc:  # hypercorn raises the bind error in a group
+                    error = listen_failed(exc, settings.host, port, "link.port / CLANK_LINK_PORT")
                     if error is None:
                         raise
                     if port == ports[-1]:
-                        raise TransportError(f"cannot listen on {settings.host}:{port}: {error}") from exc
+                        raise error from None
                     log.warning("share listener port busy, using any free port", port=port)
             assert binds is not None
             bound = int(binds[0].rsplit(":", 1)[1])
