@@ -84,7 +84,6 @@ class VoiceSettings:
         "aead_aes256_gcm_rtpsize",
         "aead_xchacha20_poly1305_rtpsize",
     )
-    rtcp_aad_bytes: Literal[4, 8] = 8
     receive_buffer_bytes: int = attrs.field(default=2 * 1024 * 1024, validator=_in_range(65536, 64 * 2**20))
     udp_keepalive_s: float = attrs.field(default=5.0, validator=_in_range(0, 60))
 

@@ -362,7 +362,8 @@ class ClankService:
                     "kind": w.kind,
                     "state": w.state,
                     "frames": w.frames,
-                    "frameReady": frame is not None,
+                    # An ended watch keeps its last picture (frameSequence) but has no frame context.
+                    "frameReady": frame is not None and w.active,
                     "frameSequence": None if frame is None else frame.sequence,
                     "frameAgeMs": None if frame is None else max(0, round((now - frame.captured_at) * 1000)),
                     "endedReason": w.ended_reason,

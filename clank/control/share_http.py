@@ -44,7 +44,7 @@ from starlette.routing import Route
 
 from clank.config import LinkSettings
 from clank.control.link import FrameRejected, LinkSession, LinkTransport
-from clank.errors import TransportError
+from clank.io.listen import listen_failed
 from clank.logging import get_logger
 
 log = get_logger("clank.control.share_http")
@@ -215,9 +215,12 @@ async def open_share_listener(
             try:
                 binds = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
                 break
-            except OSError as exc:
+            except (OSError, BaseExceptionGroup) as exc:  # hypercorn raises the bind error in a group
+                error = listen_failed(exc, settings.host, port, "link.port / CLANK_LINK_PORT")
+                if error is None:
+                    raise
                 if port == ports[-1]:
-                    raise TransportError(f"cannot listen on {settings.host}:{port}: {exc}") from exc
+                    raise error from None
                 log.warning("share listener port busy, using any free port", port=port)
         assert binds is not None
         bound = int(binds[0].rsplit(":", 1)[1])

@@ -15,13 +15,11 @@ Nonce = the 4 counter bytes followed by zeros (12 bytes for AES-256-GCM, 24 for
 XChaCha20-Poly1305). The AAD is *not* the whole header: the extension elements are ciphertext.
 Getting that wrong makes every packet with an extension fail (the "bot is deaf" bug).
 
-RTCP uses the same key and counter. Two framings exist (§4.6 [CONFLICT]):
-
-- ``aad_len=8`` (SRTCP-like, default): the RTCP header and sender SSRC are the AAD, the rest is
-  ciphertext; the length field counts the plain RTCP packet only.
-- ``aad_len=4`` (clankvox): only the 4-byte header is AAD, and its length field is rewritten to
-  count the whole protected packet (header + ciphertext + tag + nonce suffix). That loses the
-  first packet's own length, so this framing carries a single RTCP packet, never a compound.
+RTCP uses the same key and counter, in the one framing Discord decrypts: the RTCP header and sender
+SSRC (8 bytes) are the AAD, the rest is ciphertext, and the length field counts the plain RTCP
+packet only (SRTCP-like; compounds allowed). A 4-byte-AAD framing with a rewritten length field
+(used by the replaced system, which likely explains why its PLIs "were ignored") is not
+supported; the strict sandbox drops it and counts it.
 """
 
 from __future__ import annotations
@@ -50,12 +48,8 @@ TAG_SIZE = 16
 NONCE_SUFFIX_SIZE = 4
 OVERHEAD = TAG_SIZE + NONCE_SUFFIX_SIZE
 RTCP_AAD_SRTCP = 8
-RTCP_AAD_HEADER_ONLY = 4
-RTCP_AAD_LENGTHS = (RTCP_AAD_SRTCP, RTCP_AAD_HEADER_ONLY)
 
 _COUNTER = struct.Struct("!I")
-# RTCP common header: V|P|count u8, packet type u8, length in words minus one u16
-_RTCP_HEADER = struct.Struct("!BBH")
 # RTP fixed header and extension preamble, as in clank.wire.rtp (inlined on the hot path)
 _RTP_FIXED = struct.Struct("!BBHII")
 _RTP_EXT_PREAMBLE = struct.Struct("!HH")
@@ -219,45 +213,12 @@ class TransportCipher:
 
     # -- RTCP -----------------------------------------------------------------------------
 
-    def seal_rtcp(self, plain: bytes, aad_len: int = RTCP_AAD_SRTCP) -> bytes:
-        """Protect one plain (possibly compound) RTCP datagram in the chosen framing."""
-        if aad_len == RTCP_AAD_SRTCP:
-            if len(plain) < RTCP_AAD_SRTCP:
-                raise UsageError("RTCP packet shorter than header + sender SSRC")
-            return self.seal(plain[:RTCP_AAD_SRTCP], plain[RTCP_AAD_SRTCP:])
-        if aad_len == RTCP_AAD_HEADER_ONLY:
-            if len(plain) < RTCP_AAD_HEADER_ONLY or len(plain) % 4:
-                raise UsageError("RTCP packet must be whole 32-bit words")
-            b0, packet_type, length = _RTCP_HEADER.unpack_from(plain)
-            if 4 * (length + 1) != len(plain):
-                # The rewritten length field would hide the first packet's own length.
-                raise UsageError("the 4-byte-AAD framing carries exactly one RTCP packet, not a compound")
-            wire_words = (len(plain) + OVERHEAD) // 4
-            header = _RTCP_HEADER.pack(b0, packet_type, wire_words - 1)
-            return self.seal(header, plain[RTCP_AAD_HEADER_ONLY:])
-        raise UsageError(f"RTCP AAD length must be 8 or 4, got {aad_len}")
+    def seal_rtcp(self, plain: bytes) -> bytes:
+        """Protect one plain (possibly compound) RTCP datagram: header + sender SSRC as AAD."""
+        if len(plain) < RTCP_AAD_SRTCP:
+            raise UsageError("RTCP packet shorter than header + sender SSRC")
+        return self.seal(plain[:RTCP_AAD_SRTCP], plain[RTCP_AAD_SRTCP:])
 
-    def open_rtcp(self, packet: bytes, aad_len: int = RTCP_AAD_SRTCP) -> bytes:
+    def open_rtcp(self, packet: bytes) -> bytes:
         """Decrypt one protected RTCP datagram; returns the plain RTCP bytes for ``parse_compound``."""
-        if aad_len == RTCP_AAD_SRTCP:
-            return packet[:RTCP_AAD_SRTCP] + self.open(packet, RTCP_AAD_SRTCP)
-        if aad_len == RTCP_AAD_HEADER_ONLY:
-            body = self.open(packet, RTCP_AAD_HEADER_ONLY)
-            b0, packet_type, _length = _RTCP_HEADER.unpack_from(packet)
-            # Restore the plain length field (the wire one counted tag and nonce too).
-            plain_words = (RTCP_AAD_HEADER_ONLY + len(body)) // 4
-            if (RTCP_AAD_HEADER_ONLY + len(body)) % 4:
-                raise MalformedPacket("rtcp", "protected body is not whole 32-bit words")
-            return _RTCP_HEADER.pack(b0, packet_type, plain_words - 1) + body
-        raise UsageError(f"RTCP AAD length must be 8 or 4, got {aad_len}")
-
-    def open_rtcp_any(self, packet: bytes) -> tuple[bytes, int]:
-        """Try the 8-byte-AAD framing, then the 4-byte one; returns ``(plain, aad_len)``."""
-        failure: DecryptionFailed | MalformedPacket | None = None
-        for aad_len in RTCP_AAD_LENGTHS:
-            try:
-                return self.open_rtcp(packet, aad_len), aad_len
-            except (DecryptionFailed, MalformedPacket) as exc:
-                failure = exc
-        assert failure is not None
-        raise failure
+        return packet[:RTCP_AAD_SRTCP] + self.open(packet, RTCP_AAD_SRTCP)

@@ -195,7 +195,6 @@ class MediaConnectionParams:
             gateway=self.gateway_config(),
             dave_group_id=self.dave_group_id,
             max_dave_protocol_version=voice.max_dave_protocol_version,
-            rtcp_aad_bytes=voice.rtcp_aad_bytes,
         )
 
 
@@ -378,7 +377,7 @@ class MediaConnection:
         return ok
 
     def send_rtcp(self, plain: bytes) -> bool:
-        """Protect (AAD per ``voice.rtcp_aad_bytes``) and send one plain RTCP datagram."""
+        """Protect (header + sender SSRC as AAD) and send one plain RTCP datagram."""
         udp = self._udp
         if udp is None:
             self.leg.datagram_sent(b"", False)

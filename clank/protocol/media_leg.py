@@ -43,7 +43,7 @@ from clank.protocol import voice_gateway as vgc
 from clank.protocol.backoff import MEDIA_LEG_RECONNECT, ReconnectPolicy
 from clank.wire import voice_gateway as vg
 from clank.wire.rtcp import RtcpPacket, parse_compound
-from clank.wire.rtp import PROBE_PAYLOAD_TYPE, PacketKind, RtpExtension, RtpHeader, classify
+from clank.wire.rtp import PacketKind, RtpExtension, RtpHeader, classify
 
 __all__ = [
     "DROP_REASONS",
@@ -69,7 +69,7 @@ DROP_REASONS: Final = (
     "no_key",
     "malformed",
     "decrypt",
-    "probe",
+    "undeclared_pt",
     "empty",
     "rtcp_malformed",
     "rtcp_decrypt",
@@ -169,7 +169,6 @@ class MediaLegConfig:
     gateway: vgc.VoiceGatewayConfig
     dave_group_id: int
     max_dave_protocol_version: int = 1
-    rtcp_aad_bytes: int = 8
     reconnect: ReconnectPolicy = MEDIA_LEG_RECONNECT
 
 
@@ -206,7 +205,12 @@ class MediaLegCore:
             int(config.gateway.user_id), config.dave_group_id, config.max_dave_protocol_version
         )
         self._rng = rng
-        self._rtcp_aad = config.rtcp_aad_bytes
+        self._declared_pts = frozenset(
+            pt
+            for codec in config.gateway.effective_codecs
+            for pt in (codec.payload_type, codec.rtx_payload_type)
+            if pt is not None
+        )
         self._outbox: deque[str | bytes] = deque()
         self._events: deque[LegEvent] = deque()
         self.cipher: TransportCipher | None = None
@@ -454,12 +458,12 @@ class MediaLegCore:
         return cipher.seal_rtp(header.serialize(), plaintext)
 
     def seal_rtcp(self, plain: bytes) -> bytes | None:
-        """Protect one plain RTCP datagram (AAD per ``rtcp_aad_bytes``), or None (counted)."""
+        """Protect one plain RTCP datagram (header + sender SSRC as AAD), or None (counted)."""
         cipher = self.cipher
         if cipher is None or self._state != "ready":
             self._send_dropped += 1
             return None
-        return cipher.seal_rtcp(plain, self._rtcp_aad)
+        return cipher.seal_rtcp(plain)
 
     def datagram_sent(self, sealed: bytes, ok: bool) -> None:
         """The driver reports whether the socket took a datagram from ``seal_*``."""
@@ -486,8 +490,10 @@ class MediaLegCore:
             except DecryptionFailed:
                 self._drops["decrypt"] += 1
                 return None
-            if header.payload_type == PROBE_PAYLOAD_TYPE:
-                self._drops["probe"] += 1
+            if header.payload_type not in self._declared_pts:
+                # Only the payload types we declared in Select Protocol carry media for us
+                # (bandwidth probes, other clients' PTs ...), whatever their number.
+                self._drops["undeclared_pt"] += 1
                 return None
             if not payload:
                 self._drops["empty"] += 1
@@ -508,7 +514,7 @@ class MediaLegCore:
             self._drops["no_key"] += 1
             return None
         try:
-            plain = cipher.open_rtcp(data, self._rtcp_aad)
+            plain = cipher.open_rtcp(data)
         except DecryptionFailed:
             self._drops["rtcp_decrypt"] += 1
             return None

@@ -105,6 +105,8 @@ PUBLISH_FAILURES: Final[Mapping[str, str]] = {
 """Stable ``PublishError.reason`` codes of a publish that could not start or ended."""
 
 STOP_BUDGET: Final = 1.0
+DELETE_GRACE: Final = 0.3
+"""After a stream-leg failure, a STREAM_DELETE arriving this soon names the reason instead."""
 DISPATCH_BUFFER: Final = 64
 SR_CHECK_INTERVAL: Final = 1.0
 ENCODER_HEADROOM: Final = 0.85
@@ -442,12 +444,20 @@ async def _publish_role(
             publish.key = key
             with bound(stream_key=str(key)):
                 creds = await _go_live(session, publish, key, dispatches)
-                await _run_leg(handle, publish, key, creds, dispatches)
+                try:
+                    await _run_leg(handle, publish, key, creds, dispatches)
+                except* (TransportError, ProtocolError, CryptoError):
+                    # The server often closes the leg right after STREAM_DELETE: that reason wins.
+                    deleted = await _pending_delete(key, dispatches)
+                    if deleted is not None:
+                        raise PublishError("stream_deleted", deleted) from None
+                    raise
     except* WatchError as group:
         reason = _leaf_reason(group)
         raise
     except* (TransportError, ProtocolError, CryptoError) as group:
-        reason = "transport"
+        if reason == "interrupted":  # a PublishError next to it (stream_deleted ...) names the reason
+            reason = "transport"
         leaf = _first_leaf(group)
         raise PublishError("transport", f"{type(leaf).__name__}: {leaf}") from leaf
     finally:
@@ -470,6 +480,17 @@ async def _publish_role(
             keyframes=stats.keyframes,
             stream_key=None if key_sent is None else str(key_sent),
         )
+
+
+async def _pending_delete(key: StreamKey, dispatches: trio.MemoryReceiveChannel[Dispatch]) -> str | None:
+    """The reason of a STREAM_DELETE for ``key`` arriving within ``DELETE_GRACE`` s, else None."""
+    with trio.move_on_after(DELETE_GRACE):
+        async for dispatch in dispatches:
+            try:
+                _apply_dispatch(key, dispatch, None)
+            except PublishError as exc:
+                return exc.detail
+    return None
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

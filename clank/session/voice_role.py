@@ -25,6 +25,7 @@ receiver (``set_video_receiver``) — the webcam hook.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 from collections.abc import Callable, Iterator
 from typing import Final
@@ -95,6 +96,7 @@ MAX_SEND_LAG_S: Final = 0.2
 #: A wake-up later than this counts as a late frame in the statistics.
 LATE_THRESHOLD_S: Final = 0.005
 SPEAKING_TIMER_S: Final = 0.1
+PACER_HISTORY: Final = 3000  # 60 s of 20 ms frames
 #: Listeners' speaking_stopped deadlines are checked this often (silence accuracy).
 LISTEN_TIMER_S: Final = 0.02
 
@@ -141,6 +143,8 @@ class FramePacer:
         self.late = 0
         self.skipped = 0
         self.max_lateness = 0.0
+        self.recent: collections.deque[float] = collections.deque(maxlen=PACER_HISTORY)
+        """Lateness of the last :data:`PACER_HISTORY` wake-ups (seconds; benches read percentiles)."""
         self._timer = PreciseTimer.create()  # timerfd: no ms rounding of the wake-up (io/timer.py)
 
     def restart(self) -> None:
@@ -164,6 +168,7 @@ class FramePacer:
         if lateness > LATE_THRESHOLD_S:
             self.late += 1
         self.max_lateness = max(self.max_lateness, lateness)
+        self.recent.append(lateness)
         return lateness
 
 
@@ -220,6 +225,11 @@ class VoiceRole:
         if self._conn is None:
             raise UsageError("the voice connection is not established")
         return self._conn
+
+    @property
+    def pacer(self) -> FramePacer:
+        """The send loop's pacer (lateness history for benches and status)."""
+        return self._pacer
 
     @property
     def ssrc(self) -> int | None:

@@ -41,7 +41,6 @@ _EXT_PREAMBLE = struct.Struct("!HH")
 EXT_PREAMBLE_SIZE = _EXT_PREAMBLE.size  # 4
 ONE_BYTE_PROFILE = 0xBEDE
 TWO_BYTE_PROFILE = 0x1000  # 0x100X: the low 4 bits are "appbits"
-PROBE_PAYLOAD_TYPE = 96  # reserved for bandwidth probes (never media)
 
 _CSRC_STRUCTS = tuple(struct.Struct(f"!{n}I") for n in range(16))
 # Building the tuple directly skips NamedTuple's Python-level __new__ (about 0.4 µs per packet).
@@ -194,8 +193,39 @@ def _pad_to_word(out: bytearray) -> bytes:
     return bytes(out)
 
 
-# The fixed extension senders in the sources put on video packets: ID 5, two zero data bytes.
-VIDEO_EXTENSION = RtpExtension.one_byte([(5, b"\x00\x00")])
+# Header extensions Discord negotiates (its answer SDP, as Discord-video-stream lists it): id ->
+# (name, data bytes). Receivers skip the whole block by its length; these are parsed and ignored
+# explicitly by ``discord_extension_elements`` (diagnostics, tests, the sandbox's senders).
+DISCORD_EXTENSIONS: dict[int, tuple[str, int]] = {
+    1: ("ssrc-audio-level", 1),
+    2: ("abs-send-time", 3),
+    3: ("transport-wide-cc", 2),
+    5: ("playout-delay", 3),  # 12-bit min + 12-bit max delay (10 ms units)
+    13: ("video-orientation", 1),
+    14: ("toffset", 3),
+}
+AUDIO_EXTENSION_IDS = (1, 3)
+VIDEO_EXTENSION_IDS = (2, 3, 5, 13, 14)
+
+# What our video senders put on each packet: playout-delay (id 5) 0/0, three data bytes.
+VIDEO_EXTENSION = RtpExtension.one_byte([(5, b"\x00\x00\x00")])
+
+
+def discord_extension_elements(extension: RtpExtension) -> dict[str, bytes]:
+    """The elements of a one-byte extension block by Discord's names; unknown ids or a wrong size
+    raise ``MalformedPacket`` naming the id."""
+    found: dict[str, bytes] = {}
+    for ext_id, data in extension.elements():
+        known = DISCORD_EXTENSIONS.get(ext_id)
+        if known is None:
+            raise MalformedPacket("rtp", f"header extension id {ext_id} is not one Discord negotiates")
+        name, size = known
+        if len(data) != size:
+            raise MalformedPacket(
+                "rtp", f"header extension {name} (id {ext_id}) is {len(data)} bytes, not {size}"
+            )
+        found[name] = data
+    return found
 
 
 def strip_padding(plaintext: bytes) -> bytes:

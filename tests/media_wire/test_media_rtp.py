@@ -17,6 +17,7 @@ from clank.wire.rtp import (
     build_padding,
     build_plain_packet,
     classify,
+    discord_extension_elements,
     strip_extension,
     strip_padding,
 )
@@ -90,10 +91,35 @@ def test_wrong_version_is_malformed() -> None:
         RtpHeader.parse(bytes([0x40]) + OPUS_HEADER[1:])
 
 
-def test_video_extension_is_what_senders_use() -> None:
-    assert RtpExtension(0xBEDE, bytes.fromhex("51000000")) == VIDEO_EXTENSION
+def test_video_extension_is_a_3_byte_playout_delay() -> None:
+    # playout-delay (id 5) is 12-bit min + 12-bit max: 3 data bytes, so the length nibble is 2.
+    assert RtpExtension(0xBEDE, bytes.fromhex("52000000")) == VIDEO_EXTENSION
     assert VIDEO_EXTENSION.words == 1
-    assert VIDEO_EXTENSION.elements() == [(5, b"\x00\x00")]
+    assert VIDEO_EXTENSION.elements() == [(5, b"\x00\x00\x00")]
+    assert discord_extension_elements(VIDEO_EXTENSION) == {"playout-delay": b"\x00\x00\x00"}
+
+
+def test_discord_extension_ids_parse_with_their_real_sizes() -> None:
+    video = RtpExtension.one_byte(
+        [(2, b"\x12\x34\x56"), (3, b"\x00\x01"), (5, bytes(3)), (13, b"\x00"), (14, bytes(3))]
+    )
+    names = discord_extension_elements(video)
+    assert list(names) == [
+        "abs-send-time",
+        "transport-wide-cc",
+        "playout-delay",
+        "video-orientation",
+        "toffset",
+    ]
+    audio = RtpExtension.one_byte([(1, b"\x9e"), (3, b"\x00\x01")])
+    assert discord_extension_elements(audio) == {
+        "ssrc-audio-level": b"\x9e",
+        "transport-wide-cc": b"\x00\x01",
+    }
+    with pytest.raises(MalformedPacket, match="playout-delay"):
+        discord_extension_elements(RtpExtension.one_byte([(5, b"\x00\x00")]))  # the old 2-byte form
+    with pytest.raises(MalformedPacket, match="id 7"):
+        discord_extension_elements(RtpExtension.one_byte([(7, b"\x00")]))
 
 
 @given(st.lists(st.tuples(st.integers(1, 14), st.binary(min_size=1, max_size=16)), max_size=8))

@@ -89,3 +89,14 @@ async def test_no_voice_means_not_in_voice() -> None:
     with pytest.raises(PublishError) as info:
         await start_stream_publish(Nowhere(), source=PushedFrames())  # type: ignore[arg-type]
     assert info.value.reason == "not_in_voice"
+
+
+async def test_a_stream_delete_from_the_server_ends_the_publish_with_its_reason() -> None:
+    with trio.fail_after(40):
+        async with in_voice() as (sb, _gateway, session):
+            handle = await start_stream_publish(session, source=PushedFrames())
+            await handle.push_image(make_image(0), "image/png")
+            await sb.world.stop_stream(sb.our_user_id)  # the server ends our Go Live
+            await handle.wait_stopped()
+            assert handle.reason == "stream_deleted" and handle.state is RoleState.FAILED
+            assert session.voice.state is RoleState.READY

@@ -191,3 +191,34 @@ def test_the_retry_rule_rejects_a_start_code_in_the_ciphertext() -> None:
     assert frame == good and attempts == 3
     frame, attempts = encrypt_h264_checked(lambda au: bad, b"au", attempts=4)
     assert frame is None and attempts == 4
+
+
+def test_real_davey_frames_from_x264_pass_the_retry_rule_and_decrypt() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dave"))
+    from dave_net import DaveNet  # type: ignore[import-not-found]
+
+    from clank.codecs.annexb import normalize_start_codes
+    from clank.crypto.dave import DaveSessionCore
+    from clank.media.encoder import VideoEncoder
+    from clank.media.synth import ScreenSynth
+
+    net = DaveNet(0)
+    sender, receiver = DaveSessionCore(1, net.group_id), DaveSessionCore(2, net.group_id)
+    net.join(sender)
+    net.join(receiver)
+    net.settle()
+    synth = ScreenSynth(320, 240, fps=30, seed=3)
+    encoder = VideoEncoder("h264", 320, 240, 30, 400_000, keyframe_interval=0.5, cap_bitrate=True)
+    core = VideoSendCore(CONFIG)
+    checked = 0
+    for index in range(45):
+        for unit in encoder.encode(synth.frame(index)):
+            frame, attempts = encrypt_h264_checked(lambda au: sender.encrypt_video("h264", au), unit.data)
+            assert frame is not None and attempts >= 1 and dave_h264_frame_is_safe(frame)
+            assert receiver.decrypt(1, "video", frame) == normalize_start_codes(unit.data)
+            core.push_frame(frame, keyframe=unit.keyframe, capture_time=index / 30, now=index / 30)
+            checked += 1
+    assert checked == 45 and core.statistics().keyframes_sent >= 2

@@ -35,7 +35,7 @@ async def _wait_for(cues: list[Any], count: int, seconds: float) -> None:
 
 
 async def test_speaking_holds_the_cue_silence_releases_it_static_never() -> None:
-    settings = load_settings(environ={})
+    settings = load_settings(environ={"CLANK_LINK_PORT": "0"})  # any free share-link port
     notes = attrs.evolve(settings.notes, enabled=True, commentary_interval_s=INTERVAL, quiet_window_s=2.2)
     settings = attrs.evolve(settings, notes=notes)
     with trio.fail_after(LIMIT):

@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import attrs
 import httpx2
 import mcp_types as types
+import numpy as np
 import pytest
 import trio
 from mcp import ClientSession, StdioServerParameters, stdio_client
@@ -24,13 +26,16 @@ from test_run_e2e import _luma_psnr
 from clank.config import load_settings
 from clank.control.tools import tool_schemas
 from clank.media.quality import plane_array
+from clank.media.synth import HEADLINES
 from clank.runner import open_clank
+from clank.watch.ocr import load_ocr_engine
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Async generator 'http:ResourceWarning"
 )  # see test_control_mcp
 
 ROOT = Path(__file__).resolve().parents[2]
+WATCH_TOOLS = {"start_screen_watch", "stop_screen_watch", "look_at_screen", "list_sharers", "status"}
 LIMIT = 90
 
 
@@ -56,6 +61,11 @@ def _image(result: types.CallToolResult) -> bytes:
     return base64.b64decode(images[0].data)
 
 
+def _headline_recall(text: str) -> float:
+    squashed = re.sub(r"\s+", "", text.lower())
+    return max(sum(w in squashed for w in h.lower().split()) / len(h.split()) for h in HEADLINES)
+
+
 def _schemas(tools: list[types.Tool]) -> list[dict[str, Any]]:
     return [{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in tools]
 
@@ -63,6 +73,7 @@ def _schemas(tools: list[types.Tool]) -> list[dict[str, Any]]:
 async def test_clank_mcp_over_stdio_in_sandbox_mode(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLANK_")}
     env["CLANK_LOG_FORMAT"] = "json"
+    env["CLANK_LINK_PORT"] = "0"  # any free share-link port: other clank processes may hold 8788
     params = StdioServerParameters(
         command=sys.executable, args=["-m", "clank", "mcp", "--scenario", "streamer"], env=env, cwd=ROOT
     )
@@ -83,10 +94,22 @@ async def test_clank_mcp_over_stdio_in_sandbox_mode(tmp_path: Path) -> None:
             meta = _json(look)
             assert picture.format == "JPEG"
             assert picture.size == (meta["frame"]["width"], meta["frame"]["height"]) == (1280, 720)
+            # Checked against the source: the streamer renders a known large-font headline.
+            engine = load_ocr_engine()
+            if engine is not None:
+                seen = " ".join(line.text for line in engine.read(np.asarray(picture.convert("RGB"))).lines)
+                assert _headline_recall(seen) >= 0.8, seen
             status = _json(await client.call_tool("status", {}))
             assert status["inVoice"] and status["mode"] == "sandbox"
             stopped = await client.call_tool("stop_screen_watch", {})
             assert not stopped.is_error
+            # Every other tool (voice, music, channels, ...) answers over MCP with its JSON, an
+            # ok answer or a tool error with a reason: never a protocol error.
+            others = [t.name for t in listed.tools if t.name not in WATCH_TOOLS]
+            for name in sorted(others, key=lambda n: n.startswith("leave")):  # leave voice last
+                result = await client.call_tool(name, {})
+                body = _json(result)
+                assert isinstance(body, dict) and (not result.is_error or body.get("reason")), (name, body)
     log = stderr_path.read_text()
     events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert "mcp serving on stdio" in [e.get("event") for e in events]
@@ -101,7 +124,7 @@ async def test_clank_tools_lists_what_mcp_lists() -> None:
 
 
 async def test_mcp_over_http_on_the_api_listener_sees_the_streamer() -> None:
-    settings = load_settings(environ={})
+    settings = load_settings(environ={"CLANK_LINK_PORT": "0"})  # any free share-link port
     settings = attrs.evolve(settings, notes=attrs.evolve(settings.notes, enabled=True))
     with trio.fail_after(LIMIT):
         async with open_clank(settings, scenario="streamer", api_port=0, demo_watch=False) as info:

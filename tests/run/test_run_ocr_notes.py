@@ -25,7 +25,7 @@ def headline_recall(text: str) -> float:
 
 
 async def test_demo_offline_notes_contain_the_words_on_the_streamers_screen() -> None:
-    settings = load_settings(environ={})
+    settings = load_settings(environ={"CLANK_LINK_PORT": "0"})  # any free share-link port
     settings = attrs.evolve(settings, notes=attrs.evolve(settings.notes, enabled=True, provider="offline"))
     with trio.fail_after(LIMIT):
         async with open_clank(settings, scenario="demo", api_port=0, demo_watch=True) as info:

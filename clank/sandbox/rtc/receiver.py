@@ -123,7 +123,7 @@ class MediaReceiver:
         kind = classify(data)
         if kind is PacketKind.RTCP:
             try:
-                plain, _aad = self.cipher.open_rtcp_any(data)
+                plain = self.cipher.open_rtcp(data)
                 return list(rtcp.parse_compound(plain))
             except (MalformedPacket, DecryptionFailed):
                 self.dropped["rtcp"] += 1

@@ -23,14 +23,18 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from clank.crypto.transport import RTCP_AAD_SRTCP
 from clank.errors import DecryptionFailed, MalformedPacket
 from clank.sandbox.rtc.peer import Participant
 from clank.wire import rtcp
-from clank.wire.rtp import VIDEO_EXTENSION, RtpExtension, RtpHeader, build_padding
+from clank.wire.rtp import RtpExtension, RtpHeader, build_padding
 
 # What Discord puts on audio packets (ID 1 audio level, "voice activity" bit + level 30 dBov).
-AUDIO_EXTENSION = RtpExtension.one_byte([(1, b"\x9e")])
+# Discord's ids with their real sizes (clank.wire.rtp.DISCORD_EXTENSIONS): audio level + transport-cc
+# on audio; abs-send-time, transport-cc, playout-delay, video-orientation, toffset on video.
+AUDIO_EXTENSION = RtpExtension.one_byte([(1, b"\x9e"), (3, b"\x00\x01")])
+RELAYED_VIDEO_EXTENSION = RtpExtension.one_byte(
+    [(2, b"\x12\x34\x56"), (3, b"\x00\x01"), (5, b"\x00\x00\x00"), (13, b"\x00"), (14, b"\x00\x00\x00")]
+)
 MAX_RELAY_PADDING = 32
 
 Deliver = Callable[[Participant, bytes], None]
@@ -42,7 +46,6 @@ class SfuStatistics:
     rtp_relayed: int
     rtcp_in: int
     dropped: dict[str, int]
-    rtcp_aad: dict[int, int]
     nacks_forwarded: int
     keyframe_requests_forwarded: int
     receiver_reports: int
@@ -55,7 +58,6 @@ class Sfu:
         self._deliver = deliver
         self._rng = random.Random(seed)
         self._dropped: collections.Counter[str] = collections.Counter()
-        self._aad: collections.Counter[int] = collections.Counter()
         self._rtp_in = 0
         self._relayed = 0
         self._rtcp_in = 0
@@ -69,7 +71,6 @@ class Sfu:
             rtp_relayed=self._relayed,
             rtcp_in=self._rtcp_in,
             dropped=dict(self._dropped),
-            rtcp_aad=dict(self._aad),
             nacks_forwarded=self._nacks,
             keyframe_requests_forwarded=self._keyframe_requests,
             receiver_reports=self._reports,
@@ -102,7 +103,7 @@ class Sfu:
         )
         video = codec.type == "video"
         primary = sender.primary_ssrc(header.ssrc)
-        extension = VIDEO_EXTENSION if video else AUDIO_EXTENSION
+        extension = RELAYED_VIDEO_EXTENSION if video else AUDIO_EXTENSION
         for receiver in others:
             if video and not receiver.wants_video(primary):
                 self._dropped["not_wanted"] += 1
@@ -132,12 +133,11 @@ class Sfu:
     def handle_rtcp(self, sender: Participant, packet: bytes, everyone: Iterable[Participant]) -> None:
         self._rtcp_in += 1
         try:
-            plain, aad_len = sender.cipher.open_rtcp_any(packet)
+            plain = sender.cipher.open_rtcp(packet)  # only the 8-byte-AAD framing
             packets = rtcp.parse_compound(plain)
         except (MalformedPacket, DecryptionFailed):
             self._dropped["rtcp_undecodable"] += 1
             return
-        self._aad[aad_len] += 1
         members = [p for p in everyone if p is not sender]
         for item in packets:
             if isinstance(item, rtcp.GenericNack | rtcp.PictureLossIndication):
@@ -157,4 +157,4 @@ class Sfu:
             self._nacks += 1
         else:
             self._keyframe_requests += 1
-        self._deliver(target, target.cipher.seal_rtcp(item.serialize(), RTCP_AAD_SRTCP))
+        self._deliver(target, target.cipher.seal_rtcp(item.serialize()))
