@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import attrs
 
+from clank.control.publish_tools import PUBLISH_TOOL_NAMES, PUBLISH_TOOLS, call_publish_tool
 from clank.control.service import TRANSPORTS, ClankService
 from clank.control.voice_tools import VOICE_TOOL_NAMES, VOICE_TOOLS, call_voice_tool
 from clank.errors import InvalidArgument
@@ -127,6 +128,11 @@ TOOLS += tuple(  # speak/music/channels (clank/control/voice_tools.py)
     for name, description, params in VOICE_TOOLS
 )
 
+TOOLS += tuple(  # our own Go Live (clank/control/publish_tools.py)
+    Tool(name, description, tuple(Param(**param) for param in params))
+    for name, description, params in PUBLISH_TOOLS
+)
+
 TOOLS_BY_NAME: Final[Mapping[str, Tool]] = {t.name: t for t in TOOLS}
 
 
@@ -203,6 +209,8 @@ async def call_tool(
     args = validate_arguments(tool, arguments)
     if name in VOICE_TOOL_NAMES:
         return await call_voice_tool(service.voice, name, args)
+    if name in PUBLISH_TOOL_NAMES:
+        return await call_publish_tool(service, name, args)
     if name == "start_screen_watch":
         result = await service.start_screen_watch(
             target=args["target"], preferred_transport=args["preferredTransport"], requester_id=requester_id
