@@ -43,6 +43,7 @@ from clank.io.media_connection import (
     TransportStateChanged,
     open_media_connection,
 )
+from clank.io.timer import PreciseTimer
 from clank.logging import get_logger
 from clank.media.audio import (
     CHANNELS,
@@ -125,7 +126,10 @@ class VoiceRoleStatistics:
 
 
 class FramePacer:
-    """Absolute deadlines ``start + n * period`` (``trio.sleep_until``): no drift, lateness measured.
+    """Absolute deadlines ``start + n * period``: no drift, lateness measured.
+
+    Sleeps on a timerfd (``clank.io.timer``; trio's own timers wake up to 1 ms late), falling
+    back to ``trio.sleep_until`` off Linux and under mock clocks.
 
     After a stall longer than ``max_lag`` the missed slots are skipped (counted) instead of sent
     in a burst.
@@ -141,6 +145,7 @@ class FramePacer:
         self.max_lateness = 0.0
         self.recent: collections.deque[float] = collections.deque(maxlen=PACER_HISTORY)
         """Lateness of the last :data:`PACER_HISTORY` wake-ups (seconds; benches read percentiles)."""
+        self._timer = PreciseTimer.create()  # timerfd: no ms rounding of the wake-up (io/timer.py)
 
     def restart(self) -> None:
         self._deadline = trio.current_time()
@@ -157,7 +162,7 @@ class FramePacer:
             self.skipped += missed
             deadline += missed * self.period
         self._deadline = deadline
-        await trio.sleep_until(deadline)
+        await self._timer.sleep_until(deadline)
         lateness = max(0.0, trio.current_time() - deadline)
         self.frames += 1
         if lateness > LATE_THRESHOLD_S:
