@@ -67,6 +67,7 @@ from clank.protocol import voice_gateway as vgc
 from clank.protocol.streams import STREAM_PING_INTERVAL, StreamRegistry
 from clank.protocol.video_receive import StreamType, VideoReceiveConfig, VideoReceiver, build_sink_wants
 from clank.session.roles import RoleHandle, RoleState
+from clank.session.stream_audio import StreamAudio
 from clank.session.video_pipeline import FrameSink, VideoPipeline, WatchStreamStatistics, open_video_pipeline
 from clank.session.watch_frames import FrameChannel, LatestFrameStore
 from clank.wire import voice_gateway as vg
@@ -566,8 +567,10 @@ async def _watch_stream(
     link = _Link()
     receiver = VideoReceiver(_receive_config(watch.settings, "screen"), link.decrypt)
     wants_changed = _Wakeup()
+    audio = StreamAudio(session, watch.target, handle)  # Go Live stream audio (stream_audio.py)
 
     def on_event(event: MediaEvent) -> None:
+        audio.on_event(event)
         pipeline = watch.pipeline
         now = trio.current_time()
         if isinstance(event, vgc.SessionEstablished):
@@ -594,11 +597,12 @@ async def _watch_stream(
         _suppress_screen(session, watch.target)
         async with open_media_connection(
             params,
-            packet_handler=pipeline.on_packet,
+            packet_handler=audio.wrap(pipeline.on_packet),
             rtcp_handler=pipeline.on_rtcp,
             event_handler=on_event,
         ) as conn:
             link.connection = conn
+            audio.attach(conn)
             watch.connection = conn
             receiver.local_ssrc = conn.ssrc or 0
             if conn.dave.ready:
