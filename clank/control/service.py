@@ -6,7 +6,8 @@ what the session offers (its sharers and members, its watches and their latest f
 statuses, and start/stop of a watch). The rules that pick a target live in
 :mod:`clank.control.resolve`; this module turns them into actions and the seed's result shape::
 
-    {ok, started, reused, reason, frameReady, transport, targetUserId, linkUrl, expiresInMinutes}
+    {ok, started, reused, reason, frameReady, transport, targetUserId, linkUrl, expiresInMinutes,
+     spokenHint}
 
 ``frameReady`` is true only once a decoded frame exists for the bound watch (``reason``
 ``frame_context_ready``; before that ``waiting_for_frame_context``). ``transport: "link"`` is the
