@@ -381,4 +381,6 @@ class ClankService:
         )
         if self.voice is not None:
             out["voiceIo"] = self.voice.status()
+            for watch in watches:
+                watch["streamAudio"] = self.voice.stream_audio_status(str(watch["targetUserId"]))
         return out
