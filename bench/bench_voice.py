@@ -1,7 +1,7 @@
 """20 ms audio send pacing jitter (p50/p99 wake-up lateness), alone and beside a busy CPU thread.
 
 The loop is the voice role's: mix one frame, Opus-encode it (real libopus), then
-``FramePacer.wait_next()`` (``trio.sleep_until`` on absolute deadlines). The busy thread runs
+``FramePacer.wait_next()`` (a timerfd at absolute deadlines, clank.io.timer). The busy thread runs
 pure Python (holds the GIL) like a JPEG/analysis worker gone wild. Goal: p99 <= 2 ms.
 Bounded: about 2 x 4 s.
 

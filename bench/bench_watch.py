@@ -430,10 +430,10 @@ def main() -> None:
         )
         realtime += ok
         watch_runs.append(lateness)
-    print("   trio.sleep_until (the voice send loop today):")
+    print("   trio.sleep_until (the send loop before clank.io.timer):")
     pacing_line("pacing alone", alone_runs, "goal p99 <= 1 ms")
     pacing_line(f"with the 1080p watch (realtime {realtime}/{PACING_RUNS})", watch_runs, "goal p99 <= 2 ms")
-    print("   the same pacer on a timerfd (clank.io.timer), running beside it in the same runs:")
+    print("   the same pacer on a timerfd (clank.io.timer, as FramePacer), beside it in the same runs:")
     pacing_line("pacing alone", alone_precise, "goal p99 <= 1 ms")
     pacing_line("with the 1080p watch", watch_precise, "goal p99 <= 2 ms")
     print(f" total bench time {time.perf_counter() - bench_started:.1f} s; noisy shared machine (+-25%)")

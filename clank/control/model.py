@@ -166,6 +166,10 @@ class SessionStatus:
     channel_id: str | None = None
     roles: tuple[RoleStatus, ...] = ()
     mode: str = "discord"  # or "sandbox"
+    #: Display names (when known) of the guild, the voice channel and our account.
+    guild_name: str | None = None
+    channel_name: str | None = None
+    our_user_name: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         voice = next((r for r in self.roles if r.kind == "voice"), None)
@@ -175,6 +179,9 @@ class SessionStatus:
             "ourUserId": self.our_user_id,
             "guildId": self.guild_id,
             "channelId": self.channel_id,
+            "guildName": self.guild_name,
+            "channelName": self.channel_name,
+            "ourUserName": self.our_user_name,
             "roles": [r.to_json() for r in self.roles],
             "privacyCode": None if voice is None or voice.dave is None else voice.dave.privacy_code,
         }

@@ -6,7 +6,8 @@ what the session offers (its sharers and members, its watches and their latest f
 statuses, and start/stop of a watch). The rules that pick a target live in
 :mod:`clank.control.resolve`; this module turns them into actions and the seed's result shape::
 
-    {ok, started, reused, reason, frameReady, transport, targetUserId, linkUrl, expiresInMinutes}
+    {ok, started, reused, reason, frameReady, transport, targetUserId, linkUrl, expiresInMinutes,
+     spokenHint}
 
 ``frameReady`` is true only once a decoded frame exists for the bound watch (``reason``
 ``frame_context_ready``; before that ``waiting_for_frame_context``). ``transport: "link"`` is the
@@ -186,7 +187,8 @@ class ClankService:
         if not self._session.in_voice():
             return WatchResult(ok=False, reason="not_in_voice")
         resolution = resolve_watch_target(self._snapshot(), target, requester_id)
-        log.info(
+        # "nobody_sharing" is what pollers (the demo agent, auto_watch) hear until someone shares.
+        (log.debug if resolution.reason == "nobody_sharing" else log.info)(
             "screen watch resolved",
             target=target,
             requester_id=requester_id,
@@ -362,7 +364,8 @@ class ClankService:
                     "kind": w.kind,
                     "state": w.state,
                     "frames": w.frames,
-                    "frameReady": frame is not None,
+                    # An ended watch keeps its last picture (frameSequence) but has no frame context.
+                    "frameReady": frame is not None and w.active,
                     "frameSequence": None if frame is None else frame.sequence,
                     "frameAgeMs": None if frame is None else max(0, round((now - frame.captured_at) * 1000)),
                     "endedReason": w.ended_reason,
@@ -379,4 +382,6 @@ class ClankService:
         )
         if self.voice is not None:
             out["voiceIo"] = self.voice.status()
+            for watch in watches:
+                watch["streamAudio"] = self.voice.stream_audio_status(str(watch["targetUserId"]))
         return out

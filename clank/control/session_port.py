@@ -63,6 +63,11 @@ class MemberDirectory:
 
     def __init__(self) -> None:
         self._members: dict[str, Member] = {}
+        self._places: dict[str, str] = {}  # guild and channel id -> name
+
+    def place_name(self, snowflake: str | None) -> str | None:
+        """The name of a guild or channel we have seen (GUILD_CREATE), else None."""
+        return None if snowflake is None else self._places.get(snowflake)
 
     def members(self) -> list[Member]:
         return list(self._members.values())
@@ -76,6 +81,9 @@ class MemberDirectory:
         if not isinstance(data, dict):
             return
         if name == "GUILD_CREATE":
+            self._place(data)
+            for channel in data.get("channels") or ():
+                self._place(channel)
             for member in data.get("members") or ():
                 self._member(member)
             for state in data.get("voice_states") or ():
@@ -91,6 +99,10 @@ class MemberDirectory:
         elif name == "READY":
             for user in data.get("users") or ():
                 self._user(user, None)
+
+    def _place(self, item: object) -> None:
+        if isinstance(item, dict) and isinstance(item.get("id"), str) and isinstance(item.get("name"), str):
+            self._places[item["id"]] = item["name"]
 
     def _member(self, member: object) -> None:
         if isinstance(member, dict):
@@ -274,6 +286,9 @@ class LiveSessionPort:
             channel_id=self._session.channel_id,
             roles=tuple(roles),
             mode=self._mode,
+            guild_name=self._directory.place_name(self._session.guild_id),
+            channel_name=self._directory.place_name(self._session.channel_id),
+            our_user_name=self._directory.name_of(self.our_user_id),
         )
 
     async def verification_code(self, user_id: str) -> dict[str, Any]:

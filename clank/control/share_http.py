@@ -44,7 +44,8 @@ from starlette.routing import Route
 
 from clank.config import LinkSettings
 from clank.control.link import FrameRejected, LinkSession, LinkTransport
-from clank.errors import TransportError
+from clank.io.groups import raise_single
+from clank.io.listen import listen_failed
 from clank.logging import get_logger
 
 log = get_logger("clank.control.share_http")
@@ -207,28 +208,34 @@ async def open_share_listener(
     config.errorlog = logging.getLogger("hypercorn.error")
     app = cast(Any, build_share_app(transport))
     stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        ports = [settings.port, 0] if any_port_fallback and settings.port != 0 else [settings.port]
-        binds: list[str] | None = None
-        for port in ports:
-            config.bind = [f"{settings.host}:{port}"]
+    try:
+        async with trio.open_nursery() as nursery:
+            ports = [settings.port, 0] if any_port_fallback and settings.port != 0 else [settings.port]
+            binds: list[str] | None = None
+            for port in ports:
+                config.bind = [f"{settings.host}:{port}"]
+                try:
+                    binds = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
+                    break
+                except (OSError, BaseExceptionGroup) as exc:  # hypercorn raises the bind error in a group
+                    error = listen_failed(exc, settings.host, port, "link.port / CLANK_LINK_PORT")
+                    if error is None:
+                        raise
+                    if port == ports[-1]:
+                        raise error from None
+                    log.warning("share listener port busy, using any free port", port=port)
+            assert binds is not None
+            bound = int(binds[0].rsplit(":", 1)[1])
+            bound_url = f"http://{_host(settings.host)}:{bound}"
+            url = settings.public_url.rstrip("/") or bound_url
+            transport.set_base_url(url)
+            log.info("share listener", bound=bound_url, public=bool(settings.public_url))
             try:
-                binds = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
-                break
-            except OSError as exc:
-                if port == ports[-1]:
-                    raise TransportError(f"cannot listen on {settings.host}:{port}: {exc}") from exc
-                log.warning("share listener port busy, using any free port", port=port)
-        assert binds is not None
-        bound = int(binds[0].rsplit(":", 1)[1])
-        bound_url = f"http://{_host(settings.host)}:{bound}"
-        url = settings.public_url.rstrip("/") or bound_url
-        transport.set_base_url(url)
-        log.info("share listener", bound=bound_url, public=bool(settings.public_url))
-        try:
-            yield ShareListener(url=url, bound_url=bound_url, port=bound)
-        finally:
-            transport.set_base_url(None)
-            transport.close(trio.current_time())
-            stop.set()
-            nursery.cancel_scope.deadline = trio.current_time() + SHUTDOWN_TIMEOUT
+                yield ShareListener(url=url, bound_url=bound_url, port=bound)
+            finally:
+                transport.set_base_url(None)
+                transport.close(trio.current_time())
+                stop.set()
+                nursery.cancel_scope.deadline = trio.current_time() + SHUTDOWN_TIMEOUT
+    except BaseExceptionGroup as group:  # one error from our nursery: unwrapped (rule 4)
+        raise_single(group)

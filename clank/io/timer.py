@@ -20,6 +20,7 @@ import math
 import os
 import sys
 import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -87,10 +88,22 @@ def _make_timerfd() -> _Timerfd | None:
 
 
 class PreciseTimer:
-    """``sleep_until`` on a timerfd (see the module docstring). Create with :func:`open_precise_timer`."""
+    """``sleep_until`` on a timerfd (see the module docstring).
+
+    Create with :func:`open_precise_timer` (closed on exit) or :meth:`create` (closed when the
+    object is garbage-collected, for long-lived owners such as a pacer). One sleeper at a time;
+    a second concurrent sleeper falls back to ``trio.sleep_until`` rather than failing.
+    """
 
     def __init__(self, timerfd: _Timerfd | None) -> None:
         self._timerfd = timerfd
+
+    @classmethod
+    def create(cls) -> PreciseTimer:
+        timer = cls(_make_timerfd())
+        if timer._timerfd is not None:
+            weakref.finalize(timer, timer._timerfd.close)
+        return timer
 
     @property
     def precise(self) -> bool:
@@ -109,7 +122,11 @@ class PreciseTimer:
             await trio.lowlevel.checkpoint()
             return
         timerfd.arm(target)
-        await trio.lowlevel.wait_readable(timerfd.fd)
+        try:
+            await trio.lowlevel.wait_readable(timerfd.fd)
+        except trio.BusyResourceError:  # another task sleeps on this timer
+            await trio.sleep_until(deadline)
+            return
         timerfd.consume()
 
     def _close(self) -> None:

@@ -33,8 +33,9 @@ class StreamPingPolicy:
     """True: op21 is a health check, sent only while the watch's stream leg is failing."""
 
 
-STREAM_PING: Final = StreamPingPolicy()
-"""The op21 schedule every registry uses unless told otherwise."""
+STREAM_PING: Final = StreamPingPolicy(only_when_failing=True)
+"""The op21 schedule every registry uses unless told otherwise: a health check while the stream
+leg fails (issue 15; ``StreamPingPolicy()`` would ping every 60 s while watching)."""
 
 
 @attrs.define

@@ -78,6 +78,7 @@ from clank.protocol.streams import (
 )
 from clank.protocol.video_receive import StreamType, VideoReceiveConfig, VideoReceiver, build_sink_wants
 from clank.session.roles import RoleHandle, RoleState
+from clank.session.stream_audio import StreamAudio
 from clank.session.video_pipeline import FrameSink, VideoPipeline, WatchStreamStatistics, open_video_pipeline
 from clank.session.watch_frames import FrameChannel, LatestFrameStore
 from clank.session.watches import Watches, WatchInbox
@@ -119,6 +120,10 @@ SINK_WANTS_INTERVAL_STARTING: Final = 2.0
 """op15 is re-asserted this often until the first frame (clankvox's cadence, §3.9)."""
 SINK_WANTS_INTERVAL_SETTLED: Final = 10.0
 STOP_BUDGET: Final = 1.0
+HEALTH_CHECK_POLL_S: Final = 5.0
+"""How often the stream leg's health is looked at (for op21)."""
+STREAM_STALL_S: Final = 10.0
+"""No picture for this long after the first one counts as a failing stream leg."""
 UNAVAILABLE_HOLD_S: Final = 30.0
 """A STREAM_DELETE with ``unavailable: true`` holds the watch this long for a STREAM_CREATE."""
 """Seconds for the op19 sent when a watch ends (bounded, shielded)."""
@@ -454,7 +459,8 @@ async def _request_credentials(
 ) -> StreamInfo:
     """op20 through the registry, then its credentials for ``key`` (STREAM_CREATE + SERVER_UPDATE)."""
     registry = session.registry
-    request = registry.request_watch(key, trio.current_time())
+    requested_at = trio.current_time()
+    request = registry.request_watch(key, requested_at)
     session.watches.schedule_changed()
     for frame in request.frames:
         await session.gateway.stream_watch(str(frame.d["stream_key"]))
@@ -462,7 +468,11 @@ async def _request_credentials(
     with trio.move_on_after(watch.settings.credentials_timeout_s):
         while True:
             known = registry.stream(key)
-            if known is not None and known.has_credentials:
+            # Endpoint and token must come from a STREAM_SERVER_UPDATE that answers this op20
+            # (cached credentials that look complete may be stale after a re-watch).
+            received = None if known is None else known.credentials_received_at
+            fresh = received is not None and received >= requested_at
+            if known is not None and known.has_credentials and fresh:
                 assert known.token is not None
                 register_secret(known.token)
                 watch.credentials_at = trio.current_time()
@@ -511,8 +521,8 @@ async def _watch_stream(
         role="stream_watch",
         endpoint=creds.endpoint,
         server_id=creds.rtc_server_id,
-        # §9 #2: rtc_channel_id when known, else clankvox's rtc_server_id - 1 (worked live).
-        channel_id=creds.rtc_channel_id or str(dave_group_id_for_stream(creds.rtc_server_id)),
+        # One stream channel id for identify and DAVE: rtc_server_id - 1 (clankvox, worked live).
+        channel_id=_stream_channel_id(creds),
         user_id=session.user_id,
         session_id=session_id,
         token=creds.token,
@@ -526,8 +536,10 @@ async def _watch_stream(
     link = _Link()
     receiver = VideoReceiver(_receive_config(watch.settings, "screen"), link.decrypt)
     wants_changed = _Wakeup()
+    audio = StreamAudio(session, watch.target, handle)  # Go Live stream audio (stream_audio.py)
 
     def on_event(event: MediaEvent) -> None:
+        audio.on_event(event)
         pipeline = watch.pipeline
         now = trio.current_time()
         if isinstance(event, vgc.SessionEstablished):
@@ -543,9 +555,7 @@ async def _watch_stream(
             if link.connection is not None and link.connection.dave.ready:
                 pipeline.dave_ready(now)
         elif isinstance(event, TransportStateChanged):
-            healthy = event.state == "ready"
-            session.registry.watch_leg_state(key, connected=healthy, healthy=healthy, now=now)
-            session.watches.schedule_changed()
+            # Leg health for op21 is judged by _health_loop (polled, like a person would notice).
             if event.state == "reconnecting":
                 handle.set_state(RoleState.RECONNECTING, event.reason, event.close_code)
             elif event.state == "ready" and watch.connected_at is not None:
@@ -557,11 +567,12 @@ async def _watch_stream(
         _suppress_screen(session, watch.target)
         async with open_media_connection(
             params,
-            packet_handler=pipeline.on_packet,
+            packet_handler=audio.wrap(pipeline.on_packet),
             rtcp_handler=pipeline.on_rtcp,
             event_handler=on_event,
         ) as conn:
             link.connection = conn
+            audio.attach(conn)
             watch.connection = conn
             receiver.local_ssrc = conn.ssrc or 0
             if conn.dave.ready:
@@ -575,6 +586,7 @@ async def _watch_stream(
             session.watches.schedule_changed()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_sink_wants_loop, watch, conn, wants_changed)
+                nursery.start_soon(_health_loop, watch, key)
                 moved = await _follow_registry(session, watch, key, inbox, creds)
                 nursery.cancel_scope.cancel()
     return moved
@@ -690,6 +702,47 @@ async def _sink_wants_loop(watch: _Watch, conn: MediaConnection, changed: _Wakeu
             await changed.wait()
 
 
+async def _health_loop(watch: _Watch, key: StreamKey) -> None:
+    """Report the stream leg's health to the registry, which owns the op21 schedule: op21 is a
+    health check, not a keep-alive (it may make Discord check and reallocate the stream server),
+    so with ``StreamPingPolicy(only_when_failing=True)`` it goes out only while the leg is failing:
+    reconnecting, or no media packet for ``STREAM_STALL_S`` after the first one (the network's
+    view, counted on the trio thread — a slow decoder is not the server's fault)."""
+    registry = watch.session.registry
+    last_packets = 0
+    progress_at = trio.current_time()
+    while True:
+        await trio.sleep(HEALTH_CHECK_POLL_S)
+        now = trio.current_time()
+        conn = watch.connection
+        packets = 0 if conn is None else conn.statistics().packets_in
+        if packets != last_packets:
+            last_packets, progress_at = packets, now
+        if conn is not None and conn.state == "disconnected":
+            return  # we are leaving this leg on purpose: nothing to health-check
+        connected = conn is not None and conn.state == "ready"
+        failing = not connected or (packets > 0 and now - progress_at > STREAM_STALL_S)
+        book = registry.watches.book(key)
+        if book is not None and book.leg_healthy == failing:
+            if failing:
+                log.info("stream leg failing; op21 health checks follow", stream_key=str(key))
+            registry.watch_leg_state(key, connected=connected, healthy=not failing, now=now)
+            watch.session.watches.schedule_changed()
+
+
+def _stream_channel_id(creds: StreamInfo) -> str:
+    """``rtc_server_id - 1`` (the DAVE group id too); a different ``rtc_channel_id`` is logged."""
+    assert creds.rtc_server_id is not None
+    channel_id = str(dave_group_id_for_stream(creds.rtc_server_id))
+    if creds.rtc_channel_id is not None and creds.rtc_channel_id != channel_id:
+        log.warning(
+            "STREAM_CREATE rtc_channel_id differs from rtc_server_id - 1; using the latter",
+            rtc_channel_id=creds.rtc_channel_id,
+            channel_id=channel_id,
+        )
+    return channel_id
+
+
 # ---------------------------------------------------------------------- webcam watch (voice leg)
 
 
@@ -760,6 +813,7 @@ class _WebcamRole:
                 quality=self.settings.preferred_quality,
                 pixel_count=self.settings.preferred_pixel_count,
                 default_stream_type="camera",
+                any_quality=self.settings.preferred_quality,
             )
             if wants != sent or now - last_sent_at >= SINK_WANTS_INTERVAL_SETTLED:
                 await conn.media_sink_wants(wants)

@@ -25,9 +25,10 @@ receiver (``set_video_receiver``) — the webcam hook.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import Any, Final
 
 import attrs
 import trio
@@ -42,6 +43,7 @@ from clank.io.media_connection import (
     TransportStateChanged,
     open_media_connection,
 )
+from clank.io.timer import PreciseTimer
 from clank.logging import get_logger
 from clank.media.audio import (
     CHANNELS,
@@ -94,6 +96,7 @@ MAX_SEND_LAG_S: Final = 0.2
 #: A wake-up later than this counts as a late frame in the statistics.
 LATE_THRESHOLD_S: Final = 0.005
 SPEAKING_TIMER_S: Final = 0.1
+PACER_HISTORY: Final = 3000  # 60 s of 20 ms frames
 #: Listeners' speaking_stopped deadlines are checked this often (silence accuracy).
 LISTEN_TIMER_S: Final = 0.02
 
@@ -123,7 +126,10 @@ class VoiceRoleStatistics:
 
 
 class FramePacer:
-    """Absolute deadlines ``start + n * period`` (``trio.sleep_until``): no drift, lateness measured.
+    """Absolute deadlines ``start + n * period``: no drift, lateness measured.
+
+    Sleeps on a timerfd (``clank.io.timer``; trio's own timers wake up to 1 ms late), falling
+    back to ``trio.sleep_until`` off Linux and under mock clocks.
 
     After a stall longer than ``max_lag`` the missed slots are skipped (counted) instead of sent
     in a burst.
@@ -137,6 +143,9 @@ class FramePacer:
         self.late = 0
         self.skipped = 0
         self.max_lateness = 0.0
+        self.recent: collections.deque[float] = collections.deque(maxlen=PACER_HISTORY)
+        """Lateness of the last :data:`PACER_HISTORY` wake-ups (seconds; benches read percentiles)."""
+        self._timer = PreciseTimer.create()  # timerfd: no ms rounding of the wake-up (io/timer.py)
 
     def restart(self) -> None:
         self._deadline = trio.current_time()
@@ -153,12 +162,13 @@ class FramePacer:
             self.skipped += missed
             deadline += missed * self.period
         self._deadline = deadline
-        await trio.sleep_until(deadline)
+        await self._timer.sleep_until(deadline)
         lateness = max(0.0, trio.current_time() - deadline)
         self.frames += 1
         if lateness > LATE_THRESHOLD_S:
             self.late += 1
         self.max_lateness = max(self.max_lateness, lateness)
+        self.recent.append(lateness)
         return lateness
 
 
@@ -187,6 +197,8 @@ class VoiceRole:
         self.music = MusicPlayer(self.mixer, self.playback_events, self._wake_sender)
         self._listeners: list[Listener] = []
         self._listen_converters: dict[tuple[str, str, tuple[int, int]], PcmConverter] = {}
+        self.stream_audio: dict[str, Any] = {}
+        """Go Live stream audio of running watches, by streamer (:mod:`clank.session.stream_audio`)."""
         self._listeners_changed = trio.Event()
         self._encoder = OpusEncoder()
         self._audio_wake = trio.Event()
@@ -215,6 +227,11 @@ class VoiceRole:
         if self._conn is None:
             raise UsageError("the voice connection is not established")
         return self._conn
+
+    @property
+    def pacer(self) -> FramePacer:
+        """The send loop's pacer (lateness history for benches and status)."""
+        return self._pacer
 
     @property
     def ssrc(self) -> int | None:
@@ -354,6 +371,32 @@ class VoiceRole:
 
     def listeners(self) -> list[Listener]:
         return list(self._listeners)
+
+    def listeners_of(self, user_id: str, source: str) -> list[Listener]:
+        """Listeners that want ``user_id`` on ``source`` (``voice`` or ``stream:<user id>``)."""
+        return [x for x in self._listeners if x.wants(user_id, source)]
+
+    def deliver_stream_audio(
+        self, user_id: str, ssrc: int, frames: list[tuple[Pcm, bool]], listeners: list[Listener], source: str
+    ) -> None:
+        """Decoded 48 kHz stereo frames from another leg (Go Live stream audio) to ``listeners``."""
+        self._deliver_to_listeners(user_id, ssrc, frames, listeners, source)
+
+    def stream_audio_stopped(self, user_id: str, source: str, reason: str) -> None:
+        for listener in self._listeners:
+            if reason == "disconnected":
+                listener.offer_stopped(user_id, source, reason)
+
+    def register_stream_audio(self, audio: Any) -> Callable[[], None]:
+        """Show a watch's stream audio in status while it runs; returns the function that removes it."""
+        target: str = audio.target_user_id
+        self.stream_audio[target] = audio
+
+        def remove() -> None:
+            if self.stream_audio.get(target) is audio:
+                del self.stream_audio[target]
+
+        return remove
 
     def end_listeners(self, reason: str) -> None:
         """Close every listener (the role is going away); their iterators end."""

@@ -74,6 +74,8 @@ class OfflineReader:
     def describe(self, frame_jpeg: bytes, context: NoteContext) -> str:
         """The note text (CPU work: call on a worker thread). Raises ``VisionError('bad_image')``."""
         measures = measure_jpeg(frame_jpeg)
+        if context.stream_type == "camera":  # a webcam: no screen text to read
+            return describe_measures(measures, context)
         engine = self._load()
         if engine is None:
             return describe_measures(measures, context)

@@ -10,6 +10,7 @@ import base64
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
@@ -75,12 +76,15 @@ class DevTools:
     def __init__(self, ws: WebSocketConnection) -> None:
         self.ws = ws
         self.ids = itertools.count(1)
+        self.events: list[dict[str, Any]] = []  # notifications seen while waiting for answers
 
     async def call(self, method: str, **params: Any) -> dict[str, Any]:
         ident = next(self.ids)
         await self.ws.send_message(json.dumps({"id": ident, "method": method, "params": params}))
         while True:
             message = json.loads(await self.ws.get_message())
+            if "method" in message:
+                self.events.append(message)
             if message.get("id") == ident:
                 if "error" in message:
                     raise AssertionError(f"{method}: {message['error']}")
@@ -131,6 +135,9 @@ STATE_JS = """JSON.stringify({
                   ? {w: i.naturalWidth, seq: i.dataset.sequence} : null; })(),
   roles: [...document.querySelectorAll('#roles tr[data-role]')].map(r => [r.dataset.role, r.dataset.state]),
   privacy: document.getElementById('privacy-code').textContent,
+  privacyGroups: document.querySelectorAll('#privacy-code .g').length,
+  voiceQos: (() => { const r = document.querySelector('#roles tr[data-role=voice] td:last-child');
+                     return r ? r.innerText : null; })(),
   sharers: document.querySelectorAll('#sharers tr[data-user]').length,
   conn: document.getElementById('conn').textContent,
   hash: location.hash,
@@ -150,6 +157,8 @@ async def test_dashboard_shows_frames_and_live_role_states(chromium: str, tmp_pa
             open_browser(chromium, tmp_path / "profile") as browser,
         ):
             await browser.call("Page.enable")
+            await browser.call("Network.enable")
+            await browser.call("Runtime.enable")
             await browser.call("Page.navigate", url=api.dashboard_url)
             expression = STATE_JS % ALICE
 
@@ -167,7 +176,11 @@ async def test_dashboard_shows_frames_and_live_role_states(chromium: str, tmp_pa
             assert state["img"] is None
             assert ["voice", "ready"] in state["roles"]
             assert ["stream_watch", "connecting"] in state["roles"]
-            assert state["privacy"] == session.privacy_code
+            assert state["privacy"] == session.privacy_code.replace(" ", "")
+            assert state["privacyGroups"] == 6  # 30 digits in groups of five
+            # headline figures on the row, the others behind "more"
+            assert "lost 2 · recovered 0" in state["voiceQos"] and "more (2)" in state["voiceQos"]
+            assert "jitter_ms" not in state["voiceQos"]
             assert state["conn"] == "live"
             assert state["hash"] == ""  # the token left the address bar
 
@@ -180,6 +193,13 @@ async def test_dashboard_shows_frames_and_live_role_states(chromium: str, tmp_pa
             session.deliver_frame(ALICE, "go_live", real_frame(2, trio.current_time()))
             await state_when("v.img && v.img.seq === '2'", "second frame")
             shot = await browser.call("Page.captureScreenshot", format="png")
+            failed = [
+                (e["params"]["response"]["status"], e["params"]["response"]["url"])
+                for e in browser.events
+                if e["method"] == "Network.responseReceived" and e["params"]["response"]["status"] >= 400
+            ]
+            assert failed == []  # no 404s in the console (the favicon is inline)
+            assert not [e for e in browser.events if e["method"] == "Runtime.exceptionThrown"]
             path = tmp_path / "dashboard.png"
             path.write_bytes(base64.b64decode(shot["data"]))
             assert path.stat().st_size > 10_000
@@ -204,4 +224,7 @@ async def test_dashboard_asks_for_a_token_without_one(chromium: str, tmp_path: P
 def test_dashboard_is_self_contained() -> None:
     html = dashboard_html()
     assert "http://" not in html and "https://" not in html  # no CDN: the machine may be offline
-    assert "<script src" not in html and "<link" not in html
+    assert "<script src" not in html
+    # The only <link> is the inline favicon: without it the browser asks for /favicon.ico (a 404).
+    links = re.findall(r"<link [^>]*>", html)
+    assert len(links) == 1 and 'rel="icon" href="data:image/svg+xml,' in links[0]

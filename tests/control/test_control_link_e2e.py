@@ -351,7 +351,7 @@ async def test_chromium_shares_a_screen_through_the_link(chromium: str, tmp_path
                     f"{close:.1%} of pixels within 80 of their quadrant colour (goal >= 90%); "
                     f"PSNR vs the ideal pattern {psnr:.1f} dB (the capture path shifts colours)"
                 )
-                assert first_frame_s < 5
+                assert first_frame_s < 10  # a loaded 2-core CI box; typically ~2 s
                 assert layout and close >= 0.9
                 assert look["frame"]["width"] * look["frame"]["height"] <= link_settings().link.max_pixels
 

@@ -106,6 +106,18 @@ async def test_publish_over_http_with_status_qos_and_field_errors(tmp_path: Path
                 )
                 stopped = await http.delete("/api/publish")
                 assert stopped.status_code == 200 and not stopped.json()["publishing"]
+                # The same through the agent tools (HTTP /api/tools, in-process agents, MCP).
+                refused_tool = (
+                    await http.post("/api/tools/set_go_live_paused", json={"paused": True})
+                ).json()
+                assert refused_tool["ok"] is False and refused_tool["reason"] == "not_publishing"
+                tool = (await http.post("/api/tools/go_live", json={"source": "frames"})).json()
+                assert tool["ok"] and tool["publishing"] and tool["source"] == "frames"
+                paused_tool = (await http.post("/api/tools/set_go_live_paused", json={"paused": True})).json()
+                assert paused_tool["ok"] and paused_tool["paused"]
+                bad_tool = await http.post("/api/tools/go_live", json={"source": "holograms"})
+                assert bad_tool.status_code == 400 and bad_tool.json()["field"] == "source"
+                assert not (await http.post("/api/tools/stop_go_live", json={})).json()["publishing"]
                 audio_only = await http.post("/api/music", json={"url": music, "visualizer": "off"})
                 assert audio_only.status_code == 200 and audio_only.json()["music"]["ok"]
                 assert not audio_only.json()["publishing"]

@@ -17,7 +17,7 @@ from clank.cli import EXIT_CHANNEL, EXIT_LISTEN
 from clank.sandbox.app import open_sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
-LIMIT = 60
+LIMIT = 120
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.filterwarnings(
 )  # see test_control_mcp
 
 ROOT = Path(__file__).resolve().parents[2]
+WATCH_TOOLS = {"start_screen_watch", "stop_screen_watch", "look_at_screen", "list_sharers", "status"}
 LIMIT = 90
 
 
@@ -102,6 +103,13 @@ async def test_clank_mcp_over_stdio_in_sandbox_mode(tmp_path: Path) -> None:
             assert status["inVoice"] and status["mode"] == "sandbox"
             stopped = await client.call_tool("stop_screen_watch", {})
             assert not stopped.is_error
+            # Every other tool (voice, music, channels, ...) answers over MCP with its JSON, an
+            # ok answer or a tool error with a reason: never a protocol error.
+            others = [t.name for t in listed.tools if t.name not in WATCH_TOOLS]
+            for name in sorted(others, key=lambda n: n.startswith("leave")):  # leave voice last
+                result = await client.call_tool(name, {})
+                body = _json(result)
+                assert isinstance(body, dict) and (not result.is_error or body.get("reason")), (name, body)
     log = stderr_path.read_text()
     events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert "mcp serving on stdio" in [e.get("event") for e in events]

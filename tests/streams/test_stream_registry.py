@@ -528,7 +528,8 @@ def test_registry_listeners_get_each_dispatch_s_events_once(registry: StreamRegi
     assert seen == ["stream_discovery_stream_created"]
 
 
-def test_keepalive_pings_while_watching(registry: StreamRegistry) -> None:
+def test_keepalive_pings_while_watching() -> None:
+    registry = StreamRegistry(ME, guild_ids=[GUILD], ping_policy=StreamPingPolicy(only_when_failing=False))
     assert registry.keepalive_due(1000.0) == []
     registry.handle_dispatch("STREAM_CREATE", stream_create(KEY_ALICE), 0.0)
     registry.request_watch(ALICE, 10.0)

@@ -140,3 +140,10 @@ async def test_without_the_ocr_package_notes_fall_back_and_say_so_once() -> None
     assert all(t.startswith("Alice is sharing a 1280x720 screen.") for t in texts)  # today's measures
     warnings = [e for e in logs if "without OCR" in str(e.get("event"))]
     assert len(warnings) == 1 and warnings[0]["log_level"] == "warning"
+
+
+async def test_a_webcam_gets_measured_notes_not_ocr() -> None:
+    camera = NoteContext(trigger="first_frame", user_id="1002", user_name="Bob", stream_type="camera")
+    with trio.fail_after(30):
+        text = await OfflineVisionProvider().describe(jpeg(SCENE_FRAMES[0]), context=camera)
+    assert text.startswith("Bob is sharing a 1280x720 camera.") and "visible text" not in text
