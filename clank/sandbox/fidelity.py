@@ -37,12 +37,29 @@ class FidelityRules:
     webcam states to clients that announced their video state; clanky and Discord-video-stream send
     an inactive op12 on the voice leg for this reason)."""
 
+    sink_wants_flat_only: bool
+    """Only op15's flat SSRC keys and ``any`` decide what is forwarded (the documented form);
+    clankvox's nested ``streams`` map alone is not relied on."""
+    stream_channel_is_dave_group: bool
+    """A stream server refuses an identify whose ``channel_id`` is not its DAVE group
+    (``rtc_server_id - 1``) with 4004 (clankvox's value, which worked live)."""
+
 
 STRICT: Final = FidelityRules(
-    name="strict", silent_client_timeout=60.0, heartbeat_ack_echo=False, video_after_own_op12=True
+    name="strict",
+    silent_client_timeout=60.0,
+    heartbeat_ack_echo=False,
+    video_after_own_op12=True,
+    sink_wants_flat_only=True,
+    stream_channel_is_dave_group=True,
 )
 LENIENT: Final = FidelityRules(
-    name="lenient", silent_client_timeout=None, heartbeat_ack_echo=True, video_after_own_op12=False
+    name="lenient",
+    silent_client_timeout=None,
+    heartbeat_ack_echo=True,
+    video_after_own_op12=False,
+    sink_wants_flat_only=False,
+    stream_channel_is_dave_group=False,
 )
 
 

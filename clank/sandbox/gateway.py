@@ -23,6 +23,7 @@ from clank.sandbox.hub import DispatchHub, GatewaySession, ReplayGap
 from clank.sandbox.ids import IdFactory
 from clank.sandbox.model import User
 from clank.sandbox.payloads import me_json, voice_state_json
+from clank.sandbox.stream_moves import health_check
 from clank.sandbox.world import World
 from clank.wire.gateway import GatewayFrame, Op, ZlibStreamDeflater
 
@@ -98,7 +99,7 @@ OP_RULES: dict[int, OpRule] = {
     Op.STREAM_CREATE: OpRule(True, "_on_stream_create"),
     Op.STREAM_DELETE: OpRule(True, "_on_stream_delete"),
     Op.STREAM_WATCH: OpRule(True, "_on_stream_watch"),
-    Op.STREAM_PING: OpRule(True, "_ignore"),
+    Op.STREAM_PING: OpRule(True, "_on_stream_ping"),
     Op.STREAM_SET_PAUSED: OpRule(True, "_on_stream_set_paused"),
 }
 
@@ -470,6 +471,12 @@ class GatewayConnection:
         payload = self._require_object(data, "stream watch")
         user, sid = self._user()
         await self._world.watch_stream(user.id, payload.get("stream_key"), via_session=sid)
+
+    async def _on_stream_ping(self, data: Any) -> None:
+        """op21: a health check of the stream server; it may be reallocated (fresh credentials)."""
+        payload = self._require_object(data, "stream ping")
+        user, sid = self._user()
+        await health_check(self._world, user.id, payload.get("stream_key"), via_session=sid)
 
     async def _on_stream_set_paused(self, data: Any) -> None:
         payload = self._require_object(data, "stream set paused")

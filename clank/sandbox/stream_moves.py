@@ -18,7 +18,7 @@ from clank.sandbox.rtc.backend import RtcMediaBackend
 from clank.sandbox.rtc.server import CLOSE_CALL_TERMINATED
 from clank.sandbox.world import World
 
-__all__ = ["MOVE_GRACE", "move_stream_server", "stream_unavailable"]
+__all__ = ["MOVE_GRACE", "health_check", "move_stream_server", "stream_unavailable"]
 
 log = get_logger("clank.sandbox.stream_moves")
 
@@ -53,6 +53,28 @@ async def move_stream_server(
     if not isinstance(media, RtcMediaBackend):
         return 0
     return media.stream_server(stream.key).close_stale(close_code)
+
+
+async def health_check(world: World, user_id: str, stream_key: object, *, via_session: str | None) -> bool:
+    """op21 from a viewer: Discord checks the stream server and may reallocate it; the sandbox
+    always does, for that viewer: a fresh STREAM_SERVER_UPDATE (the old token stops working).
+    Anything else (not a viewer, no such stream) is ignored."""
+    stream = world.stream(stream_key) if isinstance(stream_key, str) else None
+    state = world.voice_state(user_id)
+    if stream is None or state is None or user_id not in stream.viewer_ids:
+        return False
+    endpoint, token = await world.media.allocate_stream(
+        stream.key, user_id, state.session_id, stream.rtc_server_id
+    )
+    register_secret(token)
+    targets = {"session_ids": [via_session]} if via_session is not None else {"users": [user_id]}
+    world.hub.dispatch(
+        "STREAM_SERVER_UPDATE",
+        {"stream_key": stream.key, "guild_id": None, "endpoint": endpoint, "token": token},
+        **targets,
+    )
+    log.info("stream health check: server reallocated", stream_key=stream.key, user_id=user_id)
+    return True
 
 
 async def stream_unavailable(world: World, stream_key: str, seconds: float) -> None:

@@ -78,6 +78,8 @@ class VoiceServerConfig:
     video_codec: str = "H264"
     keyframe_interval: int | None = None
     heartbeat_ack_echo: bool = True
+    sink_wants_flat_only: bool = False
+    """Only op15's flat SSRC keys and ``any`` count (the nested ``streams`` map is ignored)."""
     """op6 ``t`` echoes the heartbeat's nonce; False sends another ``t`` (clients must not care)."""
 
     @property
@@ -517,6 +519,8 @@ class VoiceServerConnectionCore:
         if op == VoiceOp.VIDEO:
             return [ClientVideo(vg.Video.parse(d))]
         if op == VoiceOp.MEDIA_SINK_WANTS:
+            if self.config.sink_wants_flat_only and isinstance(d, dict):
+                d = {k: v for k, v in d.items() if k != "streams"}
             return [ClientSinkWants(vg.MediaSinkWants.parse(d))]
         if op == VoiceOp.SESSION_UPDATE:
             return [ClientSessionUpdate(vg.SessionUpdate.parse(d))]

@@ -584,7 +584,7 @@ async def _run_leg(
         role="stream_publish",
         endpoint=creds.endpoint,
         server_id=creds.rtc_server_id,
-        channel_id=creds.rtc_channel_id or str(group),
+        channel_id=str(group),  # one stream channel id: rtc_server_id - 1, as for the DAVE group
         user_id=session.user_id,
         session_id=session_id,
         token=creds.token,

@@ -67,6 +67,7 @@ from clank.protocol import voice_gateway as vgc
 from clank.protocol.streams import STREAM_PING_INTERVAL, StreamRegistry
 from clank.protocol.video_receive import StreamType, VideoReceiveConfig, VideoReceiver, build_sink_wants
 from clank.session.roles import RoleHandle, RoleState
+from clank.session.stream_audio import StreamAudio
 from clank.session.video_pipeline import FrameSink, VideoPipeline, WatchStreamStatistics, open_video_pipeline
 from clank.session.watch_frames import FrameChannel, LatestFrameStore
 from clank.wire import voice_gateway as vg
@@ -111,6 +112,10 @@ SINK_WANTS_INTERVAL_STARTING: Final = 2.0
 """op15 is re-asserted this often until the first frame (clankvox's cadence, §3.9)."""
 SINK_WANTS_INTERVAL_SETTLED: Final = 10.0
 STOP_BUDGET: Final = 1.0
+HEALTH_CHECK_POLL_S: Final = 5.0
+"""How often the stream leg's health is looked at (for op21)."""
+STREAM_STALL_S: Final = 10.0
+"""No picture for this long after the first one counts as a failing stream leg."""
 UNAVAILABLE_HOLD_S: Final = 30.0
 """A STREAM_DELETE with ``unavailable: true`` holds the watch this long for a STREAM_CREATE."""
 """Seconds for the op19 sent when a watch ends (bounded, shielded)."""
@@ -471,7 +476,9 @@ async def _request_credentials(
     if isinstance(registry, StreamRegistry):
         known = registry.stream(key)
         if known is not None:
-            creds = _Credentials(known.rtc_server_id, known.rtc_channel_id, known.endpoint, known.token)
+            # Ids only: endpoint and token must come from a STREAM_SERVER_UPDATE that answers
+            # this op20 (cached credentials that look complete may be stale after a re-watch).
+            creds = _Credentials(known.rtc_server_id, known.rtc_channel_id)
     await session.gateway.stream_watch(str(key))
     log.info("stream watch requested", stream_key=str(key))
     with trio.move_on_after(watch.settings.credentials_timeout_s):
@@ -545,8 +552,8 @@ async def _watch_stream(
         role="stream_watch",
         endpoint=creds.endpoint,
         server_id=creds.rtc_server_id,
-        # §9 #2: rtc_channel_id when known, else clankvox's rtc_server_id - 1 (worked live).
-        channel_id=creds.rtc_channel_id or str(dave_group_id_for_stream(creds.rtc_server_id)),
+        # One stream channel id for identify and DAVE: rtc_server_id - 1 (clankvox, worked live).
+        channel_id=_stream_channel_id(creds),
         user_id=session.user_id,
         session_id=session_id,
         token=creds.token,
@@ -560,8 +567,10 @@ async def _watch_stream(
     link = _Link()
     receiver = VideoReceiver(_receive_config(watch.settings, "screen"), link.decrypt)
     wants_changed = _Wakeup()
+    audio = StreamAudio(session, watch.target, handle)  # Go Live stream audio (stream_audio.py)
 
     def on_event(event: MediaEvent) -> None:
+        audio.on_event(event)
         pipeline = watch.pipeline
         now = trio.current_time()
         if isinstance(event, vgc.SessionEstablished):
@@ -588,11 +597,12 @@ async def _watch_stream(
         _suppress_screen(session, watch.target)
         async with open_media_connection(
             params,
-            packet_handler=pipeline.on_packet,
+            packet_handler=audio.wrap(pipeline.on_packet),
             rtcp_handler=pipeline.on_rtcp,
             event_handler=on_event,
         ) as conn:
             link.connection = conn
+            audio.attach(conn)
             watch.connection = conn
             receiver.local_ssrc = conn.ssrc or 0
             if conn.dave.ready:
@@ -734,10 +744,40 @@ async def _sink_wants_loop(watch: _Watch, conn: MediaConnection, changed: _Wakeu
 
 
 async def _keepalive_loop(watch: _Watch, key: StreamKey) -> None:
+    """op21 is a health check, not a keep-alive: it may make Discord check (and reallocate) the
+    stream server. Sent only while the stream leg is failing (reconnecting, or frames stalled for
+    ``STREAM_STALL_S`` after the first one), at most once per ``STREAM_PING_INTERVAL``."""
+    last_sent = -math.inf
     while True:
-        await trio.sleep(STREAM_PING_INTERVAL)
+        await trio.sleep(HEALTH_CHECK_POLL_S)
+        now = trio.current_time()
+        if now - last_sent < STREAM_PING_INTERVAL or not _stream_leg_failing(watch, now):
+            continue
+        log.info("stream leg failing; asking for a health check (op21)", stream_key=str(key))
         await watch.session.gateway.stream_ping(str(key))
         watch.keepalives_sent += 1
+        last_sent = now
+
+
+def _stream_leg_failing(watch: _Watch, now: float) -> bool:
+    conn = watch.connection
+    if conn is None or conn.state != "ready":
+        return True
+    latest = watch.sink.store.latest
+    return latest is not None and now - latest.wall_time > STREAM_STALL_S
+
+
+def _stream_channel_id(creds: _Credentials) -> str:
+    """``rtc_server_id - 1`` (the DAVE group id too); a different ``rtc_channel_id`` is logged."""
+    assert creds.rtc_server_id is not None
+    channel_id = str(dave_group_id_for_stream(creds.rtc_server_id))
+    if creds.rtc_channel_id is not None and creds.rtc_channel_id != channel_id:
+        log.warning(
+            "STREAM_CREATE rtc_channel_id differs from rtc_server_id - 1; using the latter",
+            rtc_channel_id=creds.rtc_channel_id,
+            channel_id=channel_id,
+        )
+    return channel_id
 
 
 # ---------------------------------------------------------------------- webcam watch (voice leg)
@@ -810,6 +850,7 @@ class _WebcamRole:
                 quality=self.settings.preferred_quality,
                 pixel_count=self.settings.preferred_pixel_count,
                 default_stream_type="camera",
+                any_quality=self.settings.preferred_quality,
             )
             if wants != sent or now - last_sent_at >= SINK_WANTS_INTERVAL_SETTLED:
                 await conn.media_sink_wants(wants)

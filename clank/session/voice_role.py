@@ -28,7 +28,7 @@ from __future__ import annotations
 import collections
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import Any, Final
 
 import attrs
 import trio
@@ -197,6 +197,8 @@ class VoiceRole:
         self.music = MusicPlayer(self.mixer, self.playback_events, self._wake_sender)
         self._listeners: list[Listener] = []
         self._listen_converters: dict[tuple[str, str, tuple[int, int]], PcmConverter] = {}
+        self.stream_audio: dict[str, Any] = {}
+        """Go Live stream audio of running watches, by streamer (:mod:`clank.session.stream_audio`)."""
         self._listeners_changed = trio.Event()
         self._encoder = OpusEncoder()
         self._audio_wake = trio.Event()
@@ -369,6 +371,32 @@ class VoiceRole:
 
     def listeners(self) -> list[Listener]:
         return list(self._listeners)
+
+    def listeners_of(self, user_id: str, source: str) -> list[Listener]:
+        """Listeners that want ``user_id`` on ``source`` (``voice`` or ``stream:<user id>``)."""
+        return [x for x in self._listeners if x.wants(user_id, source)]
+
+    def deliver_stream_audio(
+        self, user_id: str, ssrc: int, frames: list[tuple[Pcm, bool]], listeners: list[Listener], source: str
+    ) -> None:
+        """Decoded 48 kHz stereo frames from another leg (Go Live stream audio) to ``listeners``."""
+        self._deliver_to_listeners(user_id, ssrc, frames, listeners, source)
+
+    def stream_audio_stopped(self, user_id: str, source: str, reason: str) -> None:
+        for listener in self._listeners:
+            if reason == "disconnected":
+                listener.offer_stopped(user_id, source, reason)
+
+    def register_stream_audio(self, audio: Any) -> Callable[[], None]:
+        """Show a watch's stream audio in status while it runs; returns the function that removes it."""
+        target: str = audio.target_user_id
+        self.stream_audio[target] = audio
+
+        def remove() -> None:
+            if self.stream_audio.get(target) is audio:
+                del self.stream_audio[target]
+
+        return remove
 
     def end_listeners(self, reason: str) -> None:
         """Close every listener (the role is going away); their iterators end."""

@@ -918,7 +918,8 @@ class SessionUpdate:
 
 class SinkWantsFormat(enum.Enum):
     NESTED = "nested"
-    """``{"any": q, "streams": {"ssrc": q}, "pixelCounts": {...}}`` — what clankvox sends; the default."""
+    """``{"any": q, "ssrc": q, "streams": {"ssrc": q}, "pixelCounts": {...}}``: the documented flat
+    keys *and* clankvox's nested map (servers that read either form see the same wants); the default."""
     FLAT = "flat"
     """``{"ssrc": q, "any": q, "pixelCounts": {...}}`` — what the community docs describe."""
 
@@ -981,10 +982,9 @@ class MediaSinkWants:
         out: dict[str, Any] = {}
         if self.any is not None:
             out["any"] = self.any
+        out |= qualities
         if fmt is SinkWantsFormat.NESTED:
-            out["streams"] = qualities
-        else:
-            out |= qualities
+            out["streams"] = dict(qualities)
         if self.pixel_counts:
             out["pixelCounts"] = {str(ssrc): px for ssrc, px in self.pixel_counts.items()}
         return out

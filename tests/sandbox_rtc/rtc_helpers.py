@@ -325,7 +325,7 @@ async def open_world_watch(
         voice.config.user_id,
         voice.config.session_id,
         server_id=create.rtc_server_id,
-        channel_id=None,
+        channel_id=str(dave_group_id_for_stream(create.rtc_server_id)),
         token=server.token,
         role="stream_watch",
     )

@@ -162,6 +162,28 @@ class RtcMediaBackend:
         self._nursery.start_soon(viewer.run)
         return viewer
 
+    def share_stream_audio(
+        self,
+        stream_key: str,
+        on: bool = True,
+        *,
+        frequency: float | None = None,
+        signal: Signal | None = None,
+    ) -> Speaker:
+        """The streamer shares audio with its Go Live: its member *on the stream server* talks
+        (Opus on that leg's own SSRC, encrypted with that leg's DAVE group, op5 on that leg)."""
+        key = StreamKey.parse(stream_key)
+        server = self.stream_server(stream_key)
+        running = None if key is None else self._members.get((_call_id(server), int(key.owner_id)))
+        if running is None or running.speaker is None:
+            raise SandboxError(f"{stream_key} has no simulated streamer")
+        if frequency is not None:
+            running.speaker.frequency = frequency
+        if signal is not None:
+            running.speaker.signal = signal
+        running.speaker.set_talking(on)
+        return running.speaker
+
     # ------------------------------------------------------------------ MediaBackend
 
     async def allocate_voice(

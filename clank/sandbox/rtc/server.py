@@ -352,6 +352,13 @@ class MediaServer:
     def _validate_identify(self, identify: vg.Identify) -> int | None:
         if identify.server_id != self.server_id:
             return core_mod.CLOSE_AUTHENTICATION_FAILED
+        if (
+            self.kind == "stream"
+            and self.config.fidelity.stream_channel_is_dave_group
+            and identify.channel_id != str(self.group_id)
+        ):
+            log.warning("stream identify channel_id is not the DAVE group", channel_id=identify.channel_id)
+            return core_mod.CLOSE_AUTHENTICATION_FAILED
         granted = self._credentials.get(identify.user_id)
         if granted is None or not secrets.compare_digest(granted[0], identify.token):
             return core_mod.CLOSE_AUTHENTICATION_FAILED
@@ -381,6 +388,7 @@ class MediaServer:
             ip=self.config.host,
             port=self.udp_address[1],
             heartbeat_ack_echo=self.config.fidelity.heartbeat_ack_echo,
+            sink_wants_flat_only=self.config.fidelity.sink_wants_flat_only,
         )
         return core_mod.VoiceServerConnectionCore(
             config,
