@@ -187,7 +187,8 @@ class ClankService:
         if not self._session.in_voice():
             return WatchResult(ok=False, reason="not_in_voice")
         resolution = resolve_watch_target(self._snapshot(), target, requester_id)
-        log.info(
+        # "nobody_sharing" is what pollers (the demo agent, auto_watch) hear until someone shares.
+        (log.debug if resolution.reason == "nobody_sharing" else log.info)(
             "screen watch resolved",
             target=target,
             requester_id=requester_id,
