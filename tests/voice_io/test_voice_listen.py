@@ -76,6 +76,7 @@ async def test_a_speakers_tone_arrives_with_user_id_rate_and_speaking_events() -
                         break
                 assert event["userId"] == alice and event["reason"] == "silence"
                 gap = stopped_at - arrivals[-1]
+                print(f"FIGURE speaking_stopped {gap * 1000:.0f} ms after the last audio (silenceMs 300)")
                 assert 0.27 <= gap <= 0.38, f"speaking_stopped {gap * 1000:.0f} ms after the last audio"
 
 
@@ -104,6 +105,10 @@ async def test_a_stalled_client_does_not_disturb_another() -> None:
                         assert frame.user_id == int(alice) and frame.sample_rate == 24000
                         arrivals.append(trio.current_time())
                 span = arrivals[-1] - arrivals[0]
+                print(
+                    f"FIGURE healthy client: 150 frames in {span:.2f} s, "
+                    f"max gap {max(np.diff(arrivals[10:])) * 1000:.0f} ms"
+                )
                 assert 2.8 < span < 3.3  # real time: nothing held back
                 assert max(np.diff(arrivals[10:])) < 0.15
                 status = (await r.client.get("/api/status")).json()["voiceIo"]
@@ -111,6 +116,7 @@ async def test_a_stalled_client_does_not_disturb_another() -> None:
                 assert listeners[0]["rate"] == 24000 and listeners[0]["dropped"] == 0
                 assert listeners[1]["rate"] == 48000 and listeners[1]["dropped"] > 50
                 assert listeners[1]["queued"] <= 10 + 2
+                print(f"FIGURE stalled client dropped {listeners[1]['dropped']} frames, healthy dropped 0")
             await wait_until(lambda: not r.voice.role().listeners())
 
 

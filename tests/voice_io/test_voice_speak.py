@@ -67,6 +67,10 @@ async def test_streamed_pcm_upload_plays_while_uploading_without_gaps() -> None:
             loud = np.flatnonzero(rms > 1000)
             assert 95 <= len(loud) <= 102  # 2 s = 100 frames
             middle = rms[loud[0] + 1 : loud[-1]]
+            print(
+                f"FIGURE streamed speech: {len(loud)} loud 20 ms frames of 100, "
+                f"quietest middle frame rms {middle.min():.0f}"
+            )
             assert middle.min() > 3000, "a gap in the middle of the speech"
 
 
@@ -110,6 +114,10 @@ async def test_websocket_speech_events_and_stop_silences_within_40ms() -> None:
                     await trio.sleep(0.3)
                     nursery.cancel_scope.cancel()
             last_audio = max(grew_at, default=stopped_at)
+            print(
+                f"FIGURE stop -> last audio at the listener: "
+                f"{1000 * (last_audio - stopped_at):.1f} ms (goal <= 40)"
+            )
             assert last_audio - stopped_at <= 0.040, (
                 f"audio went on {1000 * (last_audio - stopped_at):.1f} ms"
             )
@@ -142,6 +150,10 @@ async def test_music_ducks_while_speaking(tmp_path: Path) -> None:
             await trio.sleep(1.4)
             after = amplitude_at(listener.received_pcm(r.ours)[-19_200:], 330.0)
             assert before > 3000
+            print(
+                f"FIGURE music under speech: {during / before:.3f} of its level (duck gain 0.3), "
+                f"after {after / before:.3f}"
+            )
             assert 0.2 < during / before < 0.42, (before, during)  # duck gain 0.3
             assert after / before > 0.85
             status = (await r.client.get("/api/voice/music")).json()
