@@ -11,6 +11,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 from voice_io_kit import Running, running, wait_until
 
 from clank.media.audio import dominant_frequency
+from clank.session.voice_listen import UserAudio
 from clank.wire.listen_audio import ListenAudioFrame
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
@@ -134,6 +135,18 @@ async def test_python_listener_iterates_user_audio_and_ends_on_leave_of_block() 
                 assert kinds[0] == "SpeakingEvent"
                 assert listener.statistics()["rate"] == 8000
             assert not r.voice.role().listeners()
+            bob = await r.join("bob")
+            carol = await r.join("carol")
+            await r.sandbox.world.set_speaking(bob, True)
+            await r.sandbox.world.set_speaking(carol, True)
+            heard: set[str] = set()
+            async with r.voice.listen([alice, bob], sample_rate=16000, channels=1) as several:
+                async for item in several:
+                    if isinstance(item, UserAudio):
+                        heard.add(item.user_id)
+                    if heard == {alice, bob} and several.delivered > 100:
+                        break
+            assert heard == {alice, bob}  # carol talks too, but was not asked for
             with pytest.raises(Exception, match="users"):
                 async with r.voice.listen(["42"]):
                     pass

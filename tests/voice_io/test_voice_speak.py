@@ -230,6 +230,29 @@ async def test_bad_input_answers_4xx_naming_the_field_and_keeps_playing() -> Non
                     pass
             assert rejected.value.status_code == 400
             assert json.loads(rejected.value.body or b"{}")["field"] == "users"
+            with pytest.raises(ConnectionRejected) as rejected:
+                async with open_websocket_url(
+                    f"{r.ws_url}/api/voice/speak/ws?sampleRate=4000",
+                    extra_headers=[("Authorization", f"Bearer {r.token}")],
+                ):
+                    pass
+            assert rejected.value.status_code == 400
+            assert json.loads(rejected.value.body or b"{}")["field"] == "sampleRate"
+            async with open_websocket_url(
+                f"{r.ws_url}/api/voice/speak/ws?sampleRate=24000&channels=2&token={r.token}"
+            ) as ws:
+                await ws.send_message(b"\0" * 6)  # 1.5 stereo samples
+                while True:
+                    event = json.loads(await ws.get_message())
+                    if event["type"] == "error":
+                        break
+                assert event["field"] == "pcm"
+                await ws.send_message('{"type": "dance"}')
+                while True:
+                    event = json.loads(await ws.get_message())
+                    if event["type"] == "error":
+                        break
+                assert event["field"] == "type"
             # nothing already playing was lost
             assert r.voice.playback()["state"] == "playing"
             before = len(listener.received_pcm(r.ours))
