@@ -207,7 +207,7 @@ class VoiceApi:
         *,
         name: str | None = None,
         queue: bool = False,
-        gain: float = 1.0,
+        gain: float | None = None,
         fade_in_ms: int = 0,
     ) -> dict[str, Any]:
         _check_source(source)
