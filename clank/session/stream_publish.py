@@ -106,6 +106,8 @@ PUBLISH_FAILURES: Final[Mapping[str, str]] = {
 
 STOP_BUDGET: Final = 1.0
 DELETE_GRACE: Final = 0.3
+REBUILD_WINDOW: Final = 5.0
+"""A STREAM_DELETE this close before a session rebuild is taken as caused by it (we go live again)."""
 """After a stream-leg failure, a STREAM_DELETE arriving this soon names the reason instead."""
 DISPATCH_BUFFER: Final = 64
 SR_CHECK_INTERVAL: Final = 1.0
@@ -158,6 +160,8 @@ class _Publish:
         self.stop_requested = False
         self.paused = False
         self.live_at: float | None = None
+        self.ended_at: float | None = None
+        self.rebuilds = _rebuilds(session)
         self.viewers: set[str] = set()
         self.sources: collections.OrderedDict[int, av.VideoFrame] = collections.OrderedDict()
         self.last_sent: av.VideoFrame | None = None
@@ -172,6 +176,8 @@ class _Publish:
 
     def reset(self) -> None:
         self.end_reason = None
+        self.ended_at = None
+        self.rebuilds = _rebuilds(self.session)
         self.key = None
         self.connection = None
         self.core = None
@@ -292,6 +298,10 @@ class PublishHandle:
     @property
     def paused(self) -> bool:
         return self._p.paused
+
+    def live_again(self) -> bool:
+        """True once video can flow on the current role (after a rebuild: the new one)."""
+        return self._p.live_at is not None
 
     @property
     def source(self) -> PublishSource | None:
@@ -434,7 +444,7 @@ async def _publish_role(
     session = publish.session
     task_status.started()
     if publish.end_reason is not None:
-        if publish.stop_requested or publish.end_reason != "interrupted":
+        if publish.stop_requested or not _rebuilt_since_end(publish):
             return  # relaunched by a session rebuild after the publish had ended for good
         publish.reset()
     reason = "interrupted"
@@ -464,7 +474,9 @@ async def _publish_role(
         if publish.stop_requested:
             reason = publish.stop_reason
         publish.end_reason = reason
-        _close_source(publish.source)
+        publish.ended_at = trio.current_time()
+        if reason != "interrupted":
+            _close_source(publish.source)
         key_sent = publish.key
         if key_sent is not None and reason != "stream_deleted":
             with trio.move_on_after(STOP_BUDGET, shield=True):
@@ -480,6 +492,23 @@ async def _publish_role(
             keyframes=stats.keyframes,
             stream_key=None if key_sent is None else str(key_sent),
         )
+
+
+def _rebuilds(session: WatchSession) -> int:
+    statistics = getattr(session, "statistics", None)
+    return int(getattr(statistics(), "rebuilds", 0)) if statistics is not None else 0
+
+
+def _rebuilt_since_end(publish: _Publish) -> bool:
+    """A session rebuild relaunched us: go live again if the rebuild is what ended the stream.
+
+    ``interrupted`` is the rebuild cancelling the role; a STREAM_DELETE just before the rebuild
+    (the server deletes a stream whose owner's voice session changed) counts too.
+    """
+    if publish.end_reason == "interrupted":
+        return True
+    recent = publish.ended_at is not None and trio.current_time() - publish.ended_at <= REBUILD_WINDOW
+    return publish.end_reason == "stream_deleted" and recent and _rebuilds(publish.session) > publish.rebuilds
 
 
 async def _pending_delete(key: StreamKey, dispatches: trio.MemoryReceiveChannel[Dispatch]) -> str | None:
