@@ -373,7 +373,7 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
         )
         voice = VoiceApi(
             lambda: session_voice_role(channels.current),
-            known_users=lambda: [m.user_id for m in directory.members()],
+            known_users=lambda: {m.user_id for m in directory.members()} | channel_directory.user_ids(),
             channels=channels,
         )
         service = ClankService(port, links, voice=voice)
