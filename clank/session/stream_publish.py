@@ -97,7 +97,7 @@ PUBLISH_FAILURES: Final[Mapping[str, str]] = {
     "stream_deleted": "STREAM_DELETE for our stream (we left voice, the server ended it, ...)",
     "transport": "the stream leg failed (websocket closed, handshake timeout, protocol error)",
     "no_send_stream": "the stream server's Ready assigned no video stream to send on",
-    "codec": "the server asked for a video codec other than H264",
+    "codec": "the server asked for a video codec other than H264 (op4 or op14)",
     "interrupted": "the voice session ended or was rebuilt (a rebuild goes live again)",
     "wrong_source": "an image was pushed while the source is not 'frames'",
     "source_ended": "the music or media came to its end (not an error: the stream stops)",
@@ -624,6 +624,13 @@ async def _run_leg(
         transports=session.transports,
     )
 
+    refused: list[str] = []
+    codec_changed = trio.Event()
+
+    async def codec_guard() -> None:
+        await codec_changed.wait()
+        raise PublishError("codec", f"the server switched the stream to {refused[0]}; we encode H264 only")
+
     def on_event(event: MediaEvent) -> None:
         if isinstance(event, vgc.ClientsConnected):
             publish.viewers.update(event.user_ids)
@@ -631,6 +638,11 @@ async def _run_leg(
                 publish.core.request_keyframe()  # a newcomer can start decoding at once
         elif isinstance(event, vgc.ClientDisconnected):
             publish.viewers.discard(event.user_id)
+        elif isinstance(event, vgc.SessionUpdate):
+            codec = event.update.video_codec
+            if codec is not None and codec.upper() != "H264":
+                refused.append(codec)  # op14 asks for a codec we do not encode: end (only) this role
+                codec_changed.set()
         elif isinstance(event, TransportStateChanged):
             if event.state == "reconnecting":
                 handle.set_state(RoleState.RECONNECTING, event.reason, event.close_code)
@@ -681,6 +693,7 @@ async def _run_leg(
                 nursery.start_soon(_pacer, publish, core, conn)
                 nursery.start_soon(_sender_reports, core, conn)
                 nursery.start_soon(_source_runner, publish, handle)
+                nursery.start_soon(codec_guard)
                 async for dispatch in dispatches:
                     _apply_dispatch(key, dispatch, None)
                 nursery.cancel_scope.cancel()  # the gateway client stopped: so does the publish

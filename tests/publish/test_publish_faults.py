@@ -122,3 +122,22 @@ async def test_a_voice_session_change_rebuilds_the_publish() -> None:
             assert session.voice.state is RoleState.READY
             viewer = await add_viewer(sb, handle)
             await wait_until(lambda: viewer.statistics().frames_decoded >= 3)
+
+
+async def test_op14_asking_for_another_codec_ends_only_the_publish() -> None:
+    from clank.wire import voice_gateway as vg
+
+    with trio.fail_after(40):
+        async with in_voice() as (sb, _gateway, session):
+            assert sb.media is not None
+            handle = await start_stream_publish(session, source=PushedFrames())
+            assert handle.stream_key is not None
+            server = sb.media.stream_server(str(handle.stream_key))
+            ours = server.participant(int(sb.our_user_id))
+            assert ours is not None
+            ours.sink.notify(vg.SessionUpdate(video_codec="H264"))  # same codec: nothing happens
+            await trio.sleep(0.3)
+            assert handle.active
+            ours.sink.notify(vg.SessionUpdate(video_codec="VP8"))
+            await handle.wait_stopped()
+            assert handle.reason == "codec" and session.voice.state is RoleState.READY
