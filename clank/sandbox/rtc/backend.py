@@ -163,7 +163,12 @@ class RtcMediaBackend:
         return viewer
 
     def share_stream_audio(
-        self, stream_key: str, on: bool = True, *, frequency: float | None = None, signal: Signal | None = None
+        self,
+        stream_key: str,
+        on: bool = True,
+        *,
+        frequency: float | None = None,
+        signal: Signal | None = None,
     ) -> Speaker:
         """The streamer shares audio with its Go Live: its member *on the stream server* talks
         (Opus on that leg's own SSRC, encrypted with that leg's DAVE group, op5 on that leg)."""
