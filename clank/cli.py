@@ -97,7 +97,14 @@ def _parser() -> argparse.ArgumentParser:
     mcp.add_argument("--port", type=int, help="port for the HTTP API and dashboard (default: any free port)")
 
     sub.add_parser("config", help="print the effective settings (secrets hidden) and where they come from")
-    sub.add_parser("tools", help="print the agent tool schemas (JSON) ready to hand to an LLM")
+    tools = sub.add_parser("tools", help="print the agent tool schemas (JSON) ready to hand to an LLM")
+    tools.add_argument(
+        "--format",
+        choices=("anthropic", "openai", "openai-responses"),
+        default="anthropic",
+        help="anthropic: Messages API tools (default); openai: Chat Completions function tools; "
+        "openai-responses: the Responses API's flat function tools (both OpenAI shapes strict-mode)",
+    )
     return parser
 
 
@@ -123,10 +130,10 @@ def _cmd_config(settings: Settings) -> None:
         print(f"{key} = {shown!r}   # {expected}{marker}")
 
 
-def _cmd_tools() -> None:
-    from clank.control.tools import tool_schemas
+def _cmd_tools(fmt: str) -> None:
+    from clank.control.tool_formats import tools_in_format
 
-    print(json.dumps(tool_schemas(), indent=2))
+    print(json.dumps(tools_in_format(fmt), indent=2))
 
 
 def _cmd_sandbox(settings: Settings, args: argparse.Namespace) -> None:
@@ -200,7 +207,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         if args.command == "config":
             _cmd_config(settings)
         elif args.command == "tools":
-            _cmd_tools()
+            _cmd_tools(args.format)
         elif args.command == "sandbox":
             _cmd_sandbox(settings, args)
         elif args.command == "run":

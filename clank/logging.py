@@ -143,6 +143,22 @@ def _shared_processors() -> list[Any]:
     ]
 
 
+#: Console lines show at most this many characters of one value (statistics summaries run to
+#: kilobytes); JSON logs keep every figure.
+CONSOLE_VALUE_CHARS = 160
+_KEEP_WHOLE = frozenset({"event", "exception", "stack", "exc_info"})
+
+
+def _shorten_values(logger: object, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in event.items():
+        if key in _KEEP_WHOLE or key.startswith("_") or isinstance(value, bool | int | float | None):
+            continue
+        text = value if isinstance(value, str) else repr(value)
+        if len(text) > CONSOLE_VALUE_CHARS:
+            event[key] = text[: CONSOLE_VALUE_CHARS - 1] + "…"
+    return event
+
+
 def configure_logging(
     fmt: Literal["auto", "json", "console"] = "auto",
     level: str = "info",
@@ -170,7 +186,11 @@ def configure_logging(
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *(() if use_json else (_shorten_values,)),
+            renderer,
+        ],
     )
     handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)

@@ -189,7 +189,8 @@ async def _demo_agent(service: ClankService, session: VoiceSession, registry: St
     with trio.move_on_after(DEMO_WATCH_PATIENCE):
         while True:
             result = await service.start_screen_watch()
-            log.info("demo agent: start_screen_watch", **result.to_json())
+            # Waiting for the demo streamer repeats once a second: that is debug, not news.
+            (log.info if result.ok else log.debug)("demo agent: start_screen_watch", **result.to_json())
             if result.ok:
                 break
             await trio.sleep(DEMO_RETRY_INTERVAL)
@@ -372,7 +373,7 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
         )
         voice = VoiceApi(
             lambda: session_voice_role(channels.current),
-            known_users=lambda: [m.user_id for m in directory.members()],
+            known_users=lambda: {m.user_id for m in directory.members()} | channel_directory.user_ids(),
             channels=channels,
         )
         service = ClankService(port, links, voice=voice)

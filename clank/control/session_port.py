@@ -402,6 +402,7 @@ class LiveSessionPort:
                     "framesAssembled": rx.frames_assembled,
                     "daveOk": rx.dave_ok,
                     "daveFailed": rx.dave_failed,
+                    "daveFailedBeforeReady": rx.dave_failed_before_ready,
                     # Access units per second over the last 2 s ending now (decays to 0 when frozen).
                     "fpsIn": round(stream.decode.fps_in if stream.decode is not None else rx.fps_in, 1),
                 }

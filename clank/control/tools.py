@@ -74,7 +74,19 @@ _TARGET_WATCH = Param(
 _TARGET_WATCHED = Param(
     "target",
     "Optional: which watched user (display name, username, mention or id). Leave it out for the "
-    "most relevant watch.",
+    "freshest Go Live frame (a webcam's when no Go Live watch has one).",
+)
+_TARGET_STOP = Param(
+    "target",
+    "Optional: whose watch to stop (display name, username, mention or id). Leave it out to stop "
+    "every watch.",
+)
+_INCLUDE_IMAGE = Param(
+    "includeImage",
+    "Optional, default true: false leaves the base64 JPEG out of the answer (frame metadata and "
+    "notes only); over HTTP the answer then carries imageUrl, a GET that returns the JPEG.",
+    kind="boolean",
+    max_length=None,
 )
 
 TOOLS: tuple[Tool, ...] = (
@@ -102,14 +114,14 @@ TOOLS: tuple[Tool, ...] = (
     Tool(
         "stop_screen_watch",
         "Stop watching. With a target, stop only that user's watch; without, stop every watch.",
-        (_TARGET_WATCHED,),
+        (_TARGET_STOP,),
     ),
     Tool(
         "look_at_screen",
         "Get the latest decoded frame of a watched screen share as a JPEG image, with its size, age "
         "and change scores (how much the picture changed since the previous frame; sceneCut marks a "
         "new scene).",
-        (_TARGET_WATCHED,),
+        (_TARGET_WATCHED, _INCLUDE_IMAGE),
     ),
     Tool(
         "list_sharers",
@@ -219,7 +231,13 @@ async def call_tool(
     if name == "stop_screen_watch":
         return (await service.stop_screen_watch(target=args["target"])).to_json()
     if name == "look_at_screen":
-        return service.look_at_screen(target=args["target"]).to_json()
+        look = service.look_at_screen(target=args["target"])
+        if args["includeImage"] is not False:
+            return look.to_json()
+        body = look.to_json(include_image=False)
+        if look.frame is not None and look.target_user_id is not None:
+            body["imageUrl"] = f"/api/screen/latest.jpg?target={look.target_user_id}"
+        return body
     if name == "list_sharers":
         return {"sharers": service.list_sharers()}
     if name == "status":

@@ -141,6 +141,10 @@ class ChannelDirectory:
         state = self._states.get((guild_id, user_id))
         return None if state is None else state.channel_id
 
+    def user_ids(self) -> set[str]:
+        """Everyone with a voice state we know of (any channel)."""
+        return {user_id for _, user_id in self._states}
+
     def members_of(self, channel_id: str) -> list[VoiceState]:
         return [s for s in self._states.values() if s.channel_id == channel_id]
 

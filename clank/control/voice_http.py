@@ -369,7 +369,7 @@ class _VoiceRoutes:
                 _field(body, "source", str, ""),
                 name=_field(body, "name", str),
                 queue=_field(body, "queue", bool, False),
-                gain=float(_field(body, "gain", (int, float), 1.0)),
+                gain=None if body.get("gain") is None else float(_field(body, "gain", (int, float))),
                 fade_in_ms=_field(body, "fadeInMs", int, 0),
             )
         )

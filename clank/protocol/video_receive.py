@@ -200,6 +200,7 @@ class VideoStreamStatistics:
     dave_failed: int
     dave_passthrough: int
     dave_failures: Mapping[str, int]
+    dave_failed_before_ready: int  # of dave_failed: before our DAVE session was ready (expected)
     nack_packets: int
     nack_seqs: int
     keyframe_requests: int
@@ -379,6 +380,7 @@ class _Stream:
         self.keyframes_emitted = 0
         self.dave_ok = 0
         self.dave_failed = 0
+        self.dave_failed_before_ready = 0
         self.dave_passthrough = 0
         self.keyframe_requests_forced = 0
         self.first_packet_at: float | None = None
@@ -438,6 +440,7 @@ class _Stream:
             dave_failed=self.dave_failed,
             dave_passthrough=self.dave_passthrough,
             dave_failures=dict(self.dave_failures),
+            dave_failed_before_ready=self.dave_failed_before_ready,
             nack_packets=nack.packets,
             nack_seqs=nack.seqs_sent,
             keyframe_requests=keyframes.requests + self.keyframe_requests_forced,
@@ -690,6 +693,11 @@ class VideoReceiver:
                 stream.dave_failures[exc.reason] += 1
                 stream.frames_dropped[DROP_DAVE] += 1
                 self._need_keyframe(stream, KeyframeReason.GAP, now)
+                if not self._dave_ready:
+                    # Frames that arrive before our DAVE session is ready (before the welcome) are
+                    # expected to fail: counted, not diagnosed (no warning on the happy path).
+                    stream.dave_failed_before_ready += 1
+                    return []
                 return self._diagnose(stream, frame, exc.reason, now)
             if data.endswith(MAGIC_MARKER):
                 stream.dave_ok += 1

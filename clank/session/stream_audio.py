@@ -7,7 +7,7 @@ audio side: the watch hands it every packet with the Opus payload type (video go
 video pipeline untouched) and its speaking/video events. It runs the same sans-io
 :class:`~clank.protocol.audio_receive.AudioReceiveCore` as the voice leg, decodes only while a
 listener wants ``stream:<user id>`` (with packet-loss concealment) and offers the PCM to the
-voice role's listeners through :meth:`VoiceRole.deliver_stream_audio`.
+voice role's listeners through the role's :class:`~clank.session.voice_listen.ListenerSet`.
 
 Everything here runs synchronously on the stream leg's receive path (trio thread).
 """
@@ -55,7 +55,7 @@ class StreamAudio:
         self.connection = connection
         voice = self._voice()
         if voice is not None:
-            voice.register_stream_audio(self)
+            voice.listening.register_stream_audio(self)
 
     @property
     def active(self) -> bool:
@@ -113,11 +113,11 @@ class StreamAudio:
                 self.speaking = False
                 voice = self._voice()
                 if voice is not None:
-                    voice.stream_audio_stopped(event.user_id, self.source, event.reason)
+                    voice.listening.stopped(event.user_id, self.source, event.reason)
 
     def _deliver(self, packet: AudioPacket) -> None:
         voice = self._voice()
-        listeners = [] if voice is None else voice.listeners_of(packet.user_id, self.source)
+        listeners = [] if voice is None else voice.listening.of(packet.user_id, self.source)
         if not listeners:
             self.unheard += 1
             return
@@ -133,7 +133,7 @@ class StreamAudio:
             self.decode_errors += 1
         self.decoded += 1
         self.concealed += packet.lost_before
-        voice.deliver_stream_audio(packet.user_id, packet.ssrc, frames, listeners, self.source)
+        voice.listening.deliver(packet.user_id, packet.ssrc, frames, listeners, self.source)
 
     # ------------------------------------------------------------------ status
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import collections
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any, Final
+from typing import Final
 
 import attrs
 import trio
@@ -67,7 +67,13 @@ from clank.protocol.audio_receive import (
     SpeakingStopped,
 )
 from clank.session.roles import RoleHandle, RoleState
-from clank.session.voice_listen import DEFAULT_LISTEN_BUFFER, DEFAULT_SILENCE_S, Listener, UserAudio
+from clank.session.voice_listen import (
+    DEFAULT_LISTEN_BUFFER,
+    DEFAULT_SILENCE_S,
+    Listener,
+    ListenerSet,
+    UserAudio,
+)
 from clank.session.voice_music import MusicPlayer
 from clank.session.voice_playback import PlaybackEvents, SpeechPlayer
 from clank.wire.rtp import RtpHeader
@@ -97,8 +103,6 @@ MAX_SEND_LAG_S: Final = 0.2
 LATE_THRESHOLD_S: Final = 0.005
 SPEAKING_TIMER_S: Final = 0.1
 PACER_HISTORY: Final = 3000  # 60 s of 20 ms frames
-#: Listeners' speaking_stopped deadlines are checked this often (silence accuracy).
-LISTEN_TIMER_S: Final = 0.02
 
 VideoReceiver = Callable[[RtpHeader, bytes, float, "vgc.SsrcBinding | None"], None]
 """``(header, payload, now, binding)`` for every non-audio packet on the voice leg (webcam)."""
@@ -195,11 +199,8 @@ class VoiceRole:
         self.playback_events = PlaybackEvents()
         self.speech = SpeechPlayer(self.mixer, self.playback_events, self._wake_sender)
         self.music = MusicPlayer(self.mixer, self.playback_events, self._wake_sender)
-        self._listeners: list[Listener] = []
-        self._listen_converters: dict[tuple[str, str, tuple[int, int]], PcmConverter] = {}
-        self.stream_audio: dict[str, Any] = {}
-        """Go Live stream audio of running watches, by streamer (:mod:`clank.session.stream_audio`)."""
-        self._listeners_changed = trio.Event()
+        self.listening = ListenerSet()
+        """Listeners and the Go Live stream audio of running watches (:mod:`clank.session.voice_listen`)."""
         self._encoder = OpusEncoder()
         self._audio_wake = trio.Event()
         self._receive = AudioReceiveCore(user_id, decrypt=self._dave_decrypt, trial=self._dave_trial)
@@ -256,7 +257,9 @@ class VoiceRole:
             decoded_frames=self._decoded,
             concealed_frames=self._concealed,
             decode_errors=self._decode_errors,
-            subscriber_drops=self._subscriber_drops + sum(s.dropped for s in self._subscribers),
+            subscriber_drops=self._subscriber_drops
+            + sum(s.dropped for s in self._subscribers)
+            + self.listening.dropped,
             video_packets=self._video_packets,
             video_unhandled=self._video_unhandled,
             speaking_users=tuple(sorted(self._speaking)),
@@ -345,7 +348,6 @@ class VoiceRole:
             self._subscriber_drops += subscriber.dropped
             send.close()
 
-    @contextlib.contextmanager
     def open_listener(
         self,
         users: frozenset[str] | None = None,
@@ -355,55 +357,14 @@ class VoiceRole:
         silence_s: float = DEFAULT_SILENCE_S,
         buffer: int = DEFAULT_LISTEN_BUFFER,
         sources: frozenset[str] | None = None,
-    ) -> Iterator[Listener]:
+    ) -> contextlib.AbstractContextManager[Listener]:
         """A :class:`Listener` of ``users`` (everyone when None) while in the block."""
-        listener = Listener(
+        return self.listening.open(
             users, rate=rate, channels=channels, silence_s=silence_s, buffer=buffer, sources=sources
         )
-        self._listeners.append(listener)
-        self._listeners_changed.set()
-        try:
-            yield listener
-        finally:
-            listener.close()
-            self._listeners.remove(listener)
-            self._subscriber_drops += listener.dropped
 
     def listeners(self) -> list[Listener]:
-        return list(self._listeners)
-
-    def listeners_of(self, user_id: str, source: str) -> list[Listener]:
-        """Listeners that want ``user_id`` on ``source`` (``voice`` or ``stream:<user id>``)."""
-        return [x for x in self._listeners if x.wants(user_id, source)]
-
-    def deliver_stream_audio(
-        self, user_id: str, ssrc: int, frames: list[tuple[Pcm, bool]], listeners: list[Listener], source: str
-    ) -> None:
-        """Decoded 48 kHz stereo frames from another leg (Go Live stream audio) to ``listeners``."""
-        self._deliver_to_listeners(user_id, ssrc, frames, listeners, source)
-
-    def stream_audio_stopped(self, user_id: str, source: str, reason: str) -> None:
-        for listener in self._listeners:
-            if reason == "disconnected":
-                listener.offer_stopped(user_id, source, reason)
-
-    def register_stream_audio(self, audio: Any) -> Callable[[], None]:
-        """Show a watch's stream audio in status while it runs; returns the function that removes it."""
-        target: str = audio.target_user_id
-        self.stream_audio[target] = audio
-
-        def remove() -> None:
-            if self.stream_audio.get(target) is audio:
-                del self.stream_audio[target]
-
-        return remove
-
-    def end_listeners(self, reason: str) -> None:
-        """Close every listener (the role is going away); their iterators end."""
-        for listener in self._listeners:
-            for user_id, source in listener.speaking:
-                listener.offer_stopped(user_id, source, reason)
-            listener.close()
+        return self.listening.all()
 
     def set_video_receiver(self, receiver: VideoReceiver | None) -> None:
         """Attach (or detach) the handler for non-audio packets on this leg (webcam video)."""
@@ -466,12 +427,11 @@ class VoiceRole:
                 self._speaking.discard(event.user_id)
                 if event.reason == "disconnected":
                     self._decoders.pop(event.ssrc, None)
-                    for listener in self._listeners:
-                        listener.offer_stopped(event.user_id, "voice", "disconnected")
+                    self.listening.stopped(event.user_id, "voice", "disconnected")
 
     def _deliver(self, packet: AudioPacket) -> None:
         wanted = [s for s in self._subscribers if s.user_id is None or s.user_id == packet.user_id]
-        listening = [x for x in self._listeners if x.wants(packet.user_id)]
+        listening = self.listening.of(packet.user_id, "voice")
         if not wanted and not listening:
             return
         decoder = self._decoders.get(packet.ssrc)
@@ -507,24 +467,7 @@ class VoiceRole:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     subscriber.dropped += 1
         if listening:
-            self._deliver_to_listeners(packet.user_id, packet.ssrc, frames, listening, "voice")
-
-    def _deliver_to_listeners(
-        self, user_id: str, ssrc: int, frames: list[tuple[Pcm, bool]], listeners: list[Listener], source: str
-    ) -> None:
-        now = trio.current_time()
-        converted: dict[tuple[int, int], list[Pcm]] = {}
-        for listener in listeners:
-            fmt = (listener.rate, listener.channels)
-            pcms = converted.get(fmt)
-            if pcms is None:
-                converter = self._listen_converters.get((user_id, source, fmt))
-                if converter is None:
-                    converter = PcmConverter(SAMPLE_RATE, CHANNELS, fmt[0], fmt[1])
-                    self._listen_converters[(user_id, source, fmt)] = converter
-                pcms = converted[fmt] = [converter.convert(pcm) for pcm, _ in frames]
-            for pcm, (_, concealed) in zip(pcms, frames, strict=True):
-                listener.offer_audio(UserAudio(user_id, ssrc, pcm, fmt[0], fmt[1], concealed, source), now)
+            self.listening.deliver(packet.user_id, packet.ssrc, frames, listening, "voice")
 
     # ------------------------------------------------------------------ tasks
 
@@ -535,16 +478,6 @@ class VoiceRole:
         while True:
             await trio.sleep(SPEAKING_TIMER_S)
             self._audio_events(self._receive.tick(trio.current_time()))
-
-    async def _listen_timer(self) -> None:
-        while True:
-            if not self._listeners:
-                self._listeners_changed = trio.Event()
-                await self._listeners_changed.wait()
-            await trio.sleep(LISTEN_TIMER_S)
-            now = trio.current_time()
-            for listener in self._listeners:
-                listener.tick(now)
 
     async def _send_loop(self, conn: MediaConnection) -> None:
         """One frame per 20 ms at absolute deadlines while there is audio (or trailing silence)."""
@@ -628,11 +561,11 @@ async def voice_role(
             role.speech.bind(nursery)
             nursery.start_soon(role._send_loop, conn)
             nursery.start_soon(role._speaking_timer)
-            nursery.start_soon(role._listen_timer)
+            nursery.start_soon(role.listening.run_timer)
             try:
                 await trio.sleep_forever()
             finally:
                 role._nursery = None
                 role.music.bind(None)
                 role.speech.bind(None)
-                role.end_listeners("voice role ended")
+                role.listening.end("voice role ended")

@@ -287,6 +287,6 @@ async def test_a_busy_port_falls_back_to_any_free_port_in_sandbox_mode() -> None
             async with open_share_listener(transport, busy, any_port_fallback=True) as second:
                 assert second.port != first.port
                 assert transport.base_url == second.url
-            with pytest.raises(TransportError, match="cannot listen .*link.port"):
+            with pytest.raises(TransportError, match=r"cannot listen .*link.port"):
                 async with open_share_listener(LinkTransport(busy), busy):
                     pass  # pragma: no cover

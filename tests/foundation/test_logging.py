@@ -71,3 +71,16 @@ def test_recent_events_keep_redacted_copies() -> None:
     new = RECENT.since(last)
     assert new and new[-1]["event"] == "recent"
     assert USER_TOKEN not in json.dumps(new)
+
+
+def test_console_lines_stay_short_and_json_keeps_every_figure() -> None:
+    summary = {"figures": list(range(2000))}
+    for fmt, short in (("console", True), ("json", False)):
+        out = io.StringIO()
+        configure_logging(fmt, "info", stream=out)
+        get_logger("clank.test").info("role ended", summary=summary, role="voice")
+        line = out.getvalue().strip().splitlines()[-1]
+        if short:
+            assert len(line) < 400 and "role=voice" in line and "…" in line
+        else:
+            assert json.loads(line)["summary"] == summary

@@ -87,9 +87,8 @@ def parse_baseline_sps(nal: bytes) -> dict[str, int]:
     out = {"max_num_ref_frames": refs, "vui": b.u(1)}
     if not out["vui"]:
         return out
-    if b.u(1):  # aspect ratio
-        if b.u(8) == 255:
-            b.u(16), b.u(16)
+    if b.u(1) and b.u(8) == 255:  # aspect ratio info, extended SAR
+        b.u(16), b.u(16)
     if b.u(1):  # overscan
         b.u(1)
     out["video_signal_type"] = b.u(1)

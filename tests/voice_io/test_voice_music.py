@@ -68,6 +68,7 @@ async def test_gain_pause_resume_stop_follow_their_fades(tmp_path: Path) -> None
             await trio.sleep(1.0)
             env = _envelope(r, alice, 1.3, level)
             assert env[:5].min() > 0.93 and abs(float(np.median(env[-10:])) - 0.25) < 0.04
+            print(f"FIGURE gain 1 -> 0.25 over 500 ms: ramp {_ramp_ms(env, 1.0, 0.25):.0f} ms")
             assert 420 <= _ramp_ms(env, 1.0, 0.25) <= 580
             status = (await r.client.get("/api/voice/music")).json()
             assert status["track"]["gain"] == 0.25 and status["state"] == "playing"
@@ -77,6 +78,7 @@ async def test_gain_pause_resume_stop_follow_their_fades(tmp_path: Path) -> None
             paused_at = (await r.client.get("/api/voice/music")).json()
             env = _envelope(r, alice, 0.7, level)
             assert paused_at["state"] == "paused" and env[-1] < 0.02
+            print(f"FIGURE pause fade 300 ms: ramp {_ramp_ms(env, 0.25, 0.0):.0f} ms")
             assert 240 <= _ramp_ms(env, 0.25, 0.0) <= 360
             await trio.sleep(0.5)
             assert (await r.client.get("/api/voice/music")).json()["track"]["positionS"] == pytest.approx(
@@ -88,11 +90,13 @@ async def test_gain_pause_resume_stop_follow_their_fades(tmp_path: Path) -> None
             await trio.sleep(0.8)
             env = _envelope(r, alice, 0.8, level)
             assert abs(float(np.median(env[-8:])) - 0.25) < 0.04
+            print(f"FIGURE resume fade 300 ms: ramp {_ramp_ms(env, 0.25, 0.0):.0f} ms")
             assert 240 <= _ramp_ms(env, 0.25, 0.0) <= 360
 
             await r.client.post("/api/voice/music/stop", json={"fadeMs": 200})
             await trio.sleep(0.5)
             env = _envelope(r, alice, 0.6, level)
+            print(f"FIGURE stop fade 200 ms: ramp {_ramp_ms(env, 0.25, 0.0):.0f} ms")
             assert 140 <= _ramp_ms(env, 0.25, 0.0) <= 260
             assert (await r.client.get("/api/voice/music")).json()["state"] == "idle"
 

@@ -175,13 +175,27 @@ def test_frames_before_dave_is_ready_fail_counted_then_dave_ready_asks_for_a_key
     stats = failing.stream_statistics(MEDIA_SSRC)
     assert stats is not None
     assert stats.dave_failed == 30 and stats.frames_dropped[DROP_DAVE] == 30
-    diagnostics = [e for e in run.events if isinstance(e, DecryptDiagnostic)]
-    assert len(diagnostics) == 1  # first failure; the next one is due only after 5 s
-    assert diagnostics[0].frame["valid"] is True and diagnostics[0].reason
+    # Before our DAVE session is ready, failures are expected: counted, never diagnosed (no warning).
+    assert stats.dave_failed_before_ready == 30
+    assert not [e for e in run.events if isinstance(e, DecryptDiagnostic)]
     # dave_ready: a PLI goes out at once even though one was sent moments ago.
     failing.dave_ready(run.end_time)
     rtcp = [p for d in failing.poll(run.end_time) for p in parse_compound(d)]
     assert any(isinstance(p, PictureLossIndication) and p.media_ssrc == MEDIA_SSRC for p in rtcp)
+    # Once ready, a failure is diagnosed (rate-limited: the first, then one per interval).
+    ready = VideoReceiver(
+        VideoReceiveConfig(local_ssrc=LOCAL_SSRC), lambda user, frame: stranger.decrypt(user, "video", frame)
+    )
+    again = Streamer("h264", dave=sender, keyframe_interval=10.0)
+
+    def bind_ready(r: VideoReceiver, now: float) -> None:
+        r.bind(MEDIA_SSRC, str(STREAMER_ID), now, rtx_ssrc=RTX_SSRC)
+        r.dave_ready(now)
+
+    later = run_watch(again, ready, frames=10, forward=Link(8), on_bind=bind_ready)
+    diagnostics = [e for e in later.events if isinstance(e, DecryptDiagnostic)]
+    assert len(diagnostics) == 1
+    assert diagnostics[0].frame["valid"] is True and diagnostics[0].reason
     del receiver
 
 
