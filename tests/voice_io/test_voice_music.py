@@ -111,6 +111,8 @@ async def test_a_bad_url_is_an_error_result_and_the_queue_plays_on(tmp_path: Pat
                 assert response.status_code == 200
                 answer = response.json()
                 assert answer["ok"] is False and answer["reason"] == "source_failed"
+            blocks: list[tuple[tuple[int, ...], str, int]] = []
+            remove = r.voice.music_add_tap(lambda pcm, pos: blocks.append((pcm.shape, str(pcm.dtype), pos)))
             first = _wav(tmp_path / "a.wav", 300.0, 0.6)
             second = _wav(tmp_path / "b.wav", 600.0, 3.0)
             one = (await r.client.post("/api/voice/music/play", json={"source": first, "name": "a"})).json()
@@ -129,3 +131,10 @@ async def test_a_bad_url_is_an_error_result_and_the_queue_plays_on(tmp_path: Pat
             await trio.sleep(1.0)
             assert abs(r.listener(alice).heard_frequency(r.ours, 0.5) - 600.0) < 10.0
             assert r.voice.music_status()["errors"] == 2
+            remove()
+            count = len(blocks)
+            await trio.sleep(0.1)
+            assert len(blocks) == count and count > 60  # the tap saw both tracks, then was removed
+            assert {(shape, dtype) for shape, dtype, _ in blocks} == {((960, 2), "int16")}
+            positions = [pos for _, _, pos in blocks]
+            assert positions[:3] == [0, 960, 1920] and 0 in positions[5:]  # restarts for track b
