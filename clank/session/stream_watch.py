@@ -115,7 +115,7 @@ STOP_BUDGET: Final = 1.0
 HEALTH_CHECK_POLL_S: Final = 5.0
 """How often the stream leg's health is looked at (for op21)."""
 STREAM_STALL_S: Final = 10.0
-"""No picture for this long after the first one counts as a failing stream leg."""
+"""No media packet for this long counts as a failing stream leg."""
 UNAVAILABLE_HOLD_S: Final = 30.0
 """A STREAM_DELETE with ``unavailable: true`` holds the watch this long for a STREAM_CREATE."""
 """Seconds for the op19 sent when a watch ends (bounded, shielded)."""
@@ -198,6 +198,7 @@ class _Watch:
         self.sink_wants_sent = 0
         self.keepalives_sent = 0
         self.server_moves = 0
+        self.last_health_check = -math.inf  # trio time of our last op21
         self.pipeline: VideoPipeline | None = None
         self.connection: MediaConnection | None = None
         self.handle: RoleHandle[Any] | None = None
@@ -745,26 +746,23 @@ async def _sink_wants_loop(watch: _Watch, conn: MediaConnection, changed: _Wakeu
 
 async def _keepalive_loop(watch: _Watch, key: StreamKey) -> None:
     """op21 is a health check, not a keep-alive: it may make Discord check (and reallocate) the
-    stream server. Sent only while the stream leg is failing (reconnecting, or frames stalled for
-    ``STREAM_STALL_S`` after the first one), at most once per ``STREAM_PING_INTERVAL``."""
-    last_sent = -math.inf
+    stream server. Sent only while the stream leg is failing (not ready, or no media packet for
+    ``STREAM_STALL_S``), at most once per ``STREAM_PING_INTERVAL`` across reconnects."""
+    heard = (-1, trio.current_time())  # (packets_in, when it last grew)
     while True:
         await trio.sleep(HEALTH_CHECK_POLL_S)
         now = trio.current_time()
-        if now - last_sent < STREAM_PING_INTERVAL or not _stream_leg_failing(watch, now):
+        conn = watch.connection
+        packets = -1 if conn is None else conn.statistics().packets_in
+        if packets != heard[0]:
+            heard = (packets, now)
+        failing = conn is None or conn.state != "ready" or now - heard[1] > STREAM_STALL_S
+        if not failing or now - watch.last_health_check < STREAM_PING_INTERVAL:
             continue
         log.info("stream leg failing; asking for a health check (op21)", stream_key=str(key))
         await watch.session.gateway.stream_ping(str(key))
         watch.keepalives_sent += 1
-        last_sent = now
-
-
-def _stream_leg_failing(watch: _Watch, now: float) -> bool:
-    conn = watch.connection
-    if conn is None or conn.state != "ready":
-        return True
-    latest = watch.sink.store.latest
-    return latest is not None and now - latest.wall_time > STREAM_STALL_S
+        watch.last_health_check = now
 
 
 def _stream_channel_id(creds: _Credentials) -> str:
