@@ -386,7 +386,7 @@ async def demo_publish(
     *,
     patience: float = 60.0,
 ) -> None:
-    """Sandbox demo: once a watch runs, play ``music_path`` with the visualizer and add a viewer.
+    """Sandbox demo: once a watch runs, play ``music_path`` (looped) with the visualizer and add a viewer.
 
     ``start_viewer(stream_key)`` is the sandbox's (the composition root passes it in). Failures
     are logged: the demo goes on without its publish.
@@ -397,7 +397,7 @@ async def demo_publish(
             await trio.sleep(0.5)
         control = publish_control_for(service)
         try:
-            state = await control.play_music(music_path, visualizer="showcqt")
+            state = await control.play_music(music_path, visualizer="showcqt", loop=True)
             log.info("demo: publishing music with a visualizer", stream_key=state.get("streamKey"))
             if state.get("streamKey"):
                 await start_viewer(state["streamKey"])
