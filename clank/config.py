@@ -70,7 +70,7 @@ class DiscordSettings:
     voice_channel_id: str = attrs.field(default="", validator=_snowflake_or_empty)
     voice_url_scheme: UrlScheme = "wss"
     compress: bool = False
-    capabilities: int = attrs.field(default=30717, validator=_in_range(0, 2**31))
+    capabilities: int = attrs.field(default=14333, validator=_in_range(0, 2**31))
     connect_attempts: int = attrs.field(default=3, validator=_in_range(1, 100))
     properties: ClientProperties = ClientProperties()
 

@@ -208,8 +208,17 @@ class WatchResult:
     detail: str | None = None
     spoken_hint: str | None = None
     """For a voice agent: what to say (never the link itself), e.g. "open the link I sent"."""
+    candidate_names: tuple[tuple[str, str], ...] = ()
+    """``(user id, display name)`` of each candidate, so a model can ask "Alice or Bob?" at once."""
 
     def to_json(self) -> dict[str, Any]:
+        out = self._fields()
+        if self.candidates:
+            names = dict(self.candidate_names)
+            out["candidateNames"] = [{"userId": u, "name": names.get(u, u)} for u in self.candidates]
+        return out
+
+    def _fields(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "started": self.started,

@@ -126,6 +126,10 @@ class ClankService:
             ),
         )
 
+    def _names(self, user_ids: Sequence[str]) -> tuple[tuple[str, str], ...]:
+        members = {m.user_id: m.label for m in self._session.members()}
+        return tuple((u, members.get(u, u)) for u in user_ids)
+
     def _link_availability(self) -> LinkAvailability:
         if self._links is None:
             return LinkAvailability(False, "link_not_configured", "the share-link fallback is not configured")
@@ -217,6 +221,7 @@ class ClankService:
                 reason=resolution.reason,
                 target_user_id=resolution.target_user_id,
                 candidates=resolution.candidates,
+                candidate_names=self._names(resolution.candidates),
             )
         user_id, kind = resolution.target_user_id, resolution.kind
         if not resolution.reuse:

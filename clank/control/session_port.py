@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+import attrs
 import trio
 
 from clank.control.dave_codes import VerificationCodes, group_code
@@ -99,6 +100,28 @@ class MemberDirectory:
         elif name == "READY":
             for user in data.get("users") or ():
                 self._user(user, None)
+            # A user session's guilds come inline in READY (no GUILD_CREATE follows): read them
+            # the same way; bot READY has only {"id", "unavailable"} stubs, which add nothing.
+            for guild in data.get("guilds") or ():
+                if isinstance(guild, dict) and not guild.get("unavailable"):
+                    props = guild.get("properties")  # Discord's user READY: name under properties
+                    named = guild
+                    if isinstance(props, dict) and "name" in props and "name" not in guild:
+                        named = {**guild, "name": props["name"]}
+                    self.observe("GUILD_CREATE", named)
+        elif name == "READY_SUPPLEMENTAL":
+            for members in data.get("merged_members") or ():
+                for member in members if isinstance(members, list) else ():
+                    self._merged_member(member)
+
+    def _merged_member(self, member: object) -> None:
+        """READY_SUPPLEMENTAL member: ``user_id`` (the user object is in READY ``users``) + nick."""
+        if not isinstance(member, dict) or not isinstance(member.get("user_id"), str):
+            return
+        nick = member.get("nick")
+        known = self._members.get(member["user_id"])
+        if isinstance(nick, str) and known is not None:
+            self._members[known.user_id] = attrs.evolve(known, display_name=nick)
 
     def _place(self, item: object) -> None:
         if isinstance(item, dict) and isinstance(item.get("id"), str) and isinstance(item.get("name"), str):
@@ -379,6 +402,7 @@ class LiveSessionPort:
                     "framesAssembled": rx.frames_assembled,
                     "daveOk": rx.dave_ok,
                     "daveFailed": rx.dave_failed,
+                    "daveFailedBeforeReady": rx.dave_failed_before_ready,
                     # Access units per second over the last 2 s ending now (decays to 0 when frozen).
                     "fpsIn": round(stream.decode.fps_in if stream.decode is not None else rx.fps_in, 1),
                 }

@@ -207,7 +207,7 @@ class VoiceApi:
         *,
         name: str | None = None,
         queue: bool = False,
-        gain: float = 1.0,
+        gain: float | None = None,
         fade_in_ms: int = 0,
     ) -> dict[str, Any]:
         _check_source(source)
@@ -248,7 +248,7 @@ class VoiceApi:
     def stream_audio_status(self, user_id: str) -> dict[str, Any] | None:
         """The Go Live stream audio figures of the watch of ``user_id`` (None: no audio side)."""
         role = self._role()
-        audio = None if role is None else role.stream_audio.get(user_id)
+        audio = None if role is None else role.listening.stream_audio.get(user_id)
         return None if audio is None else dict(audio.statistics())
 
     def status(self) -> dict[str, Any]:
@@ -266,7 +266,7 @@ class VoiceApi:
                 "speech": role.speech.status(),
                 "music": role.music.status(),
                 "listeners": [x.statistics() for x in role.listeners()],
-                "streamAudio": [a.statistics() for a in role.stream_audio.values() if a.active],
+                "streamAudio": [a.statistics() for a in role.listening.stream_audio.values() if a.active],
                 "eventsDropped": role.playback_events.dropped,
             }
         )

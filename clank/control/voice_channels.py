@@ -141,6 +141,10 @@ class ChannelDirectory:
         state = self._states.get((guild_id, user_id))
         return None if state is None else state.channel_id
 
+    def user_ids(self) -> set[str]:
+        """Everyone with a voice state we know of (any channel)."""
+        return {user_id for _, user_id in self._states}
+
     def members_of(self, channel_id: str) -> list[VoiceState]:
         return [s for s in self._states.values() if s.channel_id == channel_id]
 
@@ -258,6 +262,13 @@ class VoiceChannels:
             same = self._current is not None and self.channel_id == channel_id
             if same and (self_mute, self_deaf) == (self.self_mute, self.self_deaf):
                 return {"ok": True, "reason": "already_joined", "channelId": channel_id, "guildId": guild}
+            if same:
+                # Only the flags change: op4 again with the same channel keeps the voice session.
+                await self._gateway.update_voice_state(
+                    guild or channel.guild_id, channel_id, self_mute=self_mute, self_deaf=self_deaf
+                )
+                self.self_mute, self.self_deaf = self_mute, self_deaf
+                return {"ok": True, "reason": "flags_updated", "channelId": channel_id, "guildId": guild}
             moved = self.channel_id is not None
             watched = await self._leave_locked("moved to another channel") if self._current else set()
             try:

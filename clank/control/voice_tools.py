@@ -127,12 +127,8 @@ async def _call(voice: VoiceApi, name: str, args: dict[str, Any]) -> dict[str, A
     if name == "stop_audio":
         return voice.stop(args["what"] or "speech")
     if name == "music_play":
-        gain = args["gain"]
         return await voice.music_play(
-            args["source"] or "",
-            name=args["name"],
-            queue=bool(args["queue"]),
-            gain=1.0 if gain is None else gain,
+            args["source"] or "", name=args["name"], queue=bool(args["queue"]), gain=args["gain"]
         )
     if name == "music_pause":
         return voice.music_pause(fade_ms=250 if fade is None else fade)

@@ -53,8 +53,12 @@ DEFAULT_MAX_INITIAL_ATTEMPTS = 5
 MAX_HEARTBEAT_INTERVAL_MS = 3_600_000
 
 DEFAULT_PROPERTIES: Mapping[str, Any] = {"os": "Windows", "browser": "Discord Client", "device": ""}
-#: Capability bits many user clients send (includes DEDUPE_USER_OBJECTS and PRIORITIZED_READY_PAYLOAD).
-DEFAULT_CAPABILITIES = 30717
+#: Capability bit 14: voice states of large guilds arrive as PASSIVE_UPDATE_V2, which clank does not
+#: read, so it is never announced (sharers in large guilds would otherwise go unseen).
+PASSIVE_GUILD_UPDATE_V2 = 1 << 14
+#: Capability bits many user clients send (includes DEDUPE_USER_OBJECTS and PRIORITIZED_READY_PAYLOAD),
+#: without PASSIVE_GUILD_UPDATE_V2.
+DEFAULT_CAPABILITIES = 30717 & ~PASSIVE_GUILD_UPDATE_V2
 DEFAULT_PRESENCE: Mapping[str, Any] = {"status": "online", "since": 0, "activities": [], "afk": False}
 
 
@@ -91,6 +95,10 @@ CLOSE_POLICY: Mapping[int, CloseRule] = {
     4012: CloseRule(CloseAction.STOP, "invalid API version"),
     4013: CloseRule(CloseAction.STOP, "invalid intents"),
     4014: CloseRule(CloseAction.STOP, "disallowed intents"),
+    # User sessions (discord.py-self / userdoccers): too many sessions -> back off and identify anew;
+    # 4016 -> stop (retrying the same way cannot help).
+    4015: CloseRule(CloseAction.NEW_SESSION, "too many sessions: backing off"),
+    4016: CloseRule(CloseAction.STOP, "session rejected by the server"),
 }
 DEFAULT_CLOSE_RULE = CloseRule(CloseAction.RESUME, "connection lost")
 
@@ -294,7 +302,7 @@ class GatewayCore:
         self._token = token
         self._rng = rng
         self._properties = dict(properties)
-        self._capabilities = capabilities
+        self._capabilities = capabilities & ~PASSIVE_GUILD_UPDATE_V2  # see PASSIVE_GUILD_UPDATE_V2
         self._presence = dict(presence) if presence is not None else None
         self._compress = compress
         self._backoff = backoff

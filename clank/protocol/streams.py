@@ -443,6 +443,8 @@ DISPATCH_PARSERS: Final[Mapping[str, Callable[[object], object]]] = {
     "STREAM_DELETE": StreamDelete.parse,
     "GUILD_CREATE": GuildVoiceStates.parse,
     "READY_SUPPLEMENTAL": ReadySupplemental.parse,
+    # A user session's READY inlines its guilds (voice states included) and no GUILD_CREATE follows.
+    "READY": ReadySupplemental.parse,
 }
 """The dispatches the registry consumes; every other dispatch name is ignored."""
 

@@ -22,7 +22,7 @@ from clank.logging import bound, get_logger
 from clank.sandbox.hub import DispatchHub, GatewaySession, ReplayGap
 from clank.sandbox.ids import IdFactory
 from clank.sandbox.model import User
-from clank.sandbox.payloads import me_json, voice_state_json
+from clank.sandbox.payloads import me_json, user_json, voice_state_json
 from clank.sandbox.stream_moves import health_check
 from clank.sandbox.world import World
 from clank.wire.gateway import GatewayFrame, Op, ZlibStreamDeflater
@@ -350,8 +350,14 @@ class GatewayConnection:
             "session_id": session.session_id,
             "resume_gateway_url": self._server.public_url,
             "session_type": "normal",
-            "guilds": [{"id": g.id, "unavailable": True} for g in guilds],
-            "users": [],
+            # A user session gets its guilds inline (members, channels, voice states) and no
+            # GUILD_CREATE per guild, as Discord does for user accounts; bots get stubs + GUILD_CREATE.
+            "guilds": (
+                [{"id": g.id, "unavailable": True} for g in guilds]
+                if user.is_bot
+                else [self._world.guild_create(g.id) for g in guilds]
+            ),
+            "users": [] if user.is_bot else self._ready_users(user, guilds),
             "sessions": [],
             "private_channels": [],
             "relationships": [],
@@ -382,8 +388,18 @@ class GatewayConnection:
                 "disclose": [],
             }
             self._hub.dispatch("READY_SUPPLEMENTAL", supplemental, **only_me)
+        if user.is_bot:
+            for guild in guilds:
+                self._hub.dispatch("GUILD_CREATE", self._world.guild_create(guild.id), **only_me)
+
+    def _ready_users(self, me: Any, guilds: Any) -> list[dict[str, Any]]:
+        """READY ``users``: every other member of our guilds, once (user READY dedupes user objects)."""
+        seen: dict[str, dict[str, Any]] = {}
         for guild in guilds:
-            self._hub.dispatch("GUILD_CREATE", self._world.guild_create(guild.id), **only_me)
+            for member_id in guild.member_ids:
+                if member_id != me.id and member_id not in seen:
+                    seen[member_id] = user_json(self._world.user(member_id))
+        return list(seen.values())
 
     async def _on_resume(self, data: Any) -> None:
         if self.session is not None:

@@ -7,7 +7,7 @@ audio side: the watch hands it every packet with the Opus payload type (video go
 video pipeline untouched) and its speaking/video events. It runs the same sans-io
 :class:`~clank.protocol.audio_receive.AudioReceiveCore` as the voice leg, decodes only while a
 listener wants ``stream:<user id>`` (with packet-loss concealment) and offers the PCM to the
-voice role's listeners through :meth:`VoiceRole.deliver_stream_audio`.
+voice role's listeners through the role's :class:`~clank.session.voice_listen.ListenerSet`.
 
 Everything here runs synchronously on the stream leg's receive path (trio thread).
 """
@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from clank.errors import ClankError, MalformedPacket
-from clank.media.audio import OpusDecoder, Pcm
+from clank.errors import ClankError
 from clank.protocol import voice_gateway as vgc
 from clank.protocol.audio_receive import AudioPacket, AudioReceiveCore, SpeakingStarted, SpeakingStopped
+from clank.session.voice_listen import PacketDecoder
 from clank.wire.rtp import RtpHeader
 from clank.wire.voice_gateway import OPUS_PT
 
@@ -39,11 +39,8 @@ class StreamAudio:
         self.source = f"stream:{target_user_id}"
         self.connection: Any = None
         self._core = AudioReceiveCore(str(session.user_id), decrypt=self._decrypt)
-        self._decoders: dict[int, OpusDecoder] = {}
+        self.opus = PacketDecoder()  # decoded / concealed / errors
         self.packets = 0
-        self.decoded = 0
-        self.concealed = 0
-        self.decode_errors = 0
         self.unheard = 0  # packets nobody listened to (not decoded)
         self.speaking = False
         self.last_packet_at: float | None = None
@@ -55,7 +52,7 @@ class StreamAudio:
         self.connection = connection
         voice = self._voice()
         if voice is not None:
-            voice.register_stream_audio(self)
+            voice.listening.register_stream_audio(self)
 
     @property
     def active(self) -> bool:
@@ -113,27 +110,16 @@ class StreamAudio:
                 self.speaking = False
                 voice = self._voice()
                 if voice is not None:
-                    voice.stream_audio_stopped(event.user_id, self.source, event.reason)
+                    voice.listening.stopped(event.user_id, self.source, event.reason)
 
     def _deliver(self, packet: AudioPacket) -> None:
         voice = self._voice()
-        listeners = [] if voice is None else voice.listeners_of(packet.user_id, self.source)
+        listeners = [] if voice is None else voice.listening.of(packet.user_id, self.source)
         if not listeners:
             self.unheard += 1
             return
-        decoder = self._decoders.get(packet.ssrc)
-        if decoder is None:
-            decoder = self._decoders[packet.ssrc] = OpusDecoder()
-        if packet.discontinuity:
-            decoder.reset()
-        frames: list[tuple[Pcm, bool]] = [(pcm, True) for pcm in decoder.conceal(packet.lost_before)]
-        try:
-            frames.append((decoder.decode(packet.opus), False))
-        except MalformedPacket:
-            self.decode_errors += 1
-        self.decoded += 1
-        self.concealed += packet.lost_before
-        voice.deliver_stream_audio(packet.user_id, packet.ssrc, frames, listeners, self.source)
+        frames = self.opus.frames(packet)
+        voice.listening.deliver(packet.user_id, packet.ssrc, frames, listeners, self.source)
 
     # ------------------------------------------------------------------ status
 
@@ -142,8 +128,8 @@ class StreamAudio:
         return {
             "source": self.source,
             "audioPackets": self.packets,
-            "audioDecoded": self.decoded,
-            "audioConcealed": self.concealed,
+            "audioDecoded": self.opus.decoded,
+            "audioConcealed": self.opus.concealed,
             "audioUnheard": self.unheard,
             "audioDecryptFailures": stats.drops.get("dave_decrypt", 0),
             "audioSpeaking": self.speaking,

@@ -97,7 +97,7 @@ PUBLISH_FAILURES: Final[Mapping[str, str]] = {
     "stream_deleted": "STREAM_DELETE for our stream (we left voice, the server ended it, ...)",
     "transport": "the stream leg failed (websocket closed, handshake timeout, protocol error)",
     "no_send_stream": "the stream server's Ready assigned no video stream to send on",
-    "codec": "the server asked for a video codec other than H264",
+    "codec": "the server asked for a video codec other than H264 (op4 or op14)",
     "interrupted": "the voice session ended or was rebuilt (a rebuild goes live again)",
     "wrong_source": "an image was pushed while the source is not 'frames'",
     "source_ended": "the music or media came to its end (not an error: the stream stops)",
@@ -106,6 +106,8 @@ PUBLISH_FAILURES: Final[Mapping[str, str]] = {
 
 STOP_BUDGET: Final = 1.0
 DELETE_GRACE: Final = 0.3
+REBUILD_WINDOW: Final = 5.0
+"""A STREAM_DELETE this close before a session rebuild is taken as caused by it (we go live again)."""
 """After a stream-leg failure, a STREAM_DELETE arriving this soon names the reason instead."""
 DISPATCH_BUFFER: Final = 64
 SR_CHECK_INTERVAL: Final = 1.0
@@ -158,6 +160,8 @@ class _Publish:
         self.stop_requested = False
         self.paused = False
         self.live_at: float | None = None
+        self.ended_at: float | None = None
+        self.rebuilds = _rebuilds(session)
         self.viewers: set[str] = set()
         self.sources: collections.OrderedDict[int, av.VideoFrame] = collections.OrderedDict()
         self.last_sent: av.VideoFrame | None = None
@@ -172,6 +176,8 @@ class _Publish:
 
     def reset(self) -> None:
         self.end_reason = None
+        self.ended_at = None
+        self.rebuilds = _rebuilds(self.session)
         self.key = None
         self.connection = None
         self.core = None
@@ -292,6 +298,10 @@ class PublishHandle:
     @property
     def paused(self) -> bool:
         return self._p.paused
+
+    def live_again(self) -> bool:
+        """True once video can flow on the current role (after a rebuild: the new one)."""
+        return self._p.live_at is not None
 
     @property
     def source(self) -> PublishSource | None:
@@ -434,7 +444,7 @@ async def _publish_role(
     session = publish.session
     task_status.started()
     if publish.end_reason is not None:
-        if publish.stop_requested or publish.end_reason != "interrupted":
+        if publish.stop_requested or not _rebuilt_since_end(publish):
             return  # relaunched by a session rebuild after the publish had ended for good
         publish.reset()
     reason = "interrupted"
@@ -464,7 +474,9 @@ async def _publish_role(
         if publish.stop_requested:
             reason = publish.stop_reason
         publish.end_reason = reason
-        _close_source(publish.source)
+        publish.ended_at = trio.current_time()
+        if reason != "interrupted":
+            _close_source(publish.source)
         key_sent = publish.key
         if key_sent is not None and reason != "stream_deleted":
             with trio.move_on_after(STOP_BUDGET, shield=True):
@@ -480,6 +492,23 @@ async def _publish_role(
             keyframes=stats.keyframes,
             stream_key=None if key_sent is None else str(key_sent),
         )
+
+
+def _rebuilds(session: WatchSession) -> int:
+    statistics = getattr(session, "statistics", None)
+    return int(getattr(statistics(), "rebuilds", 0)) if statistics is not None else 0
+
+
+def _rebuilt_since_end(publish: _Publish) -> bool:
+    """A session rebuild relaunched us: go live again if the rebuild is what ended the stream.
+
+    ``interrupted`` is the rebuild cancelling the role; a STREAM_DELETE just before the rebuild
+    (the server deletes a stream whose owner's voice session changed) counts too.
+    """
+    if publish.end_reason == "interrupted":
+        return True
+    recent = publish.ended_at is not None and trio.current_time() - publish.ended_at <= REBUILD_WINDOW
+    return publish.end_reason == "stream_deleted" and recent and _rebuilds(publish.session) > publish.rebuilds
 
 
 async def _pending_delete(key: StreamKey, dispatches: trio.MemoryReceiveChannel[Dispatch]) -> str | None:
@@ -595,6 +624,13 @@ async def _run_leg(
         transports=session.transports,
     )
 
+    refused: list[str] = []
+    codec_changed = trio.Event()
+
+    async def codec_guard() -> None:
+        await codec_changed.wait()
+        raise PublishError("codec", f"the server switched the stream to {refused[0]}; we encode H264 only")
+
     def on_event(event: MediaEvent) -> None:
         if isinstance(event, vgc.ClientsConnected):
             publish.viewers.update(event.user_ids)
@@ -602,6 +638,11 @@ async def _run_leg(
                 publish.core.request_keyframe()  # a newcomer can start decoding at once
         elif isinstance(event, vgc.ClientDisconnected):
             publish.viewers.discard(event.user_id)
+        elif isinstance(event, vgc.SessionUpdate):
+            codec = event.update.video_codec
+            if codec is not None and codec.upper() != "H264":
+                refused.append(codec)  # op14 asks for a codec we do not encode: end (only) this role
+                codec_changed.set()
         elif isinstance(event, TransportStateChanged):
             if event.state == "reconnecting":
                 handle.set_state(RoleState.RECONNECTING, event.reason, event.close_code)
@@ -652,6 +693,7 @@ async def _run_leg(
                 nursery.start_soon(_pacer, publish, core, conn)
                 nursery.start_soon(_sender_reports, core, conn)
                 nursery.start_soon(_source_runner, publish, handle)
+                nursery.start_soon(codec_guard)
                 async for dispatch in dispatches:
                     _apply_dispatch(key, dispatch, None)
                 nursery.cancel_scope.cancel()  # the gateway client stopped: so does the publish

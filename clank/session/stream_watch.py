@@ -123,7 +123,7 @@ STOP_BUDGET: Final = 1.0
 HEALTH_CHECK_POLL_S: Final = 5.0
 """How often the stream leg's health is looked at (for op21)."""
 STREAM_STALL_S: Final = 10.0
-"""No picture for this long after the first one counts as a failing stream leg."""
+"""No media packet for this long counts as a failing stream leg."""
 UNAVAILABLE_HOLD_S: Final = 30.0
 """A STREAM_DELETE with ``unavailable: true`` holds the watch this long for a STREAM_CREATE."""
 """Seconds for the op19 sent when a watch ends (bounded, shielded)."""
@@ -706,8 +706,9 @@ async def _health_loop(watch: _Watch, key: StreamKey) -> None:
     """Report the stream leg's health to the registry, which owns the op21 schedule: op21 is a
     health check, not a keep-alive (it may make Discord check and reallocate the stream server),
     so with ``StreamPingPolicy(only_when_failing=True)`` it goes out only while the leg is failing:
-    reconnecting, or no media packet for ``STREAM_STALL_S`` after the first one (the network's
-    view, counted on the trio thread — a slow decoder is not the server's fault)."""
+    not ready, or no media packet for ``STREAM_STALL_S`` (the network's view, counted on the trio
+    thread — a slow decoder is not the server's fault); at most once per interval, across
+    reconnects (the registry's book outlives a stream-server move)."""
     registry = watch.session.registry
     last_packets = 0
     progress_at = trio.current_time()
@@ -721,7 +722,7 @@ async def _health_loop(watch: _Watch, key: StreamKey) -> None:
         if conn is not None and conn.state == "disconnected":
             return  # we are leaving this leg on purpose: nothing to health-check
         connected = conn is not None and conn.state == "ready"
-        failing = not connected or (packets > 0 and now - progress_at > STREAM_STALL_S)
+        failing = not connected or now - progress_at > STREAM_STALL_S
         book = registry.watches.book(key)
         if book is not None and book.leg_healthy == failing:
             if failing:

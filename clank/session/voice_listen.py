@@ -1,5 +1,8 @@
 """Listeners: decoded audio of one user, several or everyone, with speaking events.
 
+:class:`PacketDecoder` is the decode step both audio legs share (the voice role's and a stream
+watch's :mod:`~clank.session.stream_audio`): Opus per SSRC, with packet-loss concealment.
+
 A :class:`Listener` is what :meth:`VoiceRole.open_listener` yields: an async iterator of
 :class:`~clank.session.voice_role.UserAudio` (20 ms at the listener's rate/channels, with the user
 id and ``source``: ``"voice"`` or ``"stream:<user id>"``) and :class:`SpeakingEvent`
@@ -16,19 +19,24 @@ cap, :data:`MAX_PENDING_EVENTS`, beyond which the oldest events go, counted too)
 from __future__ import annotations
 
 import collections
-from typing import Final, Literal
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any, Final, Literal
 
 import attrs
 import trio
 
-from clank.errors import InvalidArgument
-from clank.media.audio import Pcm
+from clank.errors import InvalidArgument, MalformedPacket
+from clank.media.audio import CHANNELS, SAMPLE_RATE, OpusDecoder, Pcm, PcmConverter
+from clank.protocol.audio_receive import AudioPacket
 
 __all__ = [
     "DEFAULT_LISTEN_BUFFER",
     "DEFAULT_SILENCE_S",
     "ListenItem",
     "Listener",
+    "ListenerSet",
+    "PacketDecoder",
     "SpeakingEvent",
     "UserAudio",
 ]
@@ -37,6 +45,8 @@ DEFAULT_SILENCE_S: Final = 0.7
 DEFAULT_LISTEN_BUFFER: Final = 50  # 1 s of 20 ms frames
 MAX_LISTEN_BUFFER: Final = 3000  # 60 s
 MAX_PENDING_EVENTS: Final = 256
+#: Listeners' speaking_stopped deadlines are checked this often (silence accuracy).
+LISTEN_TIMER_S: Final = 0.02
 
 
 @attrs.frozen
@@ -63,6 +73,40 @@ class SpeakingEvent:
 
 
 ListenItem = UserAudio | SpeakingEvent
+
+
+class PacketDecoder:
+    """One leg's Opus decoders, one per SSRC: an :class:`AudioPacket` -> its 48 kHz stereo frames.
+
+    ``frames`` returns ``(pcm, concealed)`` pairs: concealment for the ``lost_before`` packets,
+    then the packet itself (left out, counted in ``errors``, when it does not decode). A
+    ``discontinuity`` (the sender restarted) resets that SSRC's decoder first.
+    """
+
+    def __init__(self) -> None:
+        self._decoders: dict[int, OpusDecoder] = {}
+        self.decoded = 0  # packets handed to a decoder
+        self.concealed = 0  # frames made up for lost packets
+        self.errors = 0  # packets that did not decode
+
+    def frames(self, packet: AudioPacket) -> list[tuple[Pcm, bool]]:
+        decoder = self._decoders.get(packet.ssrc)
+        if decoder is None:
+            decoder = self._decoders[packet.ssrc] = OpusDecoder()
+        if packet.discontinuity:
+            decoder.reset()
+        frames: list[tuple[Pcm, bool]] = [(pcm, True) for pcm in decoder.conceal(packet.lost_before)]
+        try:
+            frames.append((decoder.decode(packet.opus), False))
+        except MalformedPacket:
+            self.errors += 1
+        self.decoded += 1
+        self.concealed += packet.lost_before
+        return frames
+
+    def forget(self, ssrc: int) -> None:
+        """Drop that SSRC's decoder (its user left)."""
+        self._decoders.pop(ssrc, None)
 
 
 def check_listen_format(rate: int, channels: int, silence_s: float, buffer: int) -> None:
@@ -211,3 +255,104 @@ class Listener:
             "channels": self.channels,
             "silenceMs": round(self.silence_s * 1000),
         }
+
+
+class ListenerSet:
+    """The voice role's listeners: who wants what, PCM conversion per format, the silence timer.
+
+    Decoded 48 kHz stereo frames come from the voice leg (the role's receive path) or another leg
+    (Go Live stream audio, :mod:`clank.session.stream_audio`); each is converted once per
+    (rate, channels) asked for and offered to every listener that wants it. ``stream_audio``
+    lists the running watches' audio sides for status.
+    """
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+        self._converters: dict[tuple[str, str, tuple[int, int]], PcmConverter] = {}
+        self._changed = trio.Event()
+        self.stream_audio: dict[str, Any] = {}
+        self.dropped = 0
+
+    @contextlib.contextmanager
+    def open(
+        self,
+        users: frozenset[str] | None = None,
+        *,
+        rate: int = SAMPLE_RATE,
+        channels: int = CHANNELS,
+        silence_s: float = DEFAULT_SILENCE_S,
+        buffer: int = DEFAULT_LISTEN_BUFFER,
+        sources: frozenset[str] | None = None,
+    ) -> Iterator[Listener]:
+        listener = Listener(
+            users, rate=rate, channels=channels, silence_s=silence_s, buffer=buffer, sources=sources
+        )
+        self._listeners.append(listener)
+        self._changed.set()
+        try:
+            yield listener
+        finally:
+            listener.close()
+            self._listeners.remove(listener)
+            self.dropped += listener.dropped
+
+    def all(self) -> list[Listener]:
+        return list(self._listeners)
+
+    def of(self, user_id: str, source: str) -> list[Listener]:
+        """Listeners that want ``user_id`` on ``source`` (``voice`` or ``stream:<user id>``)."""
+        return [x for x in self._listeners if x.wants(user_id, source)]
+
+    def deliver(
+        self, user_id: str, ssrc: int, frames: list[tuple[Pcm, bool]], listeners: list[Listener], source: str
+    ) -> None:
+        """``(pcm, concealed)`` 48 kHz stereo frames of ``user_id`` to ``listeners``."""
+        now = trio.current_time()
+        converted: dict[tuple[int, int], list[Pcm]] = {}
+        for listener in listeners:
+            fmt = (listener.rate, listener.channels)
+            pcms = converted.get(fmt)
+            if pcms is None:
+                converter = self._converters.get((user_id, source, fmt))
+                if converter is None:
+                    converter = PcmConverter(SAMPLE_RATE, CHANNELS, fmt[0], fmt[1])
+                    self._converters[(user_id, source, fmt)] = converter
+                pcms = converted[fmt] = [converter.convert(pcm) for pcm, _ in frames]
+            for pcm, (_, concealed) in zip(pcms, frames, strict=True):
+                listener.offer_audio(UserAudio(user_id, ssrc, pcm, fmt[0], fmt[1], concealed, source), now)
+
+    def stopped(self, user_id: str, source: str, reason: str) -> None:
+        """The user left that source (disconnected): ``speaking_stopped`` now, not after the silence."""
+        if reason != "disconnected":
+            return
+        for listener in self._listeners:
+            listener.offer_stopped(user_id, source, reason)
+
+    def register_stream_audio(self, audio: Any) -> Callable[[], None]:
+        """Show a watch's stream audio in status while it runs; returns the function that removes it."""
+        target: str = audio.target_user_id
+        self.stream_audio[target] = audio
+
+        def remove() -> None:
+            if self.stream_audio.get(target) is audio:
+                del self.stream_audio[target]
+
+        return remove
+
+    def end(self, reason: str) -> None:
+        """Close every listener (the role is going away); their iterators end."""
+        for listener in self._listeners:
+            for user_id, source in listener.speaking:
+                listener.offer_stopped(user_id, source, reason)
+            listener.close()
+
+    async def run_timer(self) -> None:
+        """``speaking_stopped`` after each listener's silence (checked every 20 ms while any listens)."""
+        while True:
+            if not self._listeners:
+                self._changed = trio.Event()
+                await self._changed.wait()
+            await trio.sleep(LISTEN_TIMER_S)
+            now = trio.current_time()
+            for listener in self._listeners:
+                listener.tick(now)

@@ -41,7 +41,7 @@ class _MusicItem:
     name: str
     source: str
     duration_s: float | None
-    gain: float
+    gain: float | None
     fade_in_s: float
 
 
@@ -103,7 +103,7 @@ class MusicPlayer:
         *,
         name: str | None = None,
         queue: bool = False,
-        gain: float = 1.0,
+        gain: float | None = None,
         fade_in_s: float = 0.0,
     ) -> dict[str, Any]:
         """Probe ``source`` (on a thread) and play it now, or after the queue when ``queue``.
@@ -113,7 +113,7 @@ class MusicPlayer:
         """
         if self._nursery is None:
             raise UsageError("the voice role is not running")
-        if not 0.0 <= gain <= 4.0:
+        if gain is not None and not 0.0 <= gain <= 4.0:
             raise InvalidArgument("gain", "must be between 0 and 4")
         try:
             duration = await trio.to_thread.run_sync(probe_audio, source, abandon_on_cancel=True)
@@ -135,7 +135,11 @@ class MusicPlayer:
             self._mixer.stop(self._track, fade_s=DEFAULT_MUSIC_FADE_S)
         track = f"{MUSIC_PREFIX}{item.name}:{next(self._numbers)}"
         pcm_source = PcmSource(max_buffer_s=FILE_PREBUFFER_S * 4)
-        gain = item.gain if self._gain_target is None else self._gain_target
+        # An explicit gain wins; else the last music_set_gain target; else 1.
+        saved = 1.0 if self._gain_target is None else self._gain_target
+        gain = item.gain if item.gain is not None else saved
+        if item.gain is not None:
+            self._gain_target = item.gain
         self._mixer.play(track, pcm_source, gain=gain, fade_in_s=item.fade_in_s, on_frame=self._tap)
         self._current, self._track = item, track
         self._nursery.start_soon(self._feed, item, track, pcm_source)
@@ -205,10 +209,16 @@ class MusicPlayer:
 
     async def _feed(self, item: _MusicItem, track: str, pcm_source: PcmSource) -> None:
         chunks = iter_file_pcm(item.source)
+        # A cancelled read is abandoned on its thread (a URL may block); the generator is still
+        # executing there, so it must not be closed from another thread (ValueError) — it is
+        # left to the garbage collector once that read returns.
+        reading = False
         try:
             while self._mixer.has(track):
                 try:
+                    reading = True
                     chunk = await trio.to_thread.run_sync(next, chunks, None, abandon_on_cancel=True)
+                    reading = False
                 except UsageError as exc:
                     self.errors += 1
                     log.warning("music source failed", track=item.name, error=str(exc))
@@ -224,8 +234,9 @@ class MusicPlayer:
         finally:
             if not pcm_source.ended:
                 pcm_source.end()
-            with trio.move_on_after(1.0, shield=True):
-                await trio.to_thread.run_sync(chunks.close, abandon_on_cancel=True)
+            if not reading:
+                with trio.move_on_after(1.0, shield=True):
+                    await trio.to_thread.run_sync(chunks.close, abandon_on_cancel=True)
 
     def status(self) -> dict[str, Any]:
         current = None

@@ -25,16 +25,15 @@ receiver (``set_video_receiver``) — the webcam hook.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any, Final
+from typing import Final
 
 import attrs
 import trio
 
 from clank.config import Settings
-from clank.errors import DaveError, MalformedPacket, UsageError
+from clank.errors import DaveError, UsageError
 from clank.io.media_connection import (
     MediaConnection,
     MediaConnectionParams,
@@ -43,15 +42,12 @@ from clank.io.media_connection import (
     TransportStateChanged,
     open_media_connection,
 )
-from clank.io.timer import PreciseTimer
 from clank.logging import get_logger
 from clank.media.audio import (
     CHANNELS,
-    FRAME_DURATION,
     FRAME_SAMPLES,
     OPUS_SILENCE,
     SAMPLE_RATE,
-    OpusDecoder,
     OpusEncoder,
     Pcm,
     PcmConverter,
@@ -66,8 +62,16 @@ from clank.protocol.audio_receive import (
     SpeakingStarted,
     SpeakingStopped,
 )
+from clank.session.frame_pacer import FramePacer
 from clank.session.roles import RoleHandle, RoleState
-from clank.session.voice_listen import DEFAULT_LISTEN_BUFFER, DEFAULT_SILENCE_S, Listener, UserAudio
+from clank.session.voice_listen import (
+    DEFAULT_LISTEN_BUFFER,
+    DEFAULT_SILENCE_S,
+    Listener,
+    ListenerSet,
+    PacketDecoder,
+    UserAudio,
+)
 from clank.session.voice_music import MusicPlayer
 from clank.session.voice_playback import PlaybackEvents, SpeechPlayer
 from clank.wire.rtp import RtpHeader
@@ -91,14 +95,7 @@ log = get_logger("clank.voice")
 AUDIO_SUBSCRIBER_BUFFER: Final = 50
 SILENCE_FRAMES_AFTER_AUDIO: Final = 5
 SPEAKING_VOICE: Final = 1
-#: If the send loop falls this far behind (a stall), it skips ahead instead of bursting.
-MAX_SEND_LAG_S: Final = 0.2
-#: A wake-up later than this counts as a late frame in the statistics.
-LATE_THRESHOLD_S: Final = 0.005
 SPEAKING_TIMER_S: Final = 0.1
-PACER_HISTORY: Final = 3000  # 60 s of 20 ms frames
-#: Listeners' speaking_stopped deadlines are checked this often (silence accuracy).
-LISTEN_TIMER_S: Final = 0.02
 
 VideoReceiver = Callable[[RtpHeader, bytes, float, "vgc.SsrcBinding | None"], None]
 """``(header, payload, now, binding)`` for every non-audio packet on the voice leg (webcam)."""
@@ -125,53 +122,6 @@ class VoiceRoleStatistics:
     connection: MediaConnectionStatistics | None
 
 
-class FramePacer:
-    """Absolute deadlines ``start + n * period``: no drift, lateness measured.
-
-    Sleeps on a timerfd (``clank.io.timer``; trio's own timers wake up to 1 ms late), falling
-    back to ``trio.sleep_until`` off Linux and under mock clocks.
-
-    After a stall longer than ``max_lag`` the missed slots are skipped (counted) instead of sent
-    in a burst.
-    """
-
-    def __init__(self, period: float = FRAME_DURATION, *, max_lag: float = MAX_SEND_LAG_S) -> None:
-        self.period = period
-        self.max_lag = max_lag
-        self._deadline: float | None = None
-        self.frames = 0
-        self.late = 0
-        self.skipped = 0
-        self.max_lateness = 0.0
-        self.recent: collections.deque[float] = collections.deque(maxlen=PACER_HISTORY)
-        """Lateness of the last :data:`PACER_HISTORY` wake-ups (seconds; benches read percentiles)."""
-        self._timer = PreciseTimer.create()  # timerfd: no ms rounding of the wake-up (io/timer.py)
-
-    def restart(self) -> None:
-        self._deadline = trio.current_time()
-
-    async def wait_next(self) -> float:
-        """Sleep until the next slot; returns how late we woke (seconds)."""
-        if self._deadline is None:
-            self.restart()
-        assert self._deadline is not None
-        deadline = self._deadline + self.period
-        now = trio.current_time()
-        if now - deadline > self.max_lag:
-            missed = int((now - deadline) / self.period)
-            self.skipped += missed
-            deadline += missed * self.period
-        self._deadline = deadline
-        await self._timer.sleep_until(deadline)
-        lateness = max(0.0, trio.current_time() - deadline)
-        self.frames += 1
-        if lateness > LATE_THRESHOLD_S:
-            self.late += 1
-        self.max_lateness = max(self.max_lateness, lateness)
-        self.recent.append(lateness)
-        return lateness
-
-
 @attrs.define(eq=False)
 class _Subscriber:
     user_id: str | None
@@ -195,15 +145,12 @@ class VoiceRole:
         self.playback_events = PlaybackEvents()
         self.speech = SpeechPlayer(self.mixer, self.playback_events, self._wake_sender)
         self.music = MusicPlayer(self.mixer, self.playback_events, self._wake_sender)
-        self._listeners: list[Listener] = []
-        self._listen_converters: dict[tuple[str, str, tuple[int, int]], PcmConverter] = {}
-        self.stream_audio: dict[str, Any] = {}
-        """Go Live stream audio of running watches, by streamer (:mod:`clank.session.stream_audio`)."""
-        self._listeners_changed = trio.Event()
+        self.listening = ListenerSet()
+        """Listeners and the Go Live stream audio of running watches (:mod:`clank.session.voice_listen`)."""
         self._encoder = OpusEncoder()
         self._audio_wake = trio.Event()
         self._receive = AudioReceiveCore(user_id, decrypt=self._dave_decrypt, trial=self._dave_trial)
-        self._decoders: dict[int, OpusDecoder] = {}
+        self._opus = PacketDecoder()
         self._subscribers: list[_Subscriber] = []
         self._speaking: set[str] = set()
         self._video_receiver: VideoReceiver | None = None
@@ -213,9 +160,6 @@ class VoiceRole:
         self._dave_not_ready = 0
         self._pacer = FramePacer()
         self._reannounce = False
-        self._decoded = 0
-        self._concealed = 0
-        self._decode_errors = 0
         self._subscriber_drops = 0
         self._video_packets = 0
         self._video_unhandled = 0
@@ -253,10 +197,12 @@ class VoiceRole:
             late_frames=self._pacer.late,
             max_lateness_s=self._pacer.max_lateness,
             skipped_frames=self._pacer.skipped,
-            decoded_frames=self._decoded,
-            concealed_frames=self._concealed,
-            decode_errors=self._decode_errors,
-            subscriber_drops=self._subscriber_drops + sum(s.dropped for s in self._subscribers),
+            decoded_frames=self._opus.decoded,
+            concealed_frames=self._opus.concealed,
+            decode_errors=self._opus.errors,
+            subscriber_drops=self._subscriber_drops
+            + sum(s.dropped for s in self._subscribers)
+            + self.listening.dropped,
             video_packets=self._video_packets,
             video_unhandled=self._video_unhandled,
             speaking_users=tuple(sorted(self._speaking)),
@@ -345,7 +291,6 @@ class VoiceRole:
             self._subscriber_drops += subscriber.dropped
             send.close()
 
-    @contextlib.contextmanager
     def open_listener(
         self,
         users: frozenset[str] | None = None,
@@ -355,55 +300,14 @@ class VoiceRole:
         silence_s: float = DEFAULT_SILENCE_S,
         buffer: int = DEFAULT_LISTEN_BUFFER,
         sources: frozenset[str] | None = None,
-    ) -> Iterator[Listener]:
+    ) -> contextlib.AbstractContextManager[Listener]:
         """A :class:`Listener` of ``users`` (everyone when None) while in the block."""
-        listener = Listener(
+        return self.listening.open(
             users, rate=rate, channels=channels, silence_s=silence_s, buffer=buffer, sources=sources
         )
-        self._listeners.append(listener)
-        self._listeners_changed.set()
-        try:
-            yield listener
-        finally:
-            listener.close()
-            self._listeners.remove(listener)
-            self._subscriber_drops += listener.dropped
 
     def listeners(self) -> list[Listener]:
-        return list(self._listeners)
-
-    def listeners_of(self, user_id: str, source: str) -> list[Listener]:
-        """Listeners that want ``user_id`` on ``source`` (``voice`` or ``stream:<user id>``)."""
-        return [x for x in self._listeners if x.wants(user_id, source)]
-
-    def deliver_stream_audio(
-        self, user_id: str, ssrc: int, frames: list[tuple[Pcm, bool]], listeners: list[Listener], source: str
-    ) -> None:
-        """Decoded 48 kHz stereo frames from another leg (Go Live stream audio) to ``listeners``."""
-        self._deliver_to_listeners(user_id, ssrc, frames, listeners, source)
-
-    def stream_audio_stopped(self, user_id: str, source: str, reason: str) -> None:
-        for listener in self._listeners:
-            if reason == "disconnected":
-                listener.offer_stopped(user_id, source, reason)
-
-    def register_stream_audio(self, audio: Any) -> Callable[[], None]:
-        """Show a watch's stream audio in status while it runs; returns the function that removes it."""
-        target: str = audio.target_user_id
-        self.stream_audio[target] = audio
-
-        def remove() -> None:
-            if self.stream_audio.get(target) is audio:
-                del self.stream_audio[target]
-
-        return remove
-
-    def end_listeners(self, reason: str) -> None:
-        """Close every listener (the role is going away); their iterators end."""
-        for listener in self._listeners:
-            for user_id, source in listener.speaking:
-                listener.offer_stopped(user_id, source, reason)
-            listener.close()
+        return self.listening.all()
 
     def set_video_receiver(self, receiver: VideoReceiver | None) -> None:
         """Attach (or detach) the handler for non-audio packets on this leg (webcam video)."""
@@ -465,27 +369,15 @@ class VoiceRole:
             else:
                 self._speaking.discard(event.user_id)
                 if event.reason == "disconnected":
-                    self._decoders.pop(event.ssrc, None)
-                    for listener in self._listeners:
-                        listener.offer_stopped(event.user_id, "voice", "disconnected")
+                    self._opus.forget(event.ssrc)
+                    self.listening.stopped(event.user_id, "voice", "disconnected")
 
     def _deliver(self, packet: AudioPacket) -> None:
         wanted = [s for s in self._subscribers if s.user_id is None or s.user_id == packet.user_id]
-        listening = [x for x in self._listeners if x.wants(packet.user_id)]
+        listening = self.listening.of(packet.user_id, "voice")
         if not wanted and not listening:
             return
-        decoder = self._decoders.get(packet.ssrc)
-        if decoder is None:
-            decoder = self._decoders[packet.ssrc] = OpusDecoder()
-        if packet.discontinuity:
-            decoder.reset()
-        frames: list[tuple[Pcm, bool]] = [(pcm, True) for pcm in decoder.conceal(packet.lost_before)]
-        try:
-            frames.append((decoder.decode(packet.opus), False))
-        except MalformedPacket:
-            self._decode_errors += 1
-        self._concealed += packet.lost_before
-        self._decoded += 1
+        frames = self._opus.frames(packet)
         for subscriber in wanted:
             converter = subscriber.converters.get(packet.user_id)
             if converter is None:
@@ -507,24 +399,7 @@ class VoiceRole:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     subscriber.dropped += 1
         if listening:
-            self._deliver_to_listeners(packet.user_id, packet.ssrc, frames, listening, "voice")
-
-    def _deliver_to_listeners(
-        self, user_id: str, ssrc: int, frames: list[tuple[Pcm, bool]], listeners: list[Listener], source: str
-    ) -> None:
-        now = trio.current_time()
-        converted: dict[tuple[int, int], list[Pcm]] = {}
-        for listener in listeners:
-            fmt = (listener.rate, listener.channels)
-            pcms = converted.get(fmt)
-            if pcms is None:
-                converter = self._listen_converters.get((user_id, source, fmt))
-                if converter is None:
-                    converter = PcmConverter(SAMPLE_RATE, CHANNELS, fmt[0], fmt[1])
-                    self._listen_converters[(user_id, source, fmt)] = converter
-                pcms = converted[fmt] = [converter.convert(pcm) for pcm, _ in frames]
-            for pcm, (_, concealed) in zip(pcms, frames, strict=True):
-                listener.offer_audio(UserAudio(user_id, ssrc, pcm, fmt[0], fmt[1], concealed, source), now)
+            self.listening.deliver(packet.user_id, packet.ssrc, frames, listening, "voice")
 
     # ------------------------------------------------------------------ tasks
 
@@ -535,16 +410,6 @@ class VoiceRole:
         while True:
             await trio.sleep(SPEAKING_TIMER_S)
             self._audio_events(self._receive.tick(trio.current_time()))
-
-    async def _listen_timer(self) -> None:
-        while True:
-            if not self._listeners:
-                self._listeners_changed = trio.Event()
-                await self._listeners_changed.wait()
-            await trio.sleep(LISTEN_TIMER_S)
-            now = trio.current_time()
-            for listener in self._listeners:
-                listener.tick(now)
 
     async def _send_loop(self, conn: MediaConnection) -> None:
         """One frame per 20 ms at absolute deadlines while there is audio (or trailing silence)."""
@@ -628,11 +493,11 @@ async def voice_role(
             role.speech.bind(nursery)
             nursery.start_soon(role._send_loop, conn)
             nursery.start_soon(role._speaking_timer)
-            nursery.start_soon(role._listen_timer)
+            nursery.start_soon(role.listening.run_timer)
             try:
                 await trio.sleep_forever()
             finally:
                 role._nursery = None
                 role.music.bind(None)
                 role.speech.bind(None)
-                role.end_listeners("voice role ended")
+                role.listening.end("voice role ended")

@@ -198,12 +198,27 @@ def _busiest_region(luma: npt.NDArray[np.float32]) -> str:
     return best
 
 
+def _cut_words(score: float, stream_type: str) -> str:
+    """A scene cut worded by how much changed and by what kind of source it is."""
+    if score >= 0.5:
+        size = "The picture changed almost completely"
+    elif score >= 0.25:
+        size = "A large part of the picture changed"
+    else:
+        size = "Part of the picture changed"
+    if stream_type == "camera":
+        return f"{size}: the camera moved or the scene in front of it changed"
+    if score >= 0.5:
+        return f"{size}, likely a new window or application"
+    return f"{size}, likely a window opened, closed or moved"
+
+
 def _change_sentence(context: NoteContext) -> str:
     scores = f"change {context.change_score:.2f}, recent activity {context.change_ema:.2f}"
     if context.trigger == "first_frame" and not context.previous_notes:
         return f"First look at this {context.stream_type} ({scores})."
     if context.scene_cut or context.trigger == "scene_cut":
-        return f"The picture changed almost completely, likely a new window or application ({scores})."
+        return f"{_cut_words(context.change_score, context.stream_type)} ({scores})."
     if context.change_ema >= 0.15:
         activity = "busy: large parts keep changing"
     elif context.change_ema >= 0.02:

@@ -70,6 +70,9 @@ async def test_refusals_do_not_start_anything() -> None:
             "ambiguous_sharers",
             (ALICE, CAROL),
         )
+        # the names come with the ids: the model can ask "Alice or Carol?" without another call
+        names = [c["name"] for c in ambiguous.to_json()["candidateNames"]]
+        assert names[0] == "Alice" and names[1] != CAROL
         missing = await service.start_screen_watch(target="nobody here")
         assert (missing.ok, missing.reason) == (False, "target_not_found")
         link = await service.start_screen_watch(preferred_transport="link")

@@ -77,8 +77,8 @@ async def test_identify_ready_and_guild_create(loopback_clock: trio.testing.Mock
                 info = await gw.wait_ready()
                 assert info.user_id == sb.our_user_id
                 assert sb.guild_id in info.guild_ids
-                guild = await next_named(dispatches, "GUILD_CREATE")
-                assert guild.data["id"] == sb.guild_id
+                ready = await next_named(dispatches, "READY")  # a user READY: guilds inline
+                assert [g["id"] for g in ready.data["guilds"]] == [sb.guild_id]
             stats = gw.statistics()
             assert stats.state is Phase.CONNECTED
             assert (stats.connects, stats.identifies, stats.reconnects) == (1, 1, 0)
@@ -89,7 +89,7 @@ async def test_zlib_stream_compression(loopback_clock: trio.testing.MockClock) -
         async with sandbox_and_client(compress=True) as (sb, gw):
             with gw.subscribe() as dispatches:
                 assert (await gw.wait_ready()).user_id == sb.our_user_id
-                await next_named(dispatches, "GUILD_CREATE")
+                await next_named(dispatches, "READY")
 
 
 async def test_heartbeats_for_an_hour_without_reconnects(loopback_clock: trio.testing.MockClock) -> None:
@@ -164,7 +164,7 @@ async def test_op9_invalid_session(loopback_clock: trio.testing.MockClock, resum
         async with sandbox_and_client() as (sb, gw):
             with gw.subscribe() as dispatches:
                 first = await gw.wait_ready()
-                await next_named(dispatches, "GUILD_CREATE")  # the first session's burst is done
+                await next_named(dispatches, "READY")  # the first session's burst is done
                 start = trio.current_time()
                 sb.faults.invalidate_session(sb.our_user_id, resumable)
                 await next_named(dispatches, "RESUMED" if resumable else "READY")
@@ -185,7 +185,7 @@ async def test_session_timeout_close_starts_a_new_session(loopback_clock: trio.t
         async with sandbox_and_client() as (sb, gw):
             with gw.subscribe() as dispatches:
                 await gw.wait_ready()
-                await next_named(dispatches, "GUILD_CREATE")
+                await next_named(dispatches, "READY")
                 sb.faults.close_client(sb.our_user_id, 4009)
                 await next_named(dispatches, "READY")
             assert gw.statistics().identifies == 2

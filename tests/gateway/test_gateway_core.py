@@ -628,3 +628,25 @@ def test_misuse_of_the_core_is_a_usage_error() -> None:
     core.start()
     with pytest.raises(UsageError):
         core.receive_text(hello(), 0.0)  # before a socket exists
+
+
+def test_passive_guild_updates_v2_is_never_announced() -> None:
+    """Bit 14 makes Discord send large guilds' voice states as PASSIVE_UPDATE_V2, which clank
+    does not read: sharers would go unseen. It is masked off whatever the setting says."""
+    from clank.config import Settings
+    from clank.protocol.gateway import DEFAULT_CAPABILITIES, PASSIVE_GUILD_UPDATE_V2
+
+    assert not DEFAULT_CAPABILITIES & PASSIVE_GUILD_UPDATE_V2
+    assert Settings().discord.capabilities == DEFAULT_CAPABILITIES
+    core = GatewayCore(url=BASE, token=TOKEN, rng=random.Random(0), capabilities=30717)
+    core.start()
+    core.connection_made(0.0)
+    (frame,) = sent(core.receive_text(hello(), 0.0))
+    assert frame.d["capabilities"] == 30717 & ~PASSIVE_GUILD_UPDATE_V2
+
+
+@pytest.mark.parametrize(("code", "action"), [(4015, "new_session"), (4016, "stop")])
+def test_user_session_close_codes_are_in_the_table(code: int, action: str) -> None:
+    from clank.protocol.gateway import close_rule
+
+    assert close_rule(code).action.value == action

@@ -12,7 +12,7 @@ from clank.errors import PublishError
 from clank.media.publish_source import PushedFrames
 from clank.sandbox.rtc.streamer import VideoSettings
 from clank.session.roles import RoleState
-from clank.session.stream_publish import start_stream_publish
+from clank.session.stream_publish import PUBLISH_ROLE, start_stream_publish
 from clank.session.stream_watch import start_stream_watch
 
 WATCH = WatchSettings(max_fps=10.0, preferred_pixel_count=320 * 240, credentials_timeout_s=5.0)
@@ -100,3 +100,44 @@ async def test_a_stream_delete_from_the_server_ends_the_publish_with_its_reason(
             await handle.wait_stopped()
             assert handle.reason == "stream_deleted" and handle.state is RoleState.FAILED
             assert session.voice.state is RoleState.READY
+
+
+async def test_a_voice_session_change_rebuilds_the_publish() -> None:
+    with trio.fail_after(60):
+        async with in_voice() as (sb, _gateway, session):
+            handle = await start_stream_publish(session, source=PushedFrames())
+            await handle.push_image(make_image(4), "image/png")
+            first_key = handle.stream_key
+            old_role = session.roles()[PUBLISH_ROLE]
+            # Discord hands us a new voice session id in place: every role is rebuilt.
+            await sb.world.join_voice(sb.our_user_id, sb.voice_channel_id, new_session=True)
+            await old_role.wait_stopped()
+
+            def rebuilt() -> bool:
+                role = session.roles().get(PUBLISH_ROLE)
+                return role is not None and role is not old_role and role.state is RoleState.READY
+
+            await wait_until(rebuilt)
+            assert handle.active and handle.live_again() and handle.stream_key == first_key
+            assert session.voice.state is RoleState.READY
+            viewer = await add_viewer(sb, handle)
+            await wait_until(lambda: viewer.statistics().frames_decoded >= 3)
+
+
+async def test_op14_asking_for_another_codec_ends_only_the_publish() -> None:
+    from clank.wire import voice_gateway as vg
+
+    with trio.fail_after(40):
+        async with in_voice() as (sb, _gateway, session):
+            assert sb.media is not None
+            handle = await start_stream_publish(session, source=PushedFrames())
+            assert handle.stream_key is not None
+            server = sb.media.stream_server(str(handle.stream_key))
+            ours = server.participant(int(sb.our_user_id))
+            assert ours is not None
+            ours.sink.notify(vg.SessionUpdate(video_codec="H264"))  # same codec: nothing happens
+            await trio.sleep(0.3)
+            assert handle.active
+            ours.sink.notify(vg.SessionUpdate(video_codec="VP8"))
+            await handle.wait_stopped()
+            assert handle.reason == "codec" and session.voice.state is RoleState.READY

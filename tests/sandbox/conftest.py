@@ -62,10 +62,16 @@ class RawGateway:
         return frame["d"]  # type: ignore[no-any-return]
 
     async def identify(self, token: str, capabilities: int = 0) -> list[dict[str, Any]]:
-        """hello -> identify -> frames through the last GUILD_CREATE (one guild in the sandbox)."""
+        """hello -> identify -> the login burst: a bot's ends with GUILD_CREATE (one guild in the
+        sandbox); a user's is READY (guilds inline) and READY_SUPPLEMENTAL when bit 5 was sent."""
         await self.hello()
         await self.send(2, {"token": token, "capabilities": capabilities, "properties": {"os": "Linux"}})
-        return await self.recv_until(lambda f: f.get("t") == "GUILD_CREATE")
+        frames = await self.recv_until(lambda f: f.get("t") == "READY")
+        if frames[-1]["d"]["user"].get("bot"):
+            return frames + await self.recv_until(lambda f: f.get("t") == "GUILD_CREATE")
+        if capabilities & (1 << 5):
+            return frames + await self.recv_until(lambda f: f.get("t") == "READY_SUPPLEMENTAL")
+        return frames
 
     async def expect_close(self) -> int | None:
         """Read until the server closes; return its close code."""

@@ -22,14 +22,15 @@ async def test_identify_ready_guild_create(gateway_connect: Any) -> None:
     with trio.fail_after(10):
         async with open_sandbox(media=False) as sb, gateway_connect(sb.gateway_url) as gw:
             frames = await gw.identify(sb.token)
-            assert _names(frames) == ["READY", "GUILD_CREATE"]
-            ready, guild = frames[0]["d"], frames[1]["d"]
+            assert _names(frames) == ["READY"]  # a user session: guilds inline, no GUILD_CREATE
+            ready = frames[0]["d"]
+            (guild,) = ready["guilds"]
             assert frames[0]["s"] == 1
             assert ready["user"]["id"] == sb.our_user_id
             assert len(ready["session_id"]) == 32
             assert ready["resume_gateway_url"] == sb.gateway_url
-            assert ready["guilds"] == [{"id": sb.guild_id, "unavailable": True}]
             assert "application" not in ready  # user accounts have none
+            assert sb.world.user_by_name("alice").id in {u["id"] for u in ready["users"]}
             assert guild["id"] == sb.guild_id
             assert {c["id"]: c["type"] for c in guild["channels"]}[sb.voice_channel_id] == 2
             assert sb.our_user_id in {m["user"]["id"] for m in guild["members"]}
@@ -53,11 +54,11 @@ async def test_streamer_scenario_seeds_voice_states_and_supplemental(gateway_con
             gateway_connect(sb.gateway_url) as gw,
         ):
             frames = await gw.identify(sb.token, capabilities=(1 << 4) | (1 << 5))
-            assert _names(frames) == ["READY", "READY_SUPPLEMENTAL", "GUILD_CREATE"]
+            assert _names(frames) == ["READY", "READY_SUPPLEMENTAL"]
             alice = sb.world.user_by_name("alice").id
             supplemental = frames[1]["d"]["guilds"][0]
             assert supplemental["id"] == sb.guild_id
-            for states in (supplemental["voice_states"], frames[2]["d"]["voice_states"]):
+            for states in (supplemental["voice_states"], frames[0]["d"]["guilds"][0]["voice_states"]):
                 (state,) = states
                 assert state["user_id"] == alice
                 assert state["channel_id"] == sb.voice_channel_id
@@ -72,7 +73,7 @@ async def test_heartbeat_is_acked_before_and_after_identify(gateway_connect: Any
             await gw.send(1, None)
             assert (await gw.recv())["op"] == 11
             await gw.send(2, {"token": sb.token})
-            await gw.recv_until(lambda f: f.get("t") == "GUILD_CREATE")
+            await gw.recv_until(lambda f: f.get("t") == "READY")
             await gw.send(1, gw.seq)
             assert (await gw.recv())["op"] == 11
 
@@ -299,8 +300,8 @@ async def test_zlib_stream_compression(gateway_connect: Any) -> None:
     with trio.fail_after(10):
         async with open_sandbox(media=False) as sb, gateway_connect(sb.gateway_url, compress=True) as gw:
             frames = await gw.identify(sb.token)
-            assert _names(frames) == ["READY", "GUILD_CREATE"]
-            assert gw.binary_frames == 3  # hello, READY, GUILD_CREATE: every frame is compressed
+            assert _names(frames) == ["READY"]
+            assert gw.binary_frames == 2  # hello, READY (guilds inline): every frame is compressed
 
 
 # --- close-code policy ------------------------------------------------------------------------

@@ -71,6 +71,13 @@ async def test_list_join_move_and_leave() -> None:
             alice = await r.join("alice")
             assert alice
             await _speak_and_hear(r, "alice", 392.0)
+            role = r.voice.role()
+            muted = (
+                await r.client.post("/api/voice/join", json={"channelId": general, "selfMute": True})
+            ).json()
+            assert muted["reason"] == "flags_updated"
+            await wait_until(lambda: r.sandbox.world.voice_state(str(r.ours)).self_mute)
+            assert r.voice.role() is role  # the same voice session and role
 
             unknown = await r.client.post("/api/voice/join", json={"channelId": "123"})
             assert unknown.status_code == 404 and unknown.json()["reason"] == "unknown_channel"

@@ -11,6 +11,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 from voice_io_kit import Running, running, wait_until
 
 from clank.media.audio import dominant_frequency
+from clank.session.voice_listen import UserAudio
 from clank.wire.listen_audio import ListenAudioFrame
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
@@ -76,6 +77,7 @@ async def test_a_speakers_tone_arrives_with_user_id_rate_and_speaking_events() -
                         break
                 assert event["userId"] == alice and event["reason"] == "silence"
                 gap = stopped_at - arrivals[-1]
+                print(f"FIGURE speaking_stopped {gap * 1000:.0f} ms after the last audio (silenceMs 300)")
                 assert 0.27 <= gap <= 0.38, f"speaking_stopped {gap * 1000:.0f} ms after the last audio"
 
 
@@ -104,6 +106,10 @@ async def test_a_stalled_client_does_not_disturb_another() -> None:
                         assert frame.user_id == int(alice) and frame.sample_rate == 24000
                         arrivals.append(trio.current_time())
                 span = arrivals[-1] - arrivals[0]
+                print(
+                    f"FIGURE healthy client: 150 frames in {span:.2f} s, "
+                    f"max gap {max(np.diff(arrivals[10:])) * 1000:.0f} ms"
+                )
                 assert 2.8 < span < 3.3  # real time: nothing held back
                 assert max(np.diff(arrivals[10:])) < 0.15
                 status = (await r.client.get("/api/status")).json()["voiceIo"]
@@ -111,6 +117,7 @@ async def test_a_stalled_client_does_not_disturb_another() -> None:
                 assert listeners[0]["rate"] == 24000 and listeners[0]["dropped"] == 0
                 assert listeners[1]["rate"] == 48000 and listeners[1]["dropped"] > 50
                 assert listeners[1]["queued"] <= 10 + 2
+                print(f"FIGURE stalled client dropped {listeners[1]['dropped']} frames, healthy dropped 0")
             await wait_until(lambda: not r.voice.role().listeners())
 
 
@@ -128,6 +135,18 @@ async def test_python_listener_iterates_user_audio_and_ends_on_leave_of_block() 
                 assert kinds[0] == "SpeakingEvent"
                 assert listener.statistics()["rate"] == 8000
             assert not r.voice.role().listeners()
+            bob = await r.join("bob")
+            carol = await r.join("carol")
+            await r.sandbox.world.set_speaking(bob, True)
+            await r.sandbox.world.set_speaking(carol, True)
+            heard: set[str] = set()
+            async with r.voice.listen([alice, bob], sample_rate=16000, channels=1) as several:
+                async for item in several:
+                    if isinstance(item, UserAudio):
+                        heard.add(item.user_id)
+                    if heard == {alice, bob} and several.delivered > 100:
+                        break
+            assert heard == {alice, bob}  # carol talks too, but was not asked for
             with pytest.raises(Exception, match="users"):
                 async with r.voice.listen(["42"]):
                     pass

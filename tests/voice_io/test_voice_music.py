@@ -68,6 +68,7 @@ async def test_gain_pause_resume_stop_follow_their_fades(tmp_path: Path) -> None
             await trio.sleep(1.0)
             env = _envelope(r, alice, 1.3, level)
             assert env[:5].min() > 0.93 and abs(float(np.median(env[-10:])) - 0.25) < 0.04
+            print(f"FIGURE gain 1 -> 0.25 over 500 ms: ramp {_ramp_ms(env, 1.0, 0.25):.0f} ms")
             assert 420 <= _ramp_ms(env, 1.0, 0.25) <= 580
             status = (await r.client.get("/api/voice/music")).json()
             assert status["track"]["gain"] == 0.25 and status["state"] == "playing"
@@ -77,6 +78,7 @@ async def test_gain_pause_resume_stop_follow_their_fades(tmp_path: Path) -> None
             paused_at = (await r.client.get("/api/voice/music")).json()
             env = _envelope(r, alice, 0.7, level)
             assert paused_at["state"] == "paused" and env[-1] < 0.02
+            print(f"FIGURE pause fade 300 ms: ramp {_ramp_ms(env, 0.25, 0.0):.0f} ms")
             assert 240 <= _ramp_ms(env, 0.25, 0.0) <= 360
             await trio.sleep(0.5)
             assert (await r.client.get("/api/voice/music")).json()["track"]["positionS"] == pytest.approx(
@@ -88,11 +90,13 @@ async def test_gain_pause_resume_stop_follow_their_fades(tmp_path: Path) -> None
             await trio.sleep(0.8)
             env = _envelope(r, alice, 0.8, level)
             assert abs(float(np.median(env[-8:])) - 0.25) < 0.04
+            print(f"FIGURE resume fade 300 ms: ramp {_ramp_ms(env, 0.25, 0.0):.0f} ms")
             assert 240 <= _ramp_ms(env, 0.25, 0.0) <= 360
 
             await r.client.post("/api/voice/music/stop", json={"fadeMs": 200})
             await trio.sleep(0.5)
             env = _envelope(r, alice, 0.6, level)
+            print(f"FIGURE stop fade 200 ms: ramp {_ramp_ms(env, 0.25, 0.0):.0f} ms")
             assert 140 <= _ramp_ms(env, 0.25, 0.0) <= 260
             assert (await r.client.get("/api/voice/music")).json()["state"] == "idle"
 
@@ -107,6 +111,8 @@ async def test_a_bad_url_is_an_error_result_and_the_queue_plays_on(tmp_path: Pat
                 assert response.status_code == 200
                 answer = response.json()
                 assert answer["ok"] is False and answer["reason"] == "source_failed"
+            blocks: list[tuple[tuple[int, ...], str, int]] = []
+            remove = r.voice.music_add_tap(lambda pcm, pos: blocks.append((pcm.shape, str(pcm.dtype), pos)))
             first = _wav(tmp_path / "a.wav", 300.0, 0.6)
             second = _wav(tmp_path / "b.wav", 600.0, 3.0)
             one = (await r.client.post("/api/voice/music/play", json={"source": first, "name": "a"})).json()
@@ -125,3 +131,23 @@ async def test_a_bad_url_is_an_error_result_and_the_queue_plays_on(tmp_path: Pat
             await trio.sleep(1.0)
             assert abs(r.listener(alice).heard_frequency(r.ours, 0.5) - 600.0) < 10.0
             assert r.voice.music_status()["errors"] == 2
+            remove()
+            count = len(blocks)
+            await trio.sleep(0.1)
+            assert len(blocks) == count and count > 60  # the tap saw both tracks, then was removed
+            assert {(shape, dtype) for shape, dtype, _ in blocks} == {((960, 2), "int16")}
+            positions = [pos for _, _, pos in blocks]
+            assert positions[:3] == [0, 960, 1920] and 0 in positions[5:]  # restarts for track b
+
+
+async def test_leaving_voice_while_music_plays_ends_cleanly(tmp_path: Path) -> None:
+    """The feeder's abandoned read must not be closed from another thread (generator already executing)."""
+    with trio.fail_after(LIMIT):
+        async with running() as r:
+            await r.join("alice")
+            await r.dave_ready()
+            song = _wav(tmp_path / "long.wav", 330.0, 30.0)
+            assert (await r.client.post("/api/voice/music/play", json={"source": song})).json()["ok"]
+            await wait_until(lambda: r.voice.music_status()["state"] == "playing")
+            await trio.sleep(0.5)
+        # Leaving the block tears the session down with the track still playing: no exception.
