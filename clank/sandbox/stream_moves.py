@@ -86,6 +86,12 @@ async def health_check(world: World, user_id: str, stream_key: object, *, via_se
     state = world.voice_state(user_id)
     if stream is None or state is None or user_id not in stream.viewer_ids:
         return False
+    media = world.media
+    if isinstance(media, RtcMediaBackend):
+        try:
+            media.stream_server(stream.key)
+        except SandboxError:
+            return False  # the stream is ending: its server is gone, nothing to reallocate
     endpoint, token = await world.media.allocate_stream(
         stream.key, user_id, state.session_id, stream.rtc_server_id
     )

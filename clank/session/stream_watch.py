@@ -34,6 +34,7 @@ belong to the stream leg) and suppresses screen frames of users we watch nativel
 from __future__ import annotations
 
 import math
+import time
 import weakref
 from collections.abc import Mapping
 from typing import Any, Final, Literal, Protocol
@@ -748,15 +749,18 @@ async def _keepalive_loop(watch: _Watch, key: StreamKey) -> None:
     """op21 is a health check, not a keep-alive: it may make Discord check (and reallocate) the
     stream server. Sent only while the stream leg is failing (not ready, or no media packet for
     ``STREAM_STALL_S``), at most once per ``STREAM_PING_INTERVAL`` across reconnects."""
-    heard = (-1, trio.current_time())  # (packets_in, when it last grew)
+    # The media stall is measured in wall-clock time: under a test clock that jumps while the
+    # sender encodes on a thread, virtual seconds without packets mean nothing.
+    heard = (-1, time.monotonic())  # (packets_in, when it last grew)
     while True:
         await trio.sleep(HEALTH_CHECK_POLL_S)
         now = trio.current_time()
         conn = watch.connection
         packets = -1 if conn is None else conn.statistics().packets_in
         if packets != heard[0]:
-            heard = (packets, now)
-        failing = conn is None or conn.state != "ready" or now - heard[1] > STREAM_STALL_S
+            heard = (packets, time.monotonic())
+        stalled = time.monotonic() - heard[1] > STREAM_STALL_S
+        failing = conn is None or conn.state != "ready" or stalled
         if not failing or now - watch.last_health_check < STREAM_PING_INTERVAL:
             continue
         log.info("stream leg failing; asking for a health check (op21)", stream_key=str(key))
