@@ -29,13 +29,11 @@ from contextlib import ExitStack
 
 import numpy as np
 import trio
+from benchkit import paced_tone
 
 from clank.config import load_settings
 from clank.logging import configure_logging
-from clank.media.audio import OpusEncoder, PcmSource, tone
-from clank.media.mixer import Mixer
 from clank.runner import GIL_SWITCH_INTERVAL, open_clank
-from clank.session.voice_role import FramePacer
 
 SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
 SETTLE = 8.0  # seconds after start-up before measuring (the demo agent binds its watches, DAVE forms)
@@ -53,23 +51,6 @@ async def _lag_probe(seconds: float) -> list[float]:
         await trio.sleep_until(deadline)
         lags.append(trio.current_time() - deadline)
     return lags
-
-
-async def _audio_probe(seconds: float) -> list[float]:
-    mixer = Mixer()
-    source = PcmSource()
-    source.push(tone(440.0, seconds + 1.0))
-    mixer.play("tone", source)
-    encoder = OpusEncoder()
-    pacer = FramePacer()
-    pacer.restart()
-    lateness: list[float] = []
-    for _ in range(int(seconds / 0.02)):
-        frame = mixer.mix()
-        if frame is not None:
-            encoder.encode(frame)
-        lateness.append(await pacer.wait_next())
-    return lateness
 
 
 def _dashboard(url: str, token: str) -> subprocess.Popen[bytes]:
@@ -100,7 +81,7 @@ async def _case(url: str, token: str, dashboards: int) -> tuple[list[float], lis
         cpu, wall = time.thread_time(), time.perf_counter()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run, "lag", _lag_probe(SECONDS))
-            nursery.start_soon(run, "audio", _audio_probe(SECONDS))
+            nursery.start_soon(run, "audio", paced_tone(SECONDS))
         # CPU the trio thread used (ours, not other processes'): what a dashboard costs the loop.
         busy = (time.thread_time() - cpu) / (time.perf_counter() - wall)
     return results["lag"], results["audio"], busy

@@ -30,19 +30,17 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "dave"))
 
+from benchkit import paced_tone
 from dave_net import DaveNet
 
 from clank.crypto.dave import DaveSessionCore
 from clank.crypto.transport import AES256_GCM_RTPSIZE, TransportCipher
 from clank.io.encode_worker import EncodedAccessUnit, open_encode_worker
-from clank.media.audio import OpusEncoder, PcmSource, tone
 from clank.media.encoder import VideoEncoder
-from clank.media.mixer import Mixer
 from clank.media.publish_source import decode_image
 from clank.media.visualizer import AvPipeline, write_demo_music
 from clank.protocol.video_send import VideoSendConfig, VideoSendCore, encrypt_h264_checked
 from clank.runner import GIL_SWITCH_INTERVAL
-from clank.session.voice_role import FramePacer
 
 SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 4.0
 FPS = 30
@@ -156,7 +154,6 @@ async def pacing_case(song: str, publishing: bool) -> float:
     pipeline = AvPipeline(song, video="showcqt", width=1280, height=720, fps=FPS, loop=True)
     chunks = pipeline.chunks()
     path = SendPath()
-    lateness: list[float] = []
 
     def on_output(unit: EncodedAccessUnit) -> None:
         path.send(unit.data, unit.keyframe, trio.current_time())
@@ -176,24 +173,10 @@ async def pacing_case(song: str, publishing: bool) -> float:
                 if queued:
                     worker.submit(queued.pop(0), deadline)
 
-        async def audio() -> None:
-            mixer = Mixer()
-            source = PcmSource()
-            source.push(tone(440.0, SECONDS + 1.0))
-            mixer.play("tone", source)
-            opus = OpusEncoder()
-            pacer = FramePacer()
-            pacer.restart()
-            for _ in range(int(SECONDS / 0.02)):
-                frame = mixer.mix()
-                if frame is not None:
-                    opus.encode(frame)
-                lateness.append(await pacer.wait_next())
-
         async with trio.open_nursery() as nursery:
             if publishing:
                 nursery.start_soon(frame_clock)
-            await audio()
+            lateness = await paced_tone(SECONDS)
             nursery.cancel_scope.cancel()
         stats = worker.statistics()
     ms = np.array(lateness) * 1000

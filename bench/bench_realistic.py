@@ -45,11 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import simplejpeg
 import trio
 from av.video.reformatter import VideoReformatter
-from bench_watch import KEY, MTU, STREAMER, TICKS, dave_pair
+from bench_watch import STREAMER, dave_pair
+from benchkit import KEY, TICKS, sealed_datagrams
 from content import FPS, PROFILES, Profile, bitrate_mbps, encode_content
 
-from clank.codecs.h264 import packetize_h264
-from clank.codecs.vp8 import packetize_vp8
 from clank.crypto.dave import DaveSessionCore
 from clank.crypto.transport import AES256_GCM_RTPSIZE, TransportCipher
 from clank.io.decode_worker import open_decode_worker
@@ -59,8 +58,6 @@ from clank.media.jpeg import DEFAULT_JPEG_QUALITY, FrameScaler, fit_size
 from clank.media.metrics import ChangeTracker
 from clank.media.quality import yuv420p_planes
 from clank.protocol.video_receive import EncodedVideoFrame, VideoReceiveConfig, VideoReceiver
-from clank.wire.rtp import VIDEO_EXTENSION, RtpHeader
-from clank.wire.voice_gateway import H264_PT, VP8_PT
 
 SECONDS = 3.0
 ROUNDS = 3
@@ -120,34 +117,6 @@ async def watch(codec: VideoCodec, aus: list[EncodedFrame]) -> tuple[float, int]
         stats = worker.statistics()
     assert stats.decoded_frames == len(aus), (stats.decoded_frames, len(aus))
     return cpu, stats.emitted
-
-
-def sealed(
-    codec: VideoCodec, aus: list[EncodedFrame], sender: DaveSessionCore, ssrc: int
-) -> list[list[bytes]]:
-    """Per frame: the sealed RTP datagrams of the DAVE-encrypted, packetized frame."""
-    cipher = TransportCipher.create(AES256_GCM_RTPSIZE, KEY)
-    pt = H264_PT if codec == "h264" else VP8_PT
-    seq = 0
-    out: list[list[bytes]] = []
-    for index, au in enumerate(aus):
-        encrypted = sender.encrypt_video(codec, au.data)
-        payloads = packetize_h264(encrypted, MTU) if codec == "h264" else packetize_vp8(encrypted, index, MTU)
-        frame: list[bytes] = []
-        for i, payload in enumerate(payloads):
-            header = RtpHeader(
-                pt,
-                seq & 0xFFFF,
-                index * TICKS,
-                ssrc,
-                marker=i == len(payloads) - 1,
-                extension_profile=VIDEO_EXTENSION.profile,
-                extension_words=VIDEO_EXTENSION.words,
-            )
-            seq += 1
-            frame.append(cipher.seal_rtp(header.serialize(), VIDEO_EXTENSION.body + payload))
-        out.append(frame)
-    return out
 
 
 async def full_path(
@@ -235,7 +204,7 @@ def bench_stream(codec: VideoCodec, profile: Profile, group: int, workdir: Path)
     emitted = 0
     decode_only(codec, aus[:FPS])  # warm-up
     for _ in range(ROUNDS):
-        frames = sealed(codec, aus, sender, 11)  # preparation, not timed (nonces only move forward)
+        frames = sealed_datagrams(aus, sender, 11, codec)  # preparation, not timed (nonces only move forward)
         runs["decode"].append(decode_only(codec, aus))
         runs["floor"].append(decode_and_jpeg(codec, aus))
         cpu, emitted = trio.run(watch, codec, aus)

@@ -16,11 +16,10 @@ import threading
 
 import numpy as np
 import trio
+from benchkit import paced_tone
 
-from clank.media.audio import FRAME_SAMPLES, OpusEncoder, PcmSource, tone
-from clank.media.mixer import Mixer
+from clank.media.audio import FRAME_SAMPLES
 from clank.runner import GIL_SWITCH_INTERVAL
-from clank.session.voice_role import FramePacer
 
 SECONDS = 6.0
 WARMUP_FRAMES = 25  # the first wake-ups include imports, allocator and codec warm-up
@@ -28,20 +27,7 @@ GOAL_P99_MS = 2.0
 
 
 async def measure(seconds: float) -> list[float]:
-    mixer = Mixer()
-    source = PcmSource()
-    source.push(tone(440.0, seconds + 1.0))
-    mixer.play("tone", source)
-    encoder = OpusEncoder()
-    pacer = FramePacer()
-    pacer.restart()
-    lateness: list[float] = []
-    for _ in range(int(seconds / 0.02)):
-        frame = mixer.mix()
-        if frame is not None:
-            encoder.encode(frame)
-        lateness.append(await pacer.wait_next())
-    return lateness[WARMUP_FRAMES:]
+    return (await paced_tone(seconds))[WARMUP_FRAMES:]
 
 
 def busy(stop: threading.Event) -> None:

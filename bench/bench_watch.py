@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import trio
+from benchkit import FPS, KEY, TICKS, sealed_datagrams
 from content import PROFILES, encode_content
 
-from clank.codecs.h264 import packetize_h264
 from clank.config import WatchSettings
 from clank.crypto.dave import DaveBinary, DaveSessionCore
 from clank.crypto.transport import AES256_GCM_RTPSIZE, TransportCipher
@@ -58,13 +58,7 @@ from clank.runner import GIL_SWITCH_INTERVAL
 from clank.sandbox.dave import DaveGroupServer
 from clank.session.video_pipeline import FrameSink, VideoPipeline, open_video_pipeline
 from clank.session.watch_frames import LatestFrameStore
-from clank.wire.rtp import VIDEO_EXTENSION, RtpHeader
-from clank.wire.voice_gateway import H264_PT
 
-KEY = bytes(range(32))
-FPS = 30
-TICKS = 90_000 // FPS
-MTU = 1100
 STREAMER, WATCHER = 444, 333
 OFFLINE_SECONDS = 6  # video prepared for the latency run
 LIVE_SECONDS = 3
@@ -154,30 +148,6 @@ def encode(width: int, height: int, seconds: int, bitrate: int) -> list[EncodedF
     """Realistic content (bench/content.py) at one of its profiles, H264."""
     (profile,) = [p for p in PROFILES if (p.width, p.height) == (width, height)]
     return encode_content("h264", profile, seconds)
-
-
-def datagrams(aus: list[EncodedFrame], sender: DaveSessionCore, ssrc: int) -> list[list[bytes]]:
-    """Per frame: the sealed RTP datagrams of the DAVE-encrypted, packetized access unit."""
-    cipher = TransportCipher.create(AES256_GCM_RTPSIZE, KEY)
-    seq = 0
-    out: list[list[bytes]] = []
-    for index, au in enumerate(aus):
-        payloads = packetize_h264(sender.encrypt_video("h264", au.data), MTU)
-        frame: list[bytes] = []
-        for i, payload in enumerate(payloads):
-            header = RtpHeader(
-                H264_PT,
-                seq & 0xFFFF,
-                index * TICKS,
-                ssrc,
-                marker=i == len(payloads) - 1,
-                extension_profile=VIDEO_EXTENSION.profile,
-                extension_words=VIDEO_EXTENSION.words,
-            )
-            seq += 1
-            frame.append(cipher.seal_rtp(header.serialize(), VIDEO_EXTENSION.body + payload))
-        out.append(frame)
-    return out
 
 
 def _receiver(watcher: DaveSessionCore, ssrc: int) -> VideoReceiver:
@@ -372,7 +342,7 @@ def main() -> None:
     settings = WatchSettings()
 
     def watch_passes(count: int) -> bool:
-        streams = [datagrams(live_aus, pairs[k][0], 1000 + k) for k in range(count)]
+        streams = [sealed_datagrams(live_aus, pairs[k][0], 1000 + k) for k in range(count)]
         # Fresh receiver sessions each run would need new pairs; nonces only move forward, so
         # reusing the pair with newly encrypted frames is fine.
         ok, _, _ = trio.run(live_watch, streams, [pairs[k][1] for k in range(count)], settings)
@@ -396,7 +366,7 @@ def main() -> None:
     print(" 3. Last packet of a frame -> JPEG available, 720p, one live stream at 6 JPEG/s:")
     sender, watcher = dave_pair(5000)
     ok, stats, _ = trio.run(
-        live_watch, [datagrams(aus_720, sender, 1000)], [watcher], WatchSettings(max_fps=6.0)
+        live_watch, [sealed_datagrams(aus_720, sender, 1000)], [watcher], WatchSettings(max_fps=6.0)
     )
     decode = stats[0].decode if stats and stats[0] is not None else None
     if decode is not None and decode.delay_p50 is not None and decode.delay_p99 is not None:
@@ -416,7 +386,7 @@ def main() -> None:
         alone_precise.append([])
         alone_runs.append(trio.run(pacing_alone, 2.0, alone_precise[-1]))
         sender, watcher = dave_pair(6000 + run)
-        frames = datagrams(aus_1080, sender, 1000)
+        frames = sealed_datagrams(aus_1080, sender, 1000)
         watch_precise.append([])
         ok, _, lateness = trio.run(
             functools.partial(

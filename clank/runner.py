@@ -206,7 +206,7 @@ async def _demo_agent(service: ClankService, session: VoiceSession, registry: St
 
 
 async def _demo_publish(service: ClankService, sandbox: Any, folder: str) -> None:
-    """Sandbox demo: after the watch starts, a short generated song with the visualizer; bob watches."""
+    """Sandbox demo: after the watch starts, a generated song (looped) with the visualizer; bob watches."""
     music = await trio.to_thread.run_sync(write_demo_music, f"{folder}/demo-song.wav")
     bob = next((u.id for u in sandbox.world.users.values() if u.name == "bob"), None)
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Final, cast
@@ -46,6 +46,7 @@ from starlette.routing import Route
 from clank.config import ApiSettings
 from clank.control.dashboard import dashboard_html
 from clank.control.host_check import AllowedHosts, HostCheckMiddleware
+from clank.control.http_common import Handler, error_response, protected, read_json
 from clank.control.mcp_server import open_mcp_http_app
 from clank.control.publish import publish_routes
 from clank.control.service import ClankService
@@ -67,8 +68,6 @@ REQUESTER_HEADER: Final = "x-clank-requester"
 #: What to change when the API's address is taken (named in the one-line error).
 LISTEN_CHANGE: Final = "api.port / CLANK_API_PORT, or clank run --port"
 
-Handler = Callable[[Request], Awaitable[Response]]
-
 
 def generate_api_token() -> str:
     """A fresh bearer token for the API (when none is configured)."""
@@ -88,42 +87,8 @@ class HttpApi:
         return f"{self.url}/#token={self.token}"
 
 
-def _error(status: int, error: str, message: str, field: str | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": error, "message": message}
-    if field is not None:
-        body["field"] = field
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def _authorized(request: Request, token: str) -> bool:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    return scheme.lower() == "bearer" and secrets.compare_digest(value.strip().encode(), token.encode())
-
-
-def _protected(token: str, handler: Handler) -> Handler:
-    async def endpoint(request: Request) -> Response:
-        if not _authorized(request, token):
-            return _error(401, "unauthorized", "missing or wrong bearer token (Authorization: Bearer ...)")
-        try:
-            return await handler(request)
-        except InvalidArgument as exc:
-            return _error(400, "invalid_request", exc.message, exc.field)
-
-    return endpoint
-
-
 async def _json_body(request: Request) -> object:
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise InvalidArgument("body", f"must be at most {MAX_BODY_BYTES} bytes")
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidArgument("body", f"malformed JSON: {exc}") from None
+    return await read_json(request, MAX_BODY_BYTES)
 
 
 def _query_target(request: Request) -> str | None:
@@ -152,7 +117,7 @@ class _Routes:
     async def call(self, request: Request) -> Response:
         name = request.path_params["name"]
         if name not in TOOLS_BY_NAME:
-            return _error(404, "unknown_tool", f"no tool named {name!r}", "name")
+            return error_response(404, "unknown_tool", f"no tool named {name!r}", "name")
         body = await _json_body(request)
         requester = request.headers.get(REQUESTER_HEADER) or None
         return JSONResponse(await call_tool(self.service, name, body, requester_id=requester))
@@ -164,7 +129,7 @@ class _Routes:
         """A DAVE verification code, computed on request (see :mod:`clank.control.dave_codes`)."""
         compute = getattr(self.service.session, "verification_code", None)
         if compute is None:
-            return _error(404, "unsupported", "this session has no DAVE verification codes")
+            return error_response(404, "unsupported", "this session has no DAVE verification codes")
         user = request.query_params.get("user", "")
         if not user or len(user) > 32:
             raise InvalidArgument("user", "a user id is required (?user=<id>)")
@@ -183,7 +148,7 @@ class _Routes:
     async def latest_jpeg(self, request: Request) -> Response:
         result = self.service.look_at_screen(_query_target(request))
         if result.frame is None:
-            return _error(404, result.reason, "no frame to show")
+            return error_response(404, result.reason, "no frame to show")
         return Response(
             result.frame.jpeg,
             media_type="image/jpeg",
@@ -249,7 +214,7 @@ def build_app(
     extra = [] if mcp_app is None else [Route("/mcp", mcp_app)]  # MCP streamable HTTP (mcp_server.py)
 
     def api(path: str, handler: Handler, methods: list[str]) -> Route:
-        return Route(path, _protected(token, handler), methods=methods)
+        return Route(path, protected(token, handler), methods=methods)
 
     return Starlette(
         routes=[
@@ -262,7 +227,7 @@ def build_app(
             api("/api/screen", routes.screen, ["GET"]),
             api("/api/screen/latest.jpg", routes.latest_jpeg, ["GET"]),
             api("/api/events", routes.events, ["GET"]),
-            *publish_routes(service, partial(_protected, token)),  # our Go Live (control/publish.py)
+            *publish_routes(service, partial(protected, token)),  # our Go Live (control/publish.py)
             *extra,
             *([] if service.voice is None else voice_routes(service.voice, token)),
         ]

@@ -18,7 +18,6 @@ the field) or ``PublishError(reason)`` (HTTP 409 with the reason: ``not_in_voice
 
 from __future__ import annotations
 
-import json
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
@@ -28,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from clank.control.http_common import Handler, error_response, read_json_object
 from clank.control.model import RoleStatus
 from clank.errors import ClankError, InvalidArgument, PublishError
 from clank.logging import get_logger
@@ -46,7 +46,6 @@ MAX_URL: Final = 2048
 MAX_JSON_BYTES: Final = 16 * 1024
 PREVIEW_PIXELS: Final = 640 * 360
 """The dashboard's preview of the latest frame we sent is scaled to about this many pixels."""
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 def _text(body: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
@@ -261,36 +260,18 @@ def publish_control_for(service: Any) -> PublishControl:
     return control
 
 
-def _error(status: int, error: str, message: str, field: str | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": error, "message": message}
-    if field is not None:
-        body["field"] = field
-    return JSONResponse(body, status_code=status)
-
-
 def _guarded(handler: Handler) -> Handler:
     async def endpoint(request: Request) -> Response:
         try:
             return await handler(request)
         except PublishError as exc:
-            return _error(409, exc.reason, exc.detail or exc.reason)
+            return error_response(409, exc.reason, exc.detail or exc.reason)
 
     return endpoint
 
 
 async def _json(request: Request) -> Mapping[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_JSON_BYTES:
-        raise InvalidArgument("body", f"must be at most {MAX_JSON_BYTES} bytes")
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidArgument("body", f"malformed JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidArgument("body", "must be a JSON object")
-    return body
+    return await read_json_object(request, MAX_JSON_BYTES)
 
 
 async def _bounded_body(request: Request, limit: int) -> bytes:
@@ -360,7 +341,7 @@ def publish_routes(service: Any, protect: Callable[[Handler], Handler]) -> list[
         handle = control().handle
         frame = None if handle is None else handle.last_sent_frame
         if frame is None:
-            return _error(404, "not_publishing", "no frame sent yet")
+            return error_response(404, "not_publishing", "no frame sent yet")
         jpeg = await trio.to_thread.run_sync(lambda: encode_jpeg(frame, max_pixels=PREVIEW_PIXELS))
         return Response(jpeg.data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
@@ -405,7 +386,7 @@ async def demo_publish(
     *,
     patience: float = 60.0,
 ) -> None:
-    """Sandbox demo: once a watch runs, play ``music_path`` with the visualizer and add a viewer.
+    """Sandbox demo: once a watch runs, play ``music_path`` (looped) with the visualizer and add a viewer.
 
     ``start_viewer(stream_key)`` is the sandbox's (the composition root passes it in). Failures
     are logged: the demo goes on without its publish.
@@ -416,7 +397,7 @@ async def demo_publish(
             await trio.sleep(0.5)
         control = publish_control_for(service)
         try:
-            state = await control.play_music(music_path, visualizer="showcqt")
+            state = await control.play_music(music_path, visualizer="showcqt", loop=True)
             log.info("demo: publishing music with a visualizer", stream_key=state.get("streamKey"))
             if state.get("streamKey"):
                 await start_viewer(state["streamKey"])

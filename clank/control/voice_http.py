@@ -20,8 +20,6 @@ Routes (docs/api.md has the full reference)::
 from __future__ import annotations
 
 import json
-import secrets
-from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import trio
@@ -30,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from clank.control.http_common import Handler, authorized, error_response, protected, read_json_object
 from clank.control.voice_api import VoiceApi, VoiceUnavailable
 from clank.errors import InvalidArgument
 from clank.logging import get_logger
@@ -47,25 +46,6 @@ MAX_SPEAK_BYTES: Final = 32 * 1024 * 1024
 MAX_WS_MESSAGE_BYTES: Final = 1024 * 1024
 MAX_JSON_BYTES: Final = 64 * 1024
 WS_POLICY_VIOLATION: Final = 1008
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def _error(status: int, error: str, message: str, field: str | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": error, "message": message}
-    if field is not None:
-        body["field"] = field
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def _authorized(conn: HTTPConnection, token: str, *, query: bool = False) -> bool:
-    header = conn.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer":
-        return secrets.compare_digest(value.strip().encode(), token.encode())
-    given = conn.query_params.get("token") if query else None
-    return given is not None and secrets.compare_digest(given.encode(), token.encode())
 
 
 def _int_param(conn: HTTPConnection, name: str, default: int) -> int:
@@ -89,20 +69,7 @@ def _list_param(conn: HTTPConnection, name: str) -> list[str] | None:
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_JSON_BYTES:
-            raise InvalidArgument("body", f"must be at most {MAX_JSON_BYTES} bytes")
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidArgument("body", f"malformed JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidArgument("body", "must be a JSON object")
-    return body
+    return await read_json_object(request, MAX_JSON_BYTES)
 
 
 def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
@@ -135,18 +102,19 @@ class _VoiceRoutes:
 
     def protect(self, handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
-            if not _authorized(request, self.token):
-                return _error(
-                    401, "unauthorized", "missing or wrong bearer token (Authorization: Bearer ...)"
-                )
             try:
                 return await handler(request)
-            except InvalidArgument as exc:
-                return _error(400, "invalid_request", exc.message, exc.field)
             except VoiceUnavailable as exc:
-                return _error(409, exc.reason, "not connected to a voice channel")
+                return _refusal(exc)
 
-        return endpoint
+        return protected(self.token, endpoint)
+
+    async def _admit(self, ws: WebSocket) -> bool:
+        """The WebSocket's bearer check (header or ``?token=``); False: refused with a 401."""
+        if authorized(ws, self.token, query=True):
+            return True
+        await ws.send_denial_response(error_response(401, "unauthorized", "missing or wrong bearer token"))
+        return False
 
     # ------------------------------------------------------------------ speak
 
@@ -155,7 +123,7 @@ class _VoiceRoutes:
         channels = _int_param(request, "channels", 1)
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > MAX_SPEAK_BYTES:
-            return _error(413, "body_too_large", f"a speak body is at most {MAX_SPEAK_BYTES} bytes", "body")
+            return _speak_too_large()
         stream = self.voice.open_speech(sample_rate=rate, channels=channels)
         received = 0
         try:
@@ -163,16 +131,14 @@ class _VoiceRoutes:
                 received += len(chunk)
                 if received > MAX_SPEAK_BYTES:
                     self.voice.cancel_speech(stream)
-                    return _error(
-                        413, "body_too_large", f"a speak body is at most {MAX_SPEAK_BYTES} bytes", "body"
-                    )
+                    return _speak_too_large()
                 if chunk:
                     stream.push(chunk)
                     await stream.wait_writable()
         finally:
             stream.end()
         if stream.pending_bytes:
-            return _error(
+            return error_response(
                 400,
                 "invalid_request",
                 f"PCM length {received} is not a multiple of {stream.frame_bytes} bytes "
@@ -180,7 +146,7 @@ class _VoiceRoutes:
                 "body",
             )
         if received == 0:
-            return _error(400, "invalid_request", "no PCM in the body", "body")
+            return error_response(400, "invalid_request", "no PCM in the body", "body")
         return JSONResponse(
             {
                 "ok": True,
@@ -193,19 +159,15 @@ class _VoiceRoutes:
         )
 
     async def speak_ws(self, ws: WebSocket) -> None:
-        if not _authorized(ws, self.token, query=True):
-            await ws.send_denial_response(_error(401, "unauthorized", "missing or wrong bearer token"))
+        if not await self._admit(ws):
             return
         try:
             rate = _int_param(ws, "sampleRate", 24_000)
             channels = _int_param(ws, "channels", 1)
             check_pcm_format(rate, channels)
             self.voice.role()
-        except InvalidArgument as exc:
-            await ws.send_denial_response(_error(400, "invalid_request", exc.message, exc.field))
-            return
-        except VoiceUnavailable as exc:
-            await ws.send_denial_response(_error(409, exc.reason, "not connected to a voice channel"))
+        except (InvalidArgument, VoiceUnavailable) as exc:
+            await ws.send_denial_response(_refusal(exc))
             return
         await ws.accept()
         with self.voice.playback_events() as events:
@@ -236,7 +198,7 @@ class _VoiceRoutes:
                 if data is not None:
                     if len(data) % (2 * channels):
                         await ws.send_json(
-                            _ws_error(
+                            _wserror_response(
                                 InvalidArgument(
                                     "pcm", f"a message must hold whole samples ({2 * channels} bytes each)"
                                 )
@@ -248,7 +210,7 @@ class _VoiceRoutes:
                     received += len(data)
                     if received > MAX_SPEAK_BYTES:
                         await ws.send_json(
-                            _ws_error(
+                            _wserror_response(
                                 InvalidArgument("pcm", f"an utterance is at most {MAX_SPEAK_BYTES} bytes")
                             )
                         )
@@ -266,7 +228,7 @@ class _VoiceRoutes:
                         self.voice.stop("speech")
                         stream = None
                     elif command is None:
-                        await ws.send_json(_ws_error(InvalidArgument("type", "must be end or stop")))
+                        await ws.send_json(_wserror_response(InvalidArgument("type", "must be end or stop")))
         finally:
             if stream is not None:
                 stream.end()
@@ -287,8 +249,7 @@ class _VoiceRoutes:
     # ------------------------------------------------------------------ listen
 
     async def listen_ws(self, ws: WebSocket) -> None:
-        if not _authorized(ws, self.token, query=True):
-            await ws.send_denial_response(_error(401, "unauthorized", "missing or wrong bearer token"))
+        if not await self._admit(ws):
             return
         try:
             rate = _int_param(ws, "sampleRate", 48_000)
@@ -301,11 +262,8 @@ class _VoiceRoutes:
                 users, sample_rate=rate, channels=channels, silence_ms=silence, buffer=buffer, sources=sources
             )
             listener = await listening.__aenter__()
-        except InvalidArgument as exc:
-            await ws.send_denial_response(_error(400, "invalid_request", exc.message, exc.field))
-            return
-        except VoiceUnavailable as exc:
-            await ws.send_denial_response(_error(409, exc.reason, "not connected to a voice channel"))
+        except (InvalidArgument, VoiceUnavailable) as exc:
+            await ws.send_denial_response(_refusal(exc))
             return
         await ws.accept()
         try:
@@ -427,6 +385,17 @@ class _VoiceRoutes:
         return JSONResponse(await self._channels().leave())
 
 
+def _speak_too_large() -> Response:
+    return error_response(413, "body_too_large", f"a speak body is at most {MAX_SPEAK_BYTES} bytes", "body")
+
+
+def _refusal(exc: InvalidArgument | VoiceUnavailable) -> Response:
+    """400 naming the field, or 409 with the voice reason (``not_in_voice``)."""
+    if isinstance(exc, InvalidArgument):
+        return error_response(400, "invalid_request", exc.message, exc.field)
+    return error_response(409, exc.reason, "not connected to a voice channel")
+
+
 def _status_for(result: dict[str, Any]) -> int:
     return 404 if result.get("reason") in ("unknown_channel", "unknown_guild") else 409
 
@@ -452,7 +421,7 @@ def _ws_command(text: str) -> str | None:
     return kind if kind in ("end", "stop") else None
 
 
-def _ws_error(exc: Exception) -> dict[str, Any]:
+def _wserror_response(exc: Exception) -> dict[str, Any]:
     if isinstance(exc, InvalidArgument):
         return {"type": "error", "error": "invalid_request", "field": exc.field, "message": exc.message}
     if isinstance(exc, VoiceUnavailable):

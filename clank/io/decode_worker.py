@@ -31,18 +31,16 @@ from __future__ import annotations
 
 import collections
 import math
-import os
 import queue
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import attrs
-import outcome
 import trio
 
 from clank.errors import UsageError
+from clank.io.worker_thread import WorkerThread
 from clank.media.decoder import DecodedFrame, VideoCodec, VideoDecoder, access_unit_is_keyframe
 from clank.media.jpeg import DEFAULT_JPEG_QUALITY, FrameScaler, JpegImage
 from clank.media.metrics import ChangeSample, ChangeTracker
@@ -51,7 +49,6 @@ DECODE_QUEUE_SIZE = 8  # access units, ~270 ms at 30 fps: enough to ride out a k
 DEFAULT_MAX_FPS = 2.0
 DEFAULT_MAX_PIXELS = 1280 * 720
 RTP_VIDEO_CLOCK_RATE = 90_000  # H264 and VP8 both use a 90 kHz RTP clock
-THREAD_STOP_TIMEOUT = 2.0  # seconds to wait for the thread to finish its current access unit
 LATENCY_WINDOW = 512  # emitted pictures kept for the delay percentiles
 RATE_WINDOW = 2.0  # seconds over which fps in/out are measured, ending at the statistics call
 _MIN_SPAN = 0.5  # smallest divisor of a rate while the first window fills
@@ -61,19 +58,6 @@ _MIN_SPAN = 0.5  # smallest divisor of a rate while the first window fills
 DECODE_THREAD_NICE = 5
 
 _TIMESTAMP_MODULUS = 1 << 32
-
-
-def lower_thread_priority(nice: int) -> bool:
-    """Raise the calling thread's niceness by ``nice`` (Linux); False where unsupported."""
-    setpriority = getattr(os, "setpriority", None)
-    if setpriority is None or not hasattr(threading, "get_native_id"):
-        return False
-    try:
-        tid = threading.get_native_id()
-        setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
-    except OSError:
-        return False
-    return True
 
 
 @attrs.frozen
@@ -120,11 +104,6 @@ class _Submitted:
     conceal: bool = False
 
 
-@attrs.frozen
-class _Stop:
-    """Tells the thread to finish; it skips whatever is still queued once closing is set."""
-
-
 class _RateMeter:
     """Events per second over the ``RATE_WINDOW`` seconds ending *now* (trio clock).
 
@@ -162,7 +141,7 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[index]
 
 
-class DecodeWorker:
+class DecodeWorker(WorkerThread[_Submitted, DecodedImage]):
     """Decode one stream off the trio thread. Create with ``open_decode_worker``."""
 
     def __init__(
@@ -179,6 +158,7 @@ class DecodeWorker:
             raise UsageError(f"max_fps must be positive, got {max_fps}")
         if queue_size < 1:
             raise UsageError(f"queue_size must be at least 1, got {queue_size}")
+        super().__init__()
         self.codec: VideoCodec = codec
         self._decoder = VideoDecoder(codec)
         self._tracker = ChangeTracker()
@@ -188,14 +168,7 @@ class DecodeWorker:
         self._interval_ticks = max(1, round(RTP_VIDEO_CLOCK_RATE / max_fps))
         self._queue_size = queue_size
         self._synchronous = synchronous
-        self._queue: queue.SimpleQueue[_Submitted | _Stop] = queue.SimpleQueue()
-        self._token = trio.lowlevel.current_trio_token()
-        self._lock = threading.Lock()  # guards the slot and the delays
-        self._closing = False
-        # Trio-side state.
-        self._wake = trio.Event()
-        self._thread_done = trio.Event()
-        self._thread_outcome: outcome.Outcome[None] | None = None
+        # Trio-side state (``_lock`` guards the slot and the delays).
         self._submitted = 0
         self._dropped = 0
         self._in_meter = _RateMeter()
@@ -211,7 +184,6 @@ class DecodeWorker:
         self._candidate: tuple[DecodedFrame, float] | None = None
         self._candidate_due_ts = 0
         self._delays: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
-        self._cpu_seconds = 0.0
 
     # ---- trio side ---------------------------------------------------------------------
 
@@ -282,58 +254,17 @@ class DecodeWorker:
             last_output_age=None if last is None else max(0.0, now - last),
         )
 
-    async def _deliver(self, on_output: Callable[[DecodedImage], None]) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake = trio.Event()  # replace before taking the slot: no wake-up is lost
-            if self._thread_outcome is not None:
-                self._thread_outcome.unwrap()  # a bug in the thread surfaces here, loudly
-            with self._lock:
-                image, self._pending = self._pending, None
-            if image is not None:
-                now = trio.current_time()
-                self._out_meter.tick(now)
-                self._last_output_at = now
-                on_output(image)
-
-    def _start_thread(self) -> None:
-        # A thread of our own, not trio's thread cache: it is niced, and a cached thread would
-        # carry that niceness into unrelated to_thread work (an unprivileged thread cannot undo it).
-        def main() -> None:
-            lower_thread_priority(DECODE_THREAD_NICE)
-            self._thread_finished(outcome.capture(self._run))
-
-        threading.Thread(target=main, name=f"clank decode {self.codec}", daemon=True).start()
-
-    async def _stop(self) -> None:
-        self._closing = True
-        if self._synchronous:
-            return
-        self._queue.put(_Stop())
-        await self._thread_done.wait()
+    def _take(self) -> list[DecodedImage]:
+        with self._lock:
+            image, self._pending = self._pending, None
+        if image is None:
+            return []
+        now = trio.current_time()
+        self._out_meter.tick(now)
+        self._last_output_at = now
+        return [image]
 
     # ---- thread side -------------------------------------------------------------------
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if isinstance(item, _Stop):
-                return
-            if not self._closing:
-                started = time.thread_time()
-                self._process(item)
-                self._cpu_seconds += time.thread_time() - started
-
-    def _thread_finished(self, result: outcome.Outcome[None]) -> None:
-        def record() -> None:
-            self._thread_outcome = result
-            self._thread_done.set()
-            self._wake.set()
-
-        try:
-            self._token.run_sync_soon(record)
-        except trio.RunFinishedError:
-            pass  # trio gave up waiting (bounded stop) and has finished: nobody to tell
 
     def _process(self, item: _Submitted) -> None:
         for frame in self._decoder.decode(item.access_unit, item.timestamp, show_all=item.conceal):
@@ -389,13 +320,7 @@ class DecodeWorker:
         if self._synchronous:
             self._wake.set()
         else:
-            try:
-                self._token.run_sync_soon(self._wake_trio)
-            except trio.RunFinishedError:
-                pass  # shutting down after a timed-out stop; the picture is not wanted
-
-    def _wake_trio(self) -> None:
-        self._wake.set()
+            self._wake_trio_soon()
 
 
 @asynccontextmanager
@@ -422,13 +347,6 @@ async def open_decode_worker(
         queue_size=queue_size,
         synchronous=synchronous,
     )
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(worker._deliver, on_output)
-        if not synchronous:
-            worker._start_thread()
-        try:
-            yield worker
-        finally:
-            with trio.move_on_after(THREAD_STOP_TIMEOUT, shield=True):
-                await worker._stop()
-            nursery.cancel_scope.cancel()
+    thread = None if synchronous else f"clank decode {codec}"
+    async with worker._running(on_output, thread, nice=DECODE_THREAD_NICE):
+        yield worker

@@ -1,21 +1,19 @@
 """The trio side of video encoding for a Go Live publish: one long-lived worker thread per publish.
 
-Like the decode worker (``io/decode_worker.py``): the frame clock ``submit``s pictures into a
-bounded ``queue.SimpleQueue`` (~0.1 µs, never blocks), the thread converts (PyAV ``reformat``
-when the picture is not already yuv420p at the stream size) and encodes with libx264
-(constrained baseline, zerolatency, no B-frames, SPS/PPS before every IDR, VBV-capped bitrate:
-``clank.media.encoder.VideoEncoder``), and every access unit crosses back to trio through a
-small deque plus ``TrioToken.run_sync_soon``; a delivery task calls ``on_output`` in trio.
-Access units are never dropped on the way back (P frames reference each other); when the input
-queue is full the new picture is dropped (counted) — the encoder never sees it, which costs
-nothing but smoothness.
+Like the decode worker (``io/decode_worker.py``), on the same ``io/worker_thread.py``: the
+frame clock ``submit``s pictures into a bounded ``queue.SimpleQueue`` (~0.1 µs, never blocks),
+the thread converts (PyAV ``reformat`` when the picture is not already yuv420p at the stream
+size) and encodes with libx264 (constrained baseline, zerolatency, no B-frames, SPS/PPS before
+every IDR, VBV-capped bitrate: ``clank.media.encoder.VideoEncoder``), and every access unit
+crosses back to trio through a small deque plus ``TrioToken.run_sync_soon``; a delivery task
+calls ``on_output`` in trio. Access units are never dropped on the way back (P frames reference
+each other); when the input queue is full the new picture is dropped (counted) — the encoder
+never sees it, which costs nothing but smoothness.
 """
 
 from __future__ import annotations
 
 import collections
-import queue
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,9 +21,8 @@ from typing import Final
 
 import attrs
 import av
-import outcome
-import trio
 
+from clank.io.worker_thread import WorkerThread
 from clank.media.encoder import VideoEncoder
 
 __all__ = [
@@ -37,7 +34,6 @@ __all__ = [
 ]
 
 ENCODE_QUEUE_SIZE: Final = 3
-THREAD_STOP_TIMEOUT: Final = 2.0
 LATENCY_WINDOW: Final = 512
 
 
@@ -70,36 +66,24 @@ class _Job:
     keyframe: bool
 
 
-@attrs.frozen
-class _Stop:
-    pass
-
-
 def _percentile(values: list[float], fraction: float) -> float:
     index = min(len(values) - 1, max(0, round(fraction * (len(values) - 1))))
     return values[index]
 
 
-class EncodeWorker:
+class EncodeWorker(WorkerThread[_Job, EncodedAccessUnit]):
     """Encode one publish off the trio thread. Create with :func:`open_encode_worker`."""
 
     def __init__(self, encoder: VideoEncoder, queue_size: int) -> None:
+        super().__init__()
         self._encoder = encoder
         self._queue_size = max(1, queue_size)
-        self._queue: queue.SimpleQueue[_Job | _Stop] = queue.SimpleQueue()
-        self._token = trio.lowlevel.current_trio_token()
-        self._lock = threading.Lock()
         self._out: collections.deque[EncodedAccessUnit] = collections.deque()
-        self._wake = trio.Event()
-        self._thread_done = trio.Event()
-        self._thread_outcome: outcome.Outcome[None] | None = None
-        self._closing = False
         self._submitted = 0
         self._dropped = 0
         self._encoded = 0
         self._keyframes = 0
         self._durations: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
-        self._cpu_seconds = 0.0
 
     @property
     def width(self) -> int:
@@ -132,67 +116,26 @@ class EncodeWorker:
             queue_depth=self._queue.qsize(),
         )
 
-    # ---- trio side -----------------------------------------------------------------------
+    def _take(self) -> list[EncodedAccessUnit]:
+        with self._lock:
+            items = list(self._out)
+            self._out.clear()
+        return items
 
-    async def _deliver(self, on_output: Callable[[EncodedAccessUnit], None]) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake = trio.Event()
-            if self._thread_outcome is not None:
-                self._thread_outcome.unwrap()  # a bug in the thread surfaces here, loudly
-            with self._lock:
-                items = list(self._out)
-                self._out.clear()
-            for item in items:
-                on_output(item)
-
-    async def _stop(self) -> None:
-        self._closing = True
-        self._queue.put(_Stop())
-        await self._thread_done.wait()
-
-    # ---- thread side ---------------------------------------------------------------------
-
-    def _run(self) -> None:
-        while True:
-            job = self._queue.get()
-            if isinstance(job, _Stop):
-                return
-            if self._closing:
-                continue
-            started, cpu = time.perf_counter(), time.thread_time()
-            if job.keyframe:
-                self._encoder.force_keyframe()
-            packets = self._encoder.encode(job.frame)
-            elapsed = time.perf_counter() - started
-            self._cpu_seconds += time.thread_time() - cpu
-            units = [
-                EncodedAccessUnit(p.data, p.keyframe, job.capture_time, elapsed, job.frame) for p in packets
-            ]
-            with self._lock:
-                self._durations.append(elapsed)
-                self._encoded += len(units)
-                self._keyframes += sum(1 for u in units if u.keyframe)
-                self._out.extend(units)
-            if units:
-                try:
-                    self._token.run_sync_soon(self._wake_trio)
-                except trio.RunFinishedError:
-                    return
-
-    def _wake_trio(self) -> None:
-        self._wake.set()
-
-    def _thread_finished(self, result: outcome.Outcome[None]) -> None:
-        def record() -> None:
-            self._thread_outcome = result
-            self._thread_done.set()
-            self._wake.set()
-
-        try:
-            self._token.run_sync_soon(record)
-        except trio.RunFinishedError:
-            pass
+    def _process(self, job: _Job) -> None:
+        started = time.perf_counter()
+        if job.keyframe:
+            self._encoder.force_keyframe()
+        packets = self._encoder.encode(job.frame)
+        elapsed = time.perf_counter() - started
+        units = [EncodedAccessUnit(p.data, p.keyframe, job.capture_time, elapsed, job.frame) for p in packets]
+        with self._lock:
+            self._durations.append(elapsed)
+            self._encoded += len(units)
+            self._keyframes += sum(1 for u in units if u.keyframe)
+            self._out.extend(units)
+        if units:
+            self._wake_trio_soon()
 
 
 @asynccontextmanager
@@ -204,12 +147,5 @@ async def open_encode_worker(
 ) -> AsyncIterator[EncodeWorker]:
     """Run an encode thread for ``encoder``; ``on_output`` is called in trio per access unit."""
     worker = EncodeWorker(encoder, queue_size)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(worker._deliver, on_output)
-        trio.lowlevel.start_thread_soon(worker._run, worker._thread_finished, name="clank encode h264")
-        try:
-            yield worker
-        finally:
-            with trio.move_on_after(THREAD_STOP_TIMEOUT, shield=True):
-                await worker._stop()
-            nursery.cancel_scope.cancel()
+    async with worker._running(on_output, "clank encode h264"):
+        yield worker

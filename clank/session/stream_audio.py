@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from clank.errors import ClankError, MalformedPacket
-from clank.media.audio import OpusDecoder, Pcm
+from clank.errors import ClankError
 from clank.protocol import voice_gateway as vgc
 from clank.protocol.audio_receive import AudioPacket, AudioReceiveCore, SpeakingStarted, SpeakingStopped
+from clank.session.voice_listen import PacketDecoder
 from clank.wire.rtp import RtpHeader
 from clank.wire.voice_gateway import OPUS_PT
 
@@ -39,11 +39,8 @@ class StreamAudio:
         self.source = f"stream:{target_user_id}"
         self.connection: Any = None
         self._core = AudioReceiveCore(str(session.user_id), decrypt=self._decrypt)
-        self._decoders: dict[int, OpusDecoder] = {}
+        self.opus = PacketDecoder()  # decoded / concealed / errors
         self.packets = 0
-        self.decoded = 0
-        self.concealed = 0
-        self.decode_errors = 0
         self.unheard = 0  # packets nobody listened to (not decoded)
         self.speaking = False
         self.last_packet_at: float | None = None
@@ -121,18 +118,7 @@ class StreamAudio:
         if not listeners:
             self.unheard += 1
             return
-        decoder = self._decoders.get(packet.ssrc)
-        if decoder is None:
-            decoder = self._decoders[packet.ssrc] = OpusDecoder()
-        if packet.discontinuity:
-            decoder.reset()
-        frames: list[tuple[Pcm, bool]] = [(pcm, True) for pcm in decoder.conceal(packet.lost_before)]
-        try:
-            frames.append((decoder.decode(packet.opus), False))
-        except MalformedPacket:
-            self.decode_errors += 1
-        self.decoded += 1
-        self.concealed += packet.lost_before
+        frames = self.opus.frames(packet)
         voice.listening.deliver(packet.user_id, packet.ssrc, frames, listeners, self.source)
 
     # ------------------------------------------------------------------ status
@@ -142,8 +128,8 @@ class StreamAudio:
         return {
             "source": self.source,
             "audioPackets": self.packets,
-            "audioDecoded": self.decoded,
-            "audioConcealed": self.concealed,
+            "audioDecoded": self.opus.decoded,
+            "audioConcealed": self.opus.concealed,
             "audioUnheard": self.unheard,
             "audioDecryptFailures": stats.drops.get("dave_decrypt", 0),
             "audioSpeaking": self.speaking,

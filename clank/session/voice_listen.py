@@ -1,5 +1,8 @@
 """Listeners: decoded audio of one user, several or everyone, with speaking events.
 
+:class:`PacketDecoder` is the decode step both audio legs share (the voice role's and a stream
+watch's :mod:`~clank.session.stream_audio`): Opus per SSRC, with packet-loss concealment.
+
 A :class:`Listener` is what :meth:`VoiceRole.open_listener` yields: an async iterator of
 :class:`~clank.session.voice_role.UserAudio` (20 ms at the listener's rate/channels, with the user
 id and ``source``: ``"voice"`` or ``"stream:<user id>"``) and :class:`SpeakingEvent`
@@ -23,14 +26,17 @@ from typing import Any, Final, Literal
 import attrs
 import trio
 
-from clank.errors import InvalidArgument
-from clank.media.audio import CHANNELS, SAMPLE_RATE, Pcm, PcmConverter
+from clank.errors import InvalidArgument, MalformedPacket
+from clank.media.audio import CHANNELS, SAMPLE_RATE, OpusDecoder, Pcm, PcmConverter
+from clank.protocol.audio_receive import AudioPacket
 
 __all__ = [
     "DEFAULT_LISTEN_BUFFER",
     "DEFAULT_SILENCE_S",
     "ListenItem",
     "Listener",
+    "ListenerSet",
+    "PacketDecoder",
     "SpeakingEvent",
     "UserAudio",
 ]
@@ -67,6 +73,40 @@ class SpeakingEvent:
 
 
 ListenItem = UserAudio | SpeakingEvent
+
+
+class PacketDecoder:
+    """One leg's Opus decoders, one per SSRC: an :class:`AudioPacket` -> its 48 kHz stereo frames.
+
+    ``frames`` returns ``(pcm, concealed)`` pairs: concealment for the ``lost_before`` packets,
+    then the packet itself (left out, counted in ``errors``, when it does not decode). A
+    ``discontinuity`` (the sender restarted) resets that SSRC's decoder first.
+    """
+
+    def __init__(self) -> None:
+        self._decoders: dict[int, OpusDecoder] = {}
+        self.decoded = 0  # packets handed to a decoder
+        self.concealed = 0  # frames made up for lost packets
+        self.errors = 0  # packets that did not decode
+
+    def frames(self, packet: AudioPacket) -> list[tuple[Pcm, bool]]:
+        decoder = self._decoders.get(packet.ssrc)
+        if decoder is None:
+            decoder = self._decoders[packet.ssrc] = OpusDecoder()
+        if packet.discontinuity:
+            decoder.reset()
+        frames: list[tuple[Pcm, bool]] = [(pcm, True) for pcm in decoder.conceal(packet.lost_before)]
+        try:
+            frames.append((decoder.decode(packet.opus), False))
+        except MalformedPacket:
+            self.errors += 1
+        self.decoded += 1
+        self.concealed += packet.lost_before
+        return frames
+
+    def forget(self, ssrc: int) -> None:
+        """Drop that SSRC's decoder (its user left)."""
+        self._decoders.pop(ssrc, None)
 
 
 def check_listen_format(rate: int, channels: int, silence_s: float, buffer: int) -> None:

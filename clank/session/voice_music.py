@@ -209,10 +209,16 @@ class MusicPlayer:
 
     async def _feed(self, item: _MusicItem, track: str, pcm_source: PcmSource) -> None:
         chunks = iter_file_pcm(item.source)
+        # A cancelled read is abandoned on its thread (a URL may block); the generator is still
+        # executing there, so it must not be closed from another thread (ValueError) — it is
+        # left to the garbage collector once that read returns.
+        reading = False
         try:
             while self._mixer.has(track):
                 try:
+                    reading = True
                     chunk = await trio.to_thread.run_sync(next, chunks, None, abandon_on_cancel=True)
+                    reading = False
                 except UsageError as exc:
                     self.errors += 1
                     log.warning("music source failed", track=item.name, error=str(exc))
@@ -228,8 +234,9 @@ class MusicPlayer:
         finally:
             if not pcm_source.ended:
                 pcm_source.end()
-            with trio.move_on_after(1.0, shield=True):
-                await trio.to_thread.run_sync(chunks.close, abandon_on_cancel=True)
+            if not reading:
+                with trio.move_on_after(1.0, shield=True):
+                    await trio.to_thread.run_sync(chunks.close, abandon_on_cancel=True)
 
     def status(self) -> dict[str, Any]:
         current = None

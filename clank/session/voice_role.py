@@ -25,7 +25,6 @@ receiver (``set_video_receiver``) — the webcam hook.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 from collections.abc import Callable, Iterator
 from typing import Final
@@ -34,7 +33,7 @@ import attrs
 import trio
 
 from clank.config import Settings
-from clank.errors import DaveError, MalformedPacket, UsageError
+from clank.errors import DaveError, UsageError
 from clank.io.media_connection import (
     MediaConnection,
     MediaConnectionParams,
@@ -43,15 +42,12 @@ from clank.io.media_connection import (
     TransportStateChanged,
     open_media_connection,
 )
-from clank.io.timer import PreciseTimer
 from clank.logging import get_logger
 from clank.media.audio import (
     CHANNELS,
-    FRAME_DURATION,
     FRAME_SAMPLES,
     OPUS_SILENCE,
     SAMPLE_RATE,
-    OpusDecoder,
     OpusEncoder,
     Pcm,
     PcmConverter,
@@ -66,12 +62,14 @@ from clank.protocol.audio_receive import (
     SpeakingStarted,
     SpeakingStopped,
 )
+from clank.session.frame_pacer import FramePacer
 from clank.session.roles import RoleHandle, RoleState
 from clank.session.voice_listen import (
     DEFAULT_LISTEN_BUFFER,
     DEFAULT_SILENCE_S,
     Listener,
     ListenerSet,
+    PacketDecoder,
     UserAudio,
 )
 from clank.session.voice_music import MusicPlayer
@@ -97,12 +95,7 @@ log = get_logger("clank.voice")
 AUDIO_SUBSCRIBER_BUFFER: Final = 50
 SILENCE_FRAMES_AFTER_AUDIO: Final = 5
 SPEAKING_VOICE: Final = 1
-#: If the send loop falls this far behind (a stall), it skips ahead instead of bursting.
-MAX_SEND_LAG_S: Final = 0.2
-#: A wake-up later than this counts as a late frame in the statistics.
-LATE_THRESHOLD_S: Final = 0.005
 SPEAKING_TIMER_S: Final = 0.1
-PACER_HISTORY: Final = 3000  # 60 s of 20 ms frames
 
 VideoReceiver = Callable[[RtpHeader, bytes, float, "vgc.SsrcBinding | None"], None]
 """``(header, payload, now, binding)`` for every non-audio packet on the voice leg (webcam)."""
@@ -127,53 +120,6 @@ class VoiceRoleStatistics:
     audio_receive: AudioReceiveStatistics
     mixer: MixerStatistics
     connection: MediaConnectionStatistics | None
-
-
-class FramePacer:
-    """Absolute deadlines ``start + n * period``: no drift, lateness measured.
-
-    Sleeps on a timerfd (``clank.io.timer``; trio's own timers wake up to 1 ms late), falling
-    back to ``trio.sleep_until`` off Linux and under mock clocks.
-
-    After a stall longer than ``max_lag`` the missed slots are skipped (counted) instead of sent
-    in a burst.
-    """
-
-    def __init__(self, period: float = FRAME_DURATION, *, max_lag: float = MAX_SEND_LAG_S) -> None:
-        self.period = period
-        self.max_lag = max_lag
-        self._deadline: float | None = None
-        self.frames = 0
-        self.late = 0
-        self.skipped = 0
-        self.max_lateness = 0.0
-        self.recent: collections.deque[float] = collections.deque(maxlen=PACER_HISTORY)
-        """Lateness of the last :data:`PACER_HISTORY` wake-ups (seconds; benches read percentiles)."""
-        self._timer = PreciseTimer.create()  # timerfd: no ms rounding of the wake-up (io/timer.py)
-
-    def restart(self) -> None:
-        self._deadline = trio.current_time()
-
-    async def wait_next(self) -> float:
-        """Sleep until the next slot; returns how late we woke (seconds)."""
-        if self._deadline is None:
-            self.restart()
-        assert self._deadline is not None
-        deadline = self._deadline + self.period
-        now = trio.current_time()
-        if now - deadline > self.max_lag:
-            missed = int((now - deadline) / self.period)
-            self.skipped += missed
-            deadline += missed * self.period
-        self._deadline = deadline
-        await self._timer.sleep_until(deadline)
-        lateness = max(0.0, trio.current_time() - deadline)
-        self.frames += 1
-        if lateness > LATE_THRESHOLD_S:
-            self.late += 1
-        self.max_lateness = max(self.max_lateness, lateness)
-        self.recent.append(lateness)
-        return lateness
 
 
 @attrs.define(eq=False)
@@ -204,7 +150,7 @@ class VoiceRole:
         self._encoder = OpusEncoder()
         self._audio_wake = trio.Event()
         self._receive = AudioReceiveCore(user_id, decrypt=self._dave_decrypt, trial=self._dave_trial)
-        self._decoders: dict[int, OpusDecoder] = {}
+        self._opus = PacketDecoder()
         self._subscribers: list[_Subscriber] = []
         self._speaking: set[str] = set()
         self._video_receiver: VideoReceiver | None = None
@@ -214,9 +160,6 @@ class VoiceRole:
         self._dave_not_ready = 0
         self._pacer = FramePacer()
         self._reannounce = False
-        self._decoded = 0
-        self._concealed = 0
-        self._decode_errors = 0
         self._subscriber_drops = 0
         self._video_packets = 0
         self._video_unhandled = 0
@@ -254,9 +197,9 @@ class VoiceRole:
             late_frames=self._pacer.late,
             max_lateness_s=self._pacer.max_lateness,
             skipped_frames=self._pacer.skipped,
-            decoded_frames=self._decoded,
-            concealed_frames=self._concealed,
-            decode_errors=self._decode_errors,
+            decoded_frames=self._opus.decoded,
+            concealed_frames=self._opus.concealed,
+            decode_errors=self._opus.errors,
             subscriber_drops=self._subscriber_drops
             + sum(s.dropped for s in self._subscribers)
             + self.listening.dropped,
@@ -426,7 +369,7 @@ class VoiceRole:
             else:
                 self._speaking.discard(event.user_id)
                 if event.reason == "disconnected":
-                    self._decoders.pop(event.ssrc, None)
+                    self._opus.forget(event.ssrc)
                     self.listening.stopped(event.user_id, "voice", "disconnected")
 
     def _deliver(self, packet: AudioPacket) -> None:
@@ -434,18 +377,7 @@ class VoiceRole:
         listening = self.listening.of(packet.user_id, "voice")
         if not wanted and not listening:
             return
-        decoder = self._decoders.get(packet.ssrc)
-        if decoder is None:
-            decoder = self._decoders[packet.ssrc] = OpusDecoder()
-        if packet.discontinuity:
-            decoder.reset()
-        frames: list[tuple[Pcm, bool]] = [(pcm, True) for pcm in decoder.conceal(packet.lost_before)]
-        try:
-            frames.append((decoder.decode(packet.opus), False))
-        except MalformedPacket:
-            self._decode_errors += 1
-        self._concealed += packet.lost_before
-        self._decoded += 1
+        frames = self._opus.frames(packet)
         for subscriber in wanted:
             converter = subscriber.converters.get(packet.user_id)
             if converter is None:

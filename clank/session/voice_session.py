@@ -26,6 +26,7 @@ the roles within ``LEAVE_TIMEOUT`` seconds (bounded, shielded).
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -48,8 +49,10 @@ from clank.io.groups import raise_single
 from clank.io.media_connection import REAL_TRANSPORTS, MediaConnectionParams, MediaTransports
 from clank.logging import bound, get_logger, register_secret
 from clank.protocol.backoff import VOICE_REJOIN
+from clank.protocol.streams import DISPATCH_PARSERS, StreamRegistry
 from clank.session.roles import RoleEvent, RoleEventBus, RoleFn, RoleHandle, RoleStatistics, run_role
 from clank.session.voice_role import VoiceRole, voice_role
+from clank.session.watches import Watches
 from clank.wire.gateway_events import VoiceServerUpdate, VoiceState, dave_group_id_for_voice
 
 __all__ = [
@@ -79,6 +82,7 @@ SERVER_MOVE_WAIT: Final = 3.0
 REJOIN: Final = VOICE_REJOIN
 SIGNAL_BUFFER: Final = 16
 DISPATCH_BUFFER: Final = 64
+REGISTRY_BUFFER: Final = 256
 _VOICE_EVENTS: Final = frozenset({"VOICE_STATE_UPDATE", "VOICE_SERVER_UPDATE"})
 
 
@@ -136,7 +140,7 @@ class VoiceSession:
         guild_id: str,
         channel_id: str,
         settings: Settings,
-        registry: Any,
+        registry: StreamRegistry | None,
         user_id: str,
         transports: MediaTransports = REAL_TRANSPORTS,
     ) -> None:
@@ -146,7 +150,15 @@ class VoiceSession:
         self.guild_id = guild_id
         self.channel_id = channel_id
         self.settings = settings
-        self.registry = registry
+        self.owns_registry = registry is None
+        self.registry: StreamRegistry = (
+            registry
+            if registry is not None
+            else StreamRegistry(user_id, guild_ids=[guild_id] if guild_id else None)
+        )
+        """The Go Live registry (the runner's, fed by it; else the session's own, fed here)."""
+        self.watches = Watches(self.registry, gateway)
+        """The watches of this session (clank.session.watches)."""
         self.user_id = user_id
         self._bus = RoleEventBus()
         self._signal_send, self._signals = trio.open_memory_channel[_Signal](SIGNAL_BUFFER)
@@ -419,6 +431,11 @@ class VoiceSession:
                 await handle.wait_stopped()
 
 
+async def _feed_registry(dispatches: trio.MemoryReceiveChannel[Dispatch], registry: StreamRegistry) -> None:
+    async for dispatch in dispatches:
+        registry.handle_dispatch(dispatch.name, dispatch.data, trio.current_time())
+
+
 @asynccontextmanager
 async def open_voice_session(
     gateway: GatewayClient,
@@ -426,12 +443,14 @@ async def open_voice_session(
     guild_id: str,
     channel_id: str,
     settings: Settings,
-    registry: Any = None,
+    registry: StreamRegistry | None = None,
     transports: MediaTransports = REAL_TRANSPORTS,
 ) -> AsyncIterator[VoiceSession]:
     """Join ``channel_id`` and keep the voice role alive until the block ends (then leave).
 
     ``transports``: the sockets of every media leg (tests pass ``FakeNet.media_transports()``).
+    ``registry``: a Go Live registry its owner feeds (the runner's, fed from before READY); without
+    one the session makes its own and feeds it.
     """
     ready = await gateway.wait_ready()
     session = VoiceSession(gateway, guild_id, channel_id, settings, registry, ready.user_id, transports)
@@ -439,10 +458,19 @@ async def open_voice_session(
         with (
             bound(guild_id=guild_id, channel_id=channel_id),
             gateway.subscribe(DISPATCH_BUFFER, events=_VOICE_EVENTS) as dispatches,
+            contextlib.ExitStack() as stack,
         ):
+            stream_dispatches = None
+            if session.owns_registry:
+                stream_dispatches = stack.enter_context(
+                    gateway.subscribe(REGISTRY_BUFFER, events=frozenset(DISPATCH_PARSERS))
+                )
             async with trio.open_nursery() as nursery:
                 session._nursery = nursery
                 nursery.start_soon(session._read_dispatches, dispatches)
+                nursery.start_soon(session.watches.run)
+                if stream_dispatches is not None:
+                    nursery.start_soon(_feed_registry, stream_dispatches, session.registry)
                 await nursery.start(session._supervise)
                 try:
                     yield session

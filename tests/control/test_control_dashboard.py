@@ -73,8 +73,9 @@ def chromium() -> str:
 class DevTools:
     """Just enough of the Chrome DevTools protocol: send a command, await its answer."""
 
-    def __init__(self, ws: WebSocketConnection) -> None:
+    def __init__(self, ws: WebSocketConnection, port: int = 0) -> None:
         self.ws = ws
+        self.port = port  # the browser's DevTools HTTP port (``/json/new`` opens more pages)
         self.ids = itertools.count(1)
         self.events: list[dict[str, Any]] = []  # notifications seen while waiting for answers
 
@@ -105,10 +106,13 @@ class DevTools:
 
 
 @asynccontextmanager
-async def open_browser(chromium: str, profile: Path) -> AsyncIterator[DevTools]:
+async def open_browser(
+    chromium: str, profile: Path, flags: list[str] = CHROMIUM_FLAGS
+) -> AsyncIterator[DevTools]:
+    """Headless Chromium with ``flags`` (they must open DevTools on port 0), driven over its first page."""
     profile.mkdir()
     process = await trio.lowlevel.open_process(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+        [chromium, *flags, f"--user-data-dir={profile}", "about:blank"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -122,7 +126,7 @@ async def open_browser(chromium: str, profile: Path) -> AsyncIterator[DevTools]:
             targets = (await client.get(f"http://127.0.0.1:{port}/json/list")).json()
         page = next(t for t in targets if t["type"] == "page")
         async with open_websocket_url(page["webSocketDebuggerUrl"], max_message_size=64 * 1024 * 1024) as ws:
-            yield DevTools(ws)
+            yield DevTools(ws, port)
     finally:
         process.kill()
         with trio.move_on_after(5, shield=True):

@@ -278,49 +278,20 @@ def _quadrant_layout(jpeg: bytes) -> tuple[float, float, bool]:
     return psnr, close, nearest == [0, 1, 2, 3]
 
 
-@asynccontextmanager
-async def capture_browser(chromium: str, profile: Any) -> AsyncIterator[tuple[Any, int]]:
-    import subprocess
-
-    from test_control_dashboard import DevTools
-    from trio_websocket import open_websocket_url
-
-    profile.mkdir()
-    process = await trio.lowlevel.open_process(
-        [chromium, *CAPTURE_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        port_file = profile / "DevToolsActivePort"
-        while not port_file.exists() or not port_file.read_text().strip():  # noqa: ASYNC110
-            await trio.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        async with httpx.AsyncClient() as client:
-            targets = (await client.get(f"http://127.0.0.1:{port}/json/list")).json()
-        page = next(t for t in targets if t["type"] == "page")
-        async with open_websocket_url(page["webSocketDebuggerUrl"], max_message_size=64 * 1024 * 1024) as ws:
-            yield DevTools(ws), port
-    finally:
-        process.kill()
-        with trio.move_on_after(5, shield=True):
-            await process.wait()
-
-
 async def evaluate_with_gesture(browser: Any, expression: str) -> None:
     await browser.call("Runtime.evaluate", expression=expression, userGesture=True, returnByValue=True)
 
 
 @pytest.mark.browser
 async def test_chromium_shares_a_screen_through_the_link(chromium: str, tmp_path: Any) -> None:
-    from test_control_dashboard import DevTools
+    from test_control_dashboard import DevTools, open_browser
     from trio_websocket import open_websocket_url
 
     with trio.fail_after(90):
         async with running(link_settings(), "empty") as (info, client):
             alice = await join(info, "alice")
             url = (await until_link_for(client, {"target": "alice"}, alice))["linkUrl"]
-            async with capture_browser(chromium, tmp_path / "profile") as (browser, devtools_port):
+            async with open_browser(chromium, tmp_path / "profile", CAPTURE_FLAGS) as browser:
                 await browser.call("Page.enable")
                 await browser.call("Page.addScriptToEvaluateOnNewDocument", source=TEST_CONTENT_JS)
                 await browser.call("Page.navigate", url=url)
@@ -374,7 +345,7 @@ async def test_chromium_shares_a_screen_through_the_link(chromium: str, tmp_path
                 async with httpx.AsyncClient() as devtools:
                     tab = (
                         await devtools.put(
-                            f"http://127.0.0.1:{devtools_port}/json/new?"
+                            f"http://127.0.0.1:{browser.port}/json/new?"
                             + quote(info.api.dashboard_url, safe="")
                         )
                     ).json()

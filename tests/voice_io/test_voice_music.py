@@ -138,3 +138,16 @@ async def test_a_bad_url_is_an_error_result_and_the_queue_plays_on(tmp_path: Pat
             assert {(shape, dtype) for shape, dtype, _ in blocks} == {((960, 2), "int16")}
             positions = [pos for _, _, pos in blocks]
             assert positions[:3] == [0, 960, 1920] and 0 in positions[5:]  # restarts for track b
+
+
+async def test_leaving_voice_while_music_plays_ends_cleanly(tmp_path: Path) -> None:
+    """The feeder's abandoned read must not be closed from another thread (generator already executing)."""
+    with trio.fail_after(LIMIT):
+        async with running() as r:
+            await r.join("alice")
+            await r.dave_ready()
+            song = _wav(tmp_path / "long.wav", 330.0, 30.0)
+            assert (await r.client.post("/api/voice/music/play", json={"source": song})).json()["ok"]
+            await wait_until(lambda: r.voice.music_status()["state"] == "playing")
+            await trio.sleep(0.5)
+        # Leaving the block tears the session down with the track still playing: no exception.
