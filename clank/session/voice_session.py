@@ -74,6 +74,10 @@ JOIN_TIMEOUT: Final = 10.0
 LEAVE_TIMEOUT: Final = 2.0
 #: Close codes after which we do not rejoin: the session ends.
 STOP_CLOSE_CODES: Final = frozenset({1000, 4014, 4021, 4022})
+#: Stop codes that can race a VOICE_SERVER_UPDATE for a moved server (discord.py waits for one).
+MOVE_CLOSE_CODES: Final = frozenset({4014, 4022})
+#: Seconds to wait after 4014/4022 for new voice credentials before the session ends.
+SERVER_MOVE_WAIT: Final = 3.0
 #: Rejoin backoff and give-up rule (the one formula of clank.protocol.backoff).
 REJOIN: Final = VOICE_REJOIN
 SIGNAL_BUFFER: Final = 16
@@ -117,6 +121,8 @@ class VoiceSessionStatistics:
     rebuilds: int
     role_events_dropped: int
     roles: tuple[RoleStatistics, ...]
+    server_moves: int = 0
+    """4014/4022 followed by new voice credentials within ``SERVER_MOVE_WAIT`` (reconnected)."""
 
 
 @attrs.define(eq=False)
@@ -166,6 +172,7 @@ class VoiceSession:
         self._leaving = False
         self._joins = 0
         self._rejoins = 0
+        self._moves = 0
         self._rebuilds = 0
         self._rng = random.Random()
 
@@ -200,6 +207,7 @@ class VoiceSession:
             rebuilds=self._rebuilds,
             role_events_dropped=self._bus.dropped,
             roles=tuple(h.statistics() for h in self._roles.values()),
+            server_moves=self._moves,
         )
 
     # ------------------------------------------------------------------ roles
@@ -333,6 +341,16 @@ class VoiceSession:
             if error is None:
                 continue  # stopped on purpose
             code = error.code if isinstance(error, ConnectionClosed) else None
+            if code in MOVE_CLOSE_CODES:
+                moved = await self._wait_for_move()
+                if moved is not None:
+                    log.info("voice server moved; reconnecting", close_code=code)
+                    self._moves += 1
+                    if moved.session_changed:
+                        await self._rebuild_all(moved.credentials)
+                    else:
+                        await self._start_voice(moved.credentials)
+                    continue
             if code in STOP_CLOSE_CODES:
                 log.info("voice session ended by the server", close_code=code)
                 raise error if isinstance(error, ClankError) else ConnectionClosed(code, "stopped")
@@ -350,6 +368,17 @@ class VoiceSession:
             )
             await trio.sleep(delay)
             await self._rejoin()
+
+    async def _wait_for_move(self) -> _NewCredentials | None:
+        """After 4014/4022: new credentials within ``SERVER_MOVE_WAIT`` (the server moved), else None."""
+        with trio.move_on_after(SERVER_MOVE_WAIT):
+            while True:
+                signal = await self._signals.receive()
+                if isinstance(signal, _NewCredentials):
+                    return signal
+                if isinstance(signal, _Left):
+                    raise SessionInvalidated(f"voice session ended: {signal.reason}")
+        return None
 
     async def _join(self) -> None:
         self._joins += 1
