@@ -41,12 +41,17 @@ preference on every upsert, and no preference after a removal; so do we).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Final, Literal
 
 import attrs
 
 from clank.errors import MalformedMessage, WatchError
+from clank.protocol.stream_watches import (
+    STREAM_PING,
+    StreamPingPolicy,
+    StreamWatches,
+)
 from clank.wire.gateway import GatewayFrame
 from clank.wire.gateway_events import (
     STREAM_KEY_KIND,
@@ -64,9 +69,7 @@ from clank.wire.gateway_events import (
     stream_watch_frame,
 )
 
-STREAM_PING_INTERVAL: Final = 60.0
-"""Seconds between op21 stream pings while watching. op21 is optional and single-sourced (UDOC); a
-slow keepalive is harmless and keeps the gateway aware that the watch is still wanted."""
+# op21 is optional and single-sourced (UDOC); its schedule is a policy (stream_watches.STREAM_PING).
 
 PENDING_CREDENTIALS_LIMIT: Final = 16
 """STREAM_SERVER_UPDATEs kept for streams not created yet; the oldest is dropped beyond this."""
@@ -467,7 +470,13 @@ class StreamRegistry:
     ignored; DM-call streams, which have no guild, are then out of scope too). ``None`` accepts all.
     """
 
-    def __init__(self, user_id: str, guild_ids: Iterable[str] | None = None) -> None:
+    def __init__(
+        self,
+        user_id: str,
+        guild_ids: Iterable[str] | None = None,
+        *,
+        ping_policy: StreamPingPolicy = STREAM_PING,
+    ) -> None:
         self.user_id = user_id
         self._guild_ids = None if guild_ids is None else frozenset(guild_ids)
         self._streams: dict[str, StreamInfo] = {}
@@ -475,9 +484,9 @@ class StreamRegistry:
         self._members: dict[str, VoiceState] = {}
         self._own_voice_state: VoiceState | None = None
         self._pending: dict[str, _PendingCredentials] = {}
-        self._watching: StreamKey | None = None
-        self._watch_requested_at: float | None = None
-        self._last_ping_at: float | None = None
+        self.watches = StreamWatches(ping_policy)
+        """Watch bookkeeping per stream key (op20 sent, op21 schedule, leg state)."""
+        self._listeners: list[Callable[[Sequence[StreamEvent]], None]] = []
         self._touched_owner: str | None = None
         self._handled = 0
         self._ignored = 0
@@ -504,7 +513,22 @@ class StreamRegistry:
                 events.append(MalformedDispatch(dispatch=name, kind=exc.kind, reason=exc.reason))
             return events
         events += self._apply(payload, now)
+        if events:
+            for listener in list(self._listeners):
+                listener(events)
         return events
+
+    def subscribe(self, listener: Callable[[Sequence[StreamEvent]], None]) -> Callable[[], None]:
+        """Call ``listener`` (synchronously) with the events of every dispatch; returns the
+        unsubscribe function. The voice session's watches follow the registry this way, so each
+        dispatch is parsed once, here."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
 
     def _apply(self, payload: object, now: float) -> list[StreamEvent]:
         match payload:
@@ -827,9 +851,7 @@ class StreamRegistry:
         key = delete.stream_key
         if not self._in_scope(key.guild_id):
             return []
-        was_watched = self._watching == key
-        if was_watched:
-            self._clear_watch()
+        was_watched = self.watches.stop(key) is not None
         self._pending.pop(str(key), None)
         info = self._lookup(key)
         if info is None:
@@ -888,55 +910,48 @@ class StreamRegistry:
             raise WatchError("own_stream", "cannot watch our own Go Live")
         if self._guild_ids is not None and key.guild_id not in self._guild_ids:
             raise WatchError("out_of_scope", f"{key} is outside this voice session's guilds")
-        frames: list[GatewayFrame] = []
-        replaced = self._watching if self._watching is not None and self._watching != key else None
-        if replaced is not None:
-            frames.append(stream_delete_frame(replaced))
-        frames.append(stream_watch_frame(key))
-        self._watching = key
-        self._watch_requested_at = now
-        self._last_ping_at = now
+        self.watches.request(key, now)
         event = WatchRequested(
-            stream_key=key, user_id=key.owner_id, synthesized=synthesized, replaced_key=replaced
+            stream_key=key, user_id=key.owner_id, synthesized=synthesized, replaced_key=None
         )
-        return WatchRequest(stream_key=key, synthesized=synthesized, frames=tuple(frames), event=event)
+        return WatchRequest(
+            stream_key=key, synthesized=synthesized, frames=(stream_watch_frame(key),), event=event
+        )
 
     def stop_watch(self, key: StreamKey | None = None) -> GatewayFrame | None:
-        """op19 for ``key`` (default: the watched stream); ``None`` when there is nothing to stop."""
-        target = key if key is not None else self._watching
-        if target is None:
-            return None
-        if target == self._watching:
-            self._clear_watch()
-        return stream_delete_frame(target)
+        """op19 for ``key`` (default: the latest watch); ``None`` when there is nothing to stop.
+        Other watches carry on (several run at once)."""
+        if key is None:
+            latest = self.watches.latest
+            if latest is None:
+                return None
+            key = latest.key
+        self.watches.stop(key)
+        return stream_delete_frame(key)
+
+    def watch_leg_state(self, key: StreamKey, *, connected: bool, healthy: bool, now: float) -> None:
+        """The stream leg of ``key``'s watch: connected and healthy (drives the op21 policy)."""
+        self.watches.set_leg_state(key, connected=connected, healthy=healthy, now=now)
 
     def keepalive_due(self, now: float) -> list[GatewayFrame]:
-        """op21 frames due at ``now`` while watching (at most one per :data:`STREAM_PING_INTERVAL`)."""
-        deadline = self.next_keepalive_at()
-        if self._watching is None or deadline is None or now < deadline:
-            return []
-        self._last_ping_at = now
-        return [stream_ping_frame(self._watching)]
+        """op21 frames due at ``now`` for every watch (per the registry's :class:`StreamPingPolicy`)."""
+        return [stream_ping_frame(key) for key in self.watches.due(now)]
 
     def next_keepalive_at(self) -> float | None:
-        if self._watching is None or self._last_ping_at is None:
-            return None
-        return self._last_ping_at + STREAM_PING_INTERVAL
-
-    def _clear_watch(self) -> None:
-        self._watching = None
-        self._watch_requested_at = None
-        self._last_ping_at = None
+        return self.watches.next_at()
 
     # --- queries -------------------------------------------------------------------------------
 
     @property
     def watching_key(self) -> StreamKey | None:
-        return self._watching
+        """The most recently requested watch (``watches.keys()`` lists them all)."""
+        latest = self.watches.latest
+        return None if latest is None else latest.key
 
     @property
     def watch_requested_at(self) -> float | None:
-        return self._watch_requested_at
+        latest = self.watches.latest
+        return None if latest is None else latest.requested_at
 
     @property
     def own_stream(self) -> StreamInfo | None:
@@ -950,8 +965,9 @@ class StreamRegistry:
     @property
     def preferred_owner_id(self) -> str | None:
         """The primary-ranking preference without a caller preference (see module docstring)."""
-        if self._watching is not None:
-            return self._watching.owner_id
+        watching = self.watching_key
+        if watching is not None:
+            return watching.owner_id
         return self._touched_owner
 
     def streams(self) -> tuple[StreamInfo, ...]:
@@ -968,7 +984,8 @@ class StreamRegistry:
         return None
 
     def watched_stream(self) -> StreamInfo | None:
-        return None if self._watching is None else self._lookup(self._watching)
+        key = self.watching_key
+        return None if key is None else self._lookup(key)
 
     def has_credentials(self, target: str | StreamKey) -> bool:
         stream = self.stream(target) if isinstance(target, StreamKey) else self.stream_for_user(target)
@@ -979,9 +996,10 @@ class StreamRegistry:
         ``preferred_owner_id``, which beats the most recently touched owner."""
         if not self._streams:
             return None
+        watching = self.watching_key
         preferred = (
-            self._watching.owner_id
-            if self._watching is not None
+            watching.owner_id
+            if watching is not None
             else (preferred_owner_id if preferred_owner_id is not None else self._touched_owner)
         )
         return min(self._streams.values(), key=lambda s: primary_order_key(s, preferred))

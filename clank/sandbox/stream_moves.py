@@ -18,7 +18,7 @@ from clank.sandbox.rtc.backend import RtcMediaBackend
 from clank.sandbox.rtc.server import CLOSE_CALL_TERMINATED
 from clank.sandbox.world import World
 
-__all__ = ["MOVE_GRACE", "health_check", "move_stream_server", "stream_unavailable"]
+__all__ = ["MOVE_GRACE", "health_check", "move_stream_server", "move_voice_server", "stream_unavailable"]
 
 log = get_logger("clank.sandbox.stream_moves")
 
@@ -55,6 +55,29 @@ async def move_stream_server(
     return media.stream_server(stream.key).close_stale(close_code)
 
 
+async def move_voice_server(world: World, user_id: str, *, close_code: int = 4014, race: float = 0.2) -> None:
+    """Discord moving a voice server: the user's voice connection is closed with ``close_code``
+    (4014 or 4022) and ``race`` seconds later a VOICE_SERVER_UPDATE with fresh credentials follows
+    (the client must wait briefly for it instead of ending the session)."""
+    state = world.voice_state(user_id)
+    if state is None or state.channel_id is None:
+        raise SandboxError(f"user {user_id} is not in voice")
+    media = world.media
+    if not isinstance(media, RtcMediaBackend):
+        raise SandboxError("moving a voice server needs the sandbox's media servers")
+    server = media.voice_server(state.channel_id)
+    server.close_connection(int(user_id), close_code, "voice server moved")
+    await trio.sleep(race)
+    endpoint, token = await media.allocate_voice(state.guild_id, state.channel_id, user_id, state.session_id)
+    register_secret(token)
+    world.hub.dispatch(
+        "VOICE_SERVER_UPDATE",
+        {"token": token, "guild_id": state.guild_id, "endpoint": endpoint},
+        users=[user_id],
+    )
+    log.info("voice server moved", user_id=user_id, close_code=close_code)
+
+
 async def health_check(world: World, user_id: str, stream_key: object, *, via_session: str | None) -> bool:
     """op21 from a viewer: Discord checks the stream server and may reallocate it; the sandbox
     always does, for that viewer: a fresh STREAM_SERVER_UPDATE (the old token stops working).
@@ -63,6 +86,12 @@ async def health_check(world: World, user_id: str, stream_key: object, *, via_se
     state = world.voice_state(user_id)
     if stream is None or state is None or user_id not in stream.viewer_ids:
         return False
+    media = world.media
+    if isinstance(media, RtcMediaBackend):
+        try:
+            media.stream_server(stream.key)
+        except SandboxError:
+            return False  # the stream is ending: its server is gone, nothing to reallocate
     endpoint, token = await world.media.allocate_stream(
         stream.key, user_id, state.session_id, stream.rtc_server_id
     )

@@ -9,8 +9,13 @@ or raises ``WatchError(reason)``. Inside the role (discord-protocol.md §2.8 #3,
      ├─ media connection       stream server WS + UDP (server_id = rtc_server_id, our voice
      │                         session_id, DAVE group rtc_server_id - 1, video + screen stream)
      ├─ video pipeline         receive core (inline in UDP task) + feedback task + decoder thread
-     ├─ sink wants             op15 every 2 s until the first frame, then every 10 s and on op12
-     └─ keepalive              op21 stream ping every 60 s on the main gateway
+     └─ sink wants             op15 every 2 s until the first frame, then every 10 s and on op12
+
+The Go Live registry (``session.registry``) owns the watch bookkeeping per stream key: op20 is
+requested through it, its credentials are the registry's, its STREAM_DELETE and voice-state events
+end the watch (each dispatch is parsed once, by the registry), and op21 follows its
+:class:`~clank.protocol.stream_watches.StreamPingPolicy` — sent by ``session.watches``
+(:mod:`clank.session.watches`) from the leg states the role reports.
 
 1. op20 with the stream key: the registry's if it knows the stream, else synthesized from our
    voice channel (a watcher may ask before STREAM_CREATE, §2.7).
@@ -34,7 +39,6 @@ belong to the stream leg) and suppresses screen frames of users we watch nativel
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Mapping
 from typing import Any, Final, Literal, Protocol
 
@@ -46,12 +50,11 @@ from clank.errors import (
     ClankError,
     CryptoError,
     DecryptionFailed,
-    MalformedMessage,
     ProtocolError,
     TransportError,
     WatchError,
 )
-from clank.io.gateway import Dispatch, GatewayClient
+from clank.io.gateway import GatewayClient
 from clank.io.media_connection import (
     DaveStateChanged,
     MediaConnection,
@@ -64,19 +67,24 @@ from clank.io.media_connection import (
 )
 from clank.logging import bound, get_logger, register_secret
 from clank.protocol import voice_gateway as vgc
-from clank.protocol.streams import STREAM_PING_INTERVAL, StreamRegistry
+from clank.protocol.streams import (
+    DeleteUnknownStream,
+    StreamCreated,
+    StreamDeleted,
+    StreamEvent,
+    StreamInfo,
+    StreamRegistry,
+    UserGoLiveEnded,
+)
 from clank.protocol.video_receive import StreamType, VideoReceiveConfig, VideoReceiver, build_sink_wants
 from clank.session.roles import RoleHandle, RoleState
 from clank.session.stream_audio import StreamAudio
 from clank.session.video_pipeline import FrameSink, VideoPipeline, WatchStreamStatistics, open_video_pipeline
 from clank.session.watch_frames import FrameChannel, LatestFrameStore
+from clank.session.watches import Watches, WatchInbox
 from clank.wire import voice_gateway as vg
 from clank.wire.gateway_events import (
-    StreamCreate,
-    StreamDelete,
     StreamKey,
-    StreamServerUpdate,
-    VoiceState,
     dave_group_id_for_stream,
 )
 from clank.wire.rtp import RtpHeader
@@ -121,12 +129,8 @@ UNAVAILABLE_HOLD_S: Final = 30.0
 """Seconds for the op19 sent when a watch ends (bounded, shielded)."""
 WEBCAM_SYNC_INTERVAL: Final = 1.0
 """Webcam role: how often op12 bindings and DAVE readiness are re-read from the voice leg."""
-DISPATCH_BUFFER: Final = 64
 WEBCAM_ROLE: Final = "webcam_watch"
 
-_WATCH_EVENTS: Final = frozenset(
-    {"STREAM_CREATE", "STREAM_SERVER_UPDATE", "STREAM_DELETE", "STREAM_UPDATE", "VOICE_STATE_UPDATE"}
-)
 WatchKind = Literal["screen", "camera"]
 
 
@@ -137,9 +141,10 @@ class WatchSession(Protocol):
     guild_id: str
     channel_id: str
     settings: Settings
-    registry: Any
+    registry: StreamRegistry
     user_id: str
     transports: MediaTransports
+    watches: Watches
 
     @property
     def session_id(self) -> str | None: ...
@@ -198,7 +203,6 @@ class _Watch:
         self.sink_wants_sent = 0
         self.keepalives_sent = 0
         self.server_moves = 0
-        self.last_health_check = -math.inf  # trio time of our last op21
         self.pipeline: VideoPipeline | None = None
         self.connection: MediaConnection | None = None
         self.handle: RoleHandle[Any] | None = None
@@ -214,6 +218,11 @@ class _Watch:
         self.credentials_at = self.connected_at = None
         self.pipeline = None
         self.connection = None
+
+    def _keepalives(self) -> int:
+        """op21 sent for this watch (the registry's book while it runs)."""
+        book = None if self.key is None else self.session.registry.watches.book(self.key)
+        return self.keepalives_sent if book is None else book.pings_sent
 
     def statistics(self) -> WatchStatistics:
         handle = self.handle
@@ -235,7 +244,7 @@ class _Watch:
             time_to_first_frame=None if first is None else first - self.started_at,
             frames_published=self.sink.emitted,
             sink_wants_sent=self.sink_wants_sent,
-            keepalives_sent=self.keepalives_sent,
+            keepalives_sent=self._keepalives(),
             streams=streams,
             connection=None if self.connection is None else self.connection.statistics(),
             server_moves=self.server_moves,
@@ -305,22 +314,6 @@ class WatchHandle:
 # ---------------------------------------------------------------------- per-session bookkeeping
 
 
-@attrs.define(eq=False)
-class _Book:
-    watches: dict[tuple[str, WatchKind], WatchHandle] = attrs.field(factory=dict)
-    webcam: _WebcamRole | None = None
-
-
-_BOOKS: weakref.WeakKeyDictionary[Any, _Book] = weakref.WeakKeyDictionary()
-
-
-def _book(session: WatchSession) -> _Book:
-    book = _BOOKS.get(session)
-    if book is None:
-        book = _BOOKS[session] = _Book()
-    return book
-
-
 def _check_in_voice(session: WatchSession) -> None:
     try:
         voice = session.voice
@@ -345,14 +338,14 @@ async def start_stream_watch(
     ``frames_out`` (optional) also receives every frame (the screen-watch pipeline's channel).
     """
     settings = settings or session.settings.watch
-    book = _book(session)
-    existing = book.watches.get((target_user_id, "screen"))
+    watches = session.watches
+    existing = watches.handles.get((target_user_id, "screen"))
     if existing is not None and existing.active:
         return existing
     if target_user_id == session.user_id:
         raise WatchError("own_stream", "cannot watch our own Go Live")
     _check_in_voice(session)
-    running = [h for (_, kind), h in book.watches.items() if kind == "screen" and h.active]
+    running = [h for (_, kind), h in watches.handles.items() if kind == "screen" and h.active]
     if len(running) >= settings.max_concurrent_watches:
         raise WatchError("too_many_watches", f"{len(running)} watches running")
     watch = _Watch(session, target_user_id, "screen", settings, frames_out)
@@ -363,7 +356,7 @@ async def start_stream_watch(
         await session.stop_role(name, "stopped")
 
     watch_handle = WatchHandle(watch, stop)
-    book.watches[(target_user_id, "screen")] = watch_handle
+    watches.handles[(target_user_id, "screen")] = watch_handle
     role = await session.start_role(name, _stream_watch_role, watch)
     watch.handle = role
     state = await role.wait_state(RoleState.READY)
@@ -388,18 +381,16 @@ async def _stream_watch_role(
         # The session was rebuilt (new voice session id): watch again with a fresh store.
         watch.reset()
     reason = "interrupted"
+    inbox = session.watches.open_inbox()
     try:
-        with (
-            bound(watch_target=watch.target),
-            session.gateway.subscribe(DISPATCH_BUFFER, events=_WATCH_EVENTS) as dispatches,
-        ):
+        with bound(watch_target=watch.target):
             key = _stream_key(session, watch.target)
             watch.key = key
-            info: _Credentials | None = await _request_credentials(session, watch, key, dispatches)
+            info: StreamInfo | None = await _request_credentials(session, watch, key, inbox)
             while info is not None:
                 # A STREAM_SERVER_UPDATE mid-watch (Discord moved the stream): reconnect the
                 # stream leg with the new credentials, keeping the watch, its store and frames.
-                info = await _watch_stream(handle, watch, key, info, dispatches)
+                info = await _watch_stream(handle, watch, key, info, inbox)
                 if info is not None:
                     watch.server_moves += 1
                     log.info("stream server moved; reconnecting", stream_key=str(key))
@@ -411,18 +402,24 @@ async def _stream_watch_role(
         leaf = _first_leaf(group)
         raise WatchError("transport", f"{type(leaf).__name__}: {leaf}") from leaf
     finally:
+        inbox.close()
         if watch.stop_requested:
             reason = "stopped"
         watch.end_reason = reason
         watch.sink.store.close(reason)
         _unsuppress_screen(session, watch.target)
         watched_key = watch.key
-        if watched_key is not None and reason != "stream_deleted":
-            with trio.move_on_after(STOP_BUDGET, shield=True):
-                try:
-                    await session.gateway.stream_delete(str(watched_key))
-                except ClankError:
-                    pass  # the gateway is gone: nothing to tell it
+        if watched_key is not None:
+            book = session.registry.watches.book(watched_key)
+            if book is not None:
+                watch.keepalives_sent = book.pings_sent
+            stop = session.registry.stop_watch(watched_key)  # None after STREAM_DELETE: no op19
+            if stop is not None:
+                with trio.move_on_after(STOP_BUDGET, shield=True):
+                    try:
+                        await session.gateway.stream_delete(str(watched_key))
+                    except ClankError:
+                        pass  # the gateway is gone: nothing to tell it
         log.info(
             "stream watch ended",
             target=watch.target,
@@ -446,103 +443,74 @@ def _first_watch_error(group: BaseExceptionGroup[WatchError]) -> WatchError:
 
 
 def _stream_key(session: WatchSession, target: str) -> StreamKey:
+    """The registry's key for the target's stream, else one synthesized from our voice channel."""
     registry = session.registry
-    if isinstance(registry, StreamRegistry):
-        known = registry.stream_for_user(target, session.guild_id or None)
-        if known is not None:
-            return known.key
-        member = registry.member(target)
-        if member is not None and member.channel_id is not None and member.channel_id != session.channel_id:
-            raise WatchError("target_not_in_voice", f"user {target} is in another channel")
+    known = registry.stream_for_user(target, session.guild_id or None)
+    if known is not None:
+        return known.key
+    member = registry.member(target)
+    if member is not None and member.channel_id is not None and member.channel_id != session.channel_id:
+        raise WatchError("target_not_in_voice", f"user {target} is in another channel")
     return StreamKey.for_voice_channel(session.guild_id or None, session.channel_id, target)
 
 
-@attrs.define
-class _Credentials:
-    rtc_server_id: str | None = None
-    rtc_channel_id: str | None = None
-    endpoint: str | None = None
-    token: str | None = attrs.field(default=None, repr=False)
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.rtc_server_id and self.endpoint and self.token)
-
-
 async def _request_credentials(
-    session: WatchSession, watch: _Watch, key: StreamKey, dispatches: trio.MemoryReceiveChannel[Dispatch]
-) -> _Credentials:
-    creds = _Credentials()
+    session: WatchSession, watch: _Watch, key: StreamKey, inbox: WatchInbox
+) -> StreamInfo:
+    """op20 through the registry, then its credentials for ``key`` (STREAM_CREATE + SERVER_UPDATE)."""
     registry = session.registry
-    if isinstance(registry, StreamRegistry):
-        known = registry.stream(key)
-        if known is not None:
-            # Ids only: endpoint and token must come from a STREAM_SERVER_UPDATE that answers
-            # this op20 (cached credentials that look complete may be stale after a re-watch).
-            creds = _Credentials(known.rtc_server_id, known.rtc_channel_id)
-    await session.gateway.stream_watch(str(key))
-    log.info("stream watch requested", stream_key=str(key))
+    requested_at = trio.current_time()
+    request = registry.request_watch(key, requested_at)
+    session.watches.schedule_changed()
+    for frame in request.frames:
+        await session.gateway.stream_watch(str(frame.d["stream_key"]))
+    log.info("stream watch requested", stream_key=str(key), synthesized=request.synthesized)
     with trio.move_on_after(watch.settings.credentials_timeout_s):
-        while not creds.complete:
-            dispatch = await dispatches.receive()
-            _apply_dispatch(session, watch, key, dispatch, creds, watching=False)
-    if not creds.complete:
-        raise WatchError(
-            "no_credentials", f"no stream server for {key} within {watch.settings.credentials_timeout_s} s"
-        )
-    assert creds.token is not None
-    register_secret(creds.token)
-    watch.credentials_at = trio.current_time()
-    return creds
+        while True:
+            known = registry.stream(key)
+            # Endpoint and token must come from a STREAM_SERVER_UPDATE that answers this op20
+            # (cached credentials that look complete may be stale after a re-watch).
+            received = None if known is None else known.credentials_received_at
+            fresh = received is not None and received >= requested_at
+            if known is not None and known.has_credentials and fresh:
+                assert known.token is not None
+                register_secret(known.token)
+                watch.credentials_at = trio.current_time()
+                return known
+            await inbox.wait()
+            _check_events(session, watch, key, inbox.take(), watching=False)
+    raise WatchError(
+        "no_credentials", f"no stream server for {key} within {watch.settings.credentials_timeout_s} s"
+    )
 
 
-def _apply_dispatch(
-    session: WatchSession,
-    watch: _Watch,
-    key: StreamKey,
-    dispatch: Dispatch,
-    creds: _Credentials | None,
-    *,
-    watching: bool,
+def _check_events(
+    session: WatchSession, watch: _Watch, key: StreamKey, events: list[StreamEvent], *, watching: bool
 ) -> None:
-    """Credentials from STREAM_* dispatches; raises ``WatchError`` when the watch must end.
+    """End the watch (``WatchError``) on the registry's STREAM_DELETE or the target leaving.
 
     Before the stream leg is up only the target leaving the channel ends the watch: a voice
     state with ``self_stream: false`` may be a stale one from before the stream started (a
     refused watch is answered with STREAM_DELETE anyway).
     """
-    try:
-        if dispatch.name == "STREAM_CREATE":
-            create = StreamCreate.parse(dispatch.data)
-            if create.stream_key == key and creds is not None:
-                creds.rtc_server_id = create.rtc_server_id
-                creds.rtc_channel_id = create.rtc_channel_id
-        elif dispatch.name == "STREAM_SERVER_UPDATE":
-            update = StreamServerUpdate.parse(dispatch.data)
-            if update.stream_key == key and creds is not None:
-                creds.endpoint, creds.token = update.endpoint, update.token
-        elif dispatch.name == "STREAM_DELETE":
-            delete = StreamDelete.parse(dispatch.data)
-            if delete.stream_key == key:
-                raise WatchError("stream_deleted", delete.reason or "")
-        elif dispatch.name == "VOICE_STATE_UPDATE":
-            state = VoiceState.parse(dispatch.data)
-            if state.user_id == watch.target and (
-                state.channel_id != session.channel_id or (watching and not state.self_stream)
-            ):
-                raise WatchError("target_left", f"channel={state.channel_id} self_stream={state.self_stream}")
-    except MalformedMessage as exc:
-        log.warning("watch dispatch malformed", event=dispatch.name, error=str(exc))
+    for event in events:
+        if isinstance(event, StreamDeleted | DeleteUnknownStream) and event.stream_key == key:
+            raise WatchError("stream_deleted", event.reason or "")
+        if isinstance(event, UserGoLiveEnded) and event.user_id == watch.target and not event.own:
+            member = session.registry.member(watch.target)
+            channel = None if member is None else member.channel_id
+            if channel != session.channel_id or (watching and event.reason == "self_stream_false"):
+                raise WatchError("target_left", f"channel={channel} reason={event.reason}")
 
 
 async def _watch_stream(
     handle: RoleHandle[Any],
     watch: _Watch,
     key: StreamKey,
-    creds: _Credentials,
-    dispatches: trio.MemoryReceiveChannel[Dispatch],
-) -> _Credentials | None:
-    """Watch on ``creds`` until the gateway stops (None) or the stream server moves (new creds)."""
+    creds: StreamInfo,
+    inbox: WatchInbox,
+) -> StreamInfo | None:
+    """Watch on ``creds`` until the stream server moves (the new credentials) or the watch ends."""
     session = watch.session
     assert creds.rtc_server_id is not None and creds.endpoint is not None and creds.token is not None
     session_id = session.session_id
@@ -587,6 +555,7 @@ async def _watch_stream(
             if link.connection is not None and link.connection.dave.ready:
                 pipeline.dave_ready(now)
         elif isinstance(event, TransportStateChanged):
+            # Leg health for op21 is judged by _health_loop (polled, like a person would notice).
             if event.state == "reconnecting":
                 handle.set_state(RoleState.RECONNECTING, event.reason, event.close_code)
             elif event.state == "ready" and watch.connected_at is not None:
@@ -613,11 +582,12 @@ async def _watch_stream(
             await conn.video_state(False)
             handle.set_state(RoleState.READY)
             log.info("stream watch connected", stream_key=str(key), server_id=params.server_id)
+            session.registry.watch_leg_state(key, connected=True, healthy=True, now=watch.connected_at)
+            session.watches.schedule_changed()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_sink_wants_loop, watch, conn, wants_changed)
-                nursery.start_soon(_keepalive_loop, watch, key)
-                moved = await _follow_dispatches(session, watch, key, dispatches, creds)
-                # The gateway client stopped (its dispatch channel ended) or the server moved.
+                nursery.start_soon(_health_loop, watch, key)
+                moved = await _follow_registry(session, watch, key, inbox, creds)
                 nursery.cancel_scope.cancel()
     return moved
 
@@ -652,57 +622,45 @@ def _receive_config(settings: WatchSettings, default_type: StreamType) -> VideoR
     )
 
 
-async def _follow_dispatches(
-    session: WatchSession,
-    watch: _Watch,
-    key: StreamKey,
-    dispatches: trio.MemoryReceiveChannel[Dispatch],
-    current: _Credentials,
-) -> _Credentials | None:
-    """Dispatches while watching: new credentials when the stream server moved, None when the
-    gateway stopped; ``WatchError`` when the watch must end.
+async def _follow_registry(
+    session: WatchSession, watch: _Watch, key: StreamKey, inbox: WatchInbox, current: StreamInfo
+) -> StreamInfo:
+    """Registry events while watching: the new credentials when the stream server moved;
+    ``WatchError`` when the watch must end.
 
     STREAM_DELETE with ``unavailable: true`` holds the watch up to ``UNAVAILABLE_HOLD_S`` for a
     STREAM_CREATE (+ STREAM_SERVER_UPDATE) to revive it.
     """
-    moved = _Credentials(current.rtc_server_id, current.rtc_channel_id, None, None)
+    registry = session.registry
     unavailable_until = math.inf
     while True:
         with trio.move_on_at(unavailable_until):
-            try:
-                dispatch = await dispatches.receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                return None
-        if trio.current_time() >= unavailable_until:
+            await inbox.wait()
+        now = trio.current_time()
+        if now >= unavailable_until:
             raise WatchError("stream_deleted", f"unavailable for {UNAVAILABLE_HOLD_S} s")
-        try:
-            if dispatch.name == "STREAM_SERVER_UPDATE":
-                update = StreamServerUpdate.parse(dispatch.data)
-                if update.stream_key == key and (update.endpoint, update.token) != (
-                    current.endpoint,
-                    current.token,
-                ):
-                    moved.endpoint, moved.token = update.endpoint, update.token
-                    if moved.complete and moved.token is not None:
-                        register_secret(moved.token)
-                        return moved
-                continue
-            if dispatch.name == "STREAM_CREATE":
-                create = StreamCreate.parse(dispatch.data)
-                if create.stream_key == key:
-                    unavailable_until = math.inf
-                    moved.rtc_server_id = create.rtc_server_id or moved.rtc_server_id
-                continue
-            if dispatch.name == "STREAM_DELETE":
-                delete = StreamDelete.parse(dispatch.data)
-                if delete.stream_key == key and delete.unavailable:
+        events = inbox.take()
+        rest: list[StreamEvent] = []
+        for event in events:
+            if isinstance(event, StreamDeleted | DeleteUnknownStream) and event.stream_key == key:
+                if event.unavailable:
                     log.info("stream unavailable; holding the watch", stream_key=str(key))
-                    unavailable_until = trio.current_time() + UNAVAILABLE_HOLD_S
+                    unavailable_until = now + UNAVAILABLE_HOLD_S
+                    registry.watches.request(key, now)  # still ours while held (no new op20)
                     continue
-        except MalformedMessage as exc:
-            log.warning("watch dispatch malformed", event=dispatch.name, error=str(exc))
-            continue
-        _apply_dispatch(session, watch, key, dispatch, None, watching=True)
+            elif isinstance(event, StreamCreated) and event.stream_key == key:
+                unavailable_until = math.inf
+            rest.append(event)
+        _check_events(session, watch, key, rest, watching=True)
+        known = registry.stream(key)
+        if (
+            known is not None
+            and known.has_credentials
+            and (known.endpoint, known.token) != (current.endpoint, current.token)
+        ):
+            assert known.token is not None
+            register_secret(known.token)
+            return known
 
 
 class _Wakeup:
@@ -744,28 +702,36 @@ async def _sink_wants_loop(watch: _Watch, conn: MediaConnection, changed: _Wakeu
             await changed.wait()
 
 
-async def _keepalive_loop(watch: _Watch, key: StreamKey) -> None:
-    """op21 is a health check, not a keep-alive: it may make Discord check (and reallocate) the
-    stream server. Sent only while the stream leg is failing (not ready, or no media packet for
-    ``STREAM_STALL_S``), at most once per ``STREAM_PING_INTERVAL`` across reconnects."""
-    heard = (-1, trio.current_time())  # (packets_in, when it last grew)
+async def _health_loop(watch: _Watch, key: StreamKey) -> None:
+    """Report the stream leg's health to the registry, which owns the op21 schedule: op21 is a
+    health check, not a keep-alive (it may make Discord check and reallocate the stream server),
+    so with ``StreamPingPolicy(only_when_failing=True)`` it goes out only while the leg is failing:
+    not ready, or no media packet for ``STREAM_STALL_S`` (the network's view, counted on the trio
+    thread — a slow decoder is not the server's fault); at most once per interval, across
+    reconnects (the registry's book outlives a stream-server move)."""
+    registry = watch.session.registry
+    last_packets = 0
+    progress_at = trio.current_time()
     while True:
         await trio.sleep(HEALTH_CHECK_POLL_S)
         now = trio.current_time()
         conn = watch.connection
-        packets = -1 if conn is None else conn.statistics().packets_in
-        if packets != heard[0]:
-            heard = (packets, now)
-        failing = conn is None or conn.state != "ready" or now - heard[1] > STREAM_STALL_S
-        if not failing or now - watch.last_health_check < STREAM_PING_INTERVAL:
-            continue
-        log.info("stream leg failing; asking for a health check (op21)", stream_key=str(key))
-        await watch.session.gateway.stream_ping(str(key))
-        watch.keepalives_sent += 1
-        watch.last_health_check = now
+        packets = 0 if conn is None else conn.statistics().packets_in
+        if packets != last_packets:
+            last_packets, progress_at = packets, now
+        if conn is not None and conn.state == "disconnected":
+            return  # we are leaving this leg on purpose: nothing to health-check
+        connected = conn is not None and conn.state == "ready"
+        failing = not connected or now - progress_at > STREAM_STALL_S
+        book = registry.watches.book(key)
+        if book is not None and book.leg_healthy == failing:
+            if failing:
+                log.info("stream leg failing; op21 health checks follow", stream_key=str(key))
+            registry.watch_leg_state(key, connected=connected, healthy=not failing, now=now)
+            watch.session.watches.schedule_changed()
 
 
-def _stream_channel_id(creds: _Credentials) -> str:
+def _stream_channel_id(creds: StreamInfo) -> str:
     """``rtc_server_id - 1`` (the DAVE group id too); a different ``rtc_channel_id`` is logged."""
     assert creds.rtc_server_id is not None
     channel_id = str(dave_group_id_for_stream(creds.rtc_server_id))
@@ -901,15 +867,15 @@ async def start_webcam_watch(
 ) -> WatchHandle:
     """Watch ``user_id``'s webcam on the voice leg; the handle's store gets its frames."""
     settings = settings or session.settings.watch
-    book = _book(session)
-    existing = book.watches.get((user_id, "camera"))
+    watches = session.watches
+    existing = watches.handles.get((user_id, "camera"))
     if existing is not None and existing.active:
         return existing
     _check_in_voice(session)
-    webcam = book.webcam
+    webcam = watches.webcam
     if webcam is None or webcam.handle is None or webcam.handle.state.final:
-        webcam = book.webcam = _WebcamRole(session, settings)
-        webcam.suppressed = {t for (t, kind), h in book.watches.items() if kind == "screen" and h.active}
+        webcam = watches.webcam = _WebcamRole(session, settings)
+        webcam.suppressed = {t for (t, kind), h in watches.handles.items() if kind == "screen" and h.active}
         webcam.handle = await session.start_role(WEBCAM_ROLE, _webcam_role, webcam)
     watch = _Watch(session, user_id, "camera", settings, frames_out)
     watch.handle = webcam.handle
@@ -926,7 +892,7 @@ async def start_webcam_watch(
         await trio.lowlevel.checkpoint()
 
     watch_handle = WatchHandle(watch, stop)
-    book.watches[(user_id, "camera")] = watch_handle
+    watches.handles[(user_id, "camera")] = watch_handle
     await webcam.handle.wait_state(RoleState.READY)
     if webcam.pipeline is None:
         watch.end_reason = "voice_ended"
@@ -940,16 +906,14 @@ async def start_webcam_watch(
 
 
 def _suppress_screen(session: WatchSession, user_id: str) -> None:
-    book = _BOOKS.get(session)
-    webcam = None if book is None else book.webcam
+    webcam = session.watches.webcam
     if webcam is not None:
         webcam.suppressed.add(user_id)
         webcam.receiver.suppress(user_id, "screen")
 
 
 def _unsuppress_screen(session: WatchSession, user_id: str) -> None:
-    book = _BOOKS.get(session)
-    webcam = None if book is None else book.webcam
+    webcam = session.watches.webcam
     if webcam is not None and user_id in webcam.suppressed:
         webcam.suppressed.discard(user_id)
         webcam.receiver.unsuppress(user_id, "screen", trio.current_time())

@@ -26,6 +26,7 @@ the roles within ``LEAVE_TIMEOUT`` seconds (bounded, shielded).
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -48,8 +49,10 @@ from clank.io.groups import raise_single
 from clank.io.media_connection import REAL_TRANSPORTS, MediaConnectionParams, MediaTransports
 from clank.logging import bound, get_logger, register_secret
 from clank.protocol.backoff import VOICE_REJOIN
+from clank.protocol.streams import DISPATCH_PARSERS, StreamRegistry
 from clank.session.roles import RoleEvent, RoleEventBus, RoleFn, RoleHandle, RoleStatistics, run_role
 from clank.session.voice_role import VoiceRole, voice_role
+from clank.session.watches import Watches
 from clank.wire.gateway_events import VoiceServerUpdate, VoiceState, dave_group_id_for_voice
 
 __all__ = [
@@ -71,10 +74,15 @@ JOIN_TIMEOUT: Final = 10.0
 LEAVE_TIMEOUT: Final = 2.0
 #: Close codes after which we do not rejoin: the session ends.
 STOP_CLOSE_CODES: Final = frozenset({1000, 4014, 4021, 4022})
+#: Stop codes that can race a VOICE_SERVER_UPDATE for a moved server (discord.py waits for one).
+MOVE_CLOSE_CODES: Final = frozenset({4014, 4022})
+#: Seconds to wait after 4014/4022 for new voice credentials before the session ends.
+SERVER_MOVE_WAIT: Final = 3.0
 #: Rejoin backoff and give-up rule (the one formula of clank.protocol.backoff).
 REJOIN: Final = VOICE_REJOIN
 SIGNAL_BUFFER: Final = 16
 DISPATCH_BUFFER: Final = 64
+REGISTRY_BUFFER: Final = 256
 _VOICE_EVENTS: Final = frozenset({"VOICE_STATE_UPDATE", "VOICE_SERVER_UPDATE"})
 
 
@@ -113,6 +121,8 @@ class VoiceSessionStatistics:
     rebuilds: int
     role_events_dropped: int
     roles: tuple[RoleStatistics, ...]
+    server_moves: int = 0
+    """4014/4022 followed by new voice credentials within ``SERVER_MOVE_WAIT`` (reconnected)."""
 
 
 @attrs.define(eq=False)
@@ -130,7 +140,7 @@ class VoiceSession:
         guild_id: str,
         channel_id: str,
         settings: Settings,
-        registry: Any,
+        registry: StreamRegistry | None,
         user_id: str,
         transports: MediaTransports = REAL_TRANSPORTS,
     ) -> None:
@@ -140,7 +150,15 @@ class VoiceSession:
         self.guild_id = guild_id
         self.channel_id = channel_id
         self.settings = settings
-        self.registry = registry
+        self.owns_registry = registry is None
+        self.registry: StreamRegistry = (
+            registry
+            if registry is not None
+            else StreamRegistry(user_id, guild_ids=[guild_id] if guild_id else None)
+        )
+        """The Go Live registry (the runner's, fed by it; else the session's own, fed here)."""
+        self.watches = Watches(self.registry, gateway)
+        """The watches of this session (clank.session.watches)."""
         self.user_id = user_id
         self._bus = RoleEventBus()
         self._signal_send, self._signals = trio.open_memory_channel[_Signal](SIGNAL_BUFFER)
@@ -154,6 +172,7 @@ class VoiceSession:
         self._leaving = False
         self._joins = 0
         self._rejoins = 0
+        self._moves = 0
         self._rebuilds = 0
         self._rng = random.Random()
 
@@ -188,6 +207,7 @@ class VoiceSession:
             rebuilds=self._rebuilds,
             role_events_dropped=self._bus.dropped,
             roles=tuple(h.statistics() for h in self._roles.values()),
+            server_moves=self._moves,
         )
 
     # ------------------------------------------------------------------ roles
@@ -321,6 +341,16 @@ class VoiceSession:
             if error is None:
                 continue  # stopped on purpose
             code = error.code if isinstance(error, ConnectionClosed) else None
+            if code in MOVE_CLOSE_CODES:
+                moved = await self._wait_for_move()
+                if moved is not None:
+                    log.info("voice server moved; reconnecting", close_code=code)
+                    self._moves += 1
+                    if moved.session_changed:
+                        await self._rebuild_all(moved.credentials)
+                    else:
+                        await self._start_voice(moved.credentials)
+                    continue
             if code in STOP_CLOSE_CODES:
                 log.info("voice session ended by the server", close_code=code)
                 raise error if isinstance(error, ClankError) else ConnectionClosed(code, "stopped")
@@ -338,6 +368,17 @@ class VoiceSession:
             )
             await trio.sleep(delay)
             await self._rejoin()
+
+    async def _wait_for_move(self) -> _NewCredentials | None:
+        """After 4014/4022: new credentials within ``SERVER_MOVE_WAIT`` (the server moved), else None."""
+        with trio.move_on_after(SERVER_MOVE_WAIT):
+            while True:
+                signal = await self._signals.receive()
+                if isinstance(signal, _NewCredentials):
+                    return signal
+                if isinstance(signal, _Left):
+                    raise SessionInvalidated(f"voice session ended: {signal.reason}")
+        return None
 
     async def _join(self) -> None:
         self._joins += 1
@@ -390,6 +431,11 @@ class VoiceSession:
                 await handle.wait_stopped()
 
 
+async def _feed_registry(dispatches: trio.MemoryReceiveChannel[Dispatch], registry: StreamRegistry) -> None:
+    async for dispatch in dispatches:
+        registry.handle_dispatch(dispatch.name, dispatch.data, trio.current_time())
+
+
 @asynccontextmanager
 async def open_voice_session(
     gateway: GatewayClient,
@@ -397,12 +443,14 @@ async def open_voice_session(
     guild_id: str,
     channel_id: str,
     settings: Settings,
-    registry: Any = None,
+    registry: StreamRegistry | None = None,
     transports: MediaTransports = REAL_TRANSPORTS,
 ) -> AsyncIterator[VoiceSession]:
     """Join ``channel_id`` and keep the voice role alive until the block ends (then leave).
 
     ``transports``: the sockets of every media leg (tests pass ``FakeNet.media_transports()``).
+    ``registry``: a Go Live registry its owner feeds (the runner's, fed from before READY); without
+    one the session makes its own and feeds it.
     """
     ready = await gateway.wait_ready()
     session = VoiceSession(gateway, guild_id, channel_id, settings, registry, ready.user_id, transports)
@@ -410,10 +458,19 @@ async def open_voice_session(
         with (
             bound(guild_id=guild_id, channel_id=channel_id),
             gateway.subscribe(DISPATCH_BUFFER, events=_VOICE_EVENTS) as dispatches,
+            contextlib.ExitStack() as stack,
         ):
+            stream_dispatches = None
+            if session.owns_registry:
+                stream_dispatches = stack.enter_context(
+                    gateway.subscribe(REGISTRY_BUFFER, events=frozenset(DISPATCH_PARSERS))
+                )
             async with trio.open_nursery() as nursery:
                 session._nursery = nursery
                 nursery.start_soon(session._read_dispatches, dispatches)
+                nursery.start_soon(session.watches.run)
+                if stream_dispatches is not None:
+                    nursery.start_soon(_feed_registry, stream_dispatches, session.registry)
                 await nursery.start(session._supervise)
                 try:
                     yield session

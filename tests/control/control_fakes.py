@@ -2,8 +2,9 @@
 
 ``RegistrySession`` implements :class:`clank.control.service.SessionPort` over a real
 :class:`StreamRegistry` fed real gateway dispatch payloads; Go Live watches are requested from
-the registry exactly as the session does (op20 frames are recorded), and frames are real JPEGs
-encoded from the synthetic screen source.
+the registry, per stream key, as the session's stream_watch role does (op20/op19 frames are
+recorded), and frames are real JPEGs encoded from the synthetic screen source. It passes the same
+conformance checks as the real ``LiveSessionPort`` (tests/control/test_session_port_conformance.py).
 """
 
 from __future__ import annotations
@@ -158,7 +159,8 @@ class RegistrySession:
     async def stop_watch(self, user_id: str, kind: WatchKind) -> None:
         await trio.lowlevel.checkpoint()
         if kind == "go_live":
-            frame = self.registry.stop_watch()
+            stream = self.registry.stream_for_user(user_id)
+            frame = None if stream is None else self.registry.stop_watch(stream.key)
             if frame is not None:
                 self.sent.append(frame)
         self._watches.pop((user_id, kind), None)

@@ -20,7 +20,7 @@ from clank.io.media_connection import MediaConnectionParams, open_media_connecti
 from clank.sandbox.app import Sandbox, open_sandbox
 from clank.sandbox.rtc.server import open_media_server
 from clank.sandbox.rtc.streamer import VideoSettings
-from clank.sandbox.stream_moves import move_stream_server, stream_unavailable
+from clank.sandbox.stream_moves import move_stream_server, move_voice_server, stream_unavailable
 from clank.session.roles import RoleState
 from clank.session.stream_watch import WatchHandle, start_stream_watch
 from clank.session.voice_session import VoiceSession, open_voice_session
@@ -174,3 +174,22 @@ async def test_stream_unavailable_then_created_again_keeps_the_watch() -> None:
             assert latest is not None
             await handle.frames.wait_frame(after_sequence=latest.sequence)
             assert handle.state is RoleState.READY
+
+
+@pytest.mark.parametrize("code", [4014, 4022])
+async def test_a_4014_or_4022_racing_a_voice_server_update_keeps_the_session(code: int) -> None:
+    """Before: 4014/4022 ended the voice session even when new voice credentials followed."""
+    with trio.fail_after(40):
+        async with joined() as (sb, _gateway, session):
+            alice = user_id(sb, "alice")
+            await sb.world.join_voice(alice, sb.voice_channel_id)
+            await sb.world.set_speaking(alice, True)
+            with session.voice.api.subscribe_audio(alice, buffer=500) as audio:
+                await audio.receive()
+            await move_voice_server(sb.world, sb.our_user_id, close_code=code)
+            await wait_until(lambda: session.statistics().server_moves == 1)
+            await session.voice.wait_ready()
+            with session.voice.api.subscribe_audio(alice, buffer=500) as audio:  # the new voice role
+                item = await audio.receive()
+            assert item.user_id == alice
+            assert session.statistics().rejoins == 0

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 import clank
@@ -31,7 +32,9 @@ def test_public_names_are_exported_lazily() -> None:
     assert clank.ClankService is ClankService
 
 
-async def test_docs_example_runs_against_the_sandbox() -> None:
+async def test_docs_example_runs_against_the_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The share-link listener's default port may be taken on a shared machine.
+    monkeypatch.setenv("CLANK_LINK_PORT", "0")
     source = _docs_example()
     body, sep, _ = source.rpartition("trio.run(main)")
     assert sep, "the example ends with trio.run(main)"
@@ -46,7 +49,7 @@ async def test_docs_example_runs_against_the_sandbox() -> None:
 
 
 async def test_open_session_yields_the_service_in_voice() -> None:
-    settings = clank.load_settings(environ={})
+    settings = clank.load_settings(environ={}, overrides={"link.port": 0})
     with trio.fail_after(LIMIT):
         async with clank.open_session(settings, scenario="empty") as service:
             assert isinstance(service, clank.ClankService)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from clank.errors import WatchError
+from clank.protocol.stream_watches import STREAM_PING_INTERVAL, StreamPingPolicy
 from clank.protocol.streams import (
     PENDING_CREDENTIALS_LIMIT,
     PENDING_CREDENTIALS_TTL,
     RANK_RULES,
-    STREAM_PING_INTERVAL,
     StreamEvent,
     StreamRegistry,
 )
@@ -481,23 +481,55 @@ def test_request_watch_needs_a_stream_or_a_voice_state(registry: StreamRegistry)
     }
 
 
-def test_request_watch_uses_the_real_key_and_switching_stops_the_old_watch(registry: StreamRegistry) -> None:
+def test_several_watches_run_at_once_and_stop_one_by_one(registry: StreamRegistry) -> None:
     registry.handle_dispatch("STREAM_CREATE", stream_create(KEY_ALICE), 1.0)
     registry.handle_dispatch("STREAM_CREATE", stream_create(KEY_BOB), 1.0)
     first = registry.request_watch(ALICE, 2.0)
     assert not first.synthesized
     second = registry.request_watch(StreamKey.parse(KEY_BOB), 3.0)
-    assert [(f.op, f.d["stream_key"]) for f in second.frames] == [(19, KEY_ALICE), (20, KEY_BOB)]
+    assert [(f.op, f.d["stream_key"]) for f in second.frames] == [(20, KEY_BOB)]  # alice's carries on
     assert second.watch_frame.op == 20
     assert registry.watch_requested_at == 3.0
+    assert [str(k) for k in registry.watches.watched_keys()] == [KEY_ALICE, KEY_BOB]
     stop = registry.stop_watch()
     assert stop is not None
     assert (stop.op, stop.d) == (19, {"stream_key": KEY_BOB})
+    assert registry.watching_key == StreamKey.parse(KEY_ALICE)
+    stop = registry.stop_watch(StreamKey.parse(KEY_ALICE))
+    assert stop is not None and stop.d == {"stream_key": KEY_ALICE}
     assert registry.watching_key is None
     assert registry.stop_watch() is None
 
 
-def test_keepalive_pings_while_watching(registry: StreamRegistry) -> None:
+def test_op21_as_a_health_check_only_while_the_leg_fails() -> None:
+    registry = StreamRegistry(ME, guild_ids=[GUILD], ping_policy=StreamPingPolicy(only_when_failing=True))
+    registry.handle_dispatch("STREAM_CREATE", stream_create(KEY_ALICE), 0.0)
+    key = registry.request_watch(ALICE, 10.0).stream_key
+    registry.watch_leg_state(key, connected=True, healthy=True, now=11.0)
+    assert registry.next_keepalive_at() is None
+    assert registry.keepalive_due(10_000.0) == []
+    registry.watch_leg_state(key, connected=True, healthy=False, now=10_001.0)
+    [ping] = registry.keepalive_due(10_001.0)  # at once, then every interval while failing
+    assert ping.op == 21
+    assert registry.next_keepalive_at() == 10_001.0 + STREAM_PING_INTERVAL
+    registry.watch_leg_state(key, connected=True, healthy=True, now=10_002.0)
+    assert registry.keepalive_due(20_000.0) == []
+    book = registry.watches.book(key)
+    assert book is not None and book.pings_sent == 1
+
+
+def test_registry_listeners_get_each_dispatch_s_events_once(registry: StreamRegistry) -> None:
+    seen: list[str] = []
+    unsubscribe = registry.subscribe(lambda events: seen.extend(e.name for e in events))
+    registry.handle_dispatch("STREAM_CREATE", stream_create(KEY_ALICE), 1.0)
+    registry.handle_dispatch("TYPING_START", {}, 1.0)
+    unsubscribe()
+    registry.handle_dispatch("STREAM_DELETE", stream_delete(KEY_ALICE), 2.0)
+    assert seen == ["stream_discovery_stream_created"]
+
+
+def test_keepalive_pings_while_watching() -> None:
+    registry = StreamRegistry(ME, guild_ids=[GUILD], ping_policy=StreamPingPolicy(only_when_failing=False))
     assert registry.keepalive_due(1000.0) == []
     registry.handle_dispatch("STREAM_CREATE", stream_create(KEY_ALICE), 0.0)
     registry.request_watch(ALICE, 10.0)

@@ -115,7 +115,7 @@ class RegistryMachine(RuleBasedStateMachine):
             except MalformedMessage:
                 return
             assert self.registry.stream(parsed) is None
-            assert self.registry.watching_key != parsed
+            assert parsed not in self.registry.watches.watched_keys()
 
     @precondition(lambda self: self.registry.streams() or self.registry.watching_key is not None)
     @rule(data=st.data(), reason=st.sampled_from(["stream_ended", "stream_full"]))
@@ -125,7 +125,7 @@ class RegistryMachine(RuleBasedStateMachine):
         key = data.draw(st.sampled_from(known))
         self.feed("STREAM_DELETE", {"stream_key": str(key), "reason": reason})
         assert self.registry.stream(key) is None
-        assert self.registry.watching_key != key
+        assert key not in self.registry.watches.watched_keys()
 
     @precondition(lambda self: self.registry.streams())
     @rule(data=st.data())
@@ -163,16 +163,17 @@ class RegistryMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.registry.watching_key is not None)
     @rule()
     def stop_watch(self) -> None:
+        latest = self.registry.watching_key
         frame = self.registry.stop_watch()
         assert frame is not None
         assert frame.op == 19
-        assert self.registry.watching_key is None
+        assert latest not in self.registry.watches.watched_keys()
 
     @rule()
     def keepalive(self) -> None:
         for frame in self.registry.keepalive_due(self.now):
             assert frame.op == 21
-            assert frame.d["stream_key"] == str(self.registry.watching_key)
+            assert frame.d["stream_key"] in {str(k) for k in self.registry.watches.watched_keys()}
 
     @invariant()
     def credentialed_streams_have_parsed_keys(self) -> None:
