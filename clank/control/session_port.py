@@ -399,6 +399,10 @@ class LiveSessionPort:
                     "rtx": rx.rtx_received,
                     "nacks": rx.nack_packets,
                     "keyframeRequests": rx.keyframe_requests,
+                    "pliToKeyframeMs": None
+                    if rx.pli_to_keyframe is None
+                    else round(rx.pli_to_keyframe * 1000),
+                    "framesConcealed": rx.frames_concealed,
                     "framesAssembled": rx.frames_assembled,
                     "daveOk": rx.dave_ok,
                     "daveFailed": rx.dave_failed,

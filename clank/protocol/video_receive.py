@@ -210,6 +210,7 @@ class VideoStreamStatistics:
     fps_in: float
     jitter: float  # seconds (RFC 3550 A.8 interarrival jitter)
     frames_concealed: int = 0  # handed on before any keyframe (conceal_after passed)
+    pli_to_keyframe: float | None = None  # seconds from the first PLI/FIR to the keyframe after it
 
 
 @attrs.frozen
@@ -370,6 +371,8 @@ class _Stream:
         self.started = False  # a keyframe has been emitted since the last (re)start
         self.awaiting_since: float | None = None  # chain broken (join or loss) and no keyframe since
         self.frames_concealed = 0
+        self.pli_sent_at: float | None = None  # first PLI/FIR since the last keyframe
+        self.pli_to_keyframe: float | None = None  # seconds, for the last answered request
         self.forced_keyframe_request = False
         self.dropped: collections.Counter[str] = collections.Counter()
         self.frames_dropped: collections.Counter[str] = collections.Counter()
@@ -450,6 +453,7 @@ class _Stream:
             fps_in=self.fps_in.rate(),
             jitter=self.report.jitter / _VIDEO_CLOCK,
             frames_concealed=self.frames_concealed,
+            pli_to_keyframe=self.pli_to_keyframe,
         )
 
 
@@ -714,6 +718,9 @@ class VideoReceiver:
             stream.started = True
             stream.awaiting_since = None
             stream.keyframes_emitted += 1
+            if stream.pli_sent_at is not None:  # a live run tells whether PLIs are honoured
+                stream.pli_to_keyframe = now - stream.pli_sent_at
+                stream.pli_sent_at = None
         conceal = False
         if not frame.keyframe:
             conceal = self._concealing(stream, now)
@@ -792,8 +799,10 @@ class VideoReceiver:
                 stream.keyframe_requests_forced += 1
                 request_kind = self.config.keyframe_policy.kind
                 out.append(self._keyframe_packet(stream.ssrc, request_kind, stream.keyframe_requests_forced))
+                stream.pli_sent_at = now if stream.pli_sent_at is None else stream.pli_sent_at
             elif request is not None:
                 out.append(self._keyframe_packet(stream.ssrc, request.kind, request.fir_seq or 0))
+                stream.pli_sent_at = now if stream.pli_sent_at is None else stream.pli_sent_at
             stream.forced_keyframe_request = False
         if self._next_report is None:
             self._next_report = now + self.config.report_interval

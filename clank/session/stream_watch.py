@@ -732,13 +732,21 @@ async def _health_loop(watch: _Watch, key: StreamKey) -> None:
 
 
 def _stream_channel_id(creds: StreamInfo) -> str:
-    """``rtc_server_id - 1`` (the DAVE group id too); a different ``rtc_channel_id`` is logged."""
+    """``rtc_server_id - 1`` (the DAVE group id too); an unexpected ``rtc_channel_id`` is a warning.
+
+    Discord's own documented STREAM_CREATE has ``rtc_channel_id = rtc_server_id + 1`` (and the
+    sandbox copies it), so that value is expected and only logged at debug: a warning on every
+    watch would be noise. Any other value means the layout changed and is worth a look.
+    """
     assert creds.rtc_server_id is not None
     channel_id = str(dave_group_id_for_stream(creds.rtc_server_id))
-    if creds.rtc_channel_id is not None and creds.rtc_channel_id != channel_id:
-        log.warning(
+    announced = creds.rtc_channel_id
+    if announced is not None and announced != channel_id:
+        server = creds.rtc_server_id
+        expected = announced.isdigit() and server.isdigit() and int(announced) == int(server) + 1
+        (log.debug if expected else log.warning)(
             "STREAM_CREATE rtc_channel_id differs from rtc_server_id - 1; using the latter",
-            rtc_channel_id=creds.rtc_channel_id,
+            rtc_channel_id=announced,
             channel_id=channel_id,
         )
     return channel_id

@@ -2,6 +2,7 @@
 
 :class:`PacketDecoder` is the decode step both audio legs share (the voice role's and a stream
 watch's :mod:`~clank.session.stream_audio`): Opus per SSRC, with packet-loss concealment.
+:class:`AudioSubscribers` are the voice role's plain channel feeds (``subscribe_audio``).
 
 A :class:`Listener` is what :meth:`VoiceRole.open_listener` yields: an async iterator of
 :class:`~clank.session.voice_role.UserAudio` (20 ms at the listener's rate/channels, with the user
@@ -26,13 +27,14 @@ from typing import Any, Final, Literal
 import attrs
 import trio
 
-from clank.errors import InvalidArgument, MalformedPacket
+from clank.errors import InvalidArgument, MalformedPacket, UsageError
 from clank.media.audio import CHANNELS, SAMPLE_RATE, OpusDecoder, Pcm, PcmConverter
 from clank.protocol.audio_receive import AudioPacket
 
 __all__ = [
     "DEFAULT_LISTEN_BUFFER",
     "DEFAULT_SILENCE_S",
+    "AudioSubscribers",
     "ListenItem",
     "Listener",
     "ListenerSet",
@@ -274,19 +276,8 @@ class ListenerSet:
         self.dropped = 0
 
     @contextlib.contextmanager
-    def open(
-        self,
-        users: frozenset[str] | None = None,
-        *,
-        rate: int = SAMPLE_RATE,
-        channels: int = CHANNELS,
-        silence_s: float = DEFAULT_SILENCE_S,
-        buffer: int = DEFAULT_LISTEN_BUFFER,
-        sources: frozenset[str] | None = None,
-    ) -> Iterator[Listener]:
-        listener = Listener(
-            users, rate=rate, channels=channels, silence_s=silence_s, buffer=buffer, sources=sources
-        )
+    def attach(self, listener: Listener) -> Iterator[Listener]:
+        """Offer audio to ``listener`` while in the block; closed (its iterator ends) on the way out."""
         self._listeners.append(listener)
         self._changed.set()
         try:
@@ -356,3 +347,70 @@ class ListenerSet:
             now = trio.current_time()
             for listener in self._listeners:
                 listener.tick(now)
+
+
+@attrs.define(eq=False)
+class _Subscriber:
+    user_id: str | None
+    rate: int
+    channels: int
+    send: trio.MemorySendChannel[UserAudio]
+    converters: dict[str, PcmConverter] = attrs.field(factory=dict)
+    dropped: int = 0
+
+
+class AudioSubscribers:
+    """The voice role's plain audio feeds (:meth:`VoiceRole.subscribe_audio`), beside listeners.
+
+    Each subscriber has a bounded trio channel of :class:`UserAudio` at its own rate/channels
+    (one converter per user); a full (or closed) channel drops the frame, counted.
+    """
+
+    def __init__(self) -> None:
+        self._subscribers: list[_Subscriber] = []
+        self._ended_drops = 0
+
+    @property
+    def dropped(self) -> int:
+        return self._ended_drops + sum(s.dropped for s in self._subscribers)
+
+    @contextlib.contextmanager
+    def subscribe(
+        self, user_id: str | None, rate: int, channels: int, buffer: int
+    ) -> Iterator[trio.MemoryReceiveChannel[UserAudio]]:
+        if buffer < 1:
+            raise UsageError("audio subscriber buffer must be >= 1")
+        send, receive = trio.open_memory_channel[UserAudio](buffer)
+        subscriber = _Subscriber(user_id, rate, channels, send)
+        self._subscribers.append(subscriber)
+        try:
+            with receive:
+                yield receive
+        finally:
+            self._subscribers.remove(subscriber)
+            self._ended_drops += subscriber.dropped
+            send.close()
+
+    def of(self, user_id: str) -> list[_Subscriber]:
+        """The subscribers that want ``user_id``."""
+        return [s for s in self._subscribers if s.user_id is None or s.user_id == user_id]
+
+    def deliver(
+        self, subscribers: list[_Subscriber], user_id: str, ssrc: int, frames: list[tuple[Pcm, bool]]
+    ) -> None:
+        """``(pcm, concealed)`` 48 kHz stereo frames of ``user_id`` to ``subscribers``."""
+        for subscriber in subscribers:
+            converter = subscriber.converters.get(user_id)
+            if converter is None:
+                converter = PcmConverter(SAMPLE_RATE, CHANNELS, subscriber.rate, subscriber.channels)
+                subscriber.converters[user_id] = converter
+            for pcm, concealed in frames:
+                item = UserAudio(
+                    user_id, ssrc, converter.convert(pcm), subscriber.rate, subscriber.channels, concealed
+                )
+                try:
+                    subscriber.send.send_nowait(item)
+                except trio.WouldBlock:
+                    subscriber.dropped += 1
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    subscriber.dropped += 1

@@ -50,7 +50,6 @@ from clank.media.audio import (
     SAMPLE_RATE,
     OpusEncoder,
     Pcm,
-    PcmConverter,
     PcmSource,
 )
 from clank.media.mixer import Mixer, MixerStatistics
@@ -67,6 +66,7 @@ from clank.session.roles import RoleHandle, RoleState
 from clank.session.voice_listen import (
     DEFAULT_LISTEN_BUFFER,
     DEFAULT_SILENCE_S,
+    AudioSubscribers,
     Listener,
     ListenerSet,
     PacketDecoder,
@@ -122,16 +122,6 @@ class VoiceRoleStatistics:
     connection: MediaConnectionStatistics | None
 
 
-@attrs.define(eq=False)
-class _Subscriber:
-    user_id: str | None
-    rate: int
-    channels: int
-    send: trio.MemorySendChannel[UserAudio]
-    converters: dict[str, PcmConverter] = attrs.field(factory=dict)
-    dropped: int = 0
-
-
 class VoiceRole:
     """The voice role's surface (``handle.api``). Methods are safe to call from any trio task."""
 
@@ -151,7 +141,7 @@ class VoiceRole:
         self._audio_wake = trio.Event()
         self._receive = AudioReceiveCore(user_id, decrypt=self._dave_decrypt, trial=self._dave_trial)
         self._opus = PacketDecoder()
-        self._subscribers: list[_Subscriber] = []
+        self._subscribers = AudioSubscribers()
         self._speaking: set[str] = set()
         self._video_receiver: VideoReceiver | None = None
         self._frames_sent = 0
@@ -160,7 +150,6 @@ class VoiceRole:
         self._dave_not_ready = 0
         self._pacer = FramePacer()
         self._reannounce = False
-        self._subscriber_drops = 0
         self._video_packets = 0
         self._video_unhandled = 0
 
@@ -200,9 +189,7 @@ class VoiceRole:
             decoded_frames=self._opus.decoded,
             concealed_frames=self._opus.concealed,
             decode_errors=self._opus.errors,
-            subscriber_drops=self._subscriber_drops
-            + sum(s.dropped for s in self._subscribers)
-            + self.listening.dropped,
+            subscriber_drops=self._subscribers.dropped + self.listening.dropped,
             video_packets=self._video_packets,
             video_unhandled=self._video_unhandled,
             speaking_users=tuple(sorted(self._speaking)),
@@ -278,19 +265,10 @@ class VoiceRole:
         buffer: int = AUDIO_SUBSCRIBER_BUFFER,
     ) -> Iterator[trio.MemoryReceiveChannel[UserAudio]]:
         """Decoded audio of ``user_id`` (everyone when None) while in the block; full = dropped."""
-        if buffer < 1:
-            raise UsageError("audio subscriber buffer must be >= 1")
-        send, receive = trio.open_memory_channel[UserAudio](buffer)
-        subscriber = _Subscriber(user_id, rate, channels, send)
-        self._subscribers.append(subscriber)
-        try:
-            with receive:
-                yield receive
-        finally:
-            self._subscribers.remove(subscriber)
-            self._subscriber_drops += subscriber.dropped
-            send.close()
+        with self._subscribers.subscribe(user_id, rate, channels, buffer) as receive:
+            yield receive
 
+    @contextlib.contextmanager
     def open_listener(
         self,
         users: frozenset[str] | None = None,
@@ -300,11 +278,13 @@ class VoiceRole:
         silence_s: float = DEFAULT_SILENCE_S,
         buffer: int = DEFAULT_LISTEN_BUFFER,
         sources: frozenset[str] | None = None,
-    ) -> contextlib.AbstractContextManager[Listener]:
+    ) -> Iterator[Listener]:
         """A :class:`Listener` of ``users`` (everyone when None) while in the block."""
-        return self.listening.open(
+        listener = Listener(
             users, rate=rate, channels=channels, silence_s=silence_s, buffer=buffer, sources=sources
         )
+        with self.listening.attach(listener):
+            yield listener
 
     def listeners(self) -> list[Listener]:
         return self.listening.all()
@@ -373,31 +353,12 @@ class VoiceRole:
                     self.listening.stopped(event.user_id, "voice", "disconnected")
 
     def _deliver(self, packet: AudioPacket) -> None:
-        wanted = [s for s in self._subscribers if s.user_id is None or s.user_id == packet.user_id]
+        wanted = self._subscribers.of(packet.user_id)
         listening = self.listening.of(packet.user_id, "voice")
         if not wanted and not listening:
             return
         frames = self._opus.frames(packet)
-        for subscriber in wanted:
-            converter = subscriber.converters.get(packet.user_id)
-            if converter is None:
-                converter = PcmConverter(SAMPLE_RATE, CHANNELS, subscriber.rate, subscriber.channels)
-                subscriber.converters[packet.user_id] = converter
-            for pcm, concealed in frames:
-                item = UserAudio(
-                    packet.user_id,
-                    packet.ssrc,
-                    converter.convert(pcm),
-                    subscriber.rate,
-                    subscriber.channels,
-                    concealed,
-                )
-                try:
-                    subscriber.send.send_nowait(item)
-                except trio.WouldBlock:
-                    subscriber.dropped += 1
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    subscriber.dropped += 1
+        self._subscribers.deliver(wanted, packet.user_id, packet.ssrc, frames)
         if listening:
             self.listening.deliver(packet.user_id, packet.ssrc, frames, listening, "voice")
 

@@ -80,4 +80,6 @@ async def test_concealed_pictures_within_5_s_then_clean_at_the_next_keyframe() -
                 assert not clean.concealed
                 (receive,) = (s.receive for s in handle.statistics().streams.values())
                 assert receive.frames_concealed > 0 and receive.keyframes == 1
+                # The status tells the truth about PLIs: the keyframe came seconds after our first PLI.
+                assert receive.pli_to_keyframe is not None and receive.pli_to_keyframe > 3.0
                 print(f"first concealed picture {first_after:.2f} s after joining (goal < 5 s)")
