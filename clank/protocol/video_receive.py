@@ -51,7 +51,8 @@ from clank.codecs.feedback import (
     NackScheduler,
 )
 from clank.codecs.h264 import H264Depacketizer, ParameterSetCache
-from clank.codecs.packet import SEQ_MOD, AssembledFrame, MediaPacket
+from clank.codecs.packet import AssembledFrame, MediaPacket
+from clank.codecs.receive_stats import MAX_REPORT_BLOCKS, VIDEO_CLOCK, ReceptionStatistics
 from clank.codecs.reorder import ReorderBuffer
 from clank.codecs.rtx import RtxUnwrapper
 from clank.codecs.vp8 import Vp8Depacketizer
@@ -64,7 +65,6 @@ from clank.wire.rtcp import (
     GenericNack,
     PictureLossIndication,
     ReceiverReport,
-    ReportBlock,
     SenderReport,
 )
 from clank.wire.rtp import RtpHeader
@@ -91,9 +91,6 @@ CODEC_NAMES: Final[Mapping[str, VideoCodecName]] = {"h264": "h264", "vp8": "vp8"
 
 RATE_WINDOW: Final = 2.0  # seconds over which fps_in is measured
 DIAGNOSTICS_KEPT: Final = 32  # undrained decrypt diagnostics kept (oldest dropped)
-MAX_REPORT_BLOCKS: Final = 31  # RTCP count field
-_NTP_MIDDLE_MASK: Final = 0xFFFF_FFFF
-_VIDEO_CLOCK: Final = 90_000
 
 
 @attrs.frozen
@@ -287,66 +284,6 @@ class _RateMeter:
         return (len(self._times) - 1) / span if span > 0 else 0.0
 
 
-class _ReportState:
-    """RFC 3550 A.3 / A.8 reception statistics for one source (primary packets only)."""
-
-    def __init__(self) -> None:
-        self.base: int | None = None  # extended seq of the first packet
-        self.highest = 0  # extended highest seq
-        self.received = 0
-        self.expected_prior = 0
-        self.received_prior = 0
-        self.transit: float | None = None
-        self.jitter = 0.0  # in RTP timestamp units
-        self.last_sr: int = 0  # middle 32 bits of the last SR's NTP timestamp
-        self.last_sr_at: float | None = None
-
-    def packet(self, seq: int, timestamp: int, now: float) -> bool:
-        """Count one packet; True when it revealed a hole (a sequence number was skipped)."""
-        hole = False
-        if self.base is None:
-            self.base = self.highest = seq
-        else:
-            delta = (seq - self.highest) % SEQ_MOD
-            if delta < SEQ_MOD // 2:
-                self.highest += delta
-                hole = delta > 1
-        self.received += 1
-        transit = now * _VIDEO_CLOCK - timestamp
-        if self.transit is not None:
-            d = abs(transit - self.transit)
-            # Timestamps jump by whole frames; ignore absurd values (restarts, wraps).
-            if d < _VIDEO_CLOCK * 10:
-                self.jitter += (d - self.jitter) / 16
-        self.transit = transit
-        return hole
-
-    def block(self, ssrc: int, now: float) -> ReportBlock | None:
-        if self.base is None:
-            return None
-        expected = self.highest - self.base + 1
-        lost = max(0, expected - self.received)
-        expected_interval = expected - self.expected_prior
-        received_interval = self.received - self.received_prior
-        self.expected_prior, self.received_prior = expected, self.received
-        lost_interval = expected_interval - received_interval
-        fraction = (
-            0 if expected_interval <= 0 or lost_interval <= 0 else (lost_interval << 8) // expected_interval
-        )
-        dlsr = 0
-        if self.last_sr_at is not None:
-            dlsr = int((now - self.last_sr_at) * 65536) & 0xFFFF_FFFF
-        return ReportBlock(
-            ssrc=ssrc,
-            fraction_lost=min(fraction, 255),
-            cumulative_lost=min(lost, 0x7FFFFF),
-            highest_sequence=self.highest & 0xFFFF_FFFF,
-            jitter=int(self.jitter) & 0xFFFF_FFFF,
-            last_sr=self.last_sr,
-            delay_since_last_sr=dlsr,
-        )
-
-
 class _Stream:
     """State of one remote video SSRC."""
 
@@ -366,7 +303,7 @@ class _Stream:
         self.codec: VideoCodecName | None = None
         self.depacketizer: FrameAssembler | None = None
         self.parameter_sets = ParameterSetCache()
-        self.report = _ReportState()
+        self.report = ReceptionStatistics()
         self.fps_in = _RateMeter()
         self.started = False  # a keyframe has been emitted since the last (re)start
         self.awaiting_since: float | None = None  # chain broken (join or loss) and no keyframe since
@@ -451,7 +388,7 @@ class _Stream:
             first_frame_at=self.first_frame_at,
             time_to_first_frame=ttff,
             fps_in=self.fps_in.rate(),
-            jitter=self.report.jitter / _VIDEO_CLOCK,
+            jitter=self.report.jitter / VIDEO_CLOCK,
             frames_concealed=self.frames_concealed,
             pli_to_keyframe=self.pli_to_keyframe,
         )
@@ -595,8 +532,7 @@ class VideoReceiver:
             if isinstance(packet, SenderReport):
                 stream = self._streams.get(packet.ssrc)
                 if stream is not None:
-                    stream.report.last_sr = (packet.ntp_timestamp >> 16) & _NTP_MIDDLE_MASK
-                    stream.report.last_sr_at = now
+                    stream.report.sender_report(packet.ntp_timestamp, now)
 
     # ------------------------------------------------------------------ media
 
