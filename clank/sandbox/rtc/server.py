@@ -32,9 +32,6 @@ import trio
 import trio_websocket
 
 from clank.crypto.dave import (
-    OP_EXECUTE_TRANSITION,
-    OP_PREPARE_EPOCH,
-    OP_PREPARE_TRANSITION,
     OP_WELCOME,
     DaveBinary,
     DaveFrame,
@@ -46,11 +43,11 @@ from clank.io.fakenet import FakeNet
 from clank.io.lossy import LossyLink, open_lossy_sender
 from clank.io.udp import Address, DatagramEndpoint, open_udp_endpoint
 from clank.logging import get_logger, register_secret
-from clank.protocol.voice_gateway import SendBinary, SendText
 from clank.sandbox import voice_gateway_core as core_mod
 from clank.sandbox.dave import DaveGroupServer, Outgoing
 from clank.sandbox.dave.group import DaveGroupStatistics
 from clank.sandbox.fidelity import STRICT, FidelityRules
+from clank.sandbox.rtc.connection import MediaConnection
 from clank.sandbox.rtc.peer import Participant, PeerSink
 from clank.sandbox.rtc.sfu import Sfu, SfuStatistics
 from clank.wire import voice_gateway as vg
@@ -62,9 +59,6 @@ log = get_logger("clank.sandbox.rtc")
 Kind = Literal["voice", "stream"]
 Direction = Literal["uplink", "downlink"]
 
-OUTBOX_SIZE: Final = 1024
-"""Frames queued for one websocket; a client that falls this far behind is disconnected (1008)."""
-CLOSE_POLICY_VIOLATION: Final = 1008
 CLOSE_VOICE_SERVER_CRASHED: Final = 4015
 CLOSE_DISCONNECTED: Final = 4014
 CLOSE_CALL_TERMINATED: Final = 4022
@@ -119,141 +113,6 @@ class MediaServerStatistics:
     """Datagrams not sent to a client whose UDP socket was silent too long (fidelity rule)."""
 
 
-@attrs.frozen
-class _Close:
-    code: int
-    reason: str
-
-
-class _Connection:
-    """One websocket: a connection core, an outbox and a writer task."""
-
-    def __init__(self, server: MediaServer, ws: trio_websocket.WebSocketConnection) -> None:
-        self.server = server
-        self.ws = ws
-        self.core = server._new_core()
-        self._send, self._receive = trio.open_memory_channel[str | bytes | _Close](OUTBOX_SIZE)
-        self.sink = _WsSink(self)
-        self.ended = False
-
-    @property
-    def user_id(self) -> int | None:
-        session = self.core.session
-        return None if session is None else int(session.user_id)
-
-    async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._writer)
-            try:
-                self.handle(self.core.connection_opened(trio.current_time()))
-                await self._reader()
-            finally:
-                self.ended = True
-                self.core.connection_lost()
-                self._send.close()
-                nursery.cancel_scope.deadline = trio.current_time() + 1.0
-                self.server._connection_ended(self, self.ws.closed.code if self.ws.closed else None)
-
-    async def _reader(self) -> None:
-        while True:
-            deadline = self.core.next_deadline()
-            with trio.move_on_at(math.inf if deadline is None else deadline):
-                try:
-                    message = await self.ws.get_message()
-                except trio_websocket.ConnectionClosed:
-                    return
-                now = trio.current_time()
-                if isinstance(message, str):
-                    self.handle(self.core.receive_text(message, now))
-                else:
-                    self.handle(self.core.receive_binary(message, now))
-                continue
-            self.handle(self.core.tick(trio.current_time()))
-
-    async def _writer(self) -> None:
-        async for item in self._receive:
-            try:
-                if isinstance(item, _Close):
-                    await self.ws.aclose(item.code, item.reason)
-                    return
-                await self.ws.send_message(item)
-            except trio_websocket.ConnectionClosed:
-                return
-
-    def request_close(self, code: int, reason: str) -> None:
-        self.handle(self.core.close(code, reason))
-
-    def handle(self, events: list[core_mod.ServerEvent]) -> None:
-        for event in events:
-            if isinstance(event, SendText):
-                self._enqueue(event.text)
-            elif isinstance(event, SendBinary):
-                self._enqueue(event.data)
-            elif isinstance(event, core_mod.CloseConnection):
-                self._enqueue(_Close(event.code, event.reason))
-            else:
-                self.server._on_event(self, event)
-
-    def _enqueue(self, item: str | bytes | _Close) -> None:
-        if self.ended:
-            return  # the replay buffer holds seq'd frames for a resume
-        try:
-            self._send.send_nowait(item)
-        except trio.WouldBlock:
-            log.warning("voice client too slow; disconnecting", user_id=self.user_id)
-            self.core.close(CLOSE_POLICY_VIOLATION, "outbox overflow")
-            self.ended = True
-            self.server._nursery.start_soon(self._abort)
-
-    async def _abort(self) -> None:
-        with trio.move_on_after(1.0, shield=True):
-            await self.ws.aclose(CLOSE_POLICY_VIOLATION, "outbox overflow")
-
-
-class _WsSink:
-    """PeerSink of a real client: JSON/DAVE through its connection core, UDP by the server."""
-
-    def __init__(self, connection: _Connection) -> None:
-        self.connection = connection
-
-    def datagram(self, data: bytes) -> None:
-        raise SandboxError("websocket participants receive datagrams on the server's UDP socket")
-
-    def notify(self, payload: vg.Payload) -> None:
-        core = self.connection.core
-        if isinstance(payload, vg.Speaking):
-            events = core.send_speaking(payload.user_id or "0", payload.ssrc, payload.speaking)
-        elif isinstance(payload, vg.ClientsConnect):
-            events = core.send_clients_connect(payload.user_ids)
-        elif isinstance(payload, vg.ClientDisconnect):
-            events = core.send_client_disconnect(payload.user_id)
-        elif isinstance(payload, vg.Video):
-            events = core.send_video(payload)
-        elif isinstance(payload, vg.SessionUpdate):
-            events = core.send_session_update(payload)
-        else:
-            raise SandboxError(f"the server does not notify {type(payload).__name__}")
-        self.connection.handle(events)
-
-    def dave(self, frame: DaveFrame) -> None:
-        core = self.connection.core
-        if isinstance(frame, DaveBinary):
-            events = core.send_dave_binary(frame.op, frame.payload)
-        elif frame.op == OP_PREPARE_TRANSITION:
-            events = core.send_prepare_transition(frame.data["transition_id"], frame.data["protocol_version"])
-        elif frame.op == OP_EXECUTE_TRANSITION:
-            events = core.send_execute_transition(frame.data["transition_id"])
-        elif frame.op == OP_PREPARE_EPOCH:
-            d = frame.data
-            events = core.send_prepare_epoch(d["protocol_version"], d["epoch"], d.get("transition_id"))
-        else:
-            raise SandboxError(f"unexpected server DAVE op {frame.op}")
-        self.connection.handle(events)
-
-    def close(self, code: int, reason: str) -> None:
-        self.connection.request_close(code, reason)
-
-
 class MediaServer:
     """See the module docstring. Create with :func:`open_media_server`."""
 
@@ -269,7 +128,7 @@ class MediaServer:
         self._next_ssrc = self._rng.randrange(1000, 60000)
         self._credentials: dict[str, tuple[str, str]] = {}  # user id -> (token, session id)
         self._sessions: dict[str, core_mod.VoiceServerSession] = {}  # voice session id -> session
-        self._connections: set[_Connection] = set()
+        self._connections: set[MediaConnection] = set()
         self._participants: dict[int, Participant] = {}
         self._discovered: dict[int, Address] = {}  # SSRC -> address from IP discovery
         self._link_scopes: dict[tuple[int, Direction], trio.CancelScope] = {}
@@ -617,7 +476,7 @@ class MediaServer:
 
     async def _handle_websocket(self, request: trio_websocket.WebSocketRequest) -> None:
         ws = await request.accept()
-        connection = _Connection(self, ws)
+        connection = MediaConnection(self, ws)
         self._connections.add(connection)
         try:
             await connection.run()
@@ -626,7 +485,7 @@ class MediaServer:
 
     # ------------------------------------------------------------------ connection events
 
-    def _on_event(self, connection: _Connection, event: core_mod.ServerEvent) -> None:
+    def _on_event(self, connection: MediaConnection, event: core_mod.ServerEvent) -> None:
         if isinstance(event, core_mod.Identified):
             self._on_identified(connection, event.session)
         elif isinstance(event, core_mod.SessionResumed):
@@ -663,7 +522,7 @@ class MediaServer:
                 except MalformedMessage as exc:
                     connection.request_close(core_mod.CLOSE_DECODE_FAILED, exc.reason)
 
-    def _on_identified(self, connection: _Connection, session: core_mod.VoiceServerSession) -> None:
+    def _on_identified(self, connection: MediaConnection, session: core_mod.VoiceServerSession) -> None:
         user_id = int(session.user_id)
         if user_id in self._participants:  # a fresh identify replaces the old connection
             self.remove(user_id, core_mod.CLOSE_SESSION_INVALID, "replaced by a new connection")
@@ -674,7 +533,7 @@ class MediaServer:
         if user_id in self._acking_stopped:
             connection.core.stop_acking()
 
-    def _on_described(self, connection: _Connection, session: core_mod.VoiceServerSession) -> None:
+    def _on_described(self, connection: MediaConnection, session: core_mod.VoiceServerSession) -> None:
         assert session.mode is not None and session.secret_key is not None and session.select is not None
         participant = Participant(
             user_id=int(session.user_id),
@@ -688,14 +547,14 @@ class MediaServer:
         )
         self.join(participant)
 
-    def _participant_of(self, connection: _Connection) -> Participant | None:
+    def _participant_of(self, connection: MediaConnection) -> Participant | None:
         user_id = connection.user_id
         participant = None if user_id is None else self._participants.get(user_id)
         if participant is None or participant.sink is not connection.sink:
             return None
         return participant
 
-    def _connection_ended(self, connection: _Connection, client_code: int | None) -> None:
+    def _connection_ended(self, connection: MediaConnection, client_code: int | None) -> None:
         participant = self._participant_of(connection)
         if participant is None:
             return

@@ -1,0 +1,173 @@
+"""One websocket client of a sandbox media server: its connection core, outbox and writer task.
+
+The :class:`~clank.sandbox.rtc.server.MediaServer` accepts the websocket and hands it to a
+:class:`MediaConnection`, which runs the voice protocol through a
+:class:`~clank.sandbox.voice_gateway_core.VoiceServerConnectionCore` and reports every event it
+does not handle itself back to the server. :class:`WsSink` is the real client's ``PeerSink``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Final
+
+import attrs
+import trio
+import trio_websocket
+
+from clank.crypto.dave import (
+    OP_EXECUTE_TRANSITION,
+    OP_PREPARE_EPOCH,
+    OP_PREPARE_TRANSITION,
+    DaveBinary,
+    DaveFrame,
+)
+from clank.errors import SandboxError
+from clank.logging import get_logger
+from clank.protocol.voice_gateway import SendBinary, SendText
+from clank.sandbox import voice_gateway_core as core_mod
+from clank.wire import voice_gateway as vg
+
+if TYPE_CHECKING:
+    from clank.sandbox.rtc.server import MediaServer
+
+log = get_logger("clank.sandbox.rtc")
+
+OUTBOX_SIZE: Final = 1024
+"""Frames queued for one websocket; a client that falls this far behind is disconnected (1008)."""
+CLOSE_POLICY_VIOLATION: Final = 1008
+
+
+@attrs.frozen
+class _Close:
+    code: int
+    reason: str
+
+
+class MediaConnection:
+    """One websocket: a connection core, an outbox and a writer task."""
+
+    def __init__(self, server: MediaServer, ws: trio_websocket.WebSocketConnection) -> None:
+        self.server = server
+        self.ws = ws
+        self.core = server._new_core()
+        self._send, self._receive = trio.open_memory_channel[str | bytes | _Close](OUTBOX_SIZE)
+        self.sink = WsSink(self)
+        self.ended = False
+
+    @property
+    def user_id(self) -> int | None:
+        session = self.core.session
+        return None if session is None else int(session.user_id)
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._writer)
+            try:
+                self.handle(self.core.connection_opened(trio.current_time()))
+                await self._reader()
+            finally:
+                self.ended = True
+                self.core.connection_lost()
+                self._send.close()
+                nursery.cancel_scope.deadline = trio.current_time() + 1.0
+                self.server._connection_ended(self, self.ws.closed.code if self.ws.closed else None)
+
+    async def _reader(self) -> None:
+        while True:
+            deadline = self.core.next_deadline()
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                try:
+                    message = await self.ws.get_message()
+                except trio_websocket.ConnectionClosed:
+                    return
+                now = trio.current_time()
+                if isinstance(message, str):
+                    self.handle(self.core.receive_text(message, now))
+                else:
+                    self.handle(self.core.receive_binary(message, now))
+                continue
+            self.handle(self.core.tick(trio.current_time()))
+
+    async def _writer(self) -> None:
+        async for item in self._receive:
+            try:
+                if isinstance(item, _Close):
+                    await self.ws.aclose(item.code, item.reason)
+                    return
+                await self.ws.send_message(item)
+            except trio_websocket.ConnectionClosed:
+                return
+
+    def request_close(self, code: int, reason: str) -> None:
+        self.handle(self.core.close(code, reason))
+
+    def handle(self, events: list[core_mod.ServerEvent]) -> None:
+        for event in events:
+            if isinstance(event, SendText):
+                self._enqueue(event.text)
+            elif isinstance(event, SendBinary):
+                self._enqueue(event.data)
+            elif isinstance(event, core_mod.CloseConnection):
+                self._enqueue(_Close(event.code, event.reason))
+            else:
+                self.server._on_event(self, event)
+
+    def _enqueue(self, item: str | bytes | _Close) -> None:
+        if self.ended:
+            return  # the replay buffer holds seq'd frames for a resume
+        try:
+            self._send.send_nowait(item)
+        except trio.WouldBlock:
+            log.warning("voice client too slow; disconnecting", user_id=self.user_id)
+            self.core.close(CLOSE_POLICY_VIOLATION, "outbox overflow")
+            self.ended = True
+            self.server._nursery.start_soon(self._abort)
+
+    async def _abort(self) -> None:
+        with trio.move_on_after(1.0, shield=True):
+            await self.ws.aclose(CLOSE_POLICY_VIOLATION, "outbox overflow")
+
+
+class WsSink:
+    """PeerSink of a real client: JSON/DAVE through its connection core, UDP by the server."""
+
+    def __init__(self, connection: MediaConnection) -> None:
+        self.connection = connection
+
+    def datagram(self, data: bytes) -> None:
+        raise SandboxError("websocket participants receive datagrams on the server's UDP socket")
+
+    def notify(self, payload: vg.Payload) -> None:
+        core = self.connection.core
+        if isinstance(payload, vg.Speaking):
+            events = core.send_speaking(payload.user_id or "0", payload.ssrc, payload.speaking)
+        elif isinstance(payload, vg.ClientsConnect):
+            events = core.send_clients_connect(payload.user_ids)
+        elif isinstance(payload, vg.ClientDisconnect):
+            events = core.send_client_disconnect(payload.user_id)
+        elif isinstance(payload, vg.Video):
+            events = core.send_video(payload)
+        elif isinstance(payload, vg.SessionUpdate):
+            events = core.send_session_update(payload)
+        else:
+            raise SandboxError(f"the server does not notify {type(payload).__name__}")
+        self.connection.handle(events)
+
+    def dave(self, frame: DaveFrame) -> None:
+        core = self.connection.core
+        if isinstance(frame, DaveBinary):
+            events = core.send_dave_binary(frame.op, frame.payload)
+        elif frame.op == OP_PREPARE_TRANSITION:
+            events = core.send_prepare_transition(frame.data["transition_id"], frame.data["protocol_version"])
+        elif frame.op == OP_EXECUTE_TRANSITION:
+            events = core.send_execute_transition(frame.data["transition_id"])
+        elif frame.op == OP_PREPARE_EPOCH:
+            d = frame.data
+            events = core.send_prepare_epoch(d["protocol_version"], d["epoch"], d.get("transition_id"))
+        else:
+            raise SandboxError(f"unexpected server DAVE op {frame.op}")
+        self.connection.handle(events)
+
+    def close(self, code: int, reason: str) -> None:
+        self.connection.request_close(code, reason)
