@@ -106,9 +106,9 @@ PUBLISH_FAILURES: Final[Mapping[str, str]] = {
 
 STOP_BUDGET: Final = 1.0
 DELETE_GRACE: Final = 0.3
+"""After a stream-leg failure, a STREAM_DELETE arriving this soon names the reason instead."""
 REBUILD_WINDOW: Final = 5.0
 """A STREAM_DELETE this close before a session rebuild is taken as caused by it (we go live again)."""
-"""After a stream-leg failure, a STREAM_DELETE arriving this soon names the reason instead."""
 DISPATCH_BUFFER: Final = 64
 SR_CHECK_INTERVAL: Final = 1.0
 ENCODER_HEADROOM: Final = 0.85
