@@ -7,52 +7,20 @@ as it was before the fixes (noted per test) and passes now.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-
-import attrs
 import pytest
 import trio
+from fidelity_kit import SETTINGS, WATCH, joined, wait_until
 
-from clank.config import DiscordSettings, Settings, WatchSettings
-from clank.io.gateway import GatewayClient, open_gateway_client
 from clank.io.media_connection import MediaConnectionParams, open_media_connection
-from clank.sandbox.app import Sandbox, open_sandbox
+from clank.sandbox.app import Sandbox
 from clank.sandbox.rtc.server import open_media_server
-from clank.sandbox.rtc.streamer import VideoSettings
 from clank.sandbox.stream_moves import move_stream_server, move_voice_server, stream_unavailable
 from clank.session.roles import RoleState
 from clank.session.stream_watch import WatchHandle, start_stream_watch
-from clank.session.voice_session import VoiceSession, open_voice_session
+from clank.session.voice_session import VoiceSession
 from clank.wire.gateway_events import dave_group_id_for_voice
 
-SETTINGS = Settings(discord=DiscordSettings(voice_url_scheme="ws"))
-WATCH = WatchSettings(max_fps=10.0, preferred_pixel_count=320 * 240, credentials_timeout_s=5.0)
-SMALL = VideoSettings(codec="h264", width=320, height=240, bitrate=400_000, keyframe_interval=2.0)
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
-
-
-async def wait_until(predicate: Callable[[], bool], step: float = 0.02) -> None:
-    """Poll (the sandbox exposes state, not events); callers bound it with fail_after."""
-    while True:
-        if predicate():
-            return
-        await trio.sleep(step)
-
-
-@asynccontextmanager
-async def joined() -> AsyncIterator[tuple[Sandbox, GatewayClient, VoiceSession]]:
-    async with open_sandbox() as sb:
-        assert sb.media is not None
-        sb.media.settings = attrs.evolve(sb.media.settings, screen=SMALL, webcam=SMALL)
-        async with (
-            open_gateway_client(url=sb.gateway_url, token=sb.token) as gateway,
-            open_voice_session(
-                gateway, guild_id=sb.guild_id, channel_id=sb.voice_channel_id, settings=SETTINGS
-            ) as session,
-        ):
-            await session.voice.wait_ready()
-            yield sb, gateway, session
 
 
 def user_id(sb: Sandbox, name: str) -> str:
