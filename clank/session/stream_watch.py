@@ -67,15 +67,15 @@ from clank.io.media_connection import (
 )
 from clank.logging import bound, get_logger, register_secret
 from clank.protocol import voice_gateway as vgc
-from clank.protocol.streams import (
+from clank.protocol.stream_events import (
     DeleteUnknownStream,
     StreamCreated,
     StreamDeleted,
     StreamEvent,
     StreamInfo,
-    StreamRegistry,
     UserGoLiveEnded,
 )
+from clank.protocol.streams import StreamRegistry
 from clank.protocol.video_receive import StreamType, VideoReceiveConfig, VideoReceiver, build_sink_wants
 from clank.session.roles import RoleHandle, RoleState
 from clank.session.stream_audio import StreamAudio

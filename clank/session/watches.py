@@ -24,7 +24,8 @@ import trio
 from clank.errors import ClankError
 from clank.io.gateway import GatewayClient
 from clank.logging import get_logger
-from clank.protocol.streams import StreamEvent, StreamRegistry
+from clank.protocol.stream_events import StreamEvent
+from clank.protocol.streams import StreamRegistry
 
 if TYPE_CHECKING:
     from clank.session.stream_watch import WatchHandle, _WebcamRole

@@ -13,10 +13,8 @@ from clank.crypto.dave import (
     OP_PROPOSALS,
     OP_WELCOME,
     DaveSessionCore,
-    DaveTrailer,
-    describe_frame,
-    parse_transition,
 )
+from clank.crypto.dave_wire import DaveTrailer, describe_frame, parse_transition
 from clank.errors import MalformedMessage, MalformedPacket
 from clank.sandbox.dave import DaveGroupServer, ExternalSender, KeyPackage
 from clank.sandbox.dave.mls import (
