@@ -206,6 +206,21 @@ class WsSink:
         raise SandboxError("websocket participants receive datagrams on the server's UDP socket")
 
     def notify(self, payload: vg.Payload) -> None:
+        delay = self.connection.server.config.fidelity.speaking_delay
+        if isinstance(payload, vg.Speaking) and delay > 0:
+            # Fidelity: Discord's op5 may trail the speaker's first packets (media before op5).
+            self.connection.server._nursery.start_soon(self._notify_later, payload, delay)
+            return
+        self._notify(payload)
+
+    async def _notify_later(self, payload: vg.Payload, delay: float) -> None:
+        await trio.sleep(delay)
+        user_id = self.connection.user_id
+        participant = None if user_id is None else self.connection.server.participant(user_id)
+        if participant is not None and isinstance(participant.sink, WsSink):
+            participant.sink._notify(payload)  # the current connection (it may have resumed since)
+
+    def _notify(self, payload: vg.Payload) -> None:
         core = self.connection.core
         if isinstance(payload, vg.Speaking):
             events = core.send_speaking(payload.user_id or "0", payload.ssrc, payload.speaking)
