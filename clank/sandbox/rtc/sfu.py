@@ -17,7 +17,7 @@ of them are followed by RTX nobody asked for (a copy of the packet, or a padding
 Discord's SFU sends for bandwidth probing; every RTX the SFU sends uses its own per-receiver RTX
 sequence numbers); and with ``stale_first_video_frame`` the first video frame a real client gets
 on each SSRC cannot be decrypted (its DAVE tag is flipped, as a frame sealed before the receiver
-had the key would fail).
+had the key would fail). ``media_after_own_op12``: a real client gets no media before its op12.
 
 RTCP: try AAD 8 then AAD 4 (§4.6 conflict; counted per framing); NACK/PLI/FIR go to the
 participant that sends the named SSRC, re-sealed with its key (AAD 8); RR/SR are counted.
@@ -132,6 +132,9 @@ class Sfu:
         primary = sender.primary_ssrc(header.ssrc)
         extension = RELAYED_VIDEO_EXTENSION if video else AUDIO_EXTENSION
         for receiver in others:
+            if self._fidelity.media_after_own_op12 and not receiver.internal and receiver.video is None:
+                self._dropped["before_op12"] += 1  # Discord sends a client nothing before its op12
+                continue
             if video and not receiver.wants_video(primary):
                 self._dropped["not_wanted"] += 1
                 continue
