@@ -57,7 +57,8 @@ class FidelityRules:
     """The voice/stream servers send what Discord sends besides the protocol proper: op16
     (backend version) after op4 and in answer to the client's op16, op18 (client flags) and op20
     (client platform) after op11 on every leg, and op12 video states with integral floats and an
-    inactive ``ssrc``-less layer."""
+    inactive ``ssrc``-less layer, each repeated as an op18 carrying that video state (clankvox
+    reads op12 and op18 as video state)."""
     speaking_delay: float = 0.0
     """Seconds by which op5 (speaking) trails the speaker's first packets for a real client, so
     media arrives before the op5 naming its SSRC (Discord promises no order; clients hold and

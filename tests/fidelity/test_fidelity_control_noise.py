@@ -3,7 +3,8 @@
 Fake network + autojump clock. Under STRICT the voice and stream servers send op16 (backend
 version) after op4 and in answer to our op16, op18 (client flags) and op20 (client platform)
 after each op11, and op12 video states with integral floats (``max_framerate: 30.0``) and an
-inactive layer without ``ssrc``; heartbeat ACKs carry another ``t``. The client must keep every
+inactive layer without ``ssrc`` (each repeated as an op18 carrying the video state); heartbeat ACKs
+carry another ``t``. The client must keep every
 leg: before issue 15 each of these ended the leg with 4002 and a fresh identify (or, for the
 ACKs, a zombie resume).
 """

@@ -252,10 +252,12 @@ class WsSink:
                 events += core.send_client_platform(user_id, CLIENT_PLATFORM)
         elif isinstance(payload, vg.ClientDisconnect):
             events = core.send_client_disconnect(payload.user_id)
+        elif isinstance(payload, vg.Video) and noise:
+            loose = loose_video(payload)
+            events = core.send_message(VoiceOp.VIDEO, loose)
+            events += core.send_message(VoiceOp.CLIENT_FLAGS, loose)  # op18 as video state (clankvox)
         elif isinstance(payload, vg.Video):
-            events = (
-                core.send_message(VoiceOp.VIDEO, loose_video(payload)) if noise else core.send_video(payload)
-            )
+            events = core.send_video(payload)
         elif isinstance(payload, vg.SessionUpdate):
             events = core.send_session_update(payload)
         else:
