@@ -89,6 +89,15 @@ class H264Depacketizer(FrameAssembler):
 
     def _append(self, payload: bytes) -> bool:
         kind = payload[0] & 0x1F
+        if kind == FU_A and len(payload) > 1:
+            header = payload[1]
+            if not header & _FU_START and header & 0x1F == self._fu_type:
+                # A middle or end fragment of the open FU-A (most packets of a frame).
+                self._parts.append(payload[2:])
+                if header & _FU_END:
+                    self._fu_type = None
+                return True
+            return self._append_fu_a(payload)
         if kind in _UNSUPPORTED:
             raise UnsupportedPayload("h264", f"payload type {kind} ({_UNSUPPORTED[kind]})")
         if kind == FU_A:
