@@ -77,8 +77,8 @@ class FrameAssembler:
         """
         raise NotImplementedError
 
-    def _end_frame(self) -> tuple[bytes, bool, bool]:
-        """(data, keyframe, structurally complete) of the frame in progress."""
+    def _end_frame(self) -> tuple[bytes, bool, bool, bool]:
+        """(data, keyframe, structurally complete, carries parameter sets) of the frame in progress."""
         raise NotImplementedError
 
     # -- public --------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ class FrameAssembler:
         self._begin_frame()
 
     def _finish(self) -> list[AssembledFrame]:
-        data, keyframe, whole = self._end_frame()
+        data, keyframe, whole, parameter_sets = self._end_frame()
         self._in_frame = False
         complete = whole and not self._damaged and bool(data)
         frame = AssembledFrame(
@@ -190,6 +190,7 @@ class FrameAssembler:
             first_seq=self._first_seq,
             last_seq=self._last_seq,
             packet_count=self._count,
+            parameter_sets=parameter_sets,
         )
         if complete:
             self._frames_complete += 1

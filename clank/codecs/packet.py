@@ -62,6 +62,9 @@ class AssembledFrame:
     first_seq: int
     last_seq: int
     packet_count: int
+    parameter_sets: bool = False
+    """H264: the frame carries an SPS or PPS NAL (with ``keyframe``: whether the receiver's
+    ``ParameterSetCache`` has anything to see in it)."""
 
 
 def seq_add(seq: int, delta: int) -> int:

@@ -401,7 +401,8 @@ class VideoReceiver:
         else:
             stream.dave_passthrough += 1
         assert stream.codec is not None
-        if stream.codec == "h264":
+        if stream.codec == "h264" and (frame.keyframe or frame.parameter_sets):
+            # (Frames with neither an IDR nor an SPS/PPS give the cache nothing to see or add.)
             data = stream.parameter_sets.prepend_missing(data)
         if frame.keyframe:
             stream.keyframes.keyframe_received()
