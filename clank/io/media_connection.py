@@ -60,6 +60,7 @@ from clank.protocol import voice_gateway as vgc
 from clank.protocol.media_leg import (
     DROP_REASONS,
     CloseWebSocket,
+    DaveProblem,
     DaveStateChanged,
     MediaEvent,
     MediaLegConfig,
@@ -542,6 +543,8 @@ class MediaConnection:
             )
         elif isinstance(event, vgc.Resumed):
             log.info("voice connection resumed", role=role)
+        elif isinstance(event, DaveProblem):
+            log.warning("dave message unusable", role=role, error=event.error)
         elif isinstance(event, vgc.MalformedDropped):
             log.warning("voice message malformed; dropped", role=role, op=event.op, error=event.reason)
         elif isinstance(event, TransportStateChanged) and event.state in ("reconnecting", "failed"):

@@ -48,6 +48,7 @@ from clank.wire.rtp import PacketKind, RtpExtension, RtpHeader, classify
 __all__ = [
     "DROP_REASONS",
     "CloseWebSocket",
+    "DaveProblem",
     "DaveStateChanged",
     "LegEvent",
     "MediaEvent",
@@ -99,6 +100,13 @@ class DaveStateChanged:
 
 
 @attrs.frozen
+class DaveProblem:
+    """A DAVE message we could not use (a failed op27, or an op31 recovery); the driver logs it."""
+
+    error: str
+
+
+@attrs.frozen
 class CloseWebSocket:
     """Driver: close this websocket with ``code`` (our own Failed), then end the pass."""
 
@@ -113,6 +121,7 @@ class PassOver:
 MediaEvent = (
     TransportStateChanged
     | DaveStateChanged
+    | DaveProblem
     | vgc.Speaking
     | vgc.ClientsConnected
     | vgc.ClientDisconnected
@@ -220,6 +229,7 @@ class MediaLegCore:
         self._reached_ready = False
         self._leaving = False
         self._dave_seen: tuple[DaveState, int, int | None] | None = None
+        self._dave_problems = 0
         self._seq: dict[int, int] = {}
         self._timestamps: dict[int, int] = {}
         self._drops = dict.fromkeys(DROP_REASONS, 0)
@@ -584,6 +594,9 @@ class MediaLegCore:
                 self.send(self.gateway.send_dave_json(_typed_dave_json(frame.op, frame.data)))
         dave = self.dave
         seen = (dave.state, dave.protocol_version, dave.epoch)
+        if dave.problems != self._dave_problems:
+            self._dave_problems = dave.problems
+            self._events.append(DaveProblem(dave.last_error or "unknown"))
         if seen != self._dave_seen:
             self._dave_seen = seen
             self._events.append(
