@@ -24,7 +24,7 @@ from clank.control.resolve import Member, SharerState, WatchKind, sharers_from_r
 from clank.crypto.dave import DaveSessionCore, DaveStatistics
 from clank.errors import ClankError, InvalidArgument, WatchError
 from clank.io.gateway import Dispatch
-from clank.io.media_connection import MediaConnectionStatistics
+from clank.io.media_connection_statistics import MediaConnectionStatistics
 from clank.logging import get_logger
 from clank.protocol.streams import StreamRegistry
 from clank.session.roles import RoleState

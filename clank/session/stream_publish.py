@@ -59,11 +59,11 @@ from clank.io.encode_worker import EncodedAccessUnit, EncodeWorkerStatistics, op
 from clank.io.gateway import Dispatch
 from clank.io.media_connection import (
     MediaConnection,
-    MediaConnectionParams,
     MediaEvent,
     TransportStateChanged,
     open_media_connection,
 )
+from clank.io.media_leg_params import MediaConnectionParams
 from clank.logging import bound, get_logger, register_secret
 from clank.media.encoder import VideoEncoder
 from clank.media.publish_source import PublishSource, PushedFrames, decode_image

@@ -58,13 +58,12 @@ from clank.io.gateway import GatewayClient
 from clank.io.media_connection import (
     DaveStateChanged,
     MediaConnection,
-    MediaConnectionParams,
-    MediaConnectionStatistics,
     MediaEvent,
-    MediaTransports,
     TransportStateChanged,
     open_media_connection,
 )
+from clank.io.media_connection_statistics import MediaConnectionStatistics
+from clank.io.media_leg_params import MediaConnectionParams, MediaTransports
 from clank.logging import bound, get_logger, register_secret
 from clank.protocol import voice_gateway as vgc
 from clank.protocol.stream_events import (

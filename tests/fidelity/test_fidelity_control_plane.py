@@ -11,7 +11,8 @@ import pytest
 import trio
 from fidelity_kit import SETTINGS, WATCH, joined, wait_until
 
-from clank.io.media_connection import MediaConnectionParams, open_media_connection
+from clank.io.media_connection import open_media_connection
+from clank.io.media_leg_params import MediaConnectionParams
 from clank.sandbox.app import Sandbox
 from clank.sandbox.rtc.server import open_media_server
 from clank.sandbox.stream_moves import move_stream_server, move_voice_server, stream_unavailable
