@@ -75,7 +75,7 @@ from clank.protocol.video_send import (
     encrypt_h264_checked,
 )
 from clank.session.roles import RoleHandle, RoleState
-from clank.session.stream_watch import WatchSession
+from clank.session.watch_handle import WatchSession
 from clank.wire import rtcp
 from clank.wire import voice_gateway as vg
 from clank.wire.gateway_events import (
