@@ -99,6 +99,9 @@ BEHAVIOUR: dict[str, tuple[str, ...]] = {
         S + "test_settings_watch_voice.py::test_reorder_delay_decides_whether_a_late_packet_is_waited_for",
         "tests/watch/test_session_fakenet.py::test_five_percent_loss_is_repaired_with_nack_and_rtx",
     ),
+    "watch.remb_max_kbps": (
+        "tests/fidelity/test_fidelity_congestion_feedback.py::test_remb_can_be_switched_off",
+    ),
     "watch.reorder_delay_ms": (
         S + "test_settings_watch_voice.py::test_reorder_delay_decides_whether_a_late_packet_is_waited_for",
     ),

@@ -126,9 +126,9 @@ async def test_reorder_delay_decides_whether_a_late_packet_is_waited_for(
             assert handle.stream_key is not None
             server = media(sb).stream_server(str(handle.stream_key))
             await handle.frames.wait_frame()
-            link = LossyLink(5, reorder=0.2, reorder_delay=0.1)
+            link = LossyLink(5, reorder=0.3, reorder_delay=0.1)
             await server.set_link(int(sb.our_user_id), "downlink", link)
-            await trio.sleep(8.0)
+            await trio.sleep(12.0)
             await server.set_link(int(sb.our_user_id), "downlink", None)
             (stream,) = handle.statistics().streams.values()
             await handle.stop()
