@@ -24,12 +24,14 @@ from clank.control.resolve import Member, SharerState, WatchKind, sharers_from_r
 from clank.crypto.dave import DaveSessionCore, DaveStatistics
 from clank.errors import ClankError, InvalidArgument, WatchError
 from clank.io.gateway import Dispatch
-from clank.io.media_connection import MediaConnectionStatistics
+from clank.io.media_connection_statistics import MediaConnectionStatistics
 from clank.logging import get_logger
 from clank.protocol.streams import StreamRegistry
 from clank.session.roles import RoleState
-from clank.session.stream_watch import WatchHandle, start_stream_watch, start_webcam_watch
+from clank.session.stream_watch import start_stream_watch
 from clank.session.voice_session import VoiceSession
+from clank.session.watch_handle import WatchHandle
+from clank.session.webcam_watch import start_webcam_watch
 from clank.watch.notes import ScreenNotes
 
 log = get_logger("clank.control")

@@ -59,11 +59,11 @@ from clank.io.encode_worker import EncodedAccessUnit, EncodeWorkerStatistics, op
 from clank.io.gateway import Dispatch
 from clank.io.media_connection import (
     MediaConnection,
-    MediaConnectionParams,
     MediaEvent,
     TransportStateChanged,
     open_media_connection,
 )
+from clank.io.media_leg_params import MediaConnectionParams
 from clank.io.offload import run_cpu
 from clank.logging import bound, get_logger, register_secret
 from clank.media.encoder import VideoEncoder
@@ -76,7 +76,7 @@ from clank.protocol.video_send import (
     encrypt_h264_checked,
 )
 from clank.session.roles import RoleHandle, RoleState
-from clank.session.stream_watch import WatchSession
+from clank.session.watch_handle import WatchSession
 from clank.wire import rtcp
 from clank.wire import voice_gateway as vg
 from clank.wire.gateway_events import (

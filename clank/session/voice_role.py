@@ -36,12 +36,12 @@ from clank.config import Settings
 from clank.errors import DaveError, UsageError
 from clank.io.media_connection import (
     MediaConnection,
-    MediaConnectionParams,
-    MediaConnectionStatistics,
     MediaEvent,
     TransportStateChanged,
     open_media_connection,
 )
+from clank.io.media_connection_statistics import MediaConnectionStatistics
+from clank.io.media_leg_params import MediaConnectionParams
 from clank.logging import get_logger
 from clank.media.audio import (
     CHANNELS,

@@ -46,7 +46,7 @@ from clank.errors import (
 )
 from clank.io.gateway import Dispatch, GatewayClient
 from clank.io.groups import raise_single
-from clank.io.media_connection import REAL_TRANSPORTS, MediaConnectionParams, MediaTransports
+from clank.io.media_leg_params import REAL_TRANSPORTS, MediaConnectionParams, MediaTransports
 from clank.logging import bound, get_logger, register_secret
 from clank.protocol.backoff import VOICE_REJOIN
 from clank.protocol.streams import DISPATCH_PARSERS, StreamRegistry

@@ -28,7 +28,8 @@ from clank.protocol.stream_events import StreamEvent
 from clank.protocol.streams import StreamRegistry
 
 if TYPE_CHECKING:
-    from clank.session.stream_watch import WatchHandle, _WebcamRole
+    from clank.session.watch_handle import WatchHandle
+    from clank.session.webcam_watch import WebcamRole
 
 __all__ = ["WatchInbox", "Watches"]
 
@@ -73,8 +74,8 @@ class Watches:
         self.gateway = gateway
         self.handles: dict[tuple[str, str], WatchHandle] = {}
         """Running (and recently ended) watch handles by ``(user id, "screen" | "camera")``."""
-        self.webcam: _WebcamRole | None = None
-        """The session's webcam role (``clank.session.stream_watch``), when one runs."""
+        self.webcam: WebcamRole | None = None
+        """The session's webcam role (``clank.session.webcam_watch``), when one runs."""
         self._inboxes: list[WatchInbox] = []
         self._rearm = trio.Event()
         self._unsubscribe = registry.subscribe(self._on_events)

@@ -11,13 +11,15 @@ import pytest
 import trio
 from fidelity_kit import SETTINGS, WATCH, joined, wait_until
 
-from clank.io.media_connection import MediaConnectionParams, open_media_connection
+from clank.io.media_connection import open_media_connection
+from clank.io.media_leg_params import MediaConnectionParams
 from clank.sandbox.app import Sandbox
 from clank.sandbox.rtc.server import open_media_server
 from clank.sandbox.stream_moves import move_stream_server, move_voice_server, stream_unavailable
 from clank.session.roles import RoleState
-from clank.session.stream_watch import WatchHandle, start_stream_watch
+from clank.session.stream_watch import start_stream_watch
 from clank.session.voice_session import VoiceSession
+from clank.session.watch_handle import WatchHandle
 from clank.wire.gateway_events import dave_group_id_for_voice
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")

@@ -12,7 +12,8 @@ from fidelity_kit import WATCH, joined, wait_until
 
 from clank.session import stream_watch
 from clank.session.roles import RoleState
-from clank.session.stream_watch import start_stream_watch, start_webcam_watch
+from clank.session.stream_watch import start_stream_watch
+from clank.session.webcam_watch import start_webcam_watch
 from clank.wire.gateway_events import dave_group_id_for_stream
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")

@@ -100,7 +100,9 @@ async def test_a_stream_server_crash_ends_or_resumes_only_its_watch(
             assert session.voice.api.connection.statistics().resumes == 0
 
 
-async def test_five_percent_loss_is_repaired_with_nack_and_rtx(autojump_clock: trio.testing.MockClock) -> None:
+async def test_five_percent_loss_is_repaired_with_nack_and_rtx(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """Seeded 5% downlink loss on the stream leg: NACK + RTX repair >= 99% of the frames sent in
     exactly 4 virtual seconds. Under the virtual clock encode and decode run inline on the trio
     thread (clank.io.offload), so the clock never jumps while a frame is half done."""

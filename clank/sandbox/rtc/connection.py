@@ -21,11 +21,14 @@ from clank.crypto.dave import (
     OP_PREPARE_TRANSITION,
     DaveBinary,
     DaveFrame,
+    DaveJson,
 )
-from clank.errors import SandboxError
+from clank.crypto.transport import TransportCipher
+from clank.errors import MalformedMessage, SandboxError
 from clank.logging import get_logger
 from clank.protocol.voice_gateway import SendBinary, SendText
 from clank.sandbox import voice_gateway_core as core_mod
+from clank.sandbox.rtc.peer import Participant
 from clank.wire import voice_gateway as vg
 
 if TYPE_CHECKING:
@@ -99,6 +102,14 @@ class MediaConnection:
             except trio_websocket.ConnectionClosed:
                 return
 
+    def participant(self) -> Participant | None:
+        """The call member this connection currently speaks for (None before op4 or once replaced)."""
+        user_id = self.user_id
+        participant = None if user_id is None else self.server.participant(user_id)
+        if participant is None or participant.sink is not self.sink:
+            return None
+        return participant
+
     def request_close(self, code: int, reason: str) -> None:
         self.handle(self.core.close(code, reason))
 
@@ -111,7 +122,7 @@ class MediaConnection:
             elif isinstance(event, core_mod.CloseConnection):
                 self._enqueue(_Close(event.code, event.reason))
             else:
-                self.server._on_event(self, event)
+                self._dispatch(event)
 
     def _enqueue(self, item: str | bytes | _Close) -> None:
         if self.ended:
@@ -127,6 +138,62 @@ class MediaConnection:
     async def _abort(self) -> None:
         with trio.move_on_after(1.0, shield=True):
             await self.ws.aclose(CLOSE_POLICY_VIOLATION, "outbox overflow")
+
+    # ------------------------------------------------------------------ connection events
+
+    def _dispatch(self, event: core_mod.ServerEvent) -> None:
+        server = self.server
+        if isinstance(event, core_mod.Identified):
+            server.register_session(event.session)
+            if server.acking_stopped(int(event.session.user_id)):
+                self.core.stop_acking()
+        elif isinstance(event, core_mod.SessionResumed):
+            participant = server.participant(int(event.session.user_id))
+            if participant is not None and not participant.internal:
+                participant.sink = self.sink
+            if server.acking_stopped(int(event.session.user_id)):
+                self.core.stop_acking()
+        elif isinstance(event, core_mod.SessionDescribed):
+            self._described(event.session)
+        elif isinstance(event, core_mod.ClientSpeaking | core_mod.ClientVideo | core_mod.ClientSinkWants):
+            participant = self.participant()
+            if participant is None:
+                return
+            if isinstance(event, core_mod.ClientSpeaking):
+                server.speaking(participant, event.speaking.speaking)
+            elif isinstance(event, core_mod.ClientVideo):
+                server.set_video(participant, event.video)
+            else:
+                participant.wants = event.wants
+        elif isinstance(event, core_mod.ClientSessionUpdate):
+            participant = self.participant()
+            if participant is not None and event.update.codecs is not None:
+                participant.codecs = event.update.codecs
+        elif isinstance(event, core_mod.ClientDaveBinary | core_mod.ClientDaveJson):
+            user_id = self.user_id
+            if user_id is None or server.participant(user_id) is None:
+                return
+            if isinstance(event, core_mod.ClientDaveBinary):
+                server.dave_from(user_id, DaveBinary(event.op, event.payload))
+            else:
+                try:
+                    server.dave_from(user_id, DaveJson(event.op, event.payload.serialize()))
+                except MalformedMessage as exc:
+                    self.request_close(core_mod.CLOSE_DECODE_FAILED, exc.reason)
+
+    def _described(self, session: core_mod.VoiceServerSession) -> None:
+        assert session.mode is not None and session.secret_key is not None and session.select is not None
+        participant = Participant(
+            user_id=int(session.user_id),
+            sink=self.sink,
+            audio_ssrc=session.audio_ssrc,
+            streams=session.streams,
+            cipher=TransportCipher(session.mode, session.secret_key),
+            codecs=session.select.codecs or (vg.OPUS_CODEC,),
+            internal=False,
+            address=self.server.udp.discovered.get(session.audio_ssrc),
+        )
+        self.server.join(participant)
 
 
 class WsSink:
