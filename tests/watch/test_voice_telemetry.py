@@ -1,8 +1,9 @@
 """The voice role's QoS in the status moves when media flows and stops when it stops.
 
-The sandbox on the fake network under ``autojump_clock`` (deterministic), real ``LiveSessionPort``: alice talks to a subscriber (decodedFrames,
-speaking), we play a clip (framesSent), 20% downlink loss (concealedFrames), bob's webcam
-(videoPackets), and alice stops talking (decodedFrames stops growing, speaking clears).
+The sandbox on the fake network under ``autojump_clock`` (deterministic), real ``LiveSessionPort``:
+alice talks to a subscriber (decodedFrames, speaking), we play a clip (framesSent), 20% downlink
+loss (concealedFrames), bob's webcam (videoPackets), and alice stops talking (decodedFrames stops
+growing, speaking clears).
 """
 
 from __future__ import annotations
