@@ -13,8 +13,8 @@ import trio
 from clank.crypto.dave import DaveBinary, DaveFrame, DaveSessionCore
 from clank.crypto.transport import TransportCipher
 from clank.errors import ConnectionClosed
-from clank.io.gateway import Dispatch, GatewayClient
 from clank.io.fakenet import FakeNet
+from clank.io.gateway import Dispatch, GatewayClient
 from clank.io.lossy import MemoryDatagramEndpoint
 from clank.io.udp import UdpEndpoint, open_udp_endpoint
 from clank.io.websocket import WebSocket, open_websocket
