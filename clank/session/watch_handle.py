@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 import attrs
 import trio
 
+from clank.codecs.bandwidth import RembStatistics
 from clank.config import Settings, WatchSettings
 from clank.errors import (
     ClankError,
@@ -121,6 +122,8 @@ class WatchStatistics:
     connection: MediaConnectionStatistics | None
     server_moves: int = 0
     """Times the stream leg reconnected on a mid-watch STREAM_SERVER_UPDATE."""
+    remb: RembStatistics | None = None
+    """Congestion feedback this watch's pipeline sent (REMB count, current estimate)."""
 
 
 class WatchState:
@@ -191,6 +194,7 @@ class WatchState:
             streams=streams,
             connection=None if self.connection is None else self.connection.statistics(),
             server_moves=self.server_moves,
+            remb=None if pipeline is None else pipeline.remb_statistics(),
         )
 
 
