@@ -59,11 +59,12 @@ from clank.io.encode_worker import EncodedAccessUnit, EncodeWorkerStatistics, op
 from clank.io.gateway import Dispatch
 from clank.io.media_connection import (
     MediaConnection,
-    MediaConnectionParams,
     MediaEvent,
     TransportStateChanged,
     open_media_connection,
 )
+from clank.io.media_leg_params import MediaConnectionParams
+from clank.io.offload import run_cpu
 from clank.logging import bound, get_logger, register_secret
 from clank.media.encoder import VideoEncoder
 from clank.media.publish_source import PublishSource, PushedFrames, decode_image
@@ -75,7 +76,7 @@ from clank.protocol.video_send import (
     encrypt_h264_checked,
 )
 from clank.session.roles import RoleHandle, RoleState
-from clank.session.stream_watch import WatchSession
+from clank.session.watch_handle import WatchSession
 from clank.wire import rtcp
 from clank.wire import voice_gateway as vg
 from clank.wire.gateway_events import (
@@ -348,7 +349,7 @@ class PublishHandle:
             raise InvalidArgument(
                 "image", f"{len(data)} bytes is over publish.max_image_bytes ({settings.max_image_bytes})"
             )
-        frame = await trio.to_thread.run_sync(
+        frame = await run_cpu(
             lambda: decode_image(data, content_type, settings.width, settings.height, raw_size=raw_size),
             limiter=self._p.decode_limiter,
         )

@@ -24,8 +24,10 @@ from clank.media.quality import plane_array, plane_psnr
 from clank.sandbox.app import Sandbox, open_sandbox
 from clank.sandbox.rtc.streamer import VideoSettings
 from clank.session.roles import RoleState
-from clank.session.stream_watch import WatchHandle, start_stream_watch, start_webcam_watch
+from clank.session.stream_watch import start_stream_watch
 from clank.session.voice_session import VoiceSession, open_voice_session
+from clank.session.watch_handle import WatchHandle
+from clank.session.webcam_watch import start_webcam_watch
 from clank.watch.frames import ScreenFrame
 
 SETTINGS = Settings(discord=DiscordSettings(voice_url_scheme="ws"))

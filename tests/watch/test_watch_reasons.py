@@ -6,7 +6,7 @@ import ast
 import inspect
 
 from clank.session import stream_watch
-from clank.session.stream_watch import WATCH_FAILURES
+from clank.session.watch_handle import WATCH_FAILURES
 
 
 def _raised_reasons() -> set[str]:
