@@ -102,7 +102,7 @@ async def test_a_first_frame_we_cannot_decrypt_is_counted_and_the_watch_recovers
             (stream,) = handle.statistics().streams.values()
             receive = stream.receive
             assert receive.dave_failed >= 1 and receive.frames_dropped.get("dave", 0) >= 1
-            assert receive.keyframes >= 2  # the lost one, then the one our PLI asked for
+            assert receive.keyframes >= 1 and receive.frames_emitted >= 5  # from the next keyframe on
             assert handle.state is RoleState.READY
             warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
             assert len(warnings) <= 1, [r.getMessage()[:120] for r in warnings]  # one diagnostic at most
