@@ -248,6 +248,10 @@ class WatchHandle:
         """End this watch only (bounded); idempotent."""
         await self._stop()
 
+    def start_soon(self, fn: Callable[[], Awaitable[object]]) -> None:
+        """Run ``fn()`` in this watch's scope (its screen notes): cancelled when the watch ends."""
+        self._watch.session.watches.start_soon(self, fn)
+
     async def wait_stopped(self) -> None:
         """Wait until the watch has ended (its frame store is closed then)."""
         store = self._watch.sink.store
