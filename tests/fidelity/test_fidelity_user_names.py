@@ -7,19 +7,23 @@ bare ids. Now the member directory looks them up (cached, bounded, 429-aware).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 import trio
-from fidelity_kit import joined, wait_until
+from fidelity_kit import SETTINGS, wait_until
 
 from clank.control.service import ClankService
+from clank.io.gateway import open_gateway_client
 from clank.control.session_port import LiveSessionPort, MemberDirectory
 from clank.io import user_names
 from clank.io.user_names import UserNames, label_of, open_user_names
 from clank.protocol.streams import StreamRegistry
-from clank.sandbox.app import open_sandbox
+from clank.sandbox.app import Sandbox, open_sandbox
+from clank.session.voice_session import VoiceSession, open_voice_session
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
@@ -83,6 +87,20 @@ async def test_the_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         assert names.cached("2000") == "newest"
 
 
+@asynccontextmanager
+async def joined_over_loopback() -> AsyncIterator[tuple[Sandbox, VoiceSession]]:
+    """Real sockets: the fake net serves no REST, and this is about REST."""
+    async with (
+        open_sandbox() as sb,
+        open_gateway_client(url=sb.gateway_url, token=sb.token) as gateway,
+        open_voice_session(
+            gateway, guild_id=sb.guild_id, channel_id=sb.voice_channel_id, settings=SETTINGS
+        ) as session,
+    ):
+        await session.voice.wait_ready()
+        yield sb, session
+
+
 def _voice_state(user_id: str, guild_id: str, channel_id: str) -> dict[str, Any]:
     """A voice state as Discord sends it for a user absent from READY: no ``member`` object."""
     return {
@@ -100,7 +118,7 @@ def _voice_state(user_id: str, guild_id: str, channel_id: str) -> dict[str, Any]
 async def test_a_user_absent_from_ready_is_named_in_tool_results_and_status() -> None:
     """Before: ``list_sharers`` labelled the sharer with its id and the status' DAVE members too."""
     with trio.fail_after(40):
-        async with joined() as (sb, _gateway, session), open_user_names(sb.api_url, sb.token) as names:
+        async with joined_over_loopback() as (sb, session), open_user_names(sb.api_url, sb.token) as names:
             alice = sb.world.user_by_name("alice").id
             await sb.world.join_voice(alice, sb.voice_channel_id)
             # Our directory learns nothing from the gateway here: only this member-less voice state.
