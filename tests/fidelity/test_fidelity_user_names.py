@@ -17,9 +17,9 @@ import trio
 from fidelity_kit import SETTINGS, wait_until
 
 from clank.control.service import ClankService
-from clank.io.gateway import open_gateway_client
 from clank.control.session_port import LiveSessionPort, MemberDirectory
 from clank.io import user_names
+from clank.io.gateway import open_gateway_client
 from clank.io.user_names import UserNames, label_of, open_user_names
 from clank.protocol.streams import StreamRegistry
 from clank.sandbox.app import Sandbox, open_sandbox
