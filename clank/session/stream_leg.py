@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 from clank.config import Settings
 from clank.errors import WatchError
@@ -29,6 +29,7 @@ from clank.io.media_leg_params import MediaConnectionParams, MediaTransports
 from clank.logging import get_logger, register_secret
 from clank.protocol.stream_events import DeleteUnknownStream, StreamDeleted, StreamEvent, StreamInfo
 from clank.protocol.streams import StreamRegistry
+from clank.session.roles import RoleHandle, RoleState
 from clank.session.watches import WatchInbox
 from clank.wire import voice_gateway as vg
 from clank.wire.gateway_events import StreamKey, dave_group_id_for_stream
@@ -42,6 +43,7 @@ __all__ = [
     "stream_channel_id",
     "stream_leg_params",
     "wait_fresh_credentials",
+    "wait_leg_ready",
 ]
 
 log = get_logger("clank.stream_leg")
@@ -143,15 +145,15 @@ def stream_leg_params(
     stream: vg.StreamRequest,
     *,
     sink_wants_format: vg.SinkWantsFormat = vg.SinkWantsFormat.NESTED,
-    error: type[WatchError] = WatchError,
 ) -> MediaConnectionParams:
     """The stream server leg on ``creds``: server_id = rtc_server_id, our voice session id, one
     stream channel id for identify and DAVE (rtc_server_id - 1: clankvox, worked live), video with
-    ``stream``. Raises ``error("not_in_voice")`` without a voice session id."""
+    ``stream``. Raises ``WatchError("not_in_voice")`` without a voice session id (a publish
+    reports it as its own reason code, ``PublishError`` being a ``WatchError``)."""
     assert creds.rtc_server_id is not None and creds.endpoint is not None and creds.token is not None
     session_id = session.session_id
     if session_id is None:
-        raise error("not_in_voice", "no voice session id")
+        raise WatchError("not_in_voice", "no voice session id")
     return MediaConnectionParams(
         role=role,
         endpoint=creds.endpoint,
@@ -167,6 +169,20 @@ def stream_leg_params(
         sink_wants_format=sink_wants_format,
         transports=session.transports,
     )
+
+
+async def wait_leg_ready(
+    role: RoleHandle[Any], end_reason: Callable[[], str | None], error: type[WatchError] = WatchError
+) -> None:
+    """Wait until the role of a starting watch or publish is READY; else raise ``error`` with the
+    role's own reason code (``end_reason()``, or ``transport``)."""
+    state = await role.wait_state(RoleState.READY)
+    if state is RoleState.READY:
+        return
+    failure = role.error
+    if isinstance(failure, WatchError):
+        raise error(failure.reason, failure.detail)
+    raise error(end_reason() or "transport", role.reason or "")
 
 
 def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

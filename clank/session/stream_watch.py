@@ -73,6 +73,7 @@ from clank.session.stream_leg import (
     moved_credentials,
     stream_leg_params,
     wait_fresh_credentials,
+    wait_leg_ready,
 )
 from clank.session.video_pipeline import open_video_pipeline
 from clank.session.watch_frames import FrameChannel
@@ -142,12 +143,7 @@ async def start_stream_watch(
     watches.handles[(target_user_id, "screen")] = watch_handle
     role = await session.start_role(name, _stream_watch_role, watch)
     watch.handle = role
-    state = await role.wait_state(RoleState.READY)
-    if state is not RoleState.READY:
-        error = role.error
-        if isinstance(error, WatchError):
-            raise WatchError(error.reason, error.detail)
-        raise WatchError(watch.end_reason or "transport", role.reason or "")
+    await wait_leg_ready(role, lambda: watch.end_reason)
     return watch_handle
 
 
