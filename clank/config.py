@@ -102,6 +102,7 @@ class WatchSettings:
     nack: bool = True
     reorder_delay_ms: int = attrs.field(default=120, validator=_in_range(0, 2000))
     conceal_after_s: float = attrs.field(default=3.0, validator=_in_range(0, 600))
+    remb_max_kbps: int = attrs.field(default=8000, validator=_in_range(0, 100_000))
 
 
 NotesProvider = Literal["offline", "openai", "anthropic"]

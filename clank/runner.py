@@ -50,6 +50,7 @@ from clank.io.gateway_url import discover_gateway_url
 from clank.logging import get_logger, register_secret
 from clank.protocol.streams import StreamRegistry
 from clank.session.voice_session import VoiceSession
+from clank.session.watch_handle import WatchHandle
 from clank.watch.commentary import (
     CommentaryCues,
     CommentaryHub,
@@ -137,7 +138,9 @@ def _notes_factory(
             on_frame=cues.observe,
         )
         cues.notes = notes
-        nursery.start_soon(run_notes_with_cues, notes, cues, handle.frames)
+        # A watch's notes live in the watch's scope (end with it); a share link's in ours.
+        spawn = handle.start_soon if isinstance(handle, WatchHandle) else nursery.start_soon
+        spawn(partial(run_notes_with_cues, notes, cues, handle.frames))
         return notes
 
     return start

@@ -76,19 +76,33 @@ class H264Depacketizer(FrameAssembler):
         self._parts: list[bytes] = []
         self._fu_type: int | None = None  # NAL type of an open FU-A, None when none is open
         self._keyframe = False
+        self._parameter_sets = False
 
     def _begin_frame(self) -> None:
         self._parts = []
         self._fu_type = None
         self._keyframe = False
+        self._parameter_sets = False
 
     def _add_nal_start(self, header: int, rest: bytes) -> None:
-        if header & 0x1F == NAL_IDR:
+        kind = header & 0x1F
+        if kind == NAL_IDR:
             self._keyframe = True
+        elif kind in (NAL_SPS, NAL_PPS):
+            self._parameter_sets = True
         self._parts += (START_CODE, bytes((header,)), rest)
 
     def _append(self, payload: bytes) -> bool:
         kind = payload[0] & 0x1F
+        if kind == FU_A and len(payload) > 1:
+            header = payload[1]
+            if not header & _FU_START and header & 0x1F == self._fu_type:
+                # A middle or end fragment of the open FU-A (most packets of a frame).
+                self._parts.append(payload[2:])
+                if header & _FU_END:
+                    self._fu_type = None
+                return True
+            return self._append_fu_a(payload)
         if kind in _UNSUPPORTED:
             raise UnsupportedPayload("h264", f"payload type {kind} ({_UNSUPPORTED[kind]})")
         if kind == FU_A:
@@ -126,12 +140,12 @@ class H264Depacketizer(FrameAssembler):
             self._fu_type = None
         return True
 
-    def _end_frame(self) -> tuple[bytes, bool, bool]:
+    def _end_frame(self) -> tuple[bytes, bool, bool, bool]:
         whole = self._fu_type is None
         data = b"".join(self._parts)
-        keyframe = self._keyframe
+        keyframe, parameter_sets = self._keyframe, self._parameter_sets
         self._begin_frame()
-        return data, keyframe, whole
+        return data, keyframe, whole, parameter_sets
 
 
 class ParameterSetCache:

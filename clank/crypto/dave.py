@@ -24,13 +24,14 @@ from typing import Any, Final, Literal
 import attrs
 import davey
 
-from clank.crypto.dave_wire import MAGIC_MARKER, check_mls_vector, classify_decrypt_error, parse_transition
+from clank.crypto.dave_wire import MAGIC_MARKER, check_mls_vector, classify_decrypt_error
 from clank.errors import DaveError, DecryptionFailed, MalformedMessage
 from clank.wire.voice_gateway import (
     DaveExecuteTransition,
     DaveJsonPayload,
     DavePrepareEpoch,
     DavePrepareTransition,
+    TransitionPayload,
     VoiceOp,
     parse_dave_json,
 )
@@ -129,6 +130,8 @@ class DaveStatistics:
     recoveries: int
     transitions_executed: int
     last_error: str | None
+    proposals_failed: int = 0
+    """op27s we could not use (malformed, or refused by davey): dropped, no op31 (DAVE spec)."""
 
     def decrypt_counters(self, user_id: int, media: Media) -> MediaCounters:
         return self.decrypt.get((user_id, media), MediaCounters())
@@ -174,6 +177,7 @@ class DaveSessionCore:
         self._decrypt: dict[tuple[int, str], _Count] = {}
         self._failures: dict[str, int] = {}
         self._recoveries = 0
+        self._proposals_failed = 0
         self._executed = 0
         self._last_error: str | None = None
 
@@ -191,6 +195,15 @@ class DaveSessionCore:
             return DaveState.INACTIVE
         status = self._session.status
         return next(state for davey_status, state in _STATUS_TO_STATE if davey_status == status)
+
+    @property
+    def problems(self) -> int:
+        """Failed op27s plus op31 recoveries; the driver logs ``last_error`` when this grows."""
+        return self._proposals_failed + self._recoveries
+
+    @property
+    def last_error(self) -> str | None:
+        return self._last_error
 
     @property
     def ready(self) -> bool:
@@ -237,6 +250,7 @@ class DaveSessionCore:
             recoveries=self._recoveries,
             transitions_executed=self._executed,
             last_error=self._last_error,
+            proposals_failed=self._proposals_failed,
         )
 
     # ------------------------------------------------------------------ dispatch
@@ -247,11 +261,13 @@ class DaveSessionCore:
             return self.on_external_sender(payload)
         if op == OP_PROPOSALS:
             return self.on_proposals(payload)
+        # An op29/op30 too short for its transition id is malformed (raises); one with an id but
+        # a body we cannot process is an invalid commit/welcome: op31 for that transition.
         if op == OP_ANNOUNCE_COMMIT:
-            msg = parse_transition(payload)
+            msg = TransitionPayload.parse(payload)
             return self.on_announce_commit(msg.transition_id, msg.body)
         if op == OP_WELCOME:
-            msg = parse_transition(payload)
+            msg = TransitionPayload.parse(payload)
             return self.on_welcome(msg.transition_id, msg.body)
         raise MalformedMessage("dave", f"unexpected binary op {op}")
 
@@ -300,13 +316,21 @@ class DaveSessionCore:
         return [self._key_package()]
 
     def on_proposals(self, payload: bytes) -> list[DaveFrame]:
-        """op27: payload[0] is the operation, payload[1:] the ``<V>`` vector davey consumes whole."""
-        if not payload:
-            raise MalformedMessage("dave", "empty proposals payload")
-        operation = payload[0]
-        if operation not in (0, 1):
-            raise MalformedMessage("dave", f"unknown proposals operation {operation}")
-        check_mls_vector(payload[1:])
+        """op27: payload[0] is the operation, payload[1:] the ``<V>`` vector davey consumes whole.
+
+        A proposals message we cannot use (malformed, or refused by davey) is counted and dropped:
+        no op31 (that is only for an unprocessable commit or welcome) and no reconnect. The next
+        op29/op30 settles it: a commit that needed these proposals fails and recovers through op31.
+        """
+        try:
+            if not payload:
+                raise MalformedMessage("dave", "empty proposals payload")
+            operation = payload[0]
+            if operation not in (0, 1):
+                raise MalformedMessage("dave", f"unknown proposals operation {operation}")
+            check_mls_vector(payload[1:])
+        except MalformedMessage as exc:
+            return self._proposals_unusable(f"proposals: {exc.reason}")
         if self._session is None or self._protocol_version == 0:
             return []
         kind = davey.ProposalsOperationType.append if operation == 0 else davey.ProposalsOperationType.revoke
@@ -314,8 +338,7 @@ class DaveSessionCore:
         try:
             result = self._session.process_proposals(kind, bytes(payload[1:]), expected)
         except ValueError as exc:
-            self._last_error = f"process_proposals: {exc}"
-            return self._recover(0)
+            return self._proposals_unusable(f"process_proposals: {exc}")
         if result is None:
             return []
         return [DaveBinary(OP_COMMIT_WELCOME, result.commit + (result.welcome or b""))]
@@ -506,6 +529,11 @@ class DaveSessionCore:
             return []
         self._pending_transitions[transition_id] = self._protocol_version
         return [DaveJson(OP_TRANSITION_READY, {"transition_id": transition_id})]
+
+    def _proposals_unusable(self, error: str) -> list[DaveFrame]:
+        self._proposals_failed += 1
+        self._last_error = error
+        return []
 
     def _recover(self, transition_id: int) -> list[DaveFrame]:
         self._recoveries += 1

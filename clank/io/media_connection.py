@@ -58,6 +58,7 @@ from clank.protocol import voice_gateway as vgc
 from clank.protocol.media_datagrams import DROP_REASONS, RtcpIn, RtpIn
 from clank.protocol.media_leg import (
     CloseWebSocket,
+    DaveProblem,
     DaveStateChanged,
     MediaEvent,
     MediaLegCore,
@@ -385,6 +386,8 @@ class MediaConnection:
             )
         elif isinstance(event, vgc.Resumed):
             log.info("voice connection resumed", role=role)
+        elif isinstance(event, DaveProblem):
+            log.warning("dave message unusable", role=role, error=event.error)
         elif isinstance(event, vgc.MalformedDropped):
             log.warning("voice message malformed; dropped", role=role, op=event.op, error=event.reason)
         elif isinstance(event, TransportStateChanged) and event.state in ("reconnecting", "failed"):

@@ -46,6 +46,7 @@ from clank.wire import voice_gateway as vg
 
 __all__ = [
     "CloseWebSocket",
+    "DaveProblem",
     "DaveStateChanged",
     "LegEvent",
     "MediaEvent",
@@ -83,6 +84,13 @@ class DaveStateChanged:
 
 
 @attrs.frozen
+class DaveProblem:
+    """A DAVE message we could not use (a failed op27, or an op31 recovery); the driver logs it."""
+
+    error: str
+
+
+@attrs.frozen
 class CloseWebSocket:
     """Driver: close this websocket with ``code`` (our own Failed), then end the pass."""
 
@@ -97,6 +105,7 @@ class PassOver:
 MediaEvent = (
     TransportStateChanged
     | DaveStateChanged
+    | DaveProblem
     | vgc.Speaking
     | vgc.ClientsConnected
     | vgc.ClientDisconnected
@@ -194,6 +203,7 @@ class MediaLegCore:
         self._reached_ready = False
         self._leaving = False
         self._dave_seen: tuple[DaveState, int, int | None] | None = None
+        self._dave_problems = 0
         self._control_dropped = 0
         self._resumes = self._reconnects = 0
 
@@ -444,6 +454,9 @@ class MediaLegCore:
                 self.send(self.gateway.send_dave_json(_typed_dave_json(frame.op, frame.data)))
         dave = self.dave
         seen = (dave.state, dave.protocol_version, dave.epoch)
+        if dave.problems != self._dave_problems:
+            self._dave_problems = dave.problems
+            self._events.append(DaveProblem(dave.last_error or "unknown"))
         if seen != self._dave_seen:
             self._dave_seen = seen
             self._events.append(

@@ -41,7 +41,7 @@ from collections.abc import Iterable
 from clank.codecs.feedback import (
     KeyframeReason,
 )
-from clank.codecs.packet import AssembledFrame, MediaPacket
+from clank.codecs.packet import AssembledFrame, Gap, MediaPacket
 from clank.codecs.receive_stats import MAX_REPORT_BLOCKS
 from clank.crypto.dave_wire import MAGIC_MARKER, describe_frame
 from clank.errors import DecryptionFailed, UsageError
@@ -83,6 +83,8 @@ from clank.wire.rtcp import (
     SenderReport,
 )
 from clank.wire.rtp import RtpHeader
+
+_new_tuple = tuple.__new__
 
 __all__ = [
     "CODEC_NAMES",
@@ -263,8 +265,34 @@ class VideoReceiver:
         """One decrypted media packet (payload after padding and extension strip). Never raises."""
         self._packets += 1
         ssrc = header.ssrc
-        pt = header.payload_type
         stream = self._streams.get(ssrc)
+        if (
+            stream is None
+            or header.payload_type != stream.media_pt
+            or not payload
+            or (depacketizer := stream.depacketizer) is None
+        ):
+            return self._receive_other(header, payload, stream, now)
+        # The common case: media of a bound stream in the codec it already has.
+        seq, timestamp = header.sequence, header.timestamp
+        packet = _new_tuple(MediaPacket, (seq, timestamp, header.marker, payload, ssrc, now))
+        if stream.report.packet(seq, timestamp, now):
+            self.feedback_pending = True  # a hole: NACK timing starts now
+        if not stream.reorder.release_next(packet):
+            return self._drain(stream, stream.reorder.push(packet, now), now, [])
+        events: list[ReceiveEvent] = []
+        for frame in depacketizer.push_packet(packet):
+            events += self._on_frame(stream, frame, now)
+        if depacketizer.keyframe_needed:
+            self._need_keyframe(stream, KeyframeReason.GAP, now)
+        return events
+
+    def _receive_other(
+        self, header: RtpHeader, payload: bytes, stream: ReceiveStream | None, now: float
+    ) -> list[ReceiveEvent]:
+        """``receive`` for RTX, unknown SSRCs and PTs, empty payloads and codec changes."""
+        ssrc = header.ssrc
+        pt = header.payload_type
         seq = header.sequence
         if stream is None:
             primary = self._rtx_to_primary.get(ssrc)
@@ -310,12 +338,13 @@ class VideoReceiver:
             if previous is not None:
                 self._need_keyframe(stream, KeyframeReason.DECODER_RESET, now)
             events.append(CodecChanged(stream.ssrc, stream.user_id, previous, codec))
+        if ssrc == stream.ssrc and pt == header.payload_type:
+            stream.media_pt = pt  # later packets of this PT take the short path in ``receive``
         if stream.first_packet_at is None:
             stream.first_packet_at = now
         if ssrc == stream.ssrc and stream.report.packet(packet.seq, packet.timestamp, now):
             self.feedback_pending = True  # a hole: NACK timing starts now
-        stream.reorder.insert(packet, now)
-        return self._drain(stream, now, events)
+        return self._drain(stream, stream.reorder.push(packet, now), now, events)
 
     def tick(self, now: float) -> list[ReceiveEvent]:
         """Release holes whose wait expired (frames may complete as a result)."""
@@ -323,14 +352,16 @@ class VideoReceiver:
         for stream in list(self._streams.values()):
             deadline = stream.reorder.next_deadline()
             if deadline is not None and deadline <= now:
-                events = self._drain(stream, now, events)
+                events = self._drain(stream, stream.reorder.pop_ready(now), now, events)
         return events
 
-    def _drain(self, stream: ReceiveStream, now: float, events: list[ReceiveEvent]) -> list[ReceiveEvent]:
+    def _drain(
+        self, stream: ReceiveStream, ready: list[MediaPacket | Gap], now: float, events: list[ReceiveEvent]
+    ) -> list[ReceiveEvent]:
         depacketizer = stream.depacketizer
         if depacketizer is None:
             return events
-        for item in stream.reorder.pop_ready(now):
+        for item in ready:
             for frame in depacketizer.push(item):
                 events += self._on_frame(stream, frame, now)
         if depacketizer.keyframe_needed:
@@ -370,7 +401,8 @@ class VideoReceiver:
         else:
             stream.dave_passthrough += 1
         assert stream.codec is not None
-        if stream.codec == "h264":
+        if stream.codec == "h264" and (frame.keyframe or frame.parameter_sets):
+            # (Frames with neither an IDR nor an SPS/PPS give the cache nothing to see or add.)
             data = stream.parameter_sets.prepend_missing(data)
         if frame.keyframe:
             stream.keyframes.keyframe_received()

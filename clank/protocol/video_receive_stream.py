@@ -59,6 +59,7 @@ class ReceiveStream:
         self.keyframes.need(KeyframeReason.JOIN, now)
         self.rtx = RtxUnwrapper()
         self.codec: VideoCodecName | None = None
+        self.media_pt: int | None = None  # the PT of ``codec`` last seen on the primary SSRC
         self.depacketizer: FrameAssembler | None = None
         self.parameter_sets = ParameterSetCache()
         self.report = ReceptionStatistics()

@@ -209,7 +209,7 @@ class VoiceGatewayCore:
         if self._phase in (Phase.IDLE, Phase.CLOSED):
             return []
         policy = classify_close(code)
-        action = self._settle(policy.action)
+        action = self._settle(policy.action_for(self.config.role))
         return [Closed(code, reason, action, close_error(code, reason, policy.meaning))]
 
     def close(self) -> None:

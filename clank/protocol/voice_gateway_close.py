@@ -1,6 +1,8 @@
 """Voice gateway close-code policy (sans-io data): what a server close code means and what follows.
 
-The table is data (house rule 8); tests iterate over it. ``classify_close`` maps a code (or
+The table is data (house rule 8); tests iterate over it. A row may name a different action for
+the voice leg (``voice_action``: its credentials come from the main gateway, so it can rejoin
+through op4); ``ClosePolicy.action_for(role)`` picks the one that applies. ``classify_close`` maps a code (or
 ``None``: the websocket dropped without a close frame) to a :class:`ClosePolicy`.
 """
 
@@ -47,17 +49,31 @@ class CloseAction(enum.Enum):
 class ClosePolicy:
     action: CloseAction
     meaning: str
+    voice_action: CloseAction | None = None
+    """The voice leg's action when it differs from ``action`` (the stream legs')."""
+
+    def action_for(self, role: str) -> CloseAction:
+        """``voice_action`` on the voice leg (when set), else ``action``."""
+        if role == "voice" and self.voice_action is not None:
+            return self.voice_action
+        return self.action
+
+
+_REJOIN: Final = CloseAction.NEW_SESSION
+"""4001/4002/4003/4005/4020 on the voice leg: the server refused what we sent with these
+credentials, so rejoin through the main gateway (op4) for a fresh token and server instead of
+identifying again with the old ones. Stream legs re-identify (their credentials come from op20)."""
 
 
 CLOSE_POLICY: Final[Mapping[int, ClosePolicy]] = MappingProxyType(
     {
         1000: ClosePolicy(CloseAction.STOP, "normal closure"),
         1006: ClosePolicy(CloseAction.RESUME, "abnormal closure (network drop)"),
-        4001: ClosePolicy(CloseAction.RECONNECT, "unknown opcode"),
-        4002: ClosePolicy(CloseAction.RECONNECT, "failed to decode payload"),
-        4003: ClosePolicy(CloseAction.RECONNECT, "not authenticated"),
+        4001: ClosePolicy(CloseAction.RECONNECT, "unknown opcode", _REJOIN),
+        4002: ClosePolicy(CloseAction.RECONNECT, "failed to decode payload", _REJOIN),
+        4003: ClosePolicy(CloseAction.RECONNECT, "not authenticated", _REJOIN),
         4004: ClosePolicy(CloseAction.NEW_SESSION, "authentication failed"),
-        4005: ClosePolicy(CloseAction.RECONNECT, "already authenticated"),
+        4005: ClosePolicy(CloseAction.RECONNECT, "already authenticated", _REJOIN),
         4006: ClosePolicy(CloseAction.NEW_SESSION, "session no longer valid"),
         4009: ClosePolicy(CloseAction.RECONNECT, "session timeout"),  # a fresh connect (DDOC 3.11)
         4011: ClosePolicy(CloseAction.NEW_SESSION, "server not found"),
@@ -67,7 +83,7 @@ CLOSE_POLICY: Final[Mapping[int, ClosePolicy]] = MappingProxyType(
         4015: ClosePolicy(CloseAction.RESUME, "voice server crashed"),
         4016: ClosePolicy(CloseAction.ERROR, "unknown encryption mode"),
         4017: ClosePolicy(CloseAction.ERROR, "E2EE/DAVE protocol required"),
-        4020: ClosePolicy(CloseAction.RECONNECT, "bad request"),
+        4020: ClosePolicy(CloseAction.RECONNECT, "bad request", _REJOIN),
         4021: ClosePolicy(CloseAction.STOP, "rate limited"),
         4022: ClosePolicy(CloseAction.STOP, "call terminated"),
     }

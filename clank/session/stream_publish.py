@@ -54,6 +54,7 @@ from clank.errors import (
     WatchError,
 )
 from clank.io.media_connection import MediaEvent, TransportStateChanged, open_media_connection
+from clank.io.offload import run_cpu
 from clank.logging import bound, get_logger
 from clank.media.publish_source import PublishSource, PushedFrames, decode_image
 from clank.protocol import voice_gateway as vgc
@@ -191,7 +192,7 @@ class PublishHandle:
             raise InvalidArgument(
                 "image", f"{len(data)} bytes is over publish.max_image_bytes ({settings.max_image_bytes})"
             )
-        frame = await trio.to_thread.run_sync(
+        frame = await run_cpu(
             lambda: decode_image(data, content_type, settings.width, settings.height, raw_size=raw_size),
             limiter=self._p.decode_limiter,
         )

@@ -103,3 +103,36 @@ def test_depacketizers_accept_any_direct_input(items: list[MediaPacket | Gap]) -
             == stats.accepted + stats.malformed + stats.unsupported + stats.duplicates + stats.empty
         )
         assert stats.frames_started == stats.frames_complete + stats.frames_dropped
+
+
+# Mostly in-order sequence steps (the receive path's short path), with the odd reorder, loss,
+# duplicate and far jump: seq delta from the previous packet, and the time step.
+near_in_order = st.lists(
+    st.tuples(
+        st.one_of(st.just(1), st.just(1), st.just(1), st.sampled_from([0, 2, 3, -1, -2, 5000])),
+        st.floats(0, 0.2),
+    ),
+    max_size=80,
+)
+
+
+@given(near_in_order, st.integers(0, 65535), st.integers(1, 16), st.floats(0, 0.5))
+def test_reorder_push_is_insert_then_pop_ready(
+    steps: list[tuple[int, float]], first: int, capacity: int, max_delay: float
+) -> None:
+    """``push`` (with its in-order short path ``release_next``) == ``insert`` + ``pop_ready``."""
+    fast = ReorderBuffer(capacity=capacity, max_delay=max_delay, max_jump=max(capacity, 100))
+    slow = ReorderBuffer(capacity=capacity, max_delay=max_delay, max_jump=max(capacity, 100))
+    seq, now = first, 0.0
+    for delta, delay in steps:
+        seq = (seq + delta) % SEQ_MOD
+        now += delay
+        packet = MediaPacket(seq, seq // 4, False, b"x")
+        got = fast.push(packet, now)
+        slow.insert(packet, now)
+        assert got == slow.pop_ready(now)
+        assert fast.missing(now) == slow.missing(now)
+        assert fast.next_deadline() == slow.next_deadline()
+        assert fast.statistics() == slow.statistics()
+    assert fast.pop_ready(now + 1000.0) == slow.pop_ready(now + 1000.0)
+    assert fast.statistics() == slow.statistics()
