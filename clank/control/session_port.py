@@ -379,6 +379,7 @@ class LiveSessionPort:
             dave=_dave_status(None if conn is None else conn.dave, codes, members),
             ended_reason=stats.reason,
             close_code=stats.close_code,
+            also_failed=stats.also_failed,
         )
 
     def _watch_status(self, user_id: str, kind: WatchKind, handle: WatchHandle) -> RoleStatus:
