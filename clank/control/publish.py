@@ -30,6 +30,7 @@ from starlette.routing import Route
 from clank.control.http_common import Handler, error_response, read_json_object
 from clank.control.model import RoleStatus
 from clank.errors import ClankError, InvalidArgument, PublishError
+from clank.io.offload import run_cpu
 from clank.logging import get_logger
 from clank.media.jpeg import encode_jpeg
 from clank.media.publish_source import IMAGE_CONTENT_TYPES, PublishSource, PushedFrames
@@ -122,7 +123,7 @@ class PublishControl:
                 if mode == "off":
                     raise InvalidArgument("visualizer", "'off' publishes nothing: use POST /api/music")
                 voice = self._voice_api()
-                pipeline = await trio.to_thread.run_sync(
+                pipeline = await run_cpu(
                     lambda: AvPipeline(
                         url,
                         video=mode,
@@ -342,7 +343,7 @@ def publish_routes(service: Any, protect: Callable[[Handler], Handler]) -> list[
         frame = None if handle is None else handle.last_sent_frame
         if frame is None:
             return error_response(404, "not_publishing", "no frame sent yet")
-        jpeg = await trio.to_thread.run_sync(lambda: encode_jpeg(frame, max_pixels=PREVIEW_PIXELS))
+        jpeg = await run_cpu(lambda: encode_jpeg(frame, max_pixels=PREVIEW_PIXELS))
         return Response(jpeg.data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     async def pause(request: Request) -> Response:

@@ -379,6 +379,7 @@ class LiveSessionPort:
             dave=_dave_status(None if conn is None else conn.dave, codes, members),
             ended_reason=stats.reason,
             close_code=stats.close_code,
+            also_failed=stats.also_failed,
         )
 
     def _watch_status(self, user_id: str, kind: WatchKind, handle: WatchHandle) -> RoleStatus:
@@ -389,11 +390,18 @@ class LiveSessionPort:
             if stats.time_to_first_frame is None
             else round(stats.time_to_first_frame * 1000),
         }
-        for stream in stats.streams.values():
+        remb = stats.remb
+        if remb is not None:
+            qos.update({"rembSent": remb.sent, "rembKbps": round(remb.estimate_bps / 1000)})
+        for ssrc, stream in stats.streams.items():
             rx = stream.receive
             qos.update(
                 {
                     "codec": rx.codec,
+                    # The received layer: its SSRC, simulcast rid and resolution, and its bitrate.
+                    "ssrc": ssrc,
+                    "rid": stream.rid,
+                    "bitrateKbps": round(stream.bitrate_bps / 1000),
                     "resolution": f"{stream.width}x{stream.height}" if stream.width else None,
                     "packets": rx.packets_received,
                     "lost": rx.packets_lost,

@@ -64,6 +64,7 @@ from clank.io.media_connection import (
     open_media_connection,
 )
 from clank.io.media_leg_params import MediaConnectionParams
+from clank.io.offload import run_cpu
 from clank.logging import bound, get_logger, register_secret
 from clank.media.encoder import VideoEncoder
 from clank.media.publish_source import PublishSource, PushedFrames, decode_image
@@ -348,7 +349,7 @@ class PublishHandle:
             raise InvalidArgument(
                 "image", f"{len(data)} bytes is over publish.max_image_bytes ({settings.max_image_bytes})"
             )
-        frame = await trio.to_thread.run_sync(
+        frame = await run_cpu(
             lambda: decode_image(data, content_type, settings.width, settings.height, raw_size=raw_size),
             limiter=self._p.decode_limiter,
         )

@@ -468,7 +468,7 @@ async def open_voice_session(
             async with trio.open_nursery() as nursery:
                 session._nursery = nursery
                 nursery.start_soon(session._read_dispatches, dispatches)
-                nursery.start_soon(session.watches.run)
+                await nursery.start(session.watches.run)
                 if stream_dispatches is not None:
                     nursery.start_soon(_feed_registry, stream_dispatches, session.registry)
                 await nursery.start(session._supervise)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 import attrs
 import trio
 
+from clank.codecs.bandwidth import RembStatistics
 from clank.config import Settings, WatchSettings
 from clank.errors import (
     ClankError,
@@ -121,6 +122,8 @@ class WatchStatistics:
     connection: MediaConnectionStatistics | None
     server_moves: int = 0
     """Times the stream leg reconnected on a mid-watch STREAM_SERVER_UPDATE."""
+    remb: RembStatistics | None = None
+    """Congestion feedback this watch's pipeline sent (REMB count, current estimate)."""
 
 
 class WatchState:
@@ -191,6 +194,7 @@ class WatchState:
             streams=streams,
             connection=None if self.connection is None else self.connection.statistics(),
             server_moves=self.server_moves,
+            remb=None if pipeline is None else pipeline.remb_statistics(),
         )
 
 
@@ -243,6 +247,10 @@ class WatchHandle:
     async def stop(self) -> None:
         """End this watch only (bounded); idempotent."""
         await self._stop()
+
+    def start_soon(self, fn: Callable[[], Awaitable[object]]) -> None:
+        """Run ``fn()`` in this watch's scope (its screen notes): cancelled when the watch ends."""
+        self._watch.session.watches.start_soon(self, fn)
 
     async def wait_stopped(self) -> None:
         """Wait until the watch has ended (its frame store is closed then)."""

@@ -12,7 +12,9 @@ padding strip; audio gets an audio-level element (ID 1) and video the usual ID 5
 like Discord's own packets.
 
 RTCP: try AAD 8 then AAD 4 (§4.6 conflict; counted per framing); NACK/PLI/FIR go to the
-participant that sends the named SSRC, re-sealed with its key (AAD 8); RR/SR are counted.
+participant that sends the named SSRC, re-sealed with its key (AAD 8); RR/SR are counted; REMB and
+transport-cc feedback are parsed (``clank.wire.rtcp_feedback``) and counted, the latest REMB
+bitrate kept per sender (there are no simulcast layers here to pick from it).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import attrs
 from clank.errors import DecryptionFailed, MalformedPacket
 from clank.sandbox.rtc.peer import Participant
 from clank.wire import rtcp
+from clank.wire.rtcp_feedback import Remb, TransportCcFeedback, parse_feedback
 from clank.wire.rtp import RtpExtension, RtpHeader, build_padding
 
 # What Discord puts on audio packets (ID 1 audio level, "voice activity" bit + level 30 dBov).
@@ -49,6 +52,11 @@ class SfuStatistics:
     nacks_forwarded: int
     keyframe_requests_forwarded: int
     receiver_reports: int
+    remb_received: int = 0
+    """REMBs from viewers (parsed and counted; this SFU has no layers to choose between)."""
+    last_remb_bps: dict[int, int] = attrs.field(factory=dict)
+    """The latest REMB bitrate per sender SSRC."""
+    transport_cc_received: int = 0
 
 
 class Sfu:
@@ -64,6 +72,9 @@ class Sfu:
         self._nacks = 0
         self._keyframe_requests = 0
         self._reports = 0
+        self._remb = 0
+        self._last_remb: dict[int, int] = {}
+        self._transport_cc = 0
 
     def statistics(self) -> SfuStatistics:
         return SfuStatistics(
@@ -74,6 +85,9 @@ class Sfu:
             nacks_forwarded=self._nacks,
             keyframe_requests_forwarded=self._keyframe_requests,
             receiver_reports=self._reports,
+            remb_received=self._remb,
+            last_remb_bps=dict(self._last_remb),
+            transport_cc_received=self._transport_cc,
         )
 
     # ------------------------------------------------------------------ RTP
@@ -147,6 +161,20 @@ class Sfu:
                     self._forward(item, ssrc, members)
             elif isinstance(item, rtcp.ReceiverReport | rtcp.SenderReport):
                 self._reports += 1
+            elif isinstance(item, rtcp.UnknownRtcp):
+                self._congestion_feedback(item)
+
+    def _congestion_feedback(self, item: rtcp.UnknownRtcp) -> None:
+        try:
+            feedback = parse_feedback(item)
+        except MalformedPacket:
+            self._dropped["feedback_malformed"] += 1
+            return
+        if isinstance(feedback, Remb):
+            self._remb += 1
+            self._last_remb[feedback.sender_ssrc] = feedback.bitrate
+        elif isinstance(feedback, TransportCcFeedback):
+            self._transport_cc += 1
 
     def _forward(self, item: rtcp.RtcpPacket, media_ssrc: int, members: list[Participant]) -> None:
         target = next((p for p in members if p.owns_ssrc(media_ssrc)), None)

@@ -2,8 +2,9 @@
 
 Real video: synthetic screen-like (or webcam-like) frames from :mod:`clank.media.synth`,
 encoded with PyAV (:class:`clank.media.encoder.VideoEncoder`: H264 constrained baseline or VP8)
-on a worker thread (``trio.to_thread`` with a one-thread limiter per sender, so encoding never
-runs on the trio thread and a sender encodes one frame at a time), then on the trio thread:
+on a worker thread (``run_cpu``: ``trio.to_thread`` with a one-thread limiter per sender, so
+encoding never runs on the trio thread and a sender encodes one frame at a time; inline under a
+virtual clock, :mod:`clank.io.offload`), then on the trio thread:
 DAVE-encrypt the access unit, packetize (H264 single NAL/STAP-A/FU-A — small NALs such as SPS+PPS
 share a STAP-A as libwebrtc sends them — VP8 RFC 7741), RTP with the usual extension and RTP
 padding on a seeded share of packets, transport-encrypt, send.
@@ -35,6 +36,7 @@ from clank.codecs.h264 import packetize_h264
 from clank.codecs.rtx import RetransmissionStore
 from clank.codecs.vp8 import packetize_vp8
 from clank.errors import DaveError
+from clank.io.offload import run_cpu
 from clank.logging import get_logger
 from clank.media.decoder import VideoCodec
 from clank.media.encoder import EncodedFrame, VideoEncoder
@@ -242,9 +244,7 @@ class VideoSender:
             keyframe, self._keyframe_wanted = self._keyframe_wanted, False
             index = self._index
             self._index += 0 if self.hold_picture else 1
-            source, encoded = await trio.to_thread.run_sync(
-                self._encode, index, keyframe, limiter=self._limiter
-            )
+            source, encoded = await run_cpu(self._encode, index, keyframe, limiter=self._limiter)
             for frame in encoded:
                 self._send_frame(source, frame)
 

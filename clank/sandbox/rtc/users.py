@@ -268,17 +268,25 @@ class Speaker:
         self.frames_not_ready = 0
         self._encoder = _OpusEncoder()
         self._sample = 0
+        self._started_talking = trio.Event()
 
     def set_talking(self, on: bool) -> None:
         if on != self.talking:
             self.talking = on
             self.member.server.speaking(self.member.participant, vg.Speaking.VOICE if on else 0)
+            if on:
+                self._started_talking.set()
 
     async def run(self) -> None:
-        """20 ms frames on absolute deadlines, forever (cancel to stop)."""
+        """20 ms frames on absolute deadlines while talking (and the trailing silence), forever
+        (cancel to stop); between talk spurts it sleeps until the next one."""
         silence_left = 0
         deadline = trio.current_time()
         while True:
+            if not self.talking and not silence_left:
+                self._started_talking = trio.Event()
+                await self._started_talking.wait()
+                deadline = trio.current_time()
             deadline += FRAME_SECONDS
             now = trio.current_time()
             if deadline < now - 1.0:  # fell far behind (a stalled loop): skip ahead, don't burst
