@@ -119,6 +119,8 @@ class StreamRegistry:
         self.watches = StreamWatches(ping_policy)
         """Watch bookkeeping per stream key (op20 sent, op21 schedule, leg state)."""
         self._listeners: list[Callable[[Sequence[StreamEvent]], None]] = []
+        self._go_live: tuple[StreamKey, float] | None = None
+        """Our own Go Live: its key and when op18 was sent (until op19 or its STREAM_DELETE)."""
         self._handled = 0
         self._ignored = 0
         self._out_of_scope = 0
@@ -276,6 +278,8 @@ class StreamRegistry:
         if not self._in_scope(key.guild_id):
             return []
         was_watched = self.watches.stop(key) is not None
+        if self._go_live is not None and self._go_live[0] == key:
+            self._go_live = None
         self._table.drop_pending(key)
         info = self._table.lookup(key)
         if info is None:
@@ -348,6 +352,39 @@ class StreamRegistry:
             key = latest.key
         self.watches.stop(key)
         return stream_delete_frame(key)
+
+    # --- credentials of a requested stream (watch or our own Go Live) ---------------------------
+
+    def request_go_live(self, guild_id: str | None, channel_id: str, now: float) -> StreamKey:
+        """Our op18 for ``channel_id`` goes out at ``now``: the key of our stream (its credentials
+        are then :meth:`fresh_credentials` only once a STREAM_SERVER_UPDATE answers this op18)."""
+        key = StreamKey.for_voice_channel(guild_id, channel_id, self.user_id)
+        self._go_live = (key, now)
+        return key
+
+    def stop_go_live(self, key: StreamKey) -> GatewayFrame | None:
+        """op19 for our stream ``key``; ``None`` when it is not live (never requested, or deleted)."""
+        if self._go_live is None or self._go_live[0] != key:
+            return None
+        self._go_live = None
+        return stream_delete_frame(key)
+
+    def credentials_requested_at(self, key: StreamKey) -> float | None:
+        """When op20 (a watch) or op18 (our Go Live) asked for ``key``'s credentials, if it did."""
+        if self._go_live is not None and self._go_live[0] == key:
+            return self._go_live[1]
+        book = self.watches.book(key)
+        return None if book is None else book.requested_at
+
+    def fresh_credentials(self, key: StreamKey) -> StreamInfo | None:
+        """``key``'s stream once it has full credentials from a STREAM_SERVER_UPDATE that answers
+        our request (cached credentials that look complete may be stale after a re-request)."""
+        requested_at = self.credentials_requested_at(key)
+        info = self._table.lookup(key)
+        if requested_at is None or info is None or not info.has_credentials:
+            return None
+        received = info.credentials_received_at
+        return info if received is not None and received >= requested_at else None
 
     def watch_leg_state(self, key: StreamKey, *, connected: bool, healthy: bool, now: float) -> None:
         """The stream leg of ``key``'s watch: connected and healthy (drives the op21 policy)."""
