@@ -2,9 +2,10 @@
 
 ``watch.preferred_quality`` (what op15 asks for, and 0 = no video at all), ``watch.jpeg_quality``
 (the JPEG a watch hands out), ``watch.reorder_delay_ms`` (how long a late packet is waited for):
-the whole voice session against the sandbox on the fake network under ``autojump_clock``.
+the whole voice session against the sandbox on the fake network (tests/fake_session.py) under
+``autojump_clock``.
 ``voice.mode_preference`` and ``voice.max_dave_protocol_version``: what our voice leg negotiates.
-``voice.receive_buffer_bytes`` is the SO_RCVBUF of the real media socket: over loopback (tests/fake_session.py is the kit).
+``voice.receive_buffer_bytes`` is the SO_RCVBUF of the real media socket: over loopback.
 """
 
 from __future__ import annotations
