@@ -28,9 +28,9 @@ from clank.crypto.dave import OPUS_SILENCE, DaveBinary, DaveFrame, DaveSessionCo
 from clank.crypto.transport import TransportCipher
 from clank.errors import DaveError, MalformedMessage
 from clank.logging import get_logger
-from clank.sandbox.rtc.peer import Participant
+from clank.sandbox.rtc.peer import SIMULATED_CODECS, Participant
 from clank.sandbox.rtc.receiver import MediaReceiver, ReceivedAudio, ReceivedFrame
-from clank.sandbox.rtc.server import SIMULATED_CODECS, MediaServer
+from clank.sandbox.rtc.server import MediaServer
 from clank.wire import rtcp
 from clank.wire import voice_gateway as vg
 from clank.wire.rtp import RtpHeader
