@@ -263,6 +263,7 @@ class WatchHandle:
 
 
 def check_in_voice(session: WatchSession) -> None:
+    """Raise ``WatchError("not_in_voice")`` unless the voice role runs with a voice session id."""
     try:
         voice = session.voice
     except ClankError as exc:

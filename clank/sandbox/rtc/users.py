@@ -28,9 +28,9 @@ from clank.crypto.dave import OPUS_SILENCE, DaveBinary, DaveFrame, DaveSessionCo
 from clank.crypto.transport import TransportCipher
 from clank.errors import DaveError, MalformedMessage
 from clank.logging import get_logger
-from clank.sandbox.rtc.peer import Participant
+from clank.sandbox.rtc.peer import SIMULATED_CODECS, Participant
 from clank.sandbox.rtc.receiver import MediaReceiver, ReceivedAudio, ReceivedFrame
-from clank.sandbox.rtc.server import SIMULATED_CODECS, MediaServer
+from clank.sandbox.rtc.server import MediaServer
 from clank.wire import rtcp
 from clank.wire import voice_gateway as vg
 from clank.wire.rtp import RtpHeader
@@ -305,7 +305,6 @@ class Speaker:
             elif silence_left:
                 silence_left -= 1
                 self.member.send_opus(OPUS_SILENCE)
-
 
     def _next_packets(self) -> list[bytes]:
         """The Opus packets of the next 20 ms. With an integer frequency the signal repeats every
