@@ -10,11 +10,16 @@ runs ``TransportCipher.open_rtp`` on every packet.
    Goal >= 150k packets/s on one core.
 2. Loss at a paced 50k packets/s (50 packets every millisecond for 2 s), the worst of
    ``PACED_RUNS``. Goal: 0 lost.
+3. The whole receive path per packet, offline, on realistic H264 content (``bench/content.py``,
+   720p30 and 1080p30, DAVE-encrypted and sealed like a Go Live stream): ``open_rtp`` alone;
+   plus ``VideoReceiver`` (RTP, reorder, depacketize, SPS/PPS, RTCP feedback) with DAVE
+   skipped; plus DAVE (davey). CPU microseconds per packet, median (min-max) of
+   ``OFFLINE_RUNS`` rounds, each the best of 3 passes (DAVE: one pass, nonces only move forward).
 
 A bare drain (no decrypt) runs first as the machine's own floor: syscall costs vary a lot
 between hosts and with load, so compare the ratio of the two figures, not absolutes across runs.
 
-Run: ``.venv/bin/python bench/bench_packet_path.py`` (about 20 s; always exits 0).
+Run: ``.venv/bin/python bench/bench_packet_path.py`` (about 30 s; always exits 0).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import trio
 
@@ -44,6 +50,8 @@ PACED_RATE = 50_000
 PACED_SECONDS = 2.0
 IDLE_END = 0.4  # the receiver stops this long after the sender has finished and nothing arrives
 THROUGHPUT_GOAL = 150_000
+OFFLINE_RUNS = 5
+OFFLINE_SECONDS = 2.0
 
 
 def build_packets(count: int) -> list[bytes]:
@@ -193,8 +201,76 @@ async def main() -> None:
     )
 
 
+# ---------------------------------------------------------------------- 3. offline, per packet
+
+
+def offline_path() -> None:
+    """Section 3 (see the module docstring); imports the bench content helpers lazily."""
+    from bench_watch import STREAMER, dave_pair
+    from benchkit import FPS, sealed_datagrams
+    from content import PROFILES, bitrate_mbps, encode_content
+
+    from clank.crypto.dave import DaveSessionCore
+    from clank.protocol.video_receive import EncodedVideoFrame, VideoReceiveConfig, VideoReceiver
+
+    def receive_all(frames: list[list[bytes]], watcher: DaveSessionCore | None) -> float:
+        cipher = TransportCipher.create(AES256_GCM_RTPSIZE, KEY)
+        if watcher is None:
+            receiver = VideoReceiver(VideoReceiveConfig(local_ssrc=1), lambda user, frame: frame)
+        else:
+            receiver = VideoReceiver(
+                VideoReceiveConfig(local_ssrc=1), lambda user, frame: watcher.decrypt(user, "video", frame)
+            )
+        receiver.bind(SSRC, str(STREAMER), 0.0)
+        emitted = 0
+        started = time.process_time()
+        for index, batch in enumerate(frames):
+            now = index / FPS
+            for data in batch:
+                header, payload = cipher.open_rtp(data)
+                for event in receiver.receive(header, payload, now):
+                    emitted += isinstance(event, EncodedVideoFrame)
+            receiver.poll(now)
+        cpu = time.process_time() - started
+        assert emitted == len(frames), (emitted, len(frames))
+        return cpu
+
+    def open_all(frames: list[list[bytes]]) -> float:
+        cipher = TransportCipher.create(AES256_GCM_RTPSIZE, KEY)
+        started = time.process_time()
+        for batch in frames:
+            for data in batch:
+                cipher.open_rtp(data)
+        return time.process_time() - started
+
+    print(f"  whole receive path per packet, offline, realistic H264, {OFFLINE_RUNS} rounds (CPU us/packet,"
+          " median (min-max)):")  # fmt: skip
+    for group, profile in enumerate(PROFILES):
+        aus = encode_content("h264", profile, OFFLINE_SECONDS)
+        sender, watcher = dave_pair(8000 + group)
+        opened, received, dave = [], [], []
+        packets = 0
+        for _ in range(OFFLINE_RUNS):
+            frames = sealed_datagrams(aus, sender, SSRC)
+            packets = sum(len(batch) for batch in frames)
+            opened.append(min(open_all(frames) for _ in range(3)) / packets * 1e6)
+            received.append(min(receive_all(frames, None) for _ in range(3)) / packets * 1e6)
+            dave.append(receive_all(frames, watcher) / packets * 1e6)
+        print(f"   {profile.name} {bitrate_mbps(aus):.1f} Mbit/s, {packets / len(aus):.1f} packets/frame:")
+        print(f"    open_rtp (AES-GCM, header)                       {_us(opened)}")
+        print(f"    + VideoReceiver (RTP, reorder, depacketize, RTCP) {_us(received)}")
+        print(f"    + DAVE decrypt (davey)                            {_us(dave)}")
+        share = [r - o for r, o in zip(received, opened, strict=True)]
+        print(f"    of which VideoReceiver alone                      {_us(share)}")
+
+
+def _us(values: list[float]) -> str:
+    return f"{statistics.median(values):6.2f} us ({min(values):.2f}-{max(values):.2f})"
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--sender":
         run_sender(int(sys.argv[2]), sys.argv[3])
     else:
         trio.run(main)
+        offline_path()

@@ -13,9 +13,12 @@ JPEG and ffmpeg) are ``bench/bench_realistic.py``.
    production ``VideoPipeline`` (receive inline in the drain loop, decoder thread per stream).
    A run is realtime when every stream decoded every frame, lost no packet and its p99 decode
    delay stayed under 200 ms. Decode-only capacity is measured the same way in the same run: K
-   decoder threads fed the plain access units at 30 fps. K climbs a fixed ladder (capped at
-   ``MAX_STREAMS`` to stay bounded; a capped figure is printed as ">= K"). Goal: watch / decode
-   capacity >= 0.8.
+   decoder threads fed the plain access units at 30 fps. Each capacity is searched: K doubles
+   from ``FIRST_STREAMS`` until a run fails, then bisects between the last pass and the first
+   failure until they are within ``RESOLUTION`` (or the search's time budget
+   ``CAPACITY_BUDGET`` is spent); capped at ``MAX_STREAMS`` (printed as ">= K"). Printed: the
+   capacity, the bracket [passed, failed) and the ratio with its bracket. Goal: watch /
+   decode capacity >= 0.8.
 3. Last packet of a frame -> JPEG available at 720p (one live stream, 6 pictures/s): the decode
    worker's submit -> JPEG delay (submit happens inline when the frame's last packet arrives).
    Goal p99 <= 25 ms.
@@ -62,12 +65,16 @@ from clank.session.watch_frames import LatestFrameStore
 STREAMER, WATCHER = 444, 333
 OFFLINE_SECONDS = 6  # video prepared for the latency run
 LIVE_SECONDS = 3
-LADDER = (2, 4, 8) if os.environ.get("CLANK_BENCH_QUICK") else (2, 4, 8, 12, 16, 24, 32, 40)
+QUICK = bool(os.environ.get("CLANK_BENCH_QUICK"))
+FIRST_STREAMS = 2 if QUICK else 8
+MAX_STREAMS = 8 if QUICK else 160
+RESOLUTION = 0.125  # bisect until failed - passed <= max(1, passed * RESOLUTION)
+CAPACITY_BUDGET = 30.0  # seconds per capacity search (a run that starts before it ends finishes)
 PACING_RUNS = 5
-MAX_STREAMS = LADDER[-1]
 REALTIME_DELAY_P99 = 0.2
 LIVE_GRACE = 1.5  # seconds after the last frame for the decoders to catch up
 RCVBUF = 2 * 1024 * 1024
+LAST_FAILURE = [""]  # why the last live run was not realtime (printed by ``capacity``)
 SENDER = r"""
 import pickle, socket, sys, time
 with open(sys.argv[1], "rb") as f:
@@ -207,16 +214,26 @@ async def live_watch(
                 await trio.sleep(0.05)
             stats = [p.stream_statistics().get(1000 + k) for k, p in enumerate(pipelines)]
             nursery.cancel_scope.cancel()
-    ok = all(
-        s is not None
-        and s.decode is not None
-        and s.decode.decoded_frames >= frames
-        and s.decode.dropped == 0
-        and s.receive.packets_lost == 0
-        and (s.decode.delay_p99 or 0.0) < REALTIME_DELAY_P99
-        for s in stats
-    )
-    return ok, stats, lateness
+    failures = [why for s in stats if (why := _watch_failure(s, frames))]
+    if failures:
+        LAST_FAILURE[0] = f"{len(failures)} of {count} streams; first: {failures[0]}"
+    return not failures, stats, lateness
+
+
+def _watch_failure(s: Any, frames: int) -> str:
+    """Why one live watch was not realtime ("" when it was)."""
+    if s is None or s.decode is None:
+        return "no decoder"
+    why = []
+    if s.decode.decoded_frames < frames:
+        why.append(f"decoded {s.decode.decoded_frames}/{frames}")
+    if s.decode.dropped:
+        why.append(f"decoder dropped {s.decode.dropped}")
+    if s.receive.packets_lost:
+        why.append(f"lost {s.receive.packets_lost} packets")
+    if (s.decode.delay_p99 or 0.0) >= REALTIME_DELAY_P99:
+        why.append(f"delay p99 {s.decode.delay_p99 * 1e3:.0f} ms")
+    return ", ".join(why)
 
 
 async def _run_stream(
@@ -292,7 +309,14 @@ async def live_decode_only(aus: list[EncodedFrame], count: int) -> bool:
             await trio.sleep(0.05)
         stats = [w.statistics() for w in workers]
         nursery.cancel_scope.cancel()
-    return all(s.decoded_frames >= frames and s.dropped == 0 for s in stats)
+    failures = [
+        f"decoded {s.decoded_frames}/{frames}, dropped {s.dropped}"
+        for s in stats
+        if s.decoded_frames < frames or s.dropped
+    ]
+    if failures:
+        LAST_FAILURE[0] = f"{len(failures)} of {count} streams; first: {failures[0]}"
+    return not failures
 
 
 async def _hold(cm: Any, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
@@ -301,17 +325,40 @@ async def _hold(cm: Any, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS
         await trio.sleep_forever()
 
 
-def capacity(label: str, passes: Any) -> int:
-    best = 0
-    for count in LADDER:
-        started = time.perf_counter()
+def capacity(label: str, passes: Any) -> tuple[int, int | None]:
+    """(largest K that ran in realtime, smallest K seen failing or None if capped) by doubling
+    from ``FIRST_STREAMS``, then bisecting; bounded by ``MAX_STREAMS`` and ``CAPACITY_BUDGET``."""
+    passed, failed = 0, None
+    count = FIRST_STREAMS
+    started = time.perf_counter()
+    while True:
+        run_started = time.perf_counter()
         ok = passes(count)
+        why = "" if ok else f": {LAST_FAILURE[0]}"
         print(f"    {label}: {count:>3} streams -> {'realtime' if ok else 'NOT realtime'}"
-              f" ({time.perf_counter() - started:.1f} s)")  # fmt: skip
-        if not ok:
+              f" ({time.perf_counter() - run_started:.1f} s){why}")  # fmt: skip
+        if ok:
+            passed = count
+        else:
+            failed = count
+        if failed is None:
+            if count >= MAX_STREAMS:
+                break
+            count = min(MAX_STREAMS, 2 * count)
+            continue
+        if failed - passed <= max(1, int(passed * RESOLUTION)):
             break
-        best = count
-    return best
+        if time.perf_counter() - started > CAPACITY_BUDGET:
+            print(f"    {label}: search budget ({CAPACITY_BUDGET:.0f} s) spent; bracket [{passed}, {failed})")
+            break
+        count = (passed + failed) // 2
+    return passed, failed
+
+
+def shown_capacity(passed: int, failed: int | None) -> str:
+    if failed is None:
+        return f">= {passed}"
+    return f"{passed}" if failed == passed + 1 else f"{passed} (fails at {failed})"
 
 
 def pacing_line(name: str, runs: list[list[float]], goal: str) -> None:
@@ -334,14 +381,16 @@ def main() -> None:
     mbps = sum(len(a.data) for a in aus_720) * 8 / (len(aus_720) / FPS) / 1e6
 
     print(
-        f" 2. Live capacity, 720p30 {mbps:.1f} Mbit/s, {LIVE_SECONDS} s runs,"
-        f" ladder {LADDER} (cap {MAX_STREAMS}):"
+        f" 2. Live capacity, 720p30 {mbps:.1f} Mbit/s, {LIVE_SECONDS} s runs, doubling from"
+        f" {FIRST_STREAMS} then bisecting (cap {MAX_STREAMS}, {CAPACITY_BUDGET:.0f} s budget each):"
     )
     live_aus = aus_720[: LIVE_SECONDS * FPS]
-    pairs = [dave_pair(1000 + k) for k in range(MAX_STREAMS)]
+    pairs: list[tuple[DaveSessionCore, DaveSessionCore]] = []
     settings = WatchSettings()
 
     def watch_passes(count: int) -> bool:
+        while len(pairs) < count:  # made on first use: ~40 ms each
+            pairs.append(dave_pair(1000 + len(pairs)))
         streams = [sealed_datagrams(live_aus, pairs[k][0], 1000 + k) for k in range(count)]
         # Fresh receiver sessions each run would need new pairs; nonces only move forward, so
         # reusing the pair with newly encrypted frames is fine.
@@ -351,17 +400,18 @@ def main() -> None:
     def decode_passes(count: int) -> bool:
         return trio.run(live_decode_only, live_aus, count)
 
-    decode_capacity = capacity("decode only", decode_passes)
-    watch_capacity = capacity("watch", watch_passes)
-
-    def shown(value: int) -> str:
-        return f">= {value}" if value == MAX_STREAMS else str(value)
-
-    line("decode-only capacity (720p30 streams in realtime)", shown(decode_capacity))
-    line("watch capacity (720p30 streams in realtime)", shown(watch_capacity))
-    if decode_capacity:
-        note = " (both capped: inconclusive)" if decode_capacity == watch_capacity == MAX_STREAMS else ""
-        line("watch / decode-only capacity", f"{watch_capacity / decode_capacity:.2f}{note}", "goal >= 0.8")
+    decode_passed, decode_failed = capacity("decode only", decode_passes)
+    watch_passed, watch_failed = capacity("watch", watch_passes)
+    line("decode-only capacity (720p30 streams in realtime)", shown_capacity(decode_passed, decode_failed))
+    line("watch capacity (720p30 streams in realtime)", shown_capacity(watch_passed, watch_failed))
+    if decode_passed:
+        ratio = watch_passed / decode_passed
+        # The true capacities lie in [passed, failed - 1]: the ratio's bracket follows.
+        low = watch_passed / (decode_failed - 1) if decode_failed is not None else None
+        high = (watch_failed - 1) / decode_passed if watch_failed is not None else None
+        bracket = f" ({'?' if low is None else f'{low:.2f}'}-{'?' if high is None else f'{high:.2f}'})"
+        note = " (both capped: inconclusive)" if decode_failed is None and watch_failed is None else ""
+        line("watch / decode-only capacity", f"{ratio:.2f}{bracket}{note}", "goal >= 0.8")
 
     print(" 3. Last packet of a frame -> JPEG available, 720p, one live stream at 6 JPEG/s:")
     sender, watcher = dave_pair(5000)

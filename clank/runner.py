@@ -5,8 +5,10 @@
      ├─ gateway client          main gateway session
      │    └─ feed_directory     dispatches → Go Live registry + member directory
      ├─ voice session           the session nursery with its role nurseries
+     ├─ share-link fallback     control/link_wiring.py: its listener and LinkFlow supervision
      ├─ HTTP API + dashboard    ClankService over the live session
-     └─ demo agent              sandbox mode: watches like an agent would (start_screen_watch)
+     └─ demo agent              sandbox mode: watches and publishes like an agent would
+                                (control/demo.py: start_screen_watch, play_music; a sandbox viewer)
 
 This is the only product module besides the CLI that may import the sandbox (layering test).
 """
@@ -22,20 +24,16 @@ from functools import partial
 from typing import Any, Final, TextIO, cast
 
 import attrs
-import httpx
 import trio
 
 from clank import __version__
 from clank.config import ApiSettings, Settings
 from clank.control.auto_watch import run_auto_watch
+from clank.control.demo import run_demo
 from clank.control.http import HttpApi, generate_api_token, open_http_api
-from clank.control.link import LinkTransport, link_availability
-from clank.control.link_flow import DiscordMessagePoster, LinkFlow
-from clank.control.link_port import LinkAwarePort
-from clank.control.publish import demo_publish
+from clank.control.link_wiring import open_link_flow
 from clank.control.service import ClankService
 from clank.control.session_port import DIRECTORY_EVENTS, LiveSessionPort, MemberDirectory, feed_directory
-from clank.control.share_http import open_share_listener
 from clank.control.voice_api import VoiceApi, session_voice_role
 from clank.control.voice_channels import (
     CHANNEL_EVENTS,
@@ -45,28 +43,29 @@ from clank.control.voice_channels import (
     open_voice_channels,
     rewatch_after_move,
 )
-from clank.errors import AuthenticationFailed, ConfigError, TransportError
+from clank.errors import ConfigError
 from clank.io.channel_check import check_voice_channel
 from clank.io.gateway import GatewayClient, open_gateway_client
+from clank.io.gateway_url import discover_gateway_url
+from clank.io.groups import raise_single
+from clank.io.user_names import open_user_names
 from clank.logging import get_logger, register_secret
-from clank.media.visualizer import write_demo_music
 from clank.protocol.streams import StreamRegistry
 from clank.session.voice_session import VoiceSession
+from clank.session.watch_handle import WatchHandle
 from clank.watch.commentary import (
     CommentaryCues,
     CommentaryHub,
     SpeakingSource,
     commentary_policy,
+    note_policy,
     run_notes_with_cues,
 )
-from clank.watch.notes import NotePolicy, ScreenNotes
+from clank.watch.notes import ScreenNotes
 from clank.watch.vision import open_vision_provider
 
 log = get_logger("clank.run")
 
-#: How long the sandbox demo agent keeps trying to bind the streamer before giving up.
-DEMO_WATCH_PATIENCE: Final = 60.0
-DEMO_RETRY_INTERVAL: Final = 1.0
 DISPATCH_BUFFER: Final = 1024
 #: Seconds for the whole shutdown (leave voice, close streams, stop servers).
 SHUTDOWN_BUDGET: Final = 2.0
@@ -110,29 +109,6 @@ def _with_sandbox(settings: Settings, sandbox: Any) -> Settings:
     return attrs.evolve(settings, discord=discord)
 
 
-async def _gateway_url(settings: Settings) -> str:
-    """``discord.gateway_url``, else ask ``GET /gateway`` (user tokens: not /gateway/bot)."""
-    if settings.discord.gateway_url:
-        return settings.discord.gateway_url
-    url = settings.discord.api_url.rstrip("/") + "/v10/gateway"
-    try:
-        async with httpx.AsyncClient(timeout=10.0) as client:
-            response = await client.get(url, headers={"Authorization": settings.discord.token})
-    except httpx.HTTPError as exc:
-        raise TransportError(f"could not reach {settings.discord.api_url}: {type(exc).__name__}") from exc
-    if response.status_code == 401:
-        raise AuthenticationFailed("the Discord token was refused (HTTP 401)")
-    if response.status_code != 200:
-        raise TransportError(f"GET {url} answered HTTP {response.status_code}")
-    try:
-        found = response.json()["url"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise TransportError(f"GET {url} gave no gateway url") from exc
-    if not isinstance(found, str):
-        raise TransportError(f"GET {url} gave no gateway url")
-    return found
-
-
 def _speaking_users(channels: Any) -> frozenset[str]:
     """Who is heard in the voice channel now (the voice role's inbound speaking state)."""
     role = session_voice_role(channels.current)
@@ -144,14 +120,7 @@ def _notes_factory(
 ) -> Callable[..., ScreenNotes] | None:
     if not settings.notes.enabled or provider is None:
         return None
-    policy = NotePolicy(
-        min_interval_s=settings.notes.min_interval_s,
-        periodic_s=settings.notes.periodic_s,
-        change_floor=settings.notes.change_floor,
-        history=settings.notes.history,
-        context_notes=settings.notes.context_notes,
-        idle_s=settings.notes.idle_interval_s,
-    )
+    policy = note_policy(settings.notes)
     gates = commentary_policy(settings.notes)
 
     def start(handle: Any, name: str, kind: str) -> ScreenNotes:
@@ -165,7 +134,9 @@ def _notes_factory(
             on_frame=cues.observe,
         )
         cues.notes = notes
-        nursery.start_soon(run_notes_with_cues, notes, cues, handle.frames)
+        # A watch's notes live in the watch's scope (end with it); a share link's in ours.
+        spawn = handle.start_soon if isinstance(handle, WatchHandle) else nursery.start_soon
+        spawn(partial(run_notes_with_cues, notes, cues, handle.frames))
         return notes
 
     return start
@@ -184,41 +155,15 @@ async def _stop_on_signals(stop: trio.Event, scope: trio.CancelScope) -> None:
             scope.deadline = min(scope.deadline, trio.current_time() + SHUTDOWN_BUDGET + 1.0)
 
 
-async def _demo_agent(service: ClankService, session: VoiceSession, registry: StreamRegistry) -> None:
-    """Sandbox mode: what an agent would do — watch whoever shares, and the webcam user."""
-    with trio.move_on_after(DEMO_WATCH_PATIENCE):
-        while True:
-            result = await service.start_screen_watch()
-            # Waiting for the demo streamer repeats once a second: that is debug, not news.
-            (log.info if result.ok else log.debug)("demo agent: start_screen_watch", **result.to_json())
-            if result.ok:
-                break
-            await trio.sleep(DEMO_RETRY_INTERVAL)
-    with trio.move_on_after(DEMO_WATCH_PATIENCE):
-        while True:
-            webcams = [s for s in registry.sharers() if s.webcam and s.user_id != session.user_id]
-            if webcams:
-                result = await service.start_screen_watch(target=webcams[0].user_id)
-                log.info("demo agent: start_screen_watch (webcam)", **result.to_json())
-                if result.ok:
-                    return
-            await trio.sleep(DEMO_RETRY_INTERVAL)
-
-
-async def _demo_publish(service: ClankService, sandbox: Any, folder: str) -> None:
-    """Sandbox demo: after the watch starts, a generated song (looped) with the visualizer; bob watches."""
-    music = await trio.to_thread.run_sync(write_demo_music, f"{folder}/demo-song.wav")
+async def _sandbox_viewer(sandbox: Any, stream_key: str) -> object:
+    """The demo's viewer of our Go Live: the sandbox's ``bob`` joins voice and watches it."""
     bob = next((u.id for u in sandbox.world.users.values() if u.name == "bob"), None)
-
-    async def viewer(stream_key: str) -> object:
-        if bob is None or sandbox.media is None:
-            return None
-        state = sandbox.world.voice_state(bob)
-        if state is None or state.channel_id != sandbox.voice_channel_id:
-            await sandbox.world.join_voice(bob, sandbox.voice_channel_id)
-        return await sandbox.media.start_viewer(bob, stream_key)
-
-    await demo_publish(service, music, viewer)
+    if bob is None or sandbox.media is None:
+        return None
+    state = sandbox.world.voice_state(bob)
+    if state is None or state.channel_id != sandbox.voice_channel_id:
+        await sandbox.world.join_voice(bob, sandbox.voice_channel_id)
+    return await sandbox.media.start_viewer(bob, stream_key)
 
 
 def _voice_role(service: ClankService | None) -> dict[str, Any] | None:
@@ -321,7 +266,7 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
         await check_voice_channel(discord.api_url, discord.token, discord.guild_id, discord.voice_channel_id)
         gateway: GatewayClient = await stack.enter_async_context(
             open_gateway_client(
-                url=await _gateway_url(settings),
+                url=await discover_gateway_url(settings),
                 token=discord.token,
                 properties=attrs.asdict(discord.properties),
                 capabilities=discord.capabilities,
@@ -335,7 +280,9 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
         nursery.start_soon(feed_channels, channel_dispatches, channel_directory)
         ready = await gateway.wait_ready()
         registry = StreamRegistry(ready.user_id, guild_ids=[discord.guild_id])
-        directory = MemberDirectory()
+        # Ids the gateway never names are looked up through GET /users/{id} (io/user_names.py).
+        names = await stack.enter_async_context(open_user_names(discord.api_url, discord.token))
+        directory = MemberDirectory(names)
         nursery.start_soon(feed_directory, dispatches, registry, directory)
 
         provider = None
@@ -368,8 +315,16 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
             settings, provider, notes_nursery, commentary, partial(_speaking_users, channels)
         )
         port = LiveSessionPort(session, registry, directory, mode=mode, notes_factory=notes_factory)
-        links, share_url = await _open_links(
-            stack, nursery, settings, port, session, registry, directory, sandbox, notes_factory
+        links, share_url = await stack.enter_async_context(
+            open_link_flow(
+                settings,
+                port,
+                session,
+                registry,
+                directory,
+                sandbox_text_channel_id=None if sandbox is None else str(sandbox.text_channel_id),
+                notes_factory=notes_factory,
+            )
         )
         voice = VoiceApi(
             lambda: session_voice_role(channels.current),
@@ -405,10 +360,15 @@ async def open_session(settings: Settings, *, scenario: str | None = None) -> As
 
     With no ``discord.token`` the local sandbox runs in-process (``scenario`` picks its world,
     default ``sandbox.scenario``). On exit clank leaves voice and closes everything, bounded.
-    Unlike ``clank run`` no HTTP API, dashboard or demo agent is started.
+    Unlike ``clank run`` no HTTP API, dashboard or demo agent is started. A failure to come up
+    raises one of clank's errors (``clank.ClankError``), not an exception group; several at once
+    propagate as the group (clank/io/groups.py).
     """
-    async with _compose(settings, scenario=scenario) as composed:
-        yield composed.service
+    try:
+        async with _compose(settings, scenario=scenario) as composed:
+            yield composed.service
+    except BaseExceptionGroup as group:
+        raise_single(group)
 
 
 @contextlib.asynccontextmanager
@@ -420,6 +380,17 @@ async def open_clank(
     demo_watch: bool = True,
 ) -> AsyncIterator[RunInfo]:
     """Bring up everything ``clank run`` runs; yields once the API serves and voice is joined."""
+    try:
+        async with _open_clank(settings, scenario=scenario, api_port=api_port, demo_watch=demo_watch) as info:
+            yield info
+    except BaseExceptionGroup as group:
+        raise_single(group)
+
+
+@contextlib.asynccontextmanager
+async def _open_clank(
+    settings: Settings, *, scenario: str | None, api_port: int | None, demo_watch: bool
+) -> AsyncIterator[RunInfo]:
     async with contextlib.AsyncExitStack() as stack:
         composed = await stack.enter_async_context(_compose(settings, scenario=scenario))
         settings = composed.settings
@@ -439,10 +410,9 @@ async def open_clank(
         )
         sandbox = composed.sandbox
         if sandbox is not None and demo_watch:
-            nursery.start_soon(_demo_agent, service, composed.session, composed.registry)
-            nursery.start_soon(
-                _demo_publish, service, sandbox, stack.enter_context(tempfile.TemporaryDirectory())
-            )
+            folder = stack.enter_context(tempfile.TemporaryDirectory())
+            viewer = partial(_sandbox_viewer, sandbox)
+            nursery.start_soon(run_demo, service, composed.user_id, composed.registry, viewer, folder)
         yield RunInfo(
             mode=composed.mode,
             api=api,
@@ -456,56 +426,6 @@ async def open_clank(
             commentary=composed.commentary,
             share_url=composed.share_url,
         )
-
-
-async def _open_links(
-    stack: contextlib.AsyncExitStack,
-    nursery: trio.Nursery,
-    settings: Settings,
-    port: LiveSessionPort,
-    session: VoiceSession,
-    registry: StreamRegistry,
-    directory: MemberDirectory,
-    sandbox: Any,
-    notes_factory: Callable[..., ScreenNotes] | None,
-) -> tuple[LinkFlow, str | None]:
-    """The share-link fallback (docs/link.md): its listener when links are on, and its supervisor."""
-    availability = link_availability(settings.link, sandbox_mode=sandbox is not None)
-    transport = LinkTransport(settings.link, availability=availability)
-    share_url = None
-    if availability.available:
-        try:
-            listener = await stack.enter_async_context(
-                open_share_listener(transport, settings.link, any_port_fallback=sandbox is not None)
-            )
-            share_url = listener.url
-        except TransportError as exc:
-            log.warning("share link listener not started", error=str(exc))
-    discord = settings.discord
-
-    def in_voice(user_id: str) -> bool:
-        member = registry.member(user_id)
-        return (
-            member is not None and member.channel_id is not None and member.channel_id == session.channel_id
-        )
-
-    def text_channel() -> str | None:
-        """``link.text_channel_id``; else the sandbox's text channel, or the voice channel's own chat."""
-        if settings.link.text_channel_id:
-            return settings.link.text_channel_id
-        return str(sandbox.text_channel_id) if sandbox is not None else session.channel_id
-
-    link_port = LinkAwarePort(port, transport, notes_factory=notes_factory, name_of=directory.name_of)
-    links = LinkFlow(
-        transport,
-        link_port,
-        poster=DiscordMessagePoster(discord.api_url, discord.token, discord.properties),
-        text_channel_id=text_channel,
-        in_voice=in_voice,
-    )
-    if availability.available:
-        nursery.start_soon(links.run)
-    return links, share_url
 
 
 async def run_mcp(settings: Settings, args: Any = None) -> None:

@@ -77,8 +77,8 @@ class FrameAssembler:
         """
         raise NotImplementedError
 
-    def _end_frame(self) -> tuple[bytes, bool, bool]:
-        """(data, keyframe, structurally complete) of the frame in progress."""
+    def _end_frame(self) -> tuple[bytes, bool, bool, bool]:
+        """(data, keyframe, structurally complete, carries parameter sets) of the frame in progress."""
         raise NotImplementedError
 
     # -- public --------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ class FrameAssembler:
             self._on_gap()
             self._prev_seq = None if item.count == 0 else (item.first_seq + item.count - 1) % SEQ_MOD
             return []
-        return self._on_packet(item)
+        return self.push_packet(item)
 
     def flush(self) -> list[AssembledFrame]:
         """End the frame in progress (stream stopped); it is complete only if structurally whole."""
@@ -123,23 +123,26 @@ class FrameAssembler:
         if self._in_frame:
             self._damaged = True
 
-    def _on_packet(self, packet: MediaPacket) -> list[AssembledFrame]:
+    def push_packet(self, packet: MediaPacket) -> list[AssembledFrame]:
+        """``push`` for a packet (the receive path's short form: no Gap check)."""
         self._packets += 1
-        seq = packet.seq % SEQ_MOD
-        if self._prev_seq is not None:
-            if seq == self._prev_seq:
+        seq, timestamp, marker = packet.seq % SEQ_MOD, packet.timestamp, packet.marker
+        payload = packet.payload
+        previous = self._prev_seq
+        if previous is not None:
+            if seq == previous:
                 self._duplicates += 1
                 return []
-            if seq != (self._prev_seq + 1) % SEQ_MOD:
+            if seq != (previous + 1) % SEQ_MOD:
                 self._on_gap()
         self._prev_seq = seq
         out: list[AssembledFrame] = []
-        if self._in_frame and packet.timestamp != self._timestamp:
-            out += self._finish()
-        if not packet.payload:
+        if self._in_frame and timestamp != self._timestamp:
+            out = self._finish()
+        if not payload:
             # Nothing to add (an all-padding packet should not get here); still honour the marker.
             self._empty += 1
-            if packet.marker and self._in_frame:
+            if marker and self._in_frame:
                 out += self._finish()
             return out
         if not self._in_frame:
@@ -150,7 +153,7 @@ class FrameAssembler:
         self._count += 1
         self._last_seq = seq
         try:
-            if not self._append(packet.payload):
+            if not self._append(payload):
                 self._damaged = True
         except UnsupportedPayload:
             self._unsupported += 1
@@ -160,7 +163,7 @@ class FrameAssembler:
             self._damaged = True
         else:
             self._accepted += 1
-        if packet.marker:
+        if marker:
             out += self._finish()
         return out
 
@@ -176,7 +179,7 @@ class FrameAssembler:
         self._begin_frame()
 
     def _finish(self) -> list[AssembledFrame]:
-        data, keyframe, whole = self._end_frame()
+        data, keyframe, whole, parameter_sets = self._end_frame()
         self._in_frame = False
         complete = whole and not self._damaged and bool(data)
         frame = AssembledFrame(
@@ -187,6 +190,7 @@ class FrameAssembler:
             first_seq=self._first_seq,
             last_seq=self._last_seq,
             packet_count=self._count,
+            parameter_sets=parameter_sets,
         )
         if complete:
             self._frames_complete += 1

@@ -25,6 +25,7 @@ from clank.codecs.annexb import (
     split_nals,
 )
 from clank.codecs.assembly import FrameAssembler, UnsupportedPayload
+from clank.codecs.packet import AssembledFrame, MediaPacket
 from clank.errors import MalformedPacket, UsageError
 
 STAP_A = 24
@@ -76,16 +77,50 @@ class H264Depacketizer(FrameAssembler):
         self._parts: list[bytes] = []
         self._fu_type: int | None = None  # NAL type of an open FU-A, None when none is open
         self._keyframe = False
+        self._parameter_sets = False
 
     def _begin_frame(self) -> None:
         self._parts = []
         self._fu_type = None
         self._keyframe = False
+        self._parameter_sets = False
 
     def _add_nal_start(self, header: int, rest: bytes) -> None:
-        if header & 0x1F == NAL_IDR:
+        kind = header & 0x1F
+        if kind == NAL_IDR:
             self._keyframe = True
+        elif kind in (NAL_SPS, NAL_PPS):
+            self._parameter_sets = True
         self._parts += (START_CODE, bytes((header,)), rest)
+
+    def push_packet(self, packet: MediaPacket) -> list[AssembledFrame]:
+        """``FrameAssembler.push_packet`` with a short path for the bulk of a frame's packets: the
+        next FU-A fragment (not the first, not the marker) of the NAL in progress, in sequence
+        and with the frame's timestamp. The same state changes, without the general checks."""
+        payload = packet.payload
+        previous = self._prev_seq
+        if (
+            self._fu_type is not None  # (implies a frame in progress)
+            and previous is not None
+            and packet.seq == (previous + 1) & 0xFFFF
+            and packet.timestamp == self._timestamp
+            and not packet.marker
+            and len(payload) > 1
+            and payload[0] & 0x1F == FU_A
+            and not payload[1] & _FU_START
+            and payload[1] & 0x1F == self._fu_type
+        ):
+            seq = packet.seq
+            self._packets += 1
+            self._accepted += 1
+            self._count += 1
+            self._prev_seq = self._last_seq = seq
+            self._gap_before_next = False
+            self._parts.append(payload[2:])
+            if payload[1] & _FU_END:
+                self._fu_type = None
+            return []
+        return super().push_packet(packet)
 
     def _append(self, payload: bytes) -> bool:
         kind = payload[0] & 0x1F
@@ -126,12 +161,12 @@ class H264Depacketizer(FrameAssembler):
             self._fu_type = None
         return True
 
-    def _end_frame(self) -> tuple[bytes, bool, bool]:
+    def _end_frame(self) -> tuple[bytes, bool, bool, bool]:
         whole = self._fu_type is None
         data = b"".join(self._parts)
-        keyframe = self._keyframe
+        keyframe, parameter_sets = self._keyframe, self._parameter_sets
         self._begin_frame()
-        return data, keyframe, whole
+        return data, keyframe, whole, parameter_sets
 
 
 class ParameterSetCache:

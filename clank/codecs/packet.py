@@ -7,22 +7,35 @@ after RTX unwrap); ``Gap`` is what the reorder buffer emits in place of packets 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import attrs
 
 SEQ_MOD = 1 << 16
 TIMESTAMP_MOD = 1 << 32
 
 
-@attrs.frozen
-class MediaPacket:
-    """One media RTP packet reduced to the fields the codec stages need."""
+class MediaPacket(NamedTuple):
+    """One media RTP packet reduced to the fields the codec stages need.
+
+    A ``NamedTuple`` rather than a frozen attrs class for the reason ``RtpHeader`` is one: it is
+    built once per received packet, and the attrs ``__init__`` cost 1.4 µs against 0.3-0.6 µs for
+    the tuple (the receive path builds it with ``tuple.__new__``, skipping NamedTuple's Python-level
+    ``__new__``).
+    """
 
     seq: int
     timestamp: int
     marker: bool
-    payload: bytes = attrs.field(repr=lambda p: f"<{len(p)} bytes>")
+    payload: bytes
     ssrc: int = 0
     arrival: float = 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"MediaPacket(seq={self.seq}, timestamp={self.timestamp}, marker={self.marker},"
+            f" payload=<{len(self.payload)} bytes>, ssrc={self.ssrc}, arrival={self.arrival})"
+        )
 
 
 @attrs.frozen
@@ -49,6 +62,9 @@ class AssembledFrame:
     first_seq: int
     last_seq: int
     packet_count: int
+    parameter_sets: bool = False
+    """H264: the frame carries an SPS or PPS NAL (with ``keyframe``: whether the receiver's
+    ``ParameterSetCache`` has anything to see in it)."""
 
 
 def seq_add(seq: int, delta: int) -> int:

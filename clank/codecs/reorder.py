@@ -113,6 +113,33 @@ class ReorderBuffer:
         self._packets[ext] = packet
         self._make_room()
 
+    def release_next(self, packet: MediaPacket) -> bool:
+        """The in-order short path: True when ``packet`` is the next expected one and nothing is
+        held, missing or waiting to be popped; it then counts as inserted and released, and the
+        caller hands it on itself. False (nothing changed): use ``insert`` and ``pop_ready``."""
+        following = self._next
+        if (
+            following is None
+            or following != self._highest + 1
+            or packet.seq != following & 0xFFFF
+            or self._ready
+            or self._missing_since
+        ):
+            return False
+        self._received += 1
+        self._released += 1
+        self._probation = None
+        self._highest = following
+        self._next = following + 1
+        return True
+
+    def push(self, packet: MediaPacket, now: float) -> list[MediaPacket | Gap]:
+        """``insert`` then ``pop_ready`` (through ``release_next`` when it applies)."""
+        if self.release_next(packet):
+            return [packet]
+        self.insert(packet, now)
+        return self.pop_ready(now)
+
     # -- output --------------------------------------------------------------------------------
 
     def pop_ready(self, now: float) -> list[MediaPacket | Gap]:

@@ -68,7 +68,7 @@ class RtxUnwrapper:
             self._probes += 1
             return None
         self._unwrapped += 1
-        return attrs.evolve(packet, seq=rtx.osn, payload=rtx.payload, ssrc=primary_ssrc)
+        return packet._replace(seq=rtx.osn, payload=rtx.payload, ssrc=primary_ssrc)
 
     def statistics(self) -> RtxStatistics:
         return RtxStatistics(unwrapped=self._unwrapped, probes=self._probes, malformed=self._malformed)

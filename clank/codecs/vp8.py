@@ -125,8 +125,8 @@ class Vp8Depacketizer(FrameAssembler):
         self._parts.append(body)
         return True
 
-    def _end_frame(self) -> tuple[bytes, bool, bool]:
-        result = (b"".join(self._parts), self._keyframe, self._started)
+    def _end_frame(self) -> tuple[bytes, bool, bool, bool]:
+        result = (b"".join(self._parts), self._keyframe, self._started, False)
         self._begin_frame()
         return result
 

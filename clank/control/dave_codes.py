@@ -24,6 +24,7 @@ from typing import Final, Protocol
 import trio
 
 from clank.errors import InvalidArgument
+from clank.io.offload import run_cpu
 
 #: Requests that may wait for the worker at once; more answer "busy" rather than queueing stalls.
 MAX_PENDING: Final = 4
@@ -72,7 +73,7 @@ class VerificationCodes:
             raise InvalidArgument("user", "too many verification codes are being computed; retry shortly")
         self._pending += 1
         try:
-            found = await trio.to_thread.run_sync(_compute(dave, user_id), limiter=self._limiter)
+            found = await run_cpu(_compute(dave, user_id), limiter=self._limiter)
         finally:
             self._pending -= 1
         self.computed += 1

@@ -27,9 +27,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from clank.control.http_common import Handler, error_response, read_json_object
+from clank.control.http_common import Handler, error_response, read_capped, read_json_object
 from clank.control.model import RoleStatus
 from clank.errors import ClankError, InvalidArgument, PublishError
+from clank.io.offload import run_cpu
 from clank.logging import get_logger
 from clank.media.jpeg import encode_jpeg
 from clank.media.publish_source import IMAGE_CONTENT_TYPES, PublishSource, PushedFrames
@@ -122,7 +123,7 @@ class PublishControl:
                 if mode == "off":
                     raise InvalidArgument("visualizer", "'off' publishes nothing: use POST /api/music")
                 voice = self._voice_api()
-                pipeline = await trio.to_thread.run_sync(
+                pipeline = await run_cpu(
                     lambda: AvPipeline(
                         url,
                         video=mode,
@@ -275,21 +276,10 @@ async def _json(request: Request) -> Mapping[str, Any]:
 
 
 async def _bounded_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise InvalidArgument(
-            "image", f"body of {declared} bytes is over the limit of {limit} (publish.max_image_bytes)"
-        )
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise InvalidArgument(
-                "image", f"body is over the limit of {limit} bytes (publish.max_image_bytes)"
-            )
-        parts.append(chunk)
-    return b"".join(parts)
+    body = await read_capped(request, limit)
+    if body is None:
+        raise InvalidArgument("image", f"body is over the limit of {limit} bytes (publish.max_image_bytes)")
+    return body
 
 
 def _dimension(request: Request, name: str) -> int | None:
@@ -342,7 +332,7 @@ def publish_routes(service: Any, protect: Callable[[Handler], Handler]) -> list[
         frame = None if handle is None else handle.last_sent_frame
         if frame is None:
             return error_response(404, "not_publishing", "no frame sent yet")
-        jpeg = await trio.to_thread.run_sync(lambda: encode_jpeg(frame, max_pixels=PREVIEW_PIXELS))
+        jpeg = await run_cpu(lambda: encode_jpeg(frame, max_pixels=PREVIEW_PIXELS))
         return Response(jpeg.data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     async def pause(request: Request) -> Response:

@@ -31,7 +31,8 @@ from typing import Final, Literal
 
 import attrs
 
-from clank.protocol.streams import Sharer, StreamRegistry
+from clank.protocol.stream_events import Sharer
+from clank.protocol.streams import StreamRegistry
 
 WatchKind = Literal["go_live", "webcam"]
 

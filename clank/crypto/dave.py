@@ -11,9 +11,8 @@ that other clients fall into.
 
 Passthrough (unencrypted frames accepted) only inside transition windows: a downgrade prepare (op21
 protocol 0) turns it on; an upgrade ends with ``set_passthrough_mode(False, 10)`` = 10 more seconds
-(protocol notes §7.4, contradiction #16). Media frame trailer layout (§7.6)::
-
-    [frame with ciphertext in place][tag 8][ULEB128 nonce][ULEB128 (offset, size)*][u8 supp size][FA FA]
+(protocol notes §7.4, contradiction #16). The media frame layout and its diagnostics live in
+``clank.crypto.dave_wire``.
 """
 
 from __future__ import annotations
@@ -25,7 +24,8 @@ from typing import Any, Final, Literal
 import attrs
 import davey
 
-from clank.errors import DaveError, DecryptionFailed, MalformedMessage, MalformedPacket
+from clank.crypto.dave_wire import MAGIC_MARKER, check_mls_vector, classify_decrypt_error
+from clank.errors import DaveError, DecryptionFailed, MalformedMessage
 from clank.wire.voice_gateway import (
     DaveExecuteTransition,
     DaveJsonPayload,
@@ -53,7 +53,6 @@ OP_WELCOME: Final = VoiceOp.DAVE_MLS_WELCOME
 OP_INVALID_COMMIT_WELCOME: Final = VoiceOp.DAVE_MLS_INVALID_COMMIT_WELCOME
 
 OPUS_SILENCE: Final = b"\xf8\xff\xfe"
-MAGIC_MARKER: Final = b"\xfa\xfa"
 # Passthrough windows (seconds): discord.py keeps 120 s after a downgrade prepare; libdave's intent
 # after an upgrade is 10 more seconds.
 DOWNGRADE_PASSTHROUGH_S: Final = 120
@@ -72,20 +71,6 @@ _VIDEO_CODECS: Final[Mapping[str, davey.Codec]] = {
     "vp9": davey.Codec.vp9,
     "av1": davey.Codec.av1,
 }
-# davey error text -> our stable decrypt failure reason (first match wins).
-DECRYPT_FAILURE_REASONS: Final[tuple[tuple[str, str], ...]] = (
-    ("UnencryptedWhenPassthroughDisabled", "unencrypted_passthrough_disabled"),
-    ("NoValidCryptorFound", "no_valid_cryptor"),
-    ("NoDecryptorForUser", "no_decryptor_for_user"),
-    ("NotReady", "not_ready"),
-)
-
-
-def classify_decrypt_error(message: str) -> str:
-    for needle, reason in DECRYPT_FAILURE_REASONS:
-        if needle in message:
-            return reason
-    return "other"
 
 
 @attrs.frozen
@@ -105,29 +90,6 @@ class DaveJson:
 
 
 DaveFrame = DaveBinary | DaveJson
-
-
-def parse_transition(payload: bytes) -> TransitionPayload:
-    """op29 / op30: ``[transition_id u16]`` then a commit or Welcome, which must not be empty."""
-    message = TransitionPayload.parse(payload)
-    if not message.body:
-        raise MalformedMessage("dave", f"transition payload of {len(payload)} bytes has no body")
-    return message
-
-
-def _check_mls_vector(buf: bytes) -> None:
-    """The op27 body must be exactly one MLS ``<V>`` vector (varint length + bytes)."""
-    if not buf:
-        raise MalformedMessage("dave", "proposals payload has no vector")
-    prefix = buf[0] >> 6
-    if prefix == 3:
-        raise MalformedMessage("dave", "proposals vector length with 8-byte varint")
-    width = 1 << prefix
-    if len(buf) < width:
-        raise MalformedMessage("dave", "truncated proposals vector length")
-    length = int.from_bytes(buf[:width], "big") & ((1 << (8 * width - 2)) - 1)
-    if len(buf) - width != length:
-        raise MalformedMessage("dave", f"proposals vector says {length} bytes, has {len(buf) - width}")
 
 
 class DaveState(enum.Enum):
@@ -168,6 +130,8 @@ class DaveStatistics:
     recoveries: int
     transitions_executed: int
     last_error: str | None
+    proposals_failed: int = 0
+    """op27s we could not use (malformed, or refused by davey): dropped, no op31 (DAVE spec)."""
 
     def decrypt_counters(self, user_id: int, media: Media) -> MediaCounters:
         return self.decrypt.get((user_id, media), MediaCounters())
@@ -213,6 +177,7 @@ class DaveSessionCore:
         self._decrypt: dict[tuple[int, str], _Count] = {}
         self._failures: dict[str, int] = {}
         self._recoveries = 0
+        self._proposals_failed = 0
         self._executed = 0
         self._last_error: str | None = None
 
@@ -230,6 +195,15 @@ class DaveSessionCore:
             return DaveState.INACTIVE
         status = self._session.status
         return next(state for davey_status, state in _STATUS_TO_STATE if davey_status == status)
+
+    @property
+    def problems(self) -> int:
+        """Failed op27s plus op31 recoveries; the driver logs ``last_error`` when this grows."""
+        return self._proposals_failed + self._recoveries
+
+    @property
+    def last_error(self) -> str | None:
+        return self._last_error
 
     @property
     def ready(self) -> bool:
@@ -276,6 +250,7 @@ class DaveSessionCore:
             recoveries=self._recoveries,
             transitions_executed=self._executed,
             last_error=self._last_error,
+            proposals_failed=self._proposals_failed,
         )
 
     # ------------------------------------------------------------------ dispatch
@@ -286,11 +261,13 @@ class DaveSessionCore:
             return self.on_external_sender(payload)
         if op == OP_PROPOSALS:
             return self.on_proposals(payload)
+        # An op29/op30 too short for its transition id is malformed (raises); one with an id but
+        # a body we cannot process is an invalid commit/welcome: op31 for that transition.
         if op == OP_ANNOUNCE_COMMIT:
-            msg = parse_transition(payload)
+            msg = TransitionPayload.parse(payload)
             return self.on_announce_commit(msg.transition_id, msg.body)
         if op == OP_WELCOME:
-            msg = parse_transition(payload)
+            msg = TransitionPayload.parse(payload)
             return self.on_welcome(msg.transition_id, msg.body)
         raise MalformedMessage("dave", f"unexpected binary op {op}")
 
@@ -339,13 +316,21 @@ class DaveSessionCore:
         return [self._key_package()]
 
     def on_proposals(self, payload: bytes) -> list[DaveFrame]:
-        """op27: payload[0] is the operation, payload[1:] the ``<V>`` vector davey consumes whole."""
-        if not payload:
-            raise MalformedMessage("dave", "empty proposals payload")
-        operation = payload[0]
-        if operation not in (0, 1):
-            raise MalformedMessage("dave", f"unknown proposals operation {operation}")
-        _check_mls_vector(payload[1:])
+        """op27: payload[0] is the operation, payload[1:] the ``<V>`` vector davey consumes whole.
+
+        A proposals message we cannot use (malformed, or refused by davey) is counted and dropped:
+        no op31 (that is only for an unprocessable commit or welcome) and no reconnect. The next
+        op29/op30 settles it: a commit that needed these proposals fails and recovers through op31.
+        """
+        try:
+            if not payload:
+                raise MalformedMessage("dave", "empty proposals payload")
+            operation = payload[0]
+            if operation not in (0, 1):
+                raise MalformedMessage("dave", f"unknown proposals operation {operation}")
+            check_mls_vector(payload[1:])
+        except MalformedMessage as exc:
+            return self._proposals_unusable(f"proposals: {exc.reason}")
         if self._session is None or self._protocol_version == 0:
             return []
         kind = davey.ProposalsOperationType.append if operation == 0 else davey.ProposalsOperationType.revoke
@@ -353,8 +338,7 @@ class DaveSessionCore:
         try:
             result = self._session.process_proposals(kind, bytes(payload[1:]), expected)
         except ValueError as exc:
-            self._last_error = f"process_proposals: {exc}"
-            return self._recover(0)
+            return self._proposals_unusable(f"process_proposals: {exc}")
         if result is None:
             return []
         return [DaveBinary(OP_COMMIT_WELCOME, result.commit + (result.welcome or b""))]
@@ -546,98 +530,12 @@ class DaveSessionCore:
         self._pending_transitions[transition_id] = self._protocol_version
         return [DaveJson(OP_TRANSITION_READY, {"transition_id": transition_id})]
 
+    def _proposals_unusable(self, error: str) -> list[DaveFrame]:
+        self._proposals_failed += 1
+        self._last_error = error
+        return []
+
     def _recover(self, transition_id: int) -> list[DaveFrame]:
         self._recoveries += 1
         out: list[DaveFrame] = [DaveJson(OP_INVALID_COMMIT_WELCOME, {"transition_id": transition_id})]
         return out + self._reinit()
-
-
-# ---------------------------------------------------------------------- frame diagnostics
-
-
-@attrs.frozen
-class DaveTrailer:
-    """The parsed supplemental data at the end of a DAVE media frame."""
-
-    tag: bytes
-    nonce: int
-    ranges: tuple[tuple[int, int], ...]
-    supplemental_size: int
-
-    @property
-    def generation(self) -> int:
-        return self.nonce >> 24
-
-    @classmethod
-    def parse(cls, frame: bytes) -> DaveTrailer:
-        """Validate like davey's ``parse_frame``; any violation means "not a DAVE frame"."""
-        n = len(frame)
-        if n < 11:
-            raise MalformedPacket("dave", "frame shorter than the minimal trailer")
-        if frame[-2:] != MAGIC_MARKER:
-            raise MalformedPacket("dave", "no FA FA marker at the end")
-        supp = frame[-3]
-        if supp < 11 or supp > n:
-            raise MalformedPacket("dave", f"supplemental size {supp} out of range")
-        start = n - supp
-        tag = bytes(frame[start : start + 8])
-        pos = start + 8
-        end = n - 3
-        nonce, pos = _uleb128(frame, pos, end)
-        if nonce > 0xFFFF_FFFF:
-            raise MalformedPacket("dave", "nonce wider than 32 bits")
-        ranges: list[tuple[int, int]] = []
-        previous_end = 0
-        while pos < end:
-            offset, pos = _uleb128(frame, pos, end)
-            size, pos = _uleb128(frame, pos, end)
-            if offset < previous_end:
-                raise MalformedPacket("dave", "unencrypted ranges overlap or are unordered")
-            previous_end = offset + size
-            if previous_end > start:
-                raise MalformedPacket("dave", "unencrypted range past the frame")
-            ranges.append((offset, size))
-        return cls(tag, nonce, tuple(ranges), supp)
-
-
-def _uleb128(buf: bytes, pos: int, end: int) -> tuple[int, int]:
-    value = 0
-    shift = 0
-    while True:
-        if pos >= end:
-            raise MalformedPacket("dave", "truncated ULEB128")
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise MalformedPacket("dave", "ULEB128 too long")
-
-
-def describe_frame(frame: bytes) -> dict[str, object]:
-    """Why a frame does (not) parse as DAVE — for logs when decrypt fails (§7.7). Never raises."""
-    info: dict[str, object] = {
-        "length": len(frame),
-        "tail_hex": bytes(frame[-16:]).hex(),
-        "ends_with_magic": frame.endswith(MAGIC_MARKER),
-        "magic_count": bytes(frame).count(MAGIC_MARKER),
-        "supplemental_size": frame[-3] if len(frame) >= 3 else None,
-    }
-    try:
-        trailer = DaveTrailer.parse(frame)
-    except MalformedPacket as exc:
-        info["valid"] = False
-        info["reason"] = exc.reason
-        return info
-    info.update(
-        valid=True,
-        reason=None,
-        nonce=trailer.nonce,
-        generation=trailer.generation,
-        ranges=[list(r) for r in trailer.ranges],
-        ranges_fit=True,
-        payload_length=len(frame) - trailer.supplemental_size,
-    )
-    return info

@@ -24,7 +24,7 @@ queue to drain (for at most one more output interval) so that the JPEG shows the
 picture rather than a stale one.
 
 ``synchronous=True`` decodes inline in ``submit`` (no thread): deterministic, for tests under
-``autojump_clock``.
+``autojump_clock``; it is implied under any virtual clock (:mod:`clank.io.offload`).
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ class DecodeWorker(WorkerThread[_Submitted, DecodedImage]):
         self._jpeg_quality = jpeg_quality
         self._interval_ticks = max(1, round(RTP_VIDEO_CLOCK_RATE / max_fps))
         self._queue_size = queue_size
-        self._synchronous = synchronous
+        self._synchronous = synchronous or self._inline
         # Trio-side state (``_lock`` guards the slot and the delays).
         self._submitted = 0
         self._dropped = 0
@@ -347,6 +347,6 @@ async def open_decode_worker(
         queue_size=queue_size,
         synchronous=synchronous,
     )
-    thread = None if synchronous else f"clank decode {codec}"
+    thread = None if worker._synchronous else f"clank decode {codec}"
     async with worker._running(on_output, thread, nice=DECODE_THREAD_NICE):
         yield worker

@@ -99,6 +99,9 @@ class EncodeWorker(WorkerThread[_Job, EncodedAccessUnit]):
         if self._closing or self._queue.qsize() >= self._queue_size:
             self._dropped += 1
             return False
+        if self._inline:
+            self._process(_Job(frame, capture_time, keyframe))
+            return True
         self._queue.put(_Job(frame, capture_time, keyframe))
         return True
 

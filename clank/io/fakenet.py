@@ -35,7 +35,7 @@ import trio_websocket
 
 from clank.errors import TransportError, UsageError
 from clank.io.lossy import LossyLink, LossySender, MemoryDatagramEndpoint, start_lossy_sender
-from clank.io.media_connection import MediaTransports
+from clank.io.media_leg_params import MediaTransports
 from clank.io.udp import DEFAULT_RCVBUF, Address
 from clank.io.websocket import MAX_MESSAGE_SIZE, MESSAGE_QUEUE_SIZE, WebSocket
 

@@ -28,22 +28,24 @@ from clank.io.groups import raise_single
 from clank.io.websocket import WebSocket, open_websocket
 from clank.logging import bound, get_logger, register_secret
 from clank.protocol.backoff import BackoffPolicy
-from clank.protocol.gateway import (
-    DEFAULT_CAPABILITIES,
-    DEFAULT_MAX_INITIAL_ATTEMPTS,
-    DEFAULT_PRESENCE,
-    DEFAULT_PROPERTIES,
+from clank.protocol.gateway import GatewayCore
+from clank.protocol.gateway_events import (
     Close,
     Connect,
     Dispatch,
     Event,
-    GatewayCore,
-    Phase,
     Ready,
     ReadyInfo,
     Resumed,
     SendFrame,
     Stop,
+)
+from clank.protocol.gateway_policy import (
+    DEFAULT_CAPABILITIES,
+    DEFAULT_MAX_INITIAL_ATTEMPTS,
+    DEFAULT_PRESENCE,
+    DEFAULT_PROPERTIES,
+    Phase,
 )
 
 __all__ = [

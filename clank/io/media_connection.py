@@ -9,11 +9,11 @@ demux). This driver owns the sockets and the tasks::
          ├─ datagram task             endpoint + IP discovery + drain loop; kept across resumes
          └─ websocket pass            reader + timer; a drop resumes (op7 -> op9) in a new pass
 
-Transports are injected (:class:`MediaTransports`): production uses trio-websocket and real UDP
-sockets (:data:`REAL_TRANSPORTS`); tests pass trio memory streams and the in-memory lossy datagram
-network of :mod:`clank.io.fakenet`, so resumes, rejoins and crashes run under ``autojump_clock``.
+Parameters and injected transports (real sockets, or the in-memory network of
+:mod:`clank.io.fakenet` under ``autojump_clock``) are in :mod:`clank.io.media_leg_params`;
+:mod:`clank.io.media_connection_statistics` builds what :meth:`MediaConnection.statistics` reports.
 
-API for a role (voice, stream_watch, and a new leg such as stream_publish)::
+API for a role (voice, stream_watch, stream_publish)::
 
     async with open_media_connection(params, packet_handler=on_rtp, rtcp_handler=on_rtcp,
                                      event_handler=on_event) as conn:
@@ -29,8 +29,7 @@ API for a role (voice, stream_watch, and a new leg such as stream_publish)::
 channel hop per packet). ``event_handler(event)`` gets each :data:`MediaEvent` synchronously
 (so the role's SSRC map is current before the next packet); the same events are published on
 :attr:`MediaConnection.events` (bounded; a slow observer loses events, counted). A publishing
-leg sends video with ``send_rtp(..., ssrc=<its video SSRC>)`` and gets NACK/PLI in
-``rtcp_handler`` — nothing in this module or the core needs to change for it.
+leg sends its send core's packets with ``send_rtp_packet`` and gets NACK/PLI in ``rtcp_handler``.
 
 Close handling follows the core: RESUME keeps UDP, keys and DAVE; RECONNECT starts a new
 generation; NEW_SESSION raises ``SessionInvalidated`` (or ``AuthenticationFailed``) so the session
@@ -43,31 +42,27 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Final, NoReturn, Protocol
+from contextlib import asynccontextmanager
+from typing import Final, NoReturn
 
-import attrs
 import trio
 
-from clank.config import Settings
-from clank.crypto.dave import DaveSessionCore, DaveStatistics
+from clank.crypto.dave import DaveSessionCore
 from clank.errors import ConnectionClosed, TransportError, UsageError
 from clank.io.groups import raise_single
-from clank.io.udp import Address, DatagramEndpoint, UdpStatistics, discover_ip, open_udp_endpoint
-from clank.io.websocket import open_websocket
-from clank.logging import bound, get_logger, register_secret
+from clank.io.media_connection_statistics import MediaConnectionStatistics, leg_statistics, log_leg_event
+from clank.io.media_leg_params import MediaConnectionParams, MessageSocket
+from clank.io.udp import Address, DatagramEndpoint, discover_ip
+from clank.logging import bound, register_secret
 from clank.protocol import voice_gateway as vgc
+from clank.protocol.media_datagrams import DROP_REASONS, RtcpIn, RtpIn
 from clank.protocol.media_leg import (
-    DROP_REASONS,
     CloseWebSocket,
     DaveStateChanged,
     MediaEvent,
-    MediaLegConfig,
     MediaLegCore,
     NeedIpDiscovery,
     PassOver,
-    RtcpIn,
-    RtpIn,
     TransportState,
     TransportStateChanged,
 )
@@ -79,15 +74,9 @@ from clank.wire.udp_keepalive import build_keepalive
 __all__ = [
     "DROP_REASONS",
     "EVENT_BUFFER",
-    "REAL_TRANSPORTS",
-    "DatagramEndpoint",
     "DaveStateChanged",
     "MediaConnection",
-    "MediaConnectionParams",
-    "MediaConnectionStatistics",
     "MediaEvent",
-    "MediaTransports",
-    "MessageSocket",
     "PacketHandler",
     "RtcpHandler",
     "TransportState",
@@ -95,7 +84,6 @@ __all__ = [
     "open_media_connection",
 ]
 
-log = get_logger("clank.media_connection")
 
 #: Control events an observer may lag behind before new ones are dropped (and counted).
 EVENT_BUFFER: Final = 256
@@ -106,119 +94,6 @@ PacketHandler = Callable[[RtpHeader, bytes, float], None]
 """``(header, media payload, now)``: transport-decrypted, padding and extension stripped."""
 RtcpHandler = Callable[[tuple[RtcpPacket, ...], float], None]
 EventHandler = Callable[[MediaEvent], None]
-
-
-# --------------------------------------------------------------------------- transports
-
-
-class MessageSocket(Protocol):
-    """A websocket as the driver uses it (``clank.io.websocket.WebSocket`` and the fake net's)."""
-
-    async def receive(self) -> str | bytes: ...
-    async def send(self, message: str | bytes) -> None: ...
-    async def aclose(self, code: int = 1000, reason: str = "") -> None: ...
-
-
-WebSocketFactory = Callable[[str], AbstractAsyncContextManager[MessageSocket]]
-"""``url`` -> an open websocket (raises ``TransportError`` when it cannot connect)."""
-DatagramFactory = Callable[[Address, int], AbstractAsyncContextManager[DatagramEndpoint]]
-"""``(remote address, receive buffer bytes)`` -> an endpoint connected to the media server."""
-
-
-def _local_host_for(remote_host: str) -> str:
-    """Bind loopback for a loopback server (the sandbox), every interface otherwise."""
-    return "127.0.0.1" if remote_host.startswith("127.") else "0.0.0.0"
-
-
-def _open_real_datagram(remote: Address, rcvbuf: int) -> AbstractAsyncContextManager[DatagramEndpoint]:
-    return open_udp_endpoint(remote, local_host=_local_host_for(remote[0]), rcvbuf=rcvbuf)
-
-
-@attrs.frozen
-class MediaTransports:
-    """Where a leg's websocket and datagram endpoint come from."""
-
-    open_websocket: WebSocketFactory
-    open_datagram: DatagramFactory
-
-
-REAL_TRANSPORTS: Final = MediaTransports(open_websocket=open_websocket, open_datagram=_open_real_datagram)
-
-
-# --------------------------------------------------------------------------- parameters, statistics
-
-
-@attrs.frozen
-class MediaConnectionParams:
-    """Everything one leg needs.
-
-    ``dave_group_id``: ``dave_group_id_for_voice`` / ``dave_group_id_for_stream`` (wire.gateway_events).
-    """
-
-    role: vg.Role
-    endpoint: str
-    server_id: str
-    channel_id: str | None
-    user_id: str
-    session_id: str = attrs.field(repr=False)
-    token: str = attrs.field(repr=False)
-    dave_group_id: int
-    settings: Settings = attrs.field(factory=Settings, repr=False)
-    video: bool = True
-    streams: tuple[vg.StreamRequest, ...] = (vg.SCREEN_STREAM,)
-    codecs: tuple[vg.Codec, ...] | None = None
-    sink_wants_format: vg.SinkWantsFormat = vg.SinkWantsFormat.NESTED
-    heartbeat_cap: float | None = None
-    transports: MediaTransports = attrs.field(default=REAL_TRANSPORTS, repr=False, eq=False)
-
-    def gateway_config(self) -> vgc.VoiceGatewayConfig:
-        voice = self.settings.voice
-        return vgc.VoiceGatewayConfig(
-            role=self.role,
-            server_id=self.server_id,
-            channel_id=self.channel_id,
-            user_id=self.user_id,
-            session_id=self.session_id,
-            token=self.token,
-            max_dave_protocol_version=voice.max_dave_protocol_version,
-            video=self.video,
-            streams=self.streams,
-            mode_preference=tuple(voice.mode_preference),
-            codecs=self.codecs,
-            sink_wants_format=self.sink_wants_format,
-            heartbeat_cap=self.heartbeat_cap,
-        )
-
-    def leg_config(self) -> MediaLegConfig:
-        voice = self.settings.voice
-        return MediaLegConfig(
-            gateway=self.gateway_config(),
-            dave_group_id=self.dave_group_id,
-            max_dave_protocol_version=voice.max_dave_protocol_version,
-        )
-
-
-@attrs.frozen
-class MediaConnectionStatistics:
-    state: TransportState
-    ssrc: int | None
-    mode: str | None
-    packets_in: int
-    packets_out: int
-    rtcp_in: int
-    rtcp_out: int
-    send_dropped: int
-    control_dropped: int
-    drops: dict[str, int]
-    resumes: int
-    reconnects: int
-    heartbeat_latency: float | None
-    events_dropped: int
-    gateway: vgc.VoiceGatewayStatistics
-    udp: UdpStatistics | None
-    dave: DaveStatistics
-    keepalives_sent: int = 0
-    """UDP keep-alives sent (wire.udp_keepalive; every ``voice.udp_keepalive_s`` from Ready)."""
 
 
 # --------------------------------------------------------------------------- the driver
@@ -237,6 +112,7 @@ class MediaConnection:
     ) -> None:
         self.params = params
         self.leg = MediaLegCore(params.leg_config(), rng)
+        self._datagrams = self.leg.datagrams
         self._transports = params.transports
         self._packet_handler = packet_handler
         self._rtcp_handler = rtcp_handler
@@ -292,29 +168,7 @@ class MediaConnection:
         return self.leg.video_state(user_id)
 
     def statistics(self) -> MediaConnectionStatistics:
-        gateway = self.leg.gateway.statistics()
-        counters = self.leg.counters()
-        cipher = self.leg.cipher
-        return MediaConnectionStatistics(
-            state=self.leg.state,
-            ssrc=self.ssrc,
-            mode=cipher.mode if cipher is not None else None,
-            packets_in=counters.packets_in,
-            packets_out=counters.packets_out,
-            rtcp_in=counters.rtcp_in,
-            rtcp_out=counters.rtcp_out,
-            send_dropped=counters.send_dropped,
-            control_dropped=counters.control_dropped,
-            drops=counters.drops,
-            resumes=counters.resumes,
-            reconnects=counters.reconnects,
-            heartbeat_latency=gateway.last_latency,
-            events_dropped=self._events_dropped,
-            gateway=gateway,
-            udp=self._udp.statistics() if self._udp is not None else None,
-            dave=self.leg.dave_statistics(),
-            keepalives_sent=self._keepalives_sent,
-        )
+        return leg_statistics(self.leg, self._udp, self._events_dropped, self._keepalives_sent)
 
     async def wait_ready(self) -> None:
         """Wait until media can flow (session established or resumed)."""
@@ -336,57 +190,45 @@ class MediaConnection:
         marker: bool = False,
         extension: RtpExtension | None = None,
     ) -> bool:
-        """Seal and send one RTP packet; False (and counted) when not connected or the socket is full.
-
-        Sequence numbers are ours per SSRC. ``timestamp`` None uses the SSRC's running timestamp,
-        which then advances by ``timestamp_step`` (audio: 960 per 20 ms frame).
-        """
-        udp = self._udp
-        if udp is None:
-            self.leg.datagram_sent(b"", False)
-            return False
-        packet = self.leg.seal_rtp(
-            payload_type,
-            payload,
-            ssrc=ssrc,
-            timestamp=timestamp,
-            timestamp_step=timestamp_step,
-            marker=marker,
-            extension=extension,
+        """Seal (``MediaDatagrams.seal_rtp``: our seq/timestamps per SSRC) and send one RTP
+        packet; False (and counted) when not connected or the socket is full."""
+        if self._udp is None:
+            return self._send_sealed(None)
+        return self._send_sealed(
+            self._datagrams.seal_rtp(
+                payload_type,
+                payload,
+                ssrc=ssrc,
+                timestamp=timestamp,
+                timestamp_step=timestamp_step,
+                marker=marker,
+                extension=extension,
+            )
         )
-        if packet is None:
-            return False
-        ok = udp.send_nowait(packet)
-        self.leg.datagram_sent(packet, ok)
-        return ok
 
     def send_rtp_packet(self, header: RtpHeader, plaintext: bytes) -> bool:
-        """Seal and send a packet whose header a send core built (its own seq/timestamp/SSRC).
-
-        ``plaintext`` is the extension elements (if the header says X) + payload. False (and
-        counted) when not connected or the socket is full. Used by the publish role's
-        ``VideoSendCore``, which needs to own sequence numbers for its RTX store.
-        """
-        udp, cipher = self._udp, self.leg.cipher
-        if udp is None or cipher is None or self.leg.state != "ready":
-            self.leg.datagram_sent(b"", False)
-            return False
-        packet = cipher.seal_rtp(header.serialize(), plaintext)
-        ok = udp.send_nowait(packet)
-        self.leg.datagram_sent(packet, ok)
-        return ok
+        """Seal and send a packet whose header a send core built (the publish role's
+        ``VideoSendCore`` owns its sequence numbers for its RTX store); False as ``send_rtp``."""
+        if self._udp is None:
+            return self._send_sealed(None)
+        return self._send_sealed(self._datagrams.seal_rtp_packet(header, plaintext))
 
     def send_rtcp(self, plain: bytes) -> bool:
         """Protect (header + sender SSRC as AAD) and send one plain RTCP datagram."""
+        if self._udp is None:
+            return self._send_sealed(None)
+        return self._send_sealed(self._datagrams.seal_rtcp(plain))
+
+    def _send_sealed(self, packet: bytes | None) -> bool:
+        """The one datagram send path: ``None`` is a packet the core could not seal (counted)."""
         udp = self._udp
         if udp is None:
-            self.leg.datagram_sent(b"", False)
+            self._datagrams.datagram_sent(b"", False)
             return False
-        packet = self.leg.seal_rtcp(plain)
         if packet is None:
             return False
         ok = udp.send_nowait(packet)
-        self.leg.datagram_sent(packet, ok)
+        self._datagrams.datagram_sent(packet, ok)
         return ok
 
     def send_datagram(self, data: bytes) -> bool:
@@ -531,29 +373,7 @@ class MediaConnection:
                 self._deliver(event)
 
     def _deliver(self, event: MediaEvent) -> None:
-        role = self.params.role
-        if isinstance(event, vgc.SessionEstablished):
-            log.info(
-                "voice connection ready",
-                role=role,
-                mode=event.mode,
-                dave_protocol_version=event.dave_protocol_version,
-                ssrc=event.ssrc,
-            )
-        elif isinstance(event, vgc.Resumed):
-            log.info("voice connection resumed", role=role)
-        elif isinstance(event, vgc.MalformedDropped):
-            log.warning("voice message malformed; dropped", role=role, op=event.op, error=event.reason)
-        elif isinstance(event, TransportStateChanged) and event.state in ("reconnecting", "failed"):
-            # A leg that cannot connect at all is a warning (a wrong voice_url_scheme, a firewall).
-            unreachable = (event.reason or "").startswith("could not connect")
-            (log.warning if unreachable or event.state == "failed" else log.info)(
-                "voice connection ended",
-                role=role,
-                state=event.state,
-                reason=event.reason,
-                code=event.close_code,
-            )
+        log_leg_event(self.params.role, event)
         if self._event_handler is not None:
             self._event_handler(event)
         try:
@@ -609,7 +429,7 @@ class MediaConnection:
             await trio.sleep(interval)
 
     def _on_datagram(self, data: bytes, address: Address) -> None:
-        received = self.leg.receive_datagram(data)
+        received = self._datagrams.receive_datagram(data)
         if received is None:
             return
         if isinstance(received, RtpIn):

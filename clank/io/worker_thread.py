@@ -7,6 +7,10 @@ delivery task with ``TrioToken.run_sync_soon`` (never blocking on trio). The del
 ``on_output`` in trio for each item :meth:`_take` returns, so its exceptions propagate normally,
 and an exception in the thread surfaces there too. Stopping is bounded: the thread finishes the
 job it is on, skips whatever is still queued and ends (``THREAD_STOP_TIMEOUT``).
+
+Under a virtual clock (tests, :func:`clank.io.offload.inline_cpu`) no thread runs: ``_inline`` is
+True, subclasses process each job inside ``submit`` and the wake-up is immediate, so the clock
+cannot jump while a job is half done.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from typing import Final, Generic, TypeVar
 import attrs
 import outcome
 import trio
+
+from clank.io.offload import inline_cpu
 
 __all__ = ["THREAD_STOP_TIMEOUT", "WorkerThread", "lower_thread_priority"]
 
@@ -63,6 +69,7 @@ class WorkerThread(Generic[JobT, OutT]):
         self._thread_outcome: outcome.Outcome[None] | None = None
         self._trio_finished = False
         self._cpu_seconds = 0.0  # thread CPU time spent in _process
+        self._inline = inline_cpu()  # no thread: jobs run inside submit (virtual clock, tests)
 
     # ---- for subclasses --------------------------------------------------------------------
 
@@ -77,6 +84,9 @@ class WorkerThread(Generic[JobT, OutT]):
     def _wake_trio_soon(self) -> None:
         """Thread side: wake the delivery task. When trio has finished (after a timed-out stop)
         nobody wants the result, and the thread ends after this job."""
+        if self._inline:
+            self._wake.set()
+            return
         try:
             self._token.run_sync_soon(self._wake_now)
         except trio.RunFinishedError:
@@ -94,7 +104,7 @@ class WorkerThread(Generic[JobT, OutT]):
         """Deliver results to ``on_output`` while inside; ``thread_name`` None runs no thread."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._deliver, on_output)
-            if thread_name is not None:
+            if thread_name is not None and not self._inline:
                 self._start_thread(thread_name, nice)
             try:
                 yield

@@ -13,260 +13,50 @@ The driver (``clank/io/gateway.py``) owns the socket; this core owns every decis
 When the core wants the connection gone (zombie, op7, op9, handshake timeout) it emits
 ``Close(code)`` and remembers what to do next; ``connection_closed`` then returns that plan
 whatever code the socket reports. A close the core did not ask for goes through
-``CLOSE_POLICY``. Time is always an argument; randomness comes from an injected
-``random.Random`` so tests can pin jitter.
+``CLOSE_POLICY``. The tables and constants live in :mod:`~clank.protocol.gateway_policy`, the
+returned values in :mod:`~clank.protocol.gateway_events`. Time is always an argument;
+randomness comes from an injected ``random.Random`` so tests can pin jitter.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 import random
-import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import attrs
-
-from clank.errors import (
-    AuthenticationFailed,
-    ClankError,
-    ConnectionClosed,
-    MalformedMessage,
-    TransportError,
-    UsageError,
-)
+from clank.errors import MalformedMessage, TransportError, UsageError
 from clank.protocol.backoff import BackoffPolicy
+from clank.protocol.gateway_events import (
+    Close,
+    Connect,
+    CoreStatistics,
+    Dispatch,
+    Event,
+    Ready,
+    ReadyInfo,
+    Resumed,
+    SendFrame,
+    Stop,
+)
+from clank.protocol.gateway_policy import (
+    DEFAULT_CAPABILITIES,
+    DEFAULT_MAX_INITIAL_ATTEMPTS,
+    DEFAULT_PRESENCE,
+    DEFAULT_PROPERTIES,
+    HANDSHAKE_TIMEOUT,
+    INVALID_SESSION_WAIT,
+    MAX_HEARTBEAT_INTERVAL_MS,
+    PASSIVE_GUILD_UPDATE_V2,
+    RESUMABLE_CLOSE_CODE,
+    TRANSITIONS,
+    CloseAction,
+    Phase,
+    close_rule,
+    gateway_url,
+    stop_error,
+)
 from clank.wire.gateway import GatewayFrame, Op, ZlibStreamInflater
-
-API_VERSION = 9
-#: Close code we use when we drop a connection but want to resume (1000/1001 end the session).
-RESUMABLE_CLOSE_CODE = 4000
-#: Seconds to wait for Hello after the socket opens, and for READY/RESUMED after Hello.
-HANDSHAKE_TIMEOUT = 30.0
-#: Bounds of the randomized wait after op9 (Discord asks for 1-5 s before a new Identify).
-INVALID_SESSION_WAIT = (1.0, 5.0)
-#: Connect attempts (the first one included) before giving up when we have never been READY,
-#: so ``clank run`` fails fast with one line.
-DEFAULT_MAX_INITIAL_ATTEMPTS = 5
-#: A Hello interval above this (one hour) is garbage, not a policy.
-MAX_HEARTBEAT_INTERVAL_MS = 3_600_000
-
-DEFAULT_PROPERTIES: Mapping[str, Any] = {"os": "Windows", "browser": "Discord Client", "device": ""}
-#: Capability bit 14: voice states of large guilds arrive as PASSIVE_UPDATE_V2, which clank does not
-#: read, so it is never announced (sharers in large guilds would otherwise go unseen).
-PASSIVE_GUILD_UPDATE_V2 = 1 << 14
-#: Capability bits many user clients send (includes DEDUPE_USER_OBJECTS and PRIORITIZED_READY_PAYLOAD),
-#: without PASSIVE_GUILD_UPDATE_V2.
-DEFAULT_CAPABILITIES = 30717 & ~PASSIVE_GUILD_UPDATE_V2
-DEFAULT_PRESENCE: Mapping[str, Any] = {"status": "online", "since": 0, "activities": [], "afk": False}
-
-
-# --------------------------------------------------------------------------- policies (data)
-
-
-class CloseAction(enum.Enum):
-    RESUME = "resume"  # reconnect to resume_gateway_url and send op6
-    NEW_SESSION = "new_session"  # reconnect to the base URL and Identify again
-    STOP = "stop"  # give up: retrying cannot help
-
-
-@attrs.frozen
-class CloseRule:
-    action: CloseAction
-    meaning: str
-
-
-#: What to do when the *server* closes the socket with a code. Codes not listed: RESUME.
-CLOSE_POLICY: Mapping[int, CloseRule] = {
-    1000: CloseRule(CloseAction.RESUME, "normal closure"),
-    1001: CloseRule(CloseAction.RESUME, "going away"),
-    4000: CloseRule(CloseAction.RESUME, "unknown error"),
-    4001: CloseRule(CloseAction.RESUME, "unknown opcode"),
-    4002: CloseRule(CloseAction.RESUME, "decode error"),
-    4003: CloseRule(CloseAction.NEW_SESSION, "not authenticated"),
-    4004: CloseRule(CloseAction.STOP, "authentication failed: the user token was refused"),
-    4005: CloseRule(CloseAction.NEW_SESSION, "already authenticated"),
-    4007: CloseRule(CloseAction.NEW_SESSION, "invalid seq"),
-    4008: CloseRule(CloseAction.RESUME, "rate limited"),
-    4009: CloseRule(CloseAction.NEW_SESSION, "session timed out"),
-    4010: CloseRule(CloseAction.STOP, "invalid shard"),
-    4011: CloseRule(CloseAction.STOP, "sharding required"),
-    4012: CloseRule(CloseAction.STOP, "invalid API version"),
-    4013: CloseRule(CloseAction.STOP, "invalid intents"),
-    4014: CloseRule(CloseAction.STOP, "disallowed intents"),
-    # User sessions (discord.py-self / userdoccers): too many sessions -> back off and identify anew;
-    # 4016 -> stop (retrying the same way cannot help).
-    4015: CloseRule(CloseAction.NEW_SESSION, "too many sessions: backing off"),
-    4016: CloseRule(CloseAction.STOP, "session rejected by the server"),
-}
-DEFAULT_CLOSE_RULE = CloseRule(CloseAction.RESUME, "connection lost")
-
-
-def close_rule(code: int | None) -> CloseRule:
-    """The policy for a server close (``None``: no close frame, e.g. TCP reset)."""
-    if code is None:
-        return DEFAULT_CLOSE_RULE
-    return CLOSE_POLICY.get(code, DEFAULT_CLOSE_RULE)
-
-
-def stop_error(code: int, rule: CloseRule) -> ClankError:
-    if code == 4004:
-        return AuthenticationFailed(f"Discord gateway closed with 4004 ({rule.meaning}); check the token")
-    return ConnectionClosed(code, f"gateway gave up: {rule.meaning}")
-
-
-class Phase(enum.Enum):
-    IDLE = "idle"  # not started
-    CONNECTING = "connecting"  # Connect issued; waiting for the driver to open a socket
-    AWAITING_HELLO = "awaiting_hello"
-    IDENTIFYING = "identifying"  # Identify sent, waiting for READY
-    RESUMING = "resuming"  # Resume sent, waiting for RESUMED
-    CONNECTED = "connected"  # READY or RESUMED seen
-    CLOSING = "closing"  # we asked the driver to close; waiting for connection_closed
-    STOPPED = "stopped"
-
-
-#: Allowed phase transitions; ``_enter`` refuses anything else (a bug, not a peer error).
-TRANSITIONS: Mapping[Phase, frozenset[Phase]] = {
-    Phase.IDLE: frozenset({Phase.CONNECTING}),
-    Phase.CONNECTING: frozenset({Phase.AWAITING_HELLO, Phase.CONNECTING, Phase.STOPPED}),
-    Phase.AWAITING_HELLO: frozenset(
-        {Phase.IDENTIFYING, Phase.RESUMING, Phase.CLOSING, Phase.CONNECTING, Phase.STOPPED}
-    ),
-    Phase.IDENTIFYING: frozenset({Phase.CONNECTED, Phase.CLOSING, Phase.CONNECTING, Phase.STOPPED}),
-    Phase.RESUMING: frozenset({Phase.CONNECTED, Phase.CLOSING, Phase.CONNECTING, Phase.STOPPED}),
-    Phase.CONNECTED: frozenset({Phase.CLOSING, Phase.CONNECTING, Phase.STOPPED}),
-    Phase.CLOSING: frozenset({Phase.CONNECTING, Phase.STOPPED}),
-    Phase.STOPPED: frozenset(),
-}
-
-
-# --------------------------------------------------------------------------- events out
-
-
-@attrs.frozen
-class SendFrame:
-    """Send this text frame. ``text`` may hold the token (Identify/Resume): never logged."""
-
-    op: int
-    text: str = attrs.field(repr=False)
-
-
-@attrs.frozen
-class Dispatch:
-    name: str
-    data: Any
-    seq: int | None
-
-
-@attrs.frozen
-class ReadyInfo:
-    user_id: str
-    session_id: str = attrs.field(repr=False)
-    resume_gateway_url: str
-    user: Mapping[str, Any] = attrs.field(eq=False, repr=False)
-    guilds: tuple[Any, ...] = attrs.field(eq=False, repr=False)
-
-    @property
-    def guild_ids(self) -> tuple[str, ...]:
-        return tuple(str(g["id"]) for g in self.guilds if isinstance(g, Mapping) and "id" in g)
-
-    @classmethod
-    def parse(cls, data: Any) -> ReadyInfo:
-        if not isinstance(data, Mapping):
-            raise MalformedMessage("gateway READY", "payload is not an object")
-        user = data.get("user")
-        if not isinstance(user, Mapping) or not isinstance(user.get("id"), str):
-            raise MalformedMessage("gateway READY", "missing user.id")
-        session_id = data.get("session_id")
-        if not isinstance(session_id, str) or not session_id:
-            raise MalformedMessage("gateway READY", "missing session_id")
-        resume_url = data.get("resume_gateway_url")
-        if not isinstance(resume_url, str) or not resume_url:
-            raise MalformedMessage("gateway READY", "missing resume_gateway_url")
-        guilds = data.get("guilds", [])
-        if not isinstance(guilds, list):
-            raise MalformedMessage("gateway READY", "guilds is not a list")
-        return cls(
-            user_id=user["id"],
-            session_id=session_id,
-            resume_gateway_url=resume_url,
-            user=user,
-            guilds=tuple(guilds),
-        )
-
-
-@attrs.frozen
-class Ready:
-    info: ReadyInfo
-
-
-@attrs.frozen
-class Resumed:
-    replayed: int  # dispatches the server replayed between our Resume and RESUMED
-
-
-@attrs.frozen
-class Close:
-    """Close the current socket with ``code``; then call ``connection_closed``."""
-
-    code: int
-    reason: str
-
-
-@attrs.frozen
-class Connect:
-    """Open a socket to ``url`` after sleeping ``delay`` seconds, then call ``connection_made``."""
-
-    url: str
-    delay: float
-    resume: bool
-    attempt: int  # consecutive attempts without reaching READY/RESUMED (0 = healthy)
-    reason: str
-
-
-@attrs.frozen
-class Stop:
-    error: ClankError
-
-
-Event = SendFrame | Dispatch | Ready | Resumed | Close
-
-
-@attrs.frozen
-class CoreStatistics:
-    phase: Phase
-    connects: int
-    identifies: int
-    resumes: int
-    heartbeats_sent: int
-    heartbeat_acks: int
-    zombies: int
-    dispatches: int
-    duplicates_dropped: int
-    last_latency: float | None
-    last_seq: int | None
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def gateway_url(base: str, *, compress: bool) -> str:
-    """``base`` with ``v=9&encoding=json`` (and ``compress=zlib-stream``) in its query."""
-    parts = urllib.parse.urlsplit(base)
-    if parts.scheme not in ("ws", "wss") or not parts.netloc:
-        raise UsageError(f"gateway URL must be ws:// or wss:// with a host, got {base!r}")
-    query = [
-        (k, v)
-        for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        if k not in ("v", "encoding", "compress")
-    ]
-    query += [("v", str(API_VERSION)), ("encoding", "json")]
-    if compress:
-        query.append(("compress", "zlib-stream"))
-    path = parts.path or "/"
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, urllib.parse.urlencode(query), ""))
 
 
 def _frame(op: Op, d: Any) -> SendFrame:

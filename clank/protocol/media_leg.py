@@ -10,8 +10,8 @@ identify, give up — :data:`~clank.protocol.backoff.MEDIA_LEG_RECONNECT`). The 
     inputs   connection_opened / receive_message / connection_lost / connection_failed
              ip_discovered / tick(now) / leave
              send(...)                       control messages from the role (op5, op12, op15)
-             seal_rtp / seal_rtcp            -> sealed datagram bytes (or None, counted)
-             receive_datagram(data)          -> RtpIn | RtcpIn | None (dropped, counted)
+             datagrams.seal_rtp / seal_rtcp  -> sealed datagram bytes (or None, counted)
+             datagrams.receive_datagram(d)   -> RtpIn | RtcpIn | None (dropped, counted)
     outputs  data_to_send()                  websocket frames, in order (the one send path)
              next_event()                    LegEvent values, in order
              next_deadline()                 when to call tick()
@@ -22,8 +22,8 @@ Events are for the role (:data:`MediaEvent`) plus three driver commands: :class:
 (open the datagram endpoint, run discovery, call ``ip_discovered``), :class:`CloseWebSocket`
 (we give up on this websocket with a code) and :class:`PassOver` (stop reading this websocket).
 
-A third leg needs no change here: publishing sends RTP through ``seal_rtp`` with its video SSRCs
-and receives RTCP (NACK, PLI) through ``receive_datagram`` -> :class:`RtcpIn`.
+The datagram path (RTP send state, sealing, demux and drop counters) is
+:class:`~clank.protocol.media_datagrams.MediaDatagrams`, whose cipher and readiness the core sets.
 """
 
 from __future__ import annotations
@@ -38,16 +38,15 @@ import attrs
 from clank.crypto.dave import DaveBinary as DaveOut
 from clank.crypto.dave import DaveFrame, DaveSessionCore, DaveState, DaveStatistics
 from clank.crypto.transport import TransportCipher
-from clank.errors import ClankError, DecryptionFailed, MalformedMessage, MalformedPacket, TransportError
+from clank.errors import ClankError, MalformedMessage, TransportError
 from clank.protocol import voice_gateway as vgc
 from clank.protocol.backoff import MEDIA_LEG_RECONNECT, ReconnectPolicy
+from clank.protocol.media_datagrams import MediaDatagrams
 from clank.wire import voice_gateway as vg
-from clank.wire.rtcp import RtcpPacket, parse_compound
-from clank.wire.rtp import PacketKind, RtpExtension, RtpHeader, classify
 
 __all__ = [
-    "DROP_REASONS",
     "CloseWebSocket",
+    "DaveProblem",
     "DaveStateChanged",
     "LegEvent",
     "MediaEvent",
@@ -57,25 +56,11 @@ __all__ = [
     "NeedIpDiscovery",
     "NextPass",
     "PassOver",
-    "RtcpIn",
-    "RtpIn",
     "TransportState",
     "TransportStateChanged",
 ]
 
 TransportState = Literal["connecting", "ready", "reconnecting", "failed", "disconnected"]
-
-DROP_REASONS: Final = (
-    "no_key",
-    "malformed",
-    "decrypt",
-    "undeclared_pt",
-    "empty",
-    "rtcp_malformed",
-    "rtcp_decrypt",
-    "control",
-    "unknown",
-)
 
 NeedIpDiscovery = vgc.NeedIpDiscovery
 
@@ -99,6 +84,13 @@ class DaveStateChanged:
 
 
 @attrs.frozen
+class DaveProblem:
+    """A DAVE message we could not use (a failed op27, or an op31 recovery); the driver logs it."""
+
+    error: str
+
+
+@attrs.frozen
 class CloseWebSocket:
     """Driver: close this websocket with ``code`` (our own Failed), then end the pass."""
 
@@ -113,6 +105,7 @@ class PassOver:
 MediaEvent = (
     TransportStateChanged
     | DaveStateChanged
+    | DaveProblem
     | vgc.Speaking
     | vgc.ClientsConnected
     | vgc.ClientDisconnected
@@ -151,17 +144,6 @@ class NextPass:
     delay: float
     error: ClankError = attrs.field(eq=False)
     close_code: int | None = None
-
-
-@attrs.frozen
-class RtpIn:
-    header: RtpHeader
-    payload: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
-
-
-@attrs.frozen
-class RtcpIn:
-    packets: tuple[RtcpPacket, ...]
 
 
 @attrs.frozen
@@ -205,26 +187,24 @@ class MediaLegCore:
             int(config.gateway.user_id), config.dave_group_id, config.max_dave_protocol_version
         )
         self._rng = rng
-        self._declared_pts = frozenset(
+        declared = frozenset(
             pt
             for codec in config.gateway.effective_codecs
             for pt in (codec.payload_type, codec.rtx_payload_type)
             if pt is not None
         )
+        self.datagrams = MediaDatagrams(declared, rng)
+        """RTP send state, sealing and the receive demux (the driver's datagram path)."""
         self._outbox: deque[str | bytes] = deque()
         self._events: deque[LegEvent] = deque()
-        self.cipher: TransportCipher | None = None
         self._state: TransportState = "connecting"
         self._outcome: _Outcome | None = None
         self._failures = 0
         self._reached_ready = False
         self._leaving = False
         self._dave_seen: tuple[DaveState, int, int | None] | None = None
-        self._seq: dict[int, int] = {}
-        self._timestamps: dict[int, int] = {}
-        self._drops = dict.fromkeys(DROP_REASONS, 0)
-        self._packets_in = self._packets_out = self._rtcp_in = self._rtcp_out = 0
-        self._send_dropped = self._control_dropped = 0
+        self._dave_problems = 0
+        self._control_dropped = 0
         self._resumes = self._reconnects = 0
 
     # ------------------------------------------------------------------ queries
@@ -232,6 +212,11 @@ class MediaLegCore:
     @property
     def state(self) -> TransportState:
         return self._state
+
+    @property
+    def cipher(self) -> TransportCipher | None:
+        """The transport cipher of the current voice session (None before it / after a reconnect)."""
+        return self.datagrams.cipher
 
     @property
     def ready(self) -> vg.Ready | None:
@@ -265,14 +250,15 @@ class MediaLegCore:
         return self.gateway.next_deadline()
 
     def counters(self) -> MediaLegCounters:
+        datagrams = self.datagrams.counters()
         return MediaLegCounters(
-            packets_in=self._packets_in,
-            packets_out=self._packets_out,
-            rtcp_in=self._rtcp_in,
-            rtcp_out=self._rtcp_out,
-            send_dropped=self._send_dropped,
+            packets_in=datagrams.packets_in,
+            packets_out=datagrams.packets_out,
+            rtcp_in=datagrams.rtcp_in,
+            rtcp_out=datagrams.rtcp_out,
+            send_dropped=datagrams.send_dropped,
             control_dropped=self._control_dropped,
-            drops=dict(self._drops),
+            drops=datagrams.drops,
             resumes=self._resumes,
             reconnects=self._reconnects,
         )
@@ -355,7 +341,7 @@ class MediaLegCore:
                 return NextPass("give_up", 0.0, outcome.error, outcome.code)
             if action is vgc.CloseAction.RECONNECT:
                 self._reconnects += 1
-                self.cipher = None
+                self.datagrams.cipher = None
             self._set_state("reconnecting", str(outcome.error), outcome.code)
             delay = policy.backoff.delay(self._failures + 1, self._rng)
             kind: Literal["resume", "reconnect"] = (
@@ -412,123 +398,6 @@ class MediaLegCore:
             return False
         return self.send(self.gateway.media_sink_wants(wants))
 
-    # ------------------------------------------------------------------ media (datagrams)
-
-    def seal_rtp(
-        self,
-        payload_type: int,
-        payload: bytes,
-        *,
-        ssrc: int | None = None,
-        timestamp: int | None = None,
-        timestamp_step: int = 0,
-        marker: bool = False,
-        extension: RtpExtension | None = None,
-    ) -> bytes | None:
-        """One sealed RTP datagram, or None (counted) when not connected.
-
-        Sequence numbers are ours per SSRC. ``timestamp`` None uses the SSRC's running timestamp,
-        which then advances by ``timestamp_step`` (audio: 960 per 20 ms frame).
-        """
-        cipher = self.cipher
-        ssrc = self.ssrc if ssrc is None else ssrc
-        if cipher is None or ssrc is None or self._state != "ready":
-            self._send_dropped += 1
-            return None
-        seq = self._seq.get(ssrc)
-        if seq is None:
-            seq = self._rng.randrange(0x10000)
-        self._seq[ssrc] = (seq + 1) & 0xFFFF
-        if timestamp is None:
-            ts = self._timestamps.get(ssrc)
-            timestamp = self._rng.randrange(1 << 32) if ts is None else ts
-        self._timestamps[ssrc] = (timestamp + timestamp_step) & 0xFFFFFFFF
-        header = RtpHeader(
-            payload_type,
-            seq,
-            timestamp,
-            ssrc,
-            marker,
-            False,
-            (),
-            extension.profile if extension is not None else None,
-            extension.words if extension is not None else 0,
-        )
-        plaintext = payload if extension is None else extension.body + payload
-        return cipher.seal_rtp(header.serialize(), plaintext)
-
-    def seal_rtcp(self, plain: bytes) -> bytes | None:
-        """Protect one plain RTCP datagram (header + sender SSRC as AAD), or None (counted)."""
-        cipher = self.cipher
-        if cipher is None or self._state != "ready":
-            self._send_dropped += 1
-            return None
-        return cipher.seal_rtcp(plain)
-
-    def datagram_sent(self, sealed: bytes, ok: bool) -> None:
-        """The driver reports whether the socket took a datagram from ``seal_*``."""
-        if not ok:
-            self._send_dropped += 1
-        elif classify(sealed) is PacketKind.RTCP:
-            self._rtcp_out += 1
-        else:
-            self._packets_out += 1
-
-    def receive_datagram(self, data: bytes) -> RtpIn | RtcpIn | None:
-        """Demultiplex and open one datagram; None means dropped (and counted by reason)."""
-        kind = classify(data)
-        if kind is PacketKind.RTP:
-            cipher = self.cipher
-            if cipher is None:
-                self._drops["no_key"] += 1
-                return None
-            try:
-                header, payload = cipher.open_rtp(data)
-            except MalformedPacket:
-                self._drops["malformed"] += 1
-                return None
-            except DecryptionFailed:
-                self._drops["decrypt"] += 1
-                return None
-            if header.payload_type not in self._declared_pts:
-                # Only the payload types we declared in Select Protocol carry media for us
-                # (bandwidth probes, other clients' PTs ...), whatever their number.
-                self._drops["undeclared_pt"] += 1
-                return None
-            if not payload:
-                self._drops["empty"] += 1
-                return None
-            self._packets_in += 1
-            return RtpIn(header, payload)
-        if kind is PacketKind.RTCP:
-            return self._open_rtcp(data)
-        if kind in (PacketKind.IP_DISCOVERY_RESPONSE, PacketKind.KEEPALIVE, PacketKind.IP_DISCOVERY_REQUEST):
-            self._drops["control"] += 1
-        else:
-            self._drops["unknown"] += 1
-        return None
-
-    def _open_rtcp(self, data: bytes) -> RtcpIn | None:
-        cipher = self.cipher
-        if cipher is None:
-            self._drops["no_key"] += 1
-            return None
-        try:
-            plain = cipher.open_rtcp(data)
-        except DecryptionFailed:
-            self._drops["rtcp_decrypt"] += 1
-            return None
-        except MalformedPacket:
-            self._drops["rtcp_malformed"] += 1
-            return None
-        try:
-            packets = parse_compound(plain)
-        except MalformedPacket:
-            self._drops["rtcp_malformed"] += 1
-            return None
-        self._rtcp_in += 1
-        return RtcpIn(packets)
-
     # ------------------------------------------------------------------ routing
 
     def _feed(self, events: list[vgc.Event]) -> None:
@@ -540,7 +409,8 @@ class MediaLegCore:
             elif isinstance(event, vgc.NeedIpDiscovery):
                 self._events.append(event)
             elif isinstance(event, vgc.SessionEstablished):
-                self.cipher = TransportCipher(event.mode, event.secret_key)
+                self.datagrams.cipher = TransportCipher(event.mode, event.secret_key)
+                self.datagrams.default_ssrc = self.ssrc
                 self._dave(self.dave.on_session_description(event.dave_protocol_version))
                 self._events.append(event)
                 self._set_state("ready")
@@ -584,6 +454,9 @@ class MediaLegCore:
                 self.send(self.gateway.send_dave_json(_typed_dave_json(frame.op, frame.data)))
         dave = self.dave
         seen = (dave.state, dave.protocol_version, dave.epoch)
+        if dave.problems != self._dave_problems:
+            self._dave_problems = dave.problems
+            self._events.append(DaveProblem(dave.last_error or "unknown"))
         if seen != self._dave_seen:
             self._dave_seen = seen
             self._events.append(
@@ -600,6 +473,7 @@ class MediaLegCore:
         if state == self._state and reason is None:
             return
         self._state = state
+        self.datagrams.ready = state == "ready"
         if state == "ready":
             self._reached_ready = True
         self._events.append(TransportStateChanged(state, reason, close_code))

@@ -1,7 +1,6 @@
 """Go Live stream state values, the primary-stream ranking table and the registry's typed events.
 
-Sans-io. :class:`clank.protocol.streams.StreamRegistry` produces these; ``clank.protocol.streams``
-re-exports every name here, so importers may use either module.
+Sans-io. :class:`clank.protocol.streams.StreamRegistry` produces these (import them from here).
 """
 
 from __future__ import annotations

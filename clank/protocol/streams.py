@@ -42,29 +42,17 @@ preference on every upsert, and no preference after a removal; so do we).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Final
 
 import attrs
 
 from clank.errors import MalformedMessage, WatchError
 from clank.protocol.stream_events import (
-    RANK_RULES,
-    SCAN_SOURCES,
-    SOURCE_LABELS,
-    CredentialsReceived,
     DeleteUnknownStream,
-    ExistingStreamerDetected,
-    GoLiveBootstrapSeeded,
-    GuildCreateScanComplete,
     InvalidStreamKey,
     MalformedDispatch,
-    PendingCredentialsDropped,
-    RankRule,
-    ReadySupplementalScanComplete,
     RegistryStatistics,
-    ServerUpdateNoStream,
     Sharer,
-    Source,
     StreamCreated,
     StreamDeleted,
     StreamEvent,
@@ -72,20 +60,12 @@ from clank.protocol.stream_events import (
     StreamReallocating,
     StreamUpdated,
     UpdateUnknownStream,
-    UserGoLive,
-    UserGoLiveEnded,
     WatchRequest,
     WatchRequested,
-    WebcamStarted,
-    WebcamStopped,
-    primary_order_key,
-    rank_stream,
 )
-from clank.protocol.stream_watches import (
-    STREAM_PING,
-    StreamPingPolicy,
-    StreamWatches,
-)
+from clank.protocol.stream_members import VoiceMembers
+from clank.protocol.stream_table import StreamTable, elapsed_ms
+from clank.protocol.stream_watches import STREAM_PING, StreamPingPolicy, StreamWatches
 from clank.wire.gateway import GatewayFrame
 from clank.wire.gateway_events import (
     STREAM_KEY_KIND,
@@ -102,54 +82,7 @@ from clank.wire.gateway_events import (
     stream_watch_frame,
 )
 
-__all__ = [
-    "DISPATCH_PARSERS",
-    "PENDING_CREDENTIALS_LIMIT",
-    "PENDING_CREDENTIALS_TTL",
-    "RANK_RULES",
-    "SCAN_SOURCES",
-    "SOURCE_LABELS",
-    "CredentialsReceived",
-    "DeleteUnknownStream",
-    "ExistingStreamerDetected",
-    "GoLiveBootstrapSeeded",
-    "GuildCreateScanComplete",
-    "InvalidStreamKey",
-    "MalformedDispatch",
-    "PendingCredentialsDropped",
-    "RankRule",
-    "ReadySupplementalScanComplete",
-    "RegistryStatistics",
-    "ServerUpdateNoStream",
-    "Sharer",
-    "Source",
-    "StreamCreated",
-    "StreamDeleted",
-    "StreamEvent",
-    "StreamInfo",
-    "StreamReallocating",
-    "StreamRegistry",
-    "StreamUpdated",
-    "UpdateUnknownStream",
-    "UserGoLive",
-    "UserGoLiveEnded",
-    "WatchRequest",
-    "WatchRequested",
-    "WebcamStarted",
-    "WebcamStopped",
-    "primary_order_key",
-    "rank_stream",
-]
-
-# op21 is optional and single-sourced (UDOC); its schedule is a policy (stream_watches.STREAM_PING).
-
-PENDING_CREDENTIALS_LIMIT: Final = 16
-"""STREAM_SERVER_UPDATEs kept for streams not created yet; the oldest is dropped beyond this."""
-
-PENDING_CREDENTIALS_TTL: Final = 60.0
-"""Seconds a pending STREAM_SERVER_UPDATE waits for its STREAM_CREATE before it is dropped."""
-
-# --- the registry -----------------------------------------------------------------------------
+__all__ = ["DISPATCH_PARSERS", "StreamRegistry"]
 
 DISPATCH_PARSERS: Final[Mapping[str, Callable[[object], object]]] = {
     "VOICE_STATE_UPDATE": VoiceState.parse,
@@ -163,20 +96,6 @@ DISPATCH_PARSERS: Final[Mapping[str, Callable[[object], object]]] = {
     "READY": ReadySupplemental.parse,
 }
 """The dispatches the registry consumes; every other dispatch name is ignored."""
-
-
-@attrs.frozen
-class _PendingCredentials:
-    update: StreamServerUpdate
-    received_at: float
-
-
-def _short_endpoint(endpoint: str | None) -> str | None:
-    return None if endpoint is None else f"{endpoint.split('.')[0]}..."
-
-
-def _ms(seconds: float) -> int:
-    return round(seconds * 1000)
 
 
 class StreamRegistry:
@@ -195,15 +114,13 @@ class StreamRegistry:
     ) -> None:
         self.user_id = user_id
         self._guild_ids = None if guild_ids is None else frozenset(guild_ids)
-        self._streams: dict[str, StreamInfo] = {}
-        self._own_stream: StreamInfo | None = None
-        self._members: dict[str, VoiceState] = {}
-        self._own_voice_state: VoiceState | None = None
-        self._pending: dict[str, _PendingCredentials] = {}
+        self._table = StreamTable(user_id)
+        self._members = VoiceMembers(self._table, self._in_scope)
         self.watches = StreamWatches(ping_policy)
         """Watch bookkeeping per stream key (op20 sent, op21 schedule, leg state)."""
         self._listeners: list[Callable[[Sequence[StreamEvent]], None]] = []
-        self._touched_owner: str | None = None
+        self._go_live: tuple[StreamKey, float] | None = None
+        """Our own Go Live: its key and when op18 was sent (until op19 or its STREAM_DELETE)."""
         self._handled = 0
         self._ignored = 0
         self._out_of_scope = 0
@@ -218,7 +135,7 @@ class StreamRegistry:
             self._ignored += 1
             return []
         self._handled += 1
-        events: list[StreamEvent] = self._expire_pending(now)
+        events: list[StreamEvent] = self._table.expire_pending(now)
         try:
             payload = parser(data)
         except MalformedMessage as exc:
@@ -249,7 +166,7 @@ class StreamRegistry:
     def _apply(self, payload: object, now: float) -> list[StreamEvent]:
         match payload:
             case VoiceState():
-                return self._apply_voice_state(payload, now, "voice_state")
+                return self._members.apply(payload, now, "voice_state")
             case StreamCreate():
                 return self._apply_stream_create(payload, now)
             case StreamServerUpdate():
@@ -259,11 +176,11 @@ class StreamRegistry:
             case StreamDelete():
                 return self._apply_stream_delete(payload, now)
             case GuildVoiceStates():
-                return self._apply_scan(payload, now, "guild_create")
+                return self._members.apply_scan(payload, now, "guild_create")
             case ReadySupplemental():
                 events: list[StreamEvent] = []
                 for guild in payload.guilds:
-                    events += self._apply_scan(guild, now, "ready_supplemental")
+                    events += self._members.apply_scan(guild, now, "ready_supplemental")
                 return events
         raise AssertionError(f"no handler for {type(payload).__name__}")  # DISPATCH_PARSERS drift
 
@@ -273,199 +190,31 @@ class StreamRegistry:
         self._out_of_scope += 1
         return False
 
-    # --- voice states --------------------------------------------------------------------------
-
-    def _apply_voice_state(self, vs: VoiceState, now: float, source: Source) -> list[StreamEvent]:
-        if not self._in_scope(vs.guild_id):
-            return []
-        if vs.user_id == self.user_id:
-            return self._apply_own_voice_state(vs)
-        user = vs.user_id
-        previous = self._members.get(user)
-        was_streaming = previous is not None and previous.self_stream
-        events: list[StreamEvent] = []
-        if vs.channel_id is None:
-            self._members.pop(user, None)
-            events += self._end_user_streams(user, "left_voice", announce=vs if was_streaming else None)
-            if previous is not None and previous.self_video:
-                events.append(WebcamStopped(user_id=user, guild_id=vs.guild_id, channel_id=None))
-            return events
-        self._members[user] = vs
-        if vs.self_video and not (previous is not None and previous.self_video):
-            events.append(WebcamStarted(user_id=user, guild_id=vs.guild_id, channel_id=vs.channel_id))
-        elif previous is not None and previous.self_video and not vs.self_video:
-            events.append(WebcamStopped(user_id=user, guild_id=vs.guild_id, channel_id=vs.channel_id))
-        if not vs.self_stream:
-            events += self._end_user_streams(
-                user, "self_stream_false", announce=vs if was_streaming else None
-            )
-            return events
-        moved = previous is not None and previous.channel_id != vs.channel_id
-        if source == "voice_state":
-            if not was_streaming or moved:
-                events.append(UserGoLive(user_id=user, guild_id=vs.guild_id, channel_id=vs.channel_id))
-        else:
-            events.append(
-                ExistingStreamerDetected(
-                    user_id=user, guild_id=vs.guild_id, channel_id=vs.channel_id, source=SCAN_SOURCES[source]
-                )
-            )
-        key = StreamKey.for_voice_channel(vs.guild_id, vs.channel_id, user)
-        events += self._end_user_streams(user, "channel_changed", keep=key)
-        if str(key) not in self._streams:
-            self._streams[str(key)] = StreamInfo(key=key, discovered_at=now, source=source)
-            events.append(
-                GoLiveBootstrapSeeded(
-                    stream_key=key,
-                    user_id=user,
-                    guild_id=vs.guild_id,
-                    channel_id=vs.channel_id,
-                    source=SOURCE_LABELS[source],
-                )
-            )
-            events += self._apply_pending(key, now)
-        self._touched_owner = user
-        return events
-
-    def _apply_own_voice_state(self, vs: VoiceState) -> list[StreamEvent]:
-        """Our own state: tracked, never a watchable stream. Only a true -> false transition (or
-        leaving voice) ends our own stream, because our STREAM_CREATE precedes our
-        ``self_stream: true`` (Appendix C.2)."""
-        previous = self._own_voice_state
-        was_streaming = previous is not None and previous.self_stream
-        self._own_voice_state = vs if vs.channel_id is not None else None
-        events: list[StreamEvent] = []
-        if vs.self_stream and vs.channel_id is not None and not was_streaming:
-            events.append(
-                UserGoLive(user_id=vs.user_id, guild_id=vs.guild_id, channel_id=vs.channel_id, own=True)
-            )
-        left = vs.channel_id is None
-        if left or (was_streaming and not vs.self_stream):
-            own = self._own_stream
-            if own is not None or was_streaming:
-                self._own_stream = None
-                events.append(
-                    UserGoLiveEnded(
-                        user_id=vs.user_id,
-                        guild_id=vs.guild_id,
-                        channel_id=vs.channel_id,
-                        stream_key=None if own is None else own.key,
-                        reason="left_voice" if left else "self_stream_false",
-                        own=True,
-                    )
-                )
-        return events
-
-    def _end_user_streams(
-        self, user_id: str, reason: str, *, keep: StreamKey | None = None, announce: VoiceState | None = None
-    ) -> list[StreamEvent]:
-        """Remove every stream of ``user_id`` except ``keep``; one event per removed stream, or one
-        without a key (placed at the ``announce`` voice state) when the user had none."""
-        ended = [s for s in self._streams.values() if s.owner_id == user_id and s.key != keep]
-        events: list[StreamEvent] = []
-        for stream in ended:
-            del self._streams[str(stream.key)]
-            events.append(
-                UserGoLiveEnded(
-                    user_id=user_id,
-                    guild_id=stream.guild_id,
-                    channel_id=stream.channel_id,
-                    stream_key=stream.key,
-                    reason=reason,
-                )
-            )
-        if ended:
-            self._touched_owner = None
-        elif announce is not None:
-            events.append(
-                UserGoLiveEnded(
-                    user_id=user_id,
-                    guild_id=announce.guild_id,
-                    channel_id=announce.channel_id,
-                    stream_key=None,
-                    reason=reason,
-                )
-            )
-        return events
-
-    def _apply_scan(self, guild: GuildVoiceStates, now: float, source: Source) -> list[StreamEvent]:
-        if not self._in_scope(guild.guild_id):
-            return []
-        events: list[StreamEvent] = []
-        for vs in guild.voice_states:
-            events += self._apply_voice_state(vs, now, source)
-        if guild.complete:
-            # The list is the whole guild: anyone we still think is in voice there has left.
-            present = {vs.user_id for vs in guild.voice_states}
-            for user_id, member in list(self._members.items()):
-                if member.guild_id == guild.guild_id and user_id not in present:
-                    gone = VoiceState(guild_id=guild.guild_id, channel_id=None, user_id=user_id)
-                    events += self._apply_voice_state(gone, now, "voice_state")
-        streamers = tuple(
-            vs.user_id
-            for vs in guild.voice_states
-            if vs.self_stream and vs.channel_id is not None and vs.user_id != self.user_id
-        )
-        if streamers:
-            scan_event = (
-                GuildCreateScanComplete if source == "guild_create" else ReadySupplementalScanComplete
-            )
-            events.append(
-                scan_event(
-                    guild_id=guild.guild_id,
-                    total_voice_states=len(guild.voice_states),
-                    existing_streamers=len(streamers),
-                    streamer_user_ids=streamers,
-                    invalid_voice_states=guild.invalid_voice_states,
-                )
-            )
-        return events
-
     # --- streams -------------------------------------------------------------------------------
-
-    def _is_own(self, key: StreamKey) -> bool:
-        return key.owner_id == self.user_id
-
-    def _lookup(self, key: StreamKey) -> StreamInfo | None:
-        if self._is_own(key):
-            own = self._own_stream
-            return own if own is not None and own.key == key else None
-        return self._streams.get(str(key))
-
-    def _store(self, info: StreamInfo, *, touch: bool = True) -> None:
-        """Save ``info``; ``touch`` makes its owner the implicit primary preference (an upsert)."""
-        if self._is_own(info.key):
-            self._own_stream = info
-        else:
-            self._streams[str(info.key)] = info
-            if touch:
-                self._touched_owner = info.owner_id
 
     def _apply_stream_create(self, sc: StreamCreate, now: float) -> list[StreamEvent]:
         key = sc.stream_key
         if not self._in_scope(key.guild_id):
             return []
         events: list[StreamEvent] = []
-        own = self._is_own(key)
+        own = self._table.is_own(key)
         if not own:
-            events += self._end_user_streams(key.owner_id, "replaced_by_stream_create", keep=key)
-        previous = self._lookup(key)
-        fields: dict[str, Any] = {
-            "created_at": now,
-            "rtc_server_id": sc.rtc_server_id,
-            "rtc_channel_id": sc.rtc_channel_id,
-            "region": sc.region,
-            "viewer_ids": sc.viewer_ids,
-            "paused": sc.paused,
-        }
-        if previous is None:
-            info = StreamInfo(key=key, discovered_at=now, source="stream_create", **fields)
-        else:
-            if previous.rtc_server_id is not None and previous.rtc_server_id != sc.rtc_server_id:
-                # A different stream server: the old credentials belong to it.
-                fields.update(endpoint=None, token=None, credentials_received_at=None)
-            info = attrs.evolve(previous, **fields)
-        self._store(info)
+            events += self._table.end_user_streams(key.owner_id, "replaced_by_stream_create", keep=key)
+        previous = self._table.lookup(key)
+        base = previous or StreamInfo(key=key, discovered_at=now, source="stream_create")
+        if base.rtc_server_id is not None and base.rtc_server_id != sc.rtc_server_id:
+            # A different stream server: the old credentials belong to it.
+            base = attrs.evolve(base, endpoint=None, token=None, credentials_received_at=None)
+        info = attrs.evolve(
+            base,
+            created_at=now,
+            rtc_server_id=sc.rtc_server_id,
+            rtc_channel_id=sc.rtc_channel_id,
+            region=sc.region,
+            viewer_ids=sc.viewer_ids,
+            paused=sc.paused,
+        )
+        self._table.store(info)
         events.append(
             StreamCreated(
                 stream_key=key,
@@ -481,85 +230,42 @@ class StreamRegistry:
                 was_known=previous is not None,
             )
         )
-        events += self._apply_pending(key, now)
+        events += self._table.apply_pending(key, now)
         return events
 
     def _apply_server_update(self, update: StreamServerUpdate, now: float) -> list[StreamEvent]:
         key = update.stream_key
         if not self._in_scope(key.guild_id):
             return []
-        info = self._lookup(key)
-        own = self._is_own(key)
+        info = self._table.lookup(key)
+        own = self._table.is_own(key)
         if update.endpoint is None:
-            self._pending.pop(str(key), None)
-            if info is not None:
-                cleared = attrs.evolve(info, endpoint=None, token=None, credentials_received_at=None)
-                self._store(cleared, touch=False)
-            return [StreamReallocating(stream_key=key, known=info is not None, own=own)]
+            known = self._table.clear_credentials(key)
+            return [StreamReallocating(stream_key=key, known=known, own=own)]
         if info is None:
-            return self._store_pending(update, now)
-        return [self._set_credentials(info, update, now, from_pending=False)]
-
-    def _set_credentials(
-        self, info: StreamInfo, update: StreamServerUpdate, now: float, *, from_pending: bool
-    ) -> CredentialsReceived:
-        self._store(
-            attrs.evolve(info, endpoint=update.endpoint, token=update.token, credentials_received_at=now)
-        )
-        return CredentialsReceived(
-            stream_key=info.key,
-            user_id=info.owner_id,
-            endpoint=_short_endpoint(update.endpoint),
-            has_token=bool(update.token),
-            rtc_server_id=info.rtc_server_id,
-            latency_ms=_ms(now - info.discovered_at),
-            own=self._is_own(info.key),
-            from_pending=from_pending,
-        )
-
-    def _store_pending(self, update: StreamServerUpdate, now: float) -> list[StreamEvent]:
-        events: list[StreamEvent] = [ServerUpdateNoStream(stream_key=update.stream_key)]
-        name = str(update.stream_key)
-        self._pending.pop(name, None)
-        self._pending[name] = _PendingCredentials(update=update, received_at=now)
-        while len(self._pending) > PENDING_CREDENTIALS_LIMIT:
-            oldest = next(iter(self._pending))
-            dropped = self._pending.pop(oldest)
-            events.append(PendingCredentialsDropped(stream_key=dropped.update.stream_key, reason="overflow"))
-        return events
-
-    def _apply_pending(self, key: StreamKey, now: float) -> list[StreamEvent]:
-        pending = self._pending.pop(str(key), None)
-        info = self._lookup(key)
-        if pending is None or info is None:
-            return []
-        return [self._set_credentials(info, pending.update, now, from_pending=True)]
-
-    def _expire_pending(self, now: float) -> list[StreamEvent]:
-        expired = [p for p in self._pending.values() if now - p.received_at >= PENDING_CREDENTIALS_TTL]
-        for pending in expired:
-            del self._pending[str(pending.update.stream_key)]
-        return [PendingCredentialsDropped(stream_key=p.update.stream_key, reason="expired") for p in expired]
+            return self._table.keep_pending(update, now)
+        return [self._table.set_credentials(info, update, now, from_pending=False)]
 
     def _apply_stream_update(self, update: StreamUpdate) -> list[StreamEvent]:
         key = update.stream_key
         if not self._in_scope(key.guild_id):
             return []
-        info = self._lookup(key)
+        info = self._table.lookup(key)
         if info is None:
             return [UpdateUnknownStream(stream_key=key)]
-        changes: dict[str, Any] = {}
-        if update.viewer_ids is not None:
-            changes["viewer_ids"] = update.viewer_ids
-        if update.paused is not None:
-            changes["paused"] = update.paused
-        if update.region is not None:
-            changes["region"] = update.region
-        info = attrs.evolve(info, **changes)
-        self._store(info, touch=False)
+        info = attrs.evolve(
+            info,
+            viewer_ids=info.viewer_ids if update.viewer_ids is None else update.viewer_ids,
+            paused=info.paused if update.paused is None else update.paused,
+            region=info.region if update.region is None else update.region,
+        )
+        self._table.store(info, touch=False)
         return [
             StreamUpdated(
-                stream_key=key, viewer_count=len(info.viewer_ids), paused=info.paused, own=self._is_own(key)
+                stream_key=key,
+                viewer_count=len(info.viewer_ids),
+                paused=info.paused,
+                own=self._table.is_own(key),
             )
         ]
 
@@ -568,8 +274,10 @@ class StreamRegistry:
         if not self._in_scope(key.guild_id):
             return []
         was_watched = self.watches.stop(key) is not None
-        self._pending.pop(str(key), None)
-        info = self._lookup(key)
+        if self._go_live is not None and self._go_live[0] == key:
+            self._go_live = None
+        self._table.drop_pending(key)
+        info = self._table.lookup(key)
         if info is None:
             return [
                 DeleteUnknownStream(
@@ -579,19 +287,15 @@ class StreamRegistry:
                     was_watched=was_watched,
                 )
             ]
-        if self._is_own(key):
-            self._own_stream = None
-        else:
-            del self._streams[str(key)]
-            self._touched_owner = None
+        self._table.remove(key)
         return [
             StreamDeleted(
                 stream_key=key,
                 user_id=key.owner_id,
                 reason=delete.reason,
                 unavailable=delete.unavailable,
-                age_ms=_ms(now - info.discovered_at),
-                own=self._is_own(key),
+                age_ms=elapsed_ms(info.discovered_at, now),
+                own=self._table.is_own(key),
                 was_watched=was_watched,
                 was_created=info.created,
             )
@@ -610,19 +314,19 @@ class StreamRegistry:
         """
         if isinstance(target, StreamKey):
             key = target
-            known = self._lookup(key)
+            known = self._table.lookup(key)
             synthesized = known is None or not known.created
         else:
             known = self.stream_for_user(target)
             if known is not None:
                 key, synthesized = known.key, not known.created
             else:
-                member = self._members.get(target)
+                member = self._members.member(target)
                 if member is None or member.channel_id is None:
                     raise WatchError("target_not_in_voice", f"user {target} has no stream and no voice state")
                 key = StreamKey.for_voice_channel(member.guild_id, member.channel_id, target)
                 synthesized = True
-        if self._is_own(key):
+        if self._table.is_own(key):
             raise WatchError("own_stream", "cannot watch our own Go Live")
         if self._guild_ids is not None and key.guild_id not in self._guild_ids:
             raise WatchError("out_of_scope", f"{key} is outside this voice session's guilds")
@@ -644,6 +348,39 @@ class StreamRegistry:
             key = latest.key
         self.watches.stop(key)
         return stream_delete_frame(key)
+
+    # --- credentials of a requested stream (watch or our own Go Live) ---------------------------
+
+    def request_go_live(self, guild_id: str | None, channel_id: str, now: float) -> StreamKey:
+        """Our op18 for ``channel_id`` goes out at ``now``: the key of our stream (its credentials
+        are then :meth:`fresh_credentials` only once a STREAM_SERVER_UPDATE answers this op18)."""
+        key = StreamKey.for_voice_channel(guild_id, channel_id, self.user_id)
+        self._go_live = (key, now)
+        return key
+
+    def stop_go_live(self, key: StreamKey) -> GatewayFrame | None:
+        """op19 for our stream ``key``; ``None`` when it is not live (never requested, or deleted)."""
+        if self._go_live is None or self._go_live[0] != key:
+            return None
+        self._go_live = None
+        return stream_delete_frame(key)
+
+    def credentials_requested_at(self, key: StreamKey) -> float | None:
+        """When op20 (a watch) or op18 (our Go Live) asked for ``key``'s credentials, if it did."""
+        if self._go_live is not None and self._go_live[0] == key:
+            return self._go_live[1]
+        book = self.watches.book(key)
+        return None if book is None else book.requested_at
+
+    def fresh_credentials(self, key: StreamKey) -> StreamInfo | None:
+        """``key``'s stream once it has full credentials from a STREAM_SERVER_UPDATE that answers
+        our request (cached credentials that look complete may be stale after a re-request)."""
+        requested_at = self.credentials_requested_at(key)
+        info = self._table.lookup(key)
+        if requested_at is None or info is None or not info.has_credentials:
+            return None
+        received = info.credentials_received_at
+        return info if received is not None and received >= requested_at else None
 
     def watch_leg_state(self, key: StreamKey, *, connected: bool, healthy: bool, now: float) -> None:
         """The stream leg of ``key``'s watch: connected and healthy (drives the op21 policy)."""
@@ -672,11 +409,11 @@ class StreamRegistry:
     @property
     def own_stream(self) -> StreamInfo | None:
         """Our own Go Live (publish role), if any."""
-        return self._own_stream
+        return self._table.own
 
     @property
     def own_voice_state(self) -> VoiceState | None:
-        return self._own_voice_state
+        return self._members.own_voice_state
 
     @property
     def preferred_owner_id(self) -> str | None:
@@ -684,24 +421,21 @@ class StreamRegistry:
         watching = self.watching_key
         if watching is not None:
             return watching.owner_id
-        return self._touched_owner
+        return self._table.touched_owner
 
     def streams(self) -> tuple[StreamInfo, ...]:
         """Every known stream of other users (provisional ones included), oldest first."""
-        return tuple(self._streams.values())
+        return self._table.streams()
 
     def stream(self, key: StreamKey) -> StreamInfo | None:
-        return self._lookup(key)
+        return self._table.lookup(key)
 
     def stream_for_user(self, user_id: str, guild_id: str | None = None) -> StreamInfo | None:
-        for stream in self._streams.values():
-            if stream.owner_id == user_id and (guild_id is None or stream.guild_id == guild_id):
-                return stream
-        return None
+        return self._table.for_user(user_id, guild_id)
 
     def watched_stream(self) -> StreamInfo | None:
         key = self.watching_key
-        return None if key is None else self._lookup(key)
+        return None if key is None else self._table.lookup(key)
 
     def has_credentials(self, target: str | StreamKey) -> bool:
         stream = self.stream(target) if isinstance(target, StreamKey) else self.stream_for_user(target)
@@ -710,47 +444,23 @@ class StreamRegistry:
     def primary_stream(self, preferred_owner_id: str | None = None) -> StreamInfo | None:
         """The top-ranked stream (clanky's "primary" Go Live). The watched stream's owner beats
         ``preferred_owner_id``, which beats the most recently touched owner."""
-        if not self._streams:
-            return None
         watching = self.watching_key
         preferred = (
             watching.owner_id
             if watching is not None
-            else (preferred_owner_id if preferred_owner_id is not None else self._touched_owner)
+            else (preferred_owner_id if preferred_owner_id is not None else self._table.touched_owner)
         )
-        return min(self._streams.values(), key=lambda s: primary_order_key(s, preferred))
+        return self._table.primary(preferred)
 
     def member(self, user_id: str) -> VoiceState | None:
-        return self._members.get(user_id)
+        return self._members.member(user_id)
 
     def members(self) -> tuple[VoiceState, ...]:
-        return tuple(self._members.values())
+        return self._members.members()
 
     def sharers(self) -> tuple[Sharer, ...]:
         """Users sharing video: Go Live (``self_stream`` or a known stream) and/or webcam."""
-        out: dict[str, Sharer] = {}
-        for user_id, vs in self._members.items():
-            stream = self.stream_for_user(user_id)
-            if vs.self_stream or vs.self_video or stream is not None:
-                out[user_id] = Sharer(
-                    user_id=user_id,
-                    guild_id=vs.guild_id,
-                    channel_id=vs.channel_id,
-                    go_live=vs.self_stream or stream is not None,
-                    webcam=vs.self_video,
-                    stream=stream,
-                )
-        for stream in self._streams.values():
-            if stream.owner_id not in out:
-                out[stream.owner_id] = Sharer(
-                    user_id=stream.owner_id,
-                    guild_id=stream.guild_id,
-                    channel_id=stream.channel_id,
-                    go_live=True,
-                    webcam=False,
-                    stream=stream,
-                )
-        return tuple(sorted(out.values(), key=lambda s: s.user_id))
+        return self._members.sharers()
 
     def statistics(self) -> RegistryStatistics:
         return RegistryStatistics(
@@ -758,6 +468,6 @@ class StreamRegistry:
             dispatches_ignored=self._ignored,
             out_of_scope=self._out_of_scope,
             malformed=self._malformed,
-            streams=len(self._streams),
-            pending_credentials=len(self._pending),
+            streams=len(self._table.streams()),
+            pending_credentials=self._table.pending_count,
         )

@@ -38,21 +38,14 @@ from __future__ import annotations
 import collections
 from collections.abc import Iterable
 
-from clank.codecs.assembly import FrameAssembler
 from clank.codecs.feedback import (
     KeyframeReason,
-    KeyframeRequester,
-    KeyframeRequestKind,
-    NackScheduler,
 )
-from clank.codecs.h264 import H264Depacketizer, ParameterSetCache
-from clank.codecs.packet import AssembledFrame, MediaPacket
-from clank.codecs.receive_stats import MAX_REPORT_BLOCKS, VIDEO_CLOCK, ReceptionStatistics
-from clank.codecs.reorder import ReorderBuffer
-from clank.codecs.rtx import RtxUnwrapper
-from clank.codecs.vp8 import Vp8Depacketizer
-from clank.crypto.dave import MAGIC_MARKER, describe_frame
+from clank.codecs.packet import AssembledFrame, Gap, MediaPacket
+from clank.codecs.receive_stats import MAX_REPORT_BLOCKS
+from clank.crypto.dave_wire import MAGIC_MARKER, describe_frame
 from clank.errors import DecryptionFailed, UsageError
+from clank.protocol.video_receive_stream import ReceiveStream
 from clank.protocol.video_receive_types import (
     CODEC_NAMES,
     DIAGNOSTICS_KEPT,
@@ -86,13 +79,12 @@ from clank.protocol.video_receive_types import (
 from clank.protocol.voice_gateway import VideoState
 from clank.wire import voice_gateway as vg
 from clank.wire.rtcp import (
-    FullIntraRequest,
-    GenericNack,
-    PictureLossIndication,
     ReceiverReport,
     SenderReport,
 )
 from clank.wire.rtp import RtpHeader
+
+_new_tuple = tuple.__new__
 
 __all__ = [
     "CODEC_NAMES",
@@ -127,132 +119,6 @@ __all__ = [
 ]
 
 
-class _RateMeter:
-    def __init__(self) -> None:
-        self._times: collections.deque[float] = collections.deque()
-
-    def tick(self, now: float) -> None:
-        self._times.append(now)
-        while self._times and now - self._times[0] > RATE_WINDOW:
-            self._times.popleft()
-
-    def rate(self) -> float:
-        if len(self._times) < 2:
-            return 0.0
-        span = self._times[-1] - self._times[0]
-        return (len(self._times) - 1) / span if span > 0 else 0.0
-
-
-class _Stream:
-    """State of one remote video SSRC."""
-
-    def __init__(self, ssrc: int, user_id: str, config: VideoReceiveConfig, now: float) -> None:
-        self.ssrc = ssrc
-        self.user_id = user_id
-        self.user_int = int(user_id) if user_id.isdecimal() else 0
-        self.rtx_ssrc: int | None = None
-        self.stream_type: StreamType = config.default_stream_type
-        self.active = True
-        self.bound_at = now
-        self.reorder = ReorderBuffer(config.reorder_capacity, config.reorder_delay)
-        self.nack = NackScheduler(config.nack_policy)
-        self.keyframes = KeyframeRequester(config.keyframe_policy)
-        self.keyframes.need(KeyframeReason.JOIN, now)
-        self.rtx = RtxUnwrapper()
-        self.codec: VideoCodecName | None = None
-        self.depacketizer: FrameAssembler | None = None
-        self.parameter_sets = ParameterSetCache()
-        self.report = ReceptionStatistics()
-        self.fps_in = _RateMeter()
-        self.started = False  # a keyframe has been emitted since the last (re)start
-        self.awaiting_since: float | None = None  # chain broken (join or loss) and no keyframe since
-        self.frames_concealed = 0
-        self.pli_sent_at: float | None = None  # first PLI/FIR since the last keyframe
-        self.pli_to_keyframe: float | None = None  # seconds, for the last answered request
-        self.forced_keyframe_request = False
-        self.dropped: collections.Counter[str] = collections.Counter()
-        self.frames_dropped: collections.Counter[str] = collections.Counter()
-        self.dave_failures: collections.Counter[str] = collections.Counter()
-        self.rtx_received = 0
-        self.frames_assembled = 0
-        self.frames_emitted = 0
-        self.keyframes_emitted = 0
-        self.dave_ok = 0
-        self.dave_failed = 0
-        self.dave_failed_before_ready = 0
-        self.dave_passthrough = 0
-        self.keyframe_requests_forced = 0
-        self.first_packet_at: float | None = None
-        self.first_frame_at: float | None = None
-        self.last_diagnostic_at: float | None = None
-        self.diagnostics_suppressed = 0
-        # Depacketizer counters survive codec changes.
-        self.assembler_frames_dropped_prior = 0
-
-    def set_codec(self, codec: VideoCodecName) -> VideoCodecName | None:
-        previous = self.codec
-        if self.depacketizer is not None:
-            self.assembler_frames_dropped_prior += self.depacketizer.statistics().frames_dropped
-        self.codec = codec
-        self.depacketizer = H264Depacketizer() if codec == "h264" else Vp8Depacketizer()
-        self.parameter_sets = ParameterSetCache()
-        self.started = False
-        self.awaiting_since = None
-        return previous
-
-    def statistics(self) -> VideoStreamStatistics:
-        reorder = self.reorder.statistics()
-        nack = self.nack.statistics()
-        keyframes = self.keyframes.statistics()
-        dropped = collections.Counter(self.dropped)
-        for reason, count in reorder.dropped.items():
-            dropped[reason] += count
-        frames_dropped = collections.Counter(self.frames_dropped)
-        assembler_dropped = self.assembler_frames_dropped_prior
-        if self.depacketizer is not None:
-            depack = self.depacketizer.statistics()
-            assembler_dropped += depack.frames_dropped
-            dropped["malformed"] += depack.malformed
-            dropped["unsupported"] += depack.unsupported
-        if assembler_dropped:
-            frames_dropped[DROP_INCOMPLETE] += assembler_dropped
-        ttff = None if self.first_frame_at is None else self.first_frame_at - self.bound_at
-        return VideoStreamStatistics(
-            ssrc=self.ssrc,
-            user_id=self.user_id,
-            rtx_ssrc=self.rtx_ssrc,
-            stream_type=self.stream_type,
-            codec=self.codec,
-            active=self.active,
-            packets_received=reorder.received,
-            rtx_received=self.rtx_received,
-            packets_lost=reorder.lost,
-            packets_recovered=reorder.recovered,
-            packets_reordered=reorder.reordered,
-            duplicates=reorder.duplicates,
-            dropped={k: v for k, v in dropped.items() if v},
-            frames_assembled=self.frames_assembled,
-            frames_emitted=self.frames_emitted,
-            frames_dropped={k: v for k, v in frames_dropped.items() if v},
-            keyframes=self.keyframes_emitted,
-            dave_ok=self.dave_ok,
-            dave_failed=self.dave_failed,
-            dave_passthrough=self.dave_passthrough,
-            dave_failures=dict(self.dave_failures),
-            dave_failed_before_ready=self.dave_failed_before_ready,
-            nack_packets=nack.packets,
-            nack_seqs=nack.seqs_sent,
-            keyframe_requests=keyframes.requests + self.keyframe_requests_forced,
-            first_packet_at=self.first_packet_at,
-            first_frame_at=self.first_frame_at,
-            time_to_first_frame=ttff,
-            fps_in=self.fps_in.rate(),
-            jitter=self.report.jitter / VIDEO_CLOCK,
-            frames_concealed=self.frames_concealed,
-            pli_to_keyframe=self.pli_to_keyframe,
-        )
-
-
 class VideoReceiver:
     """All remote video SSRCs of one transport role; see the module docstring."""
 
@@ -264,7 +130,7 @@ class VideoReceiver:
         """Our SSRC on the leg (RTCP sender SSRC); set it once Ready told us (0 until then)."""
         self._decrypt = decrypt
         self._pt_codec, self._rtx_pt = codec_table(config.codecs)
-        self._streams: dict[int, _Stream] = {}
+        self._streams: dict[int, ReceiveStream] = {}
         self._rtx_to_primary: dict[int, int] = {}
         self._suppressed: set[tuple[str, StreamType]] = set()
         self._dave_ready = False
@@ -318,7 +184,7 @@ class VideoReceiver:
     ) -> StreamBound:
         stream = self._streams.get(ssrc)
         if stream is None or stream.user_id != user_id:
-            stream = self._streams[ssrc] = _Stream(ssrc, user_id, self.config, now)
+            stream = self._streams[ssrc] = ReceiveStream(ssrc, user_id, self.config, now)
             self.feedback_pending = True  # the join's keyframe request
         if stream.rtx_ssrc is not None and stream.rtx_ssrc != rtx_ssrc:
             self._rtx_to_primary.pop(stream.rtx_ssrc, None)
@@ -372,7 +238,7 @@ class VideoReceiver:
             stream.forced_keyframe_request = True
         self.feedback_pending = True
 
-    def _need_keyframe(self, stream: _Stream, reason: KeyframeReason, now: float) -> None:
+    def _need_keyframe(self, stream: ReceiveStream, reason: KeyframeReason, now: float) -> None:
         if stream.awaiting_since is None and reason is not KeyframeReason.JOIN:
             stream.awaiting_since = now  # a loss (or decoder trouble): concealment clock starts
         if not stream.keyframes.waiting:
@@ -399,8 +265,34 @@ class VideoReceiver:
         """One decrypted media packet (payload after padding and extension strip). Never raises."""
         self._packets += 1
         ssrc = header.ssrc
-        pt = header.payload_type
         stream = self._streams.get(ssrc)
+        if (
+            stream is None
+            or header.payload_type != stream.media_pt
+            or not payload
+            or (depacketizer := stream.depacketizer) is None
+        ):
+            return self._receive_other(header, payload, stream, now)
+        # The common case: media of a bound stream in the codec it already has.
+        seq, timestamp = header.sequence, header.timestamp
+        packet = _new_tuple(MediaPacket, (seq, timestamp, header.marker, payload, ssrc, now))
+        if stream.report.packet(seq, timestamp, now):
+            self.feedback_pending = True  # a hole: NACK timing starts now
+        if not stream.reorder.release_next(packet):
+            return self._drain(stream, stream.reorder.push(packet, now), now, [])
+        events: list[ReceiveEvent] = []
+        for frame in depacketizer.push_packet(packet):
+            events += self._on_frame(stream, frame, now)
+        if depacketizer.keyframe_needed:
+            self._need_keyframe(stream, KeyframeReason.GAP, now)
+        return events
+
+    def _receive_other(
+        self, header: RtpHeader, payload: bytes, stream: ReceiveStream | None, now: float
+    ) -> list[ReceiveEvent]:
+        """``receive`` for RTX, unknown SSRCs and PTs, empty payloads and codec changes."""
+        ssrc = header.ssrc
+        pt = header.payload_type
         seq = header.sequence
         if stream is None:
             primary = self._rtx_to_primary.get(ssrc)
@@ -446,12 +338,13 @@ class VideoReceiver:
             if previous is not None:
                 self._need_keyframe(stream, KeyframeReason.DECODER_RESET, now)
             events.append(CodecChanged(stream.ssrc, stream.user_id, previous, codec))
+        if ssrc == stream.ssrc and pt == header.payload_type:
+            stream.media_pt = pt  # later packets of this PT take the short path in ``receive``
         if stream.first_packet_at is None:
             stream.first_packet_at = now
         if ssrc == stream.ssrc and stream.report.packet(packet.seq, packet.timestamp, now):
             self.feedback_pending = True  # a hole: NACK timing starts now
-        stream.reorder.insert(packet, now)
-        return self._drain(stream, now, events)
+        return self._drain(stream, stream.reorder.push(packet, now), now, events)
 
     def tick(self, now: float) -> list[ReceiveEvent]:
         """Release holes whose wait expired (frames may complete as a result)."""
@@ -459,14 +352,16 @@ class VideoReceiver:
         for stream in list(self._streams.values()):
             deadline = stream.reorder.next_deadline()
             if deadline is not None and deadline <= now:
-                events = self._drain(stream, now, events)
+                events = self._drain(stream, stream.reorder.pop_ready(now), now, events)
         return events
 
-    def _drain(self, stream: _Stream, now: float, events: list[ReceiveEvent]) -> list[ReceiveEvent]:
+    def _drain(
+        self, stream: ReceiveStream, ready: list[MediaPacket | Gap], now: float, events: list[ReceiveEvent]
+    ) -> list[ReceiveEvent]:
         depacketizer = stream.depacketizer
         if depacketizer is None:
             return events
-        for item in stream.reorder.pop_ready(now):
+        for item in ready:
             for frame in depacketizer.push(item):
                 events += self._on_frame(stream, frame, now)
         if depacketizer.keyframe_needed:
@@ -474,7 +369,7 @@ class VideoReceiver:
             self._need_keyframe(stream, KeyframeReason.GAP, now)
         return events
 
-    def _on_frame(self, stream: _Stream, frame: AssembledFrame, now: float) -> list[ReceiveEvent]:
+    def _on_frame(self, stream: ReceiveStream, frame: AssembledFrame, now: float) -> list[ReceiveEvent]:
         stream.frames_assembled += 1
         stream.fps_in.tick(now)
         data = frame.data
@@ -506,7 +401,8 @@ class VideoReceiver:
         else:
             stream.dave_passthrough += 1
         assert stream.codec is not None
-        if stream.codec == "h264":
+        if stream.codec == "h264" and (frame.keyframe or frame.parameter_sets):
+            # (Frames with neither an IDR nor an SPS/PPS give the cache nothing to see or add.)
             data = stream.parameter_sets.prepend_missing(data)
         if frame.keyframe:
             stream.keyframes.keyframe_received()
@@ -518,7 +414,7 @@ class VideoReceiver:
                 stream.pli_sent_at = None
         conceal = False
         if not frame.keyframe:
-            conceal = self._concealing(stream, now)
+            conceal = stream.concealing(self.config.conceal_after, now)
             if not stream.started and not conceal:
                 stream.frames_dropped[DROP_AWAITING_KEYFRAME] += 1
                 return []
@@ -542,19 +438,8 @@ class VideoReceiver:
             )
         ]
 
-    def _concealing(self, stream: _Stream, now: float) -> bool:
-        """No keyframe for ``conceal_after`` seconds since a join or a loss (H264 only)."""
-        after = self.config.conceal_after
-        if after is None or stream.codec != "h264":
-            return False
-        if stream.awaiting_since is None:
-            if stream.started:
-                return False  # the chain is intact
-            stream.awaiting_since = now  # the first frame held back since the join
-        return now - stream.awaiting_since >= after
-
     def _diagnose(
-        self, stream: _Stream, frame: AssembledFrame, reason: str, now: float
+        self, stream: ReceiveStream, frame: AssembledFrame, reason: str, now: float
     ) -> list[ReceiveEvent]:
         last = stream.last_diagnostic_at
         if last is not None and now - last < self.config.diagnostics_interval:
@@ -585,20 +470,7 @@ class VideoReceiver:
         for stream in self._streams.values():
             if not stream.active or (stream.user_id, stream.stream_type) in self._suppressed:
                 continue
-            if self.config.nack and stream.depacketizer is not None:
-                seqs = stream.nack.poll(stream.reorder.missing(now), now)
-                if seqs:
-                    out.append(GenericNack.for_sequences(local, stream.ssrc, seqs).serialize())
-            request = stream.keyframes.poll(now)
-            if request is None and stream.forced_keyframe_request and stream.keyframes.waiting:
-                stream.keyframe_requests_forced += 1
-                request_kind = self.config.keyframe_policy.kind
-                out.append(self._keyframe_packet(stream.ssrc, request_kind, stream.keyframe_requests_forced))
-                stream.pli_sent_at = now if stream.pli_sent_at is None else stream.pli_sent_at
-            elif request is not None:
-                out.append(self._keyframe_packet(stream.ssrc, request.kind, request.fir_seq or 0))
-                stream.pli_sent_at = now if stream.pli_sent_at is None else stream.pli_sent_at
-            stream.forced_keyframe_request = False
+            out += stream.feedback(local, self.config, now)
         if self._next_report is None:
             self._next_report = now + self.config.report_interval
         elif now >= self._next_report:
@@ -612,12 +484,6 @@ class VideoReceiver:
                 out.append(ReceiverReport(local, tuple(blocks)).serialize())
         self._rtcp_sent += len(out)
         return out
-
-    def _keyframe_packet(self, ssrc: int, kind: KeyframeRequestKind, fir_seq: int) -> bytes:
-        local = self.local_ssrc
-        if kind is KeyframeRequestKind.FIR:
-            return FullIntraRequest(local, ((ssrc, fir_seq % 256),)).serialize()
-        return PictureLossIndication(local, ssrc).serialize()
 
     def next_deadline(self) -> float | None:
         """When ``tick``/``poll`` next have something to do (None: nothing scheduled)."""

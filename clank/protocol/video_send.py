@@ -32,7 +32,7 @@ import attrs
 
 from clank.codecs.h264 import packetize_h264
 from clank.codecs.rtx import RetransmissionStore
-from clank.crypto.dave import MAGIC_MARKER, DaveTrailer
+from clank.crypto.dave_wire import MAGIC_MARKER, DaveTrailer
 from clank.errors import MalformedPacket, UsageError
 from clank.wire import rtcp
 from clank.wire import voice_gateway as vg

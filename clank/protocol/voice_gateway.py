@@ -6,6 +6,10 @@ frames, the IP discovery result and the clock (``now``, seconds); every call ret
 :data:`Event` values — frames to send (``SendText``/``SendBinary``) and things that happened.
 The core never raises on peer input: garbage becomes a :class:`Failed` event.
 
+The events, config and statistics values live in :mod:`~clank.protocol.voice_gateway_events`,
+the close-code table in :mod:`~clank.protocol.voice_gateway_close` and the SSRC roster in
+:mod:`~clank.protocol.voice_roster`; this module re-exports the first two for its callers.
+
 Lifecycle (one websocket per pass; a resume or reconnect is a new pass on the same core)::
 
     IDLE --connection_opened--> HELLO_WAIT --op8/send op0--> READY_WAIT --op2--> DISCOVERY
@@ -20,30 +24,66 @@ description (or op9) — never lost.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
-from typing import Final, Literal
-
-import attrs
+from typing import Final
 
 from clank.errors import (
-    AuthenticationFailed,
     ClankError,
-    ConnectionClosed,
     HandshakeTimeout,
     MalformedMessage,
     ProtocolError,
-    SessionInvalidated,
     TransportError,
     UsageError,
 )
+from clank.protocol.voice_gateway_close import (
+    CLIENT_CLOSE_NORMAL,
+    CLIENT_CLOSE_RESUMABLE,
+    CLOSE_POLICY,
+    CloseAction,
+    ClosePolicy,
+    classify_close,
+    close_error,
+)
+from clank.protocol.voice_gateway_events import (
+    HANDSHAKE_BUFFER_LIMIT,
+    OUTBOX_LIMIT,
+    ClientDisconnected,
+    ClientFlags,
+    ClientPlatform,
+    ClientsConnected,
+    Closed,
+    DaveBinary,
+    DaveJson,
+    Event,
+    Failed,
+    HeartbeatAck,
+    MalformedDropped,
+    MediaSinkWants,
+    NeedIpDiscovery,
+    Phase,
+    Ready,
+    Resumed,
+    SendBinary,
+    SendText,
+    SessionEstablished,
+    SessionUpdate,
+    Speaking,
+    SsrcBinding,
+    VideoState,
+    VoiceGatewayConfig,
+    VoiceGatewayStatistics,
+)
+from clank.protocol.voice_heartbeat import HeartbeatClock
+from clank.protocol.voice_roster import VoiceRoster, own_video_state
 from clank.wire import voice_gateway as vg
 from clank.wire.voice_gateway import VoiceOp, voice_gateway_url
 
 __all__ = [
+    "CLIENT_CLOSE_NORMAL",
+    "CLIENT_CLOSE_RESUMABLE",
     "CLOSE_POLICY",
     "HANDSHAKE_BUFFER_LIMIT",
+    "OUTBOX_LIMIT",
     "ClientDisconnected",
     "ClientFlags",
     "ClientPlatform",
@@ -76,329 +116,6 @@ __all__ = [
     "voice_gateway_url",
 ]
 
-HANDSHAKE_BUFFER_LIMIT: Final = 512
-"""Frames held while the handshake is in progress; overflowing it fails the connection."""
-
-OUTBOX_LIMIT: Final = 64
-"""Frames we hold while resuming; beyond it the oldest are dropped (and counted)."""
-
-CLIENT_CLOSE_RESUMABLE: Final = 4000
-"""Close code we send when we drop a connection we mean to resume (1000 would end the session)."""
-CLIENT_CLOSE_NORMAL: Final = 1000
-
-
-class Phase(enum.Enum):
-    IDLE = "idle"
-    HELLO_WAIT = "hello_wait"
-    READY_WAIT = "ready_wait"
-    RESUME_WAIT = "resume_wait"
-    DISCOVERY = "discovery"
-    SESSION_WAIT = "session_wait"
-    CONNECTED = "connected"
-    CLOSED = "closed"
-
-
-# --------------------------------------------------------------------------- close policy
-
-
-class CloseAction(enum.Enum):
-    RESUME = "resume"
-    """Reconnect to the same endpoint and send op7; falls back to RECONNECT without a session."""
-    RECONNECT = "reconnect"
-    """Reconnect to the same endpoint with a fresh op0 identify."""
-    NEW_SESSION = "new_session"
-    """Rejoin through the main gateway (op4) to get a new voice server/token."""
-    STOP = "stop"
-    """Do not reconnect (unless the session layer sees a new server update)."""
-    ERROR = "error"
-    """A configuration or protocol error that retrying will not fix."""
-
-
-@attrs.frozen
-class ClosePolicy:
-    action: CloseAction
-    meaning: str
-
-
-CLOSE_POLICY: Final[Mapping[int, ClosePolicy]] = MappingProxyType(
-    {
-        1000: ClosePolicy(CloseAction.STOP, "normal closure"),
-        1006: ClosePolicy(CloseAction.RESUME, "abnormal closure (network drop)"),
-        4001: ClosePolicy(CloseAction.RECONNECT, "unknown opcode"),
-        4002: ClosePolicy(CloseAction.RECONNECT, "failed to decode payload"),
-        4003: ClosePolicy(CloseAction.RECONNECT, "not authenticated"),
-        4004: ClosePolicy(CloseAction.NEW_SESSION, "authentication failed"),
-        4005: ClosePolicy(CloseAction.RECONNECT, "already authenticated"),
-        4006: ClosePolicy(CloseAction.NEW_SESSION, "session no longer valid"),
-        4009: ClosePolicy(CloseAction.RECONNECT, "session timeout"),  # a fresh connect (DDOC 3.11)
-        4011: ClosePolicy(CloseAction.NEW_SESSION, "server not found"),
-        4012: ClosePolicy(CloseAction.ERROR, "unknown protocol"),
-        4013: ClosePolicy(CloseAction.RESUME, "WebRTC crashed"),
-        4014: ClosePolicy(CloseAction.STOP, "disconnected (kicked, moved or main gateway dropped)"),
-        4015: ClosePolicy(CloseAction.RESUME, "voice server crashed"),
-        4016: ClosePolicy(CloseAction.ERROR, "unknown encryption mode"),
-        4017: ClosePolicy(CloseAction.ERROR, "E2EE/DAVE protocol required"),
-        4020: ClosePolicy(CloseAction.RECONNECT, "bad request"),
-        4021: ClosePolicy(CloseAction.STOP, "rate limited"),
-        4022: ClosePolicy(CloseAction.STOP, "call terminated"),
-    }
-)
-_NETWORK_DROP: Final = ClosePolicy(CloseAction.RESUME, "connection lost")
-_UNKNOWN_CLOSE: Final = ClosePolicy(CloseAction.NEW_SESSION, "unknown close code")
-
-
-def classify_close(code: int | None) -> ClosePolicy:
-    """The policy for a server close code; ``None`` (no close frame) is a network drop."""
-    if code is None:
-        return _NETWORK_DROP
-    policy = CLOSE_POLICY.get(code)
-    if policy is not None:
-        return policy
-    return _NETWORK_DROP if code < 4000 else _UNKNOWN_CLOSE
-
-
-def _close_error(code: int | None, reason: str, meaning: str) -> ClankError:
-    if code == 4004:
-        return AuthenticationFailed(f"voice gateway closed {code}: {meaning}")
-    if code in (4006, 4009):
-        return SessionInvalidated(f"voice gateway closed {code}: {meaning}")
-    return ConnectionClosed(code, reason or meaning)
-
-
-# --------------------------------------------------------------------------- events
-
-
-@attrs.frozen
-class SendText:
-    """A text frame for the driver to send. ``text`` may hold the token: not in the repr."""
-
-    op: int
-    text: str = attrs.field(repr=False)
-
-
-@attrs.frozen
-class SendBinary:
-    op: int
-    data: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
-
-
-@attrs.frozen
-class Ready:
-    ssrc: int
-    ip: str
-    port: int
-    modes: tuple[str, ...]
-    streams: tuple[vg.ReadyStream, ...]
-    experiments: tuple[str, ...]
-
-
-@attrs.frozen
-class NeedIpDiscovery:
-    """The driver must run UDP IP discovery against ``ip:port`` and call ``ip_discovered``."""
-
-    ip: str
-    port: int
-    ssrc: int
-
-
-@attrs.frozen
-class SessionEstablished:
-    mode: str
-    secret_key: bytes = attrs.field(repr=False)
-    audio_codec: str | None = None
-    video_codec: str | None = None
-    media_session_id: str | None = None
-    dave_protocol_version: int = 0
-    keyframe_interval: int | None = None
-    ssrc: int = 0
-    streams: tuple[vg.ReadyStream, ...] = ()
-
-
-@attrs.frozen
-class Resumed:
-    """op9: UDP, keys and DAVE state stay as they were; no new op1."""
-
-
-@attrs.frozen
-class Speaking:
-    user_id: str
-    ssrc: int
-    flags: int
-
-
-@attrs.frozen
-class ClientsConnected:
-    user_ids: tuple[str, ...]
-
-
-@attrs.frozen
-class ClientDisconnected:
-    user_id: str
-
-
-@attrs.frozen
-class VideoState:
-    """A remote user's video state after merging a (possibly partial) op12 into what we knew."""
-
-    user_id: str
-    audio_ssrc: int | None
-    video_ssrc: int | None
-    rtx_ssrc: int | None
-    streams: tuple[vg.VideoStream, ...]
-
-    @property
-    def has_video(self) -> bool:
-        return bool(self.video_ssrc) or bool(self.streams)
-
-
-@attrs.frozen
-class SessionUpdate:
-    update: vg.SessionUpdate
-
-
-@attrs.frozen(eq=False)
-class MediaSinkWants:
-    wants: vg.MediaSinkWants
-
-
-@attrs.frozen
-class MalformedDropped:
-    """A message of an established connection had an unexpected shape: logged, counted, dropped."""
-
-    op: int
-    reason: str
-
-
-@attrs.frozen
-class ClientFlags:
-    user_id: str
-    flags: int
-
-
-@attrs.frozen
-class ClientPlatform:
-    user_id: str
-    platform: int
-
-
-@attrs.frozen
-class DaveJson:
-    op: int
-    payload: vg.DaveJsonPayload
-
-
-@attrs.frozen
-class DaveBinary:
-    op: int
-    payload: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
-
-
-@attrs.frozen
-class HeartbeatAck:
-    latency: float
-    """Seconds between our op3 and its op6."""
-
-
-@attrs.frozen
-class Closed:
-    """The server closed the websocket (or it dropped); ``action`` says what to do next."""
-
-    code: int | None
-    reason: str
-    action: CloseAction
-    error: ClankError = attrs.field(eq=False)
-
-
-@attrs.frozen
-class Failed:
-    """We give up on this websocket: close it with ``close_code``, then follow ``action``."""
-
-    reason: str
-    action: CloseAction
-    error: ClankError = attrs.field(eq=False)
-    close_code: int = CLIENT_CLOSE_RESUMABLE
-
-
-Event = (
-    SendText
-    | SendBinary
-    | Ready
-    | NeedIpDiscovery
-    | SessionEstablished
-    | Resumed
-    | Speaking
-    | ClientsConnected
-    | ClientDisconnected
-    | VideoState
-    | SessionUpdate
-    | MediaSinkWants
-    | ClientFlags
-    | ClientPlatform
-    | MalformedDropped
-    | DaveJson
-    | DaveBinary
-    | HeartbeatAck
-    | Closed
-    | Failed
-)
-
-
-# --------------------------------------------------------------------------- config, queries
-
-
-@attrs.frozen
-class VoiceGatewayConfig:
-    role: vg.Role
-    server_id: str
-    """Guild id (DM: channel id) on the voice leg; ``rtc_server_id`` on stream legs."""
-    channel_id: str | None
-    user_id: str
-    session_id: str
-    token: str = attrs.field(repr=False)
-    max_dave_protocol_version: int = 1
-    video: bool = True
-    streams: tuple[vg.StreamRequest, ...] = (vg.SCREEN_STREAM,)
-    mode_preference: tuple[str, ...] = vg.SUPPORTED_MODES
-    codecs: tuple[vg.Codec, ...] | None = None
-    """``None``: the role's default list (``wire.voice_gateway.codecs_for_role``)."""
-    experiments: tuple[str, ...] | None = None
-    """``None``: echo the experiments from Ready."""
-    sink_wants_format: vg.SinkWantsFormat = vg.SinkWantsFormat.NESTED
-    heartbeat_cap: float | None = None
-    """Seconds. The Hello interval is the longest allowed gap; a cap sends more often (web: 5 s)."""
-    handshake_timeout: float = 10.0
-    discovery_timeout: float = 5.0
-
-    @property
-    def effective_codecs(self) -> tuple[vg.Codec, ...]:
-        return vg.codecs_for_role(self.role) if self.codecs is None else self.codecs
-
-
-@attrs.frozen
-class SsrcBinding:
-    """Who sends on an SSRC. ``primary_ssrc`` is the media SSRC an RTX SSRC repairs."""
-
-    user_id: str
-    kind: Literal["audio", "video", "rtx"]
-    rid: str | None = None
-    primary_ssrc: int | None = None
-    rtx_ssrc: int | None = None
-
-
-@attrs.frozen
-class VoiceGatewayStatistics:
-    heartbeats_sent: int
-    heartbeat_acks: int
-    last_latency: float | None
-    replayed: int
-    unknown_ops: int
-    ignored: int
-    dropped_sends: int
-    last_seq: int | None
-    malformed: Mapping[int, int] = attrs.field(factory=dict)
-    """Messages dropped after the handshake because their shape was unexpected, per opcode."""
-
-
 _HANDSHAKE_OPS: Final = frozenset(
     {VoiceOp.HELLO, VoiceOp.READY, VoiceOp.SESSION_DESCRIPTION, VoiceOp.RESUMED}
 )
@@ -413,25 +130,15 @@ class VoiceGatewayCore:
         self._phase = Phase.IDLE
         self._deadline: float | None = None
         self._last_seq: int | None = None
-        self._cadence: float | None = None
-        self._next_heartbeat: float | None = None
-        self._pending_nonce: int | None = None
-        self._pending_sent_at = 0.0
-        self._last_nonce = -1
+        self._heartbeat = HeartbeatClock()
         self._buffer: list[vg.TextFrame | vg.ServerBinaryFrame] = []
         self._outbox: list[SendText | SendBinary] = []
         self._dropped_sends = 0
         self._ready: vg.Ready | None = None
         self._mode: str | None = None
         self._session: SessionEstablished | None = None
-        self._audio: dict[str, int] = {}
-        self._video: dict[str, VideoState] = {}
-        self._connected_users: set[str] = set()
-        self._heartbeats_sent = 0
-        self._acks = 0
-        self._latency: float | None = None
+        self._roster = VoiceRoster(config.user_id)
         self._replayed = 0
-        self._unknown_ops = 0
         self._malformed: dict[int, int] = {}
         self._ignored = 0
 
@@ -457,49 +164,29 @@ class VoiceGatewayCore:
     @property
     def connected_user_ids(self) -> frozenset[str]:
         """Other users on this leg, from op11/op13 (DAVE's expected user ids)."""
-        return frozenset(self._connected_users)
+        return self._roster.connected_user_ids
 
     def next_deadline(self) -> float | None:
         """When ``tick`` must next be called (handshake step deadline or next heartbeat)."""
-        candidates = [t for t in (self._deadline, self._next_heartbeat) if t is not None]
+        candidates = [t for t in (self._deadline, self._heartbeat.next_due) if t is not None]
         return min(candidates) if candidates else None
 
     def ssrc_map(self) -> Mapping[int, SsrcBinding]:
         """Audio SSRC -> user; video SSRC -> user/rid/rtx; RTX SSRC -> user/primary."""
-        out: dict[int, SsrcBinding] = {}
-        for user_id, ssrc in self._audio.items():
-            out[ssrc] = SsrcBinding(user_id, "audio")
-        for state in self._video.values():
-            for stream in state.streams:
-                out[stream.ssrc] = SsrcBinding(
-                    state.user_id, "video", stream.rid, stream.ssrc, stream.rtx_ssrc
-                )
-                if stream.rtx_ssrc:
-                    out[stream.rtx_ssrc] = SsrcBinding(
-                        state.user_id, "rtx", stream.rid, stream.ssrc, stream.rtx_ssrc
-                    )
-            if state.video_ssrc and state.video_ssrc not in out:
-                out[state.video_ssrc] = SsrcBinding(
-                    state.user_id, "video", None, state.video_ssrc, state.rtx_ssrc or None
-                )
-                if state.rtx_ssrc and state.rtx_ssrc not in out:
-                    out[state.rtx_ssrc] = SsrcBinding(
-                        state.user_id, "rtx", None, state.video_ssrc, state.rtx_ssrc
-                    )
-        return MappingProxyType(out)
+        return self._roster.ssrc_map()
 
     def video_state(self, user_id: str) -> VideoState | None:
-        return self._video.get(user_id)
+        return self._roster.video_state(user_id)
 
     def statistics(self) -> VoiceGatewayStatistics:
         return VoiceGatewayStatistics(
-            heartbeats_sent=self._heartbeats_sent,
-            heartbeat_acks=self._acks,
-            last_latency=self._latency,
+            heartbeats_sent=self._heartbeat.sent,
+            heartbeat_acks=self._heartbeat.acks,
+            last_latency=self._heartbeat.latency,
             replayed=self._replayed,
-            unknown_ops=self._unknown_ops,
+            unknown_ops=self._roster.unknown_ops,
             malformed=dict(self._malformed),
-            ignored=self._ignored,
+            ignored=self._ignored + self._roster.ignored,
             dropped_sends=self._dropped_sends,
             last_seq=self._last_seq,
         )
@@ -514,9 +201,7 @@ class VoiceGatewayCore:
             self._forget_session()
         self._phase = Phase.HELLO_WAIT
         self._deadline = now + self.config.handshake_timeout
-        self._cadence = None
-        self._next_heartbeat = None
-        self._pending_nonce = None
+        self._heartbeat.reset()
         return []
 
     def connection_lost(self, code: int | None, reason: str, now: float) -> list[Event]:
@@ -524,8 +209,8 @@ class VoiceGatewayCore:
         if self._phase in (Phase.IDLE, Phase.CLOSED):
             return []
         policy = classify_close(code)
-        action = self._settle(policy.action)
-        return [Closed(code, reason, action, _close_error(code, reason, policy.meaning))]
+        action = self._settle(policy.action_for(self.config.role))
+        return [Closed(code, reason, action, close_error(code, reason, policy.meaning))]
 
     def close(self) -> None:
         """We are leaving on purpose: no more reconnects. The driver closes the socket with 1000."""
@@ -555,7 +240,7 @@ class VoiceGatewayCore:
         self._last_seq = self._unwrap_seq(frame.seq)
         if self._phase is not Phase.CONNECTED:
             return self._buffer_frame(frame)
-        return self._on_binary(frame)
+        return self._roster.on_binary(frame)
 
     def ip_discovered(self, ip: str, port: int, now: float) -> list[Event]:
         """UDP IP discovery finished: send op1 Select Protocol."""
@@ -587,8 +272,9 @@ class VoiceGatewayCore:
             phase = self._phase
             timeout = HandshakeTimeout(f"voice gateway {phase.value} timed out")
             return self._fail(f"{phase.value} timed out", CloseAction.RECONNECT, timeout)
-        if self._next_heartbeat is not None and now >= self._next_heartbeat:
-            if self._pending_nonce is not None:
+        due = self._heartbeat.next_due
+        if due is not None and now >= due:
+            if self._heartbeat.outstanding:
                 zombie = TransportError("zombie connection: heartbeat ACK missed")
                 return self._fail("heartbeat ACK missed", CloseAction.RESUME, zombie)
             return [self._send_heartbeat(now)]
@@ -612,26 +298,12 @@ class VoiceGatewayCore:
     ) -> list[Event]:
         """op12 announcing our Ready streams as active (publishing) or inactive (watch/voice)."""
         ready = self._require_session("video_state_announcement")
-        streams = tuple(
-            vg.VideoStream(
-                ssrc=s.ssrc,
-                rtx_ssrc=s.rtx_ssrc,
-                type=s.type,
-                rid=s.rid,
-                quality=s.quality,
-                active=active,
-                max_bitrate=max_bitrate,
-                max_framerate=max_framerate,
-                max_resolution=max_resolution,
-            )
-            for s in ready.streams
-        )
-        first = ready.streams[0] if ready.streams else None
-        video = vg.Video(
-            audio_ssrc=ready.ssrc,
-            video_ssrc=first.ssrc if first else 0,
-            rtx_ssrc=first.rtx_ssrc if first else 0,
-            streams=streams,
+        video = own_video_state(
+            ready,
+            active,
+            max_bitrate=max_bitrate,
+            max_framerate=max_framerate,
+            max_resolution=max_resolution,
         )
         return self._out(self._text(video))
 
@@ -668,7 +340,7 @@ class VoiceGatewayCore:
             return self._on_ack(vg.HeartbeatAck.parse(frame.d), now)
         if op == VoiceOp.HEARTBEAT:
             # The server asks for an immediate heartbeat.
-            return [self._send_heartbeat(now)] if self._cadence is not None else []
+            return [self._send_heartbeat(now)] if self._heartbeat.cadence is not None else []
         if op == VoiceOp.HELLO:
             return self._on_hello(vg.Hello.parse(frame.d), now)
         if op == VoiceOp.READY:
@@ -679,16 +351,15 @@ class VoiceGatewayCore:
             return self._on_resumed()
         if self._phase is not Phase.CONNECTED:
             return self._buffer_frame(frame)
-        return self._on_message(frame)
+        return self._roster.on_message(frame)
 
     def _on_hello(self, hello: vg.Hello, now: float) -> list[Event]:
-        self._cadence = hello.heartbeat_interval / 1000.0
-        if self.config.heartbeat_cap is not None:
-            self._cadence = min(self._cadence, self.config.heartbeat_cap)
+        interval = hello.heartbeat_interval / 1000.0
         if self._phase is not Phase.HELLO_WAIT:
+            self._heartbeat.update_cadence(interval, self.config.heartbeat_cap)
             self._ignored += 1  # a repeated Hello only updates the cadence
             return []
-        self._next_heartbeat = now + self._cadence
+        self._heartbeat.start(interval, self.config.heartbeat_cap, now)
         self._deadline = now + self.config.handshake_timeout
         cfg = self.config
         if self.resumable:
@@ -759,73 +430,11 @@ class VoiceGatewayCore:
 
     def _on_ack(self, ack: vg.HeartbeatAck, now: float) -> list[Event]:
         # Any op6 answers our outstanding heartbeat, whatever its ``t`` (Discord's need not echo it).
-        if self._pending_nonce is None:
+        latency = self._heartbeat.ack(now)
+        if latency is None:
             self._ignored += 1
             return []
-        self._pending_nonce = None
-        self._acks += 1
-        self._latency = max(0.0, now - self._pending_sent_at)
-        return [HeartbeatAck(self._latency)]
-
-    def _on_message(self, frame: vg.TextFrame) -> list[Event]:
-        """Messages of an established connection (live or replayed from the handshake buffer)."""
-        op, d = frame.op, frame.d
-        if op == VoiceOp.SPEAKING:
-            return self._on_speaking(vg.Speaking.parse(d))
-        if op == VoiceOp.CLIENTS_CONNECT:
-            ids = tuple(u for u in vg.ClientsConnect.parse(d).user_ids if u != self.config.user_id)
-            self._connected_users.update(ids)
-            return [ClientsConnected(ids)]
-        if op == VoiceOp.VIDEO:
-            return self._on_video(vg.Video.parse(d))
-        if op == VoiceOp.CLIENT_DISCONNECT:
-            user_id = vg.ClientDisconnect.parse(d).user_id
-            self._connected_users.discard(user_id)
-            self._audio.pop(user_id, None)
-            self._video.pop(user_id, None)
-            return [ClientDisconnected(user_id)]
-        if op == VoiceOp.SESSION_UPDATE:
-            return [SessionUpdate(vg.SessionUpdate.parse(d))]
-        if op == VoiceOp.MEDIA_SINK_WANTS:
-            return [MediaSinkWants(vg.MediaSinkWants.parse(d))]
-        if op == VoiceOp.CLIENT_FLAGS:
-            if isinstance(d, dict) and "flags" not in d and "user_id" in d:
-                return self._on_video(vg.Video.parse(d))  # op18 carrying video state (clanky reads it so)
-            flags = vg.ClientFlags.parse(d)
-            return [ClientFlags(flags.user_id, flags.flags)]
-        if op == VoiceOp.CLIENT_PLATFORM:
-            platform = vg.ClientPlatform.parse(d)
-            return [ClientPlatform(platform.user_id, platform.platform)]
-        if op in vg.DAVE_JSON_OPS:
-            return [DaveJson(op, vg.parse_dave_json(op, d))]
-        self._unknown_ops += 1  # op16, op17, op19 and future ops are tolerated
-        return []
-
-    def _on_binary(self, frame: vg.ServerBinaryFrame) -> list[Event]:
-        if frame.op not in vg.SERVER_BINARY_OPS:
-            self._unknown_ops += 1
-            return []
-        return [DaveBinary(frame.op, frame.payload)]
-
-    def _on_speaking(self, speaking: vg.Speaking) -> list[Event]:
-        user_id = speaking.user_id
-        if user_id is None or user_id == self.config.user_id:
-            self._ignored += 1
-            return []
-        if speaking.ssrc:
-            self._audio[user_id] = speaking.ssrc
-        return [Speaking(user_id, speaking.ssrc, speaking.speaking)]
-
-    def _on_video(self, video: vg.Video) -> list[Event]:
-        user_id = video.user_id
-        if user_id is None or user_id == self.config.user_id:
-            self._ignored += 1
-            return []
-        state = _merge_video(self._video.get(user_id), user_id, video)
-        self._video[user_id] = state
-        if state.audio_ssrc:
-            self._audio[user_id] = state.audio_ssrc
-        return [state]
+        return [HeartbeatAck(latency)]
 
     # ------------------------------------------------------------------ helpers
 
@@ -845,9 +454,9 @@ class VoiceGatewayCore:
             self._replayed += 1
             try:
                 if isinstance(frame, vg.ServerBinaryFrame):
-                    events += self._on_binary(frame)
+                    events += self._roster.on_binary(frame)
                 else:
-                    events += self._on_message(frame)
+                    events += self._roster.on_message(frame)
             except MalformedMessage as exc:
                 if self._liberal(frame.op):
                     events += self._drop_malformed(frame.op, exc)
@@ -864,13 +473,7 @@ class VoiceGatewayCore:
         return [MalformedDropped(op, exc.reason)]
 
     def _send_heartbeat(self, now: float) -> SendText:
-        nonce = max(int(now * 1000), self._last_nonce + 1)
-        self._last_nonce = nonce
-        self._pending_nonce = nonce
-        self._pending_sent_at = now
-        self._heartbeats_sent += 1
-        if self._cadence is not None:
-            self._next_heartbeat = now + self._cadence
+        nonce = self._heartbeat.beat(now)
         return self._text(vg.Heartbeat(t=nonce, seq_ack=self._last_seq))
 
     def _unwrap_seq(self, seq16: int) -> int:
@@ -912,8 +515,7 @@ class VoiceGatewayCore:
     def _settle(self, action: CloseAction) -> CloseAction:
         """Move to IDLE (another pass follows) or CLOSED; a resume without a session is a reconnect."""
         self._deadline = None
-        self._next_heartbeat = None
-        self._pending_nonce = None
+        self._heartbeat.stop()
         if action is CloseAction.RESUME and not self.resumable:
             action = CloseAction.RECONNECT
         if action is CloseAction.RECONNECT:
@@ -927,8 +529,7 @@ class VoiceGatewayCore:
     def _enter_closed(self) -> None:
         self._phase = Phase.CLOSED
         self._deadline = None
-        self._next_heartbeat = None
-        self._pending_nonce = None
+        self._heartbeat.stop()
 
     def _forget_session(self) -> None:
         """A fresh identify: the server will resend everything, so start from nothing."""
@@ -938,27 +539,4 @@ class VoiceGatewayCore:
         self._last_seq = None
         self._buffer = []
         self._outbox = []
-        self._audio.clear()
-        self._video.clear()
-        self._connected_users.clear()
-
-
-def _merge_video(prev: VideoState | None, user_id: str, video: vg.Video) -> VideoState:
-    """Apply a possibly partial op12 (discord-protocol.md §3.8).
-
-    No streams (absent or empty) and no ``video_ssrc`` clears the user's video; streams absent
-    but ``video_ssrc`` kept preserves the prior stream bindings.
-    """
-    audio = video.audio_ssrc or (prev.audio_ssrc if prev else None)
-    if video.streams is None:
-        if not video.video_ssrc:
-            return VideoState(user_id, audio, None, None, ())
-        streams = prev.streams if prev else ()
-        rtx = video.rtx_ssrc or (prev.rtx_ssrc if prev else None)
-        return VideoState(user_id, audio, video.video_ssrc, rtx, streams)
-    streams = tuple(s for s in video.streams if s.ssrc)
-    if not streams and not video.video_ssrc:
-        return VideoState(user_id, audio, None, None, ())
-    video_ssrc = video.video_ssrc or streams[0].ssrc
-    rtx = video.rtx_ssrc or (streams[0].rtx_ssrc if streams else None)
-    return VideoState(user_id, audio, video_ssrc, rtx, streams)
+        self._roster.clear()

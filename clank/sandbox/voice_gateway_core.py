@@ -7,7 +7,8 @@ generated key, heartbeat ACKs and timeout, buffered resume (op7 -> op9 + replay)
 closes. UDP/SFU and the DAVE external sender are built on top by the sandbox: they call the
 ``send_*`` helpers and react to the ``Client*`` events.
 
-The replay buffer and the seq counter belong to a :class:`VoiceServerSession`, which outlives
+The replay buffer and the seq counter belong to a :class:`VoiceServerSession`
+(:mod:`clank.sandbox.voice_server_session`, with the config and the events), which outlives
 a websocket: after a drop, a new core finds it through ``find_session`` and resumes it. Frames
 sent through a core whose websocket is gone still enter the session's buffer and are
 replayed on resume.
@@ -15,21 +16,66 @@ replayed on resume.
 
 from __future__ import annotations
 
-import collections
 import enum
 import secrets
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-import attrs
-
 from clank.errors import MalformedMessage, SandboxError
 from clank.protocol.voice_gateway import SendBinary, SendText  # the same frame events as the client's
+from clank.sandbox.voice_server_session import (
+    REPLAY_BUFFER_LIMIT,
+    ClientDaveBinary,
+    ClientDaveJson,
+    ClientSessionUpdate,
+    ClientSinkWants,
+    ClientSpeaking,
+    ClientVideo,
+    CloseConnection,
+    HeartbeatReceived,
+    Identified,
+    ServerEvent,
+    SessionDescribed,
+    SessionResumed,
+    VoiceServerConfig,
+    VoiceServerSession,
+)
 from clank.wire import voice_gateway as vg
 from clank.wire.voice_gateway import VoiceOp
 
-REPLAY_BUFFER_LIMIT: Final = 512
-"""Server frames kept per session for buffered resume; older ones are dropped (resume -> 4006)."""
+# The values live in voice_server_session; they are re-exported so the core stays the one import.
+__all__ = [
+    "CLOSE_ALREADY_AUTHENTICATED",
+    "CLOSE_AUTHENTICATION_FAILED",
+    "CLOSE_BAD_REQUEST",
+    "CLOSE_DAVE_REQUIRED",
+    "CLOSE_DECODE_FAILED",
+    "CLOSE_NOT_AUTHENTICATED",
+    "CLOSE_SESSION_INVALID",
+    "CLOSE_SESSION_TIMEOUT",
+    "CLOSE_UNKNOWN_ENCRYPTION_MODE",
+    "CLOSE_UNKNOWN_OPCODE",
+    "CLOSE_UNKNOWN_PROTOCOL",
+    "REPLAY_BUFFER_LIMIT",
+    "ClientDaveBinary",
+    "ClientDaveJson",
+    "ClientSessionUpdate",
+    "ClientSinkWants",
+    "ClientSpeaking",
+    "ClientVideo",
+    "CloseConnection",
+    "ConnectionState",
+    "HeartbeatReceived",
+    "Identified",
+    "SendBinary",
+    "SendText",
+    "ServerEvent",
+    "SessionDescribed",
+    "SessionResumed",
+    "VoiceServerConfig",
+    "VoiceServerConnectionCore",
+    "VoiceServerSession",
+]
 
 CLOSE_UNKNOWN_OPCODE: Final = 4001
 CLOSE_DECODE_FAILED: Final = 4002
@@ -57,190 +103,6 @@ _CLIENT_TEXT_OPS: Final = frozenset(
         VoiceOp.NO_ROUTE,
     }
 )
-
-
-@attrs.frozen
-class VoiceServerConfig:
-    heartbeat_interval_ms: float = 41250.0
-    heartbeat_timeout_factor: float = 1.5
-    """Close 4009 when no heartbeat arrived for interval x factor."""
-    version: int = vg.GATEWAY_VERSION
-    modes: tuple[str, ...] = vg.SUPPORTED_MODES
-    """Offered in Ready; ``(MODE_XCHACHA20,)`` makes an XChaCha-only server."""
-    dave_protocol_version: int = 1
-    """The highest DAVE version the server runs (0: a non-DAVE server)."""
-    require_dave: bool = False
-    """Close 4017 when the client offers ``max_dave_protocol_version`` 0."""
-    ip: str = "127.0.0.1"
-    port: int = 0
-    experiments: tuple[str, ...] = ("fixed_keyframe_interval",)
-    audio_codec: str = "opus"
-    video_codec: str = "H264"
-    keyframe_interval: int | None = None
-    heartbeat_ack_echo: bool = True
-    sink_wants_flat_only: bool = False
-    """Only op15's flat SSRC keys and ``any`` count (the nested ``streams`` map is ignored)."""
-    """op6 ``t`` echoes the heartbeat's nonce; False sends another ``t`` (clients must not care)."""
-
-    @property
-    def heartbeat_timeout(self) -> float:
-        return self.heartbeat_interval_ms / 1000.0 * self.heartbeat_timeout_factor
-
-
-# --------------------------------------------------------------------------- events
-
-
-@attrs.frozen
-class CloseConnection:
-    code: int
-    reason: str
-
-
-@attrs.frozen(eq=False)
-class Identified:
-    """Identify accepted and Ready sent; the sandbox registers the session for resumes."""
-
-    session: VoiceServerSession
-
-
-@attrs.frozen(eq=False)
-class SessionDescribed:
-    """op4 sent: the client's UDP mode, key and PT map are known."""
-
-    session: VoiceServerSession
-
-
-@attrs.frozen(eq=False)
-class SessionResumed:
-    session: VoiceServerSession
-    replayed: int
-
-
-@attrs.frozen
-class HeartbeatReceived:
-    t: int
-    seq_ack: int | None
-    acked: bool
-    """False while the ``stop_acking`` fault is on."""
-
-
-@attrs.frozen
-class ClientSpeaking:
-    speaking: vg.Speaking
-
-
-@attrs.frozen
-class ClientVideo:
-    video: vg.Video
-
-
-@attrs.frozen(eq=False)
-class ClientSinkWants:
-    wants: vg.MediaSinkWants
-
-
-@attrs.frozen
-class ClientSessionUpdate:
-    update: vg.SessionUpdate
-
-
-@attrs.frozen
-class ClientDaveJson:
-    op: int
-    payload: vg.DaveJsonPayload
-
-
-@attrs.frozen
-class ClientDaveBinary:
-    op: int
-    payload: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
-
-
-ServerEvent = (
-    SendText
-    | SendBinary
-    | CloseConnection
-    | Identified
-    | SessionDescribed
-    | SessionResumed
-    | HeartbeatReceived
-    | ClientSpeaking
-    | ClientVideo
-    | ClientSinkWants
-    | ClientSessionUpdate
-    | ClientDaveJson
-    | ClientDaveBinary
-)
-
-
-# --------------------------------------------------------------------------- session
-
-
-class VoiceServerSession:
-    """What survives a websocket: identity, SSRCs, transport parameters, seq and replay buffer."""
-
-    def __init__(self, identify: vg.Identify, audio_ssrc: int, streams: tuple[vg.ReadyStream, ...]) -> None:
-        self.identify = identify
-        self.audio_ssrc = audio_ssrc
-        self.streams = streams
-        self.select: vg.SelectProtocol | None = None
-        self.mode: str | None = None
-        self.secret_key: bytes | None = None
-        self.media_session_id: str | None = None
-        self.dave_protocol_version = 0
-        self._seq = 0
-        self._replay: collections.deque[tuple[int, SendText | SendBinary]] = collections.deque(
-            maxlen=REPLAY_BUFFER_LIMIT
-        )
-
-    def __repr__(self) -> str:
-        ident = self.identify
-        return f"<VoiceServerSession user={ident.user_id} server={ident.server_id} seq={self._seq}>"
-
-    @property
-    def user_id(self) -> str:
-        return self.identify.user_id
-
-    @property
-    def last_seq(self) -> int:
-        return self._seq
-
-    @property
-    def described(self) -> bool:
-        return self.secret_key is not None
-
-    def codec_for_payload_type(self, payload_type: int) -> vg.Codec | None:
-        """The client's own PT map from its op1 (RTX PTs map to their media codec)."""
-        codecs = self.select.codecs if self.select is not None else (vg.OPUS_CODEC,)
-        for codec in codecs:
-            if payload_type in (codec.payload_type, codec.rtx_payload_type):
-                return codec
-        return None
-
-    def payload_type_for(self, codec_name: str) -> vg.Codec | None:
-        """The client's declared codec entry for ``codec_name`` (send media with its PTs)."""
-        codecs = self.select.codecs if self.select is not None else (vg.OPUS_CODEC,)
-        for codec in codecs:
-            if codec.name.lower() == codec_name.lower():
-                return codec
-        return None
-
-    def next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
-
-    def remember(self, seq: int, frame: SendText | SendBinary) -> None:
-        self._replay.append((seq, frame))
-
-    def frames_after(self, seq_ack: int) -> list[SendText | SendBinary] | None:
-        """Frames the client missed, or None when the buffer no longer covers ``seq_ack``."""
-        seq_ack = max(seq_ack, 0)  # -1: the client saw nothing yet
-        if seq_ack > self._seq:
-            return None
-        oldest = self._replay[0][0] if self._replay else self._seq + 1
-        if seq_ack < oldest - 1:
-            return None
-        return [frame for seq, frame in self._replay if seq > seq_ack]
 
 
 # --------------------------------------------------------------------------- connection core
@@ -409,6 +271,7 @@ class VoiceServerConnectionCore:
             raise SandboxError(f"op {op} is not a server binary opcode")
         session = self._require_session()
         seq = session.next_seq()
+        session.sent_ops[op] += 1
         frame = SendBinary(op, vg.ServerBinaryFrame(seq, op, payload).serialize())
         session.remember(seq, frame)
         return self._live([frame])
@@ -511,7 +374,7 @@ class VoiceServerConnectionCore:
             dave_protocol_version=session.dave_protocol_version,
             keyframe_interval=self.config.keyframe_interval,
         )
-        return [*self._send(description), SessionDescribed(session)]
+        return [*self._send(description), *self._backend_version(), SessionDescribed(session)]
 
     def _on_client_message(self, op: int, d: Any) -> list[ServerEvent]:
         if op == VoiceOp.SPEAKING:
@@ -526,9 +389,15 @@ class VoiceServerConnectionCore:
             return [ClientSessionUpdate(vg.SessionUpdate.parse(d))]
         if op in vg.DAVE_JSON_OPS:
             return [ClientDaveJson(op, vg.parse_dave_json(op, d))]
-        return []  # op16 backend version, op32 no route: accepted, nothing to do
+        if op == VoiceOp.VOICE_BACKEND_VERSION:
+            return self._backend_version()
+        return []  # op32 no route: accepted, nothing to do
 
     # ------------------------------------------------------------------ helpers
+
+    def _backend_version(self) -> list[ServerEvent]:
+        version = self.config.backend_version
+        return [] if version is None else self._send_raw(VoiceOp.VOICE_BACKEND_VERSION, dict(version))
 
     def _require_session(self) -> VoiceServerSession:
         if self._session is None:
@@ -541,6 +410,7 @@ class VoiceServerConnectionCore:
     def _send_raw(self, op: int, d: Mapping[str, Any] | None) -> list[ServerEvent]:
         session = self._require_session()
         seq = session.next_seq()
+        session.sent_ops[op] += 1
         frame = SendText(op, vg.TextFrame(op=op, d=d, seq=seq).serialize())
         session.remember(seq, frame)
         return self._live([frame])

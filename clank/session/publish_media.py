@@ -25,6 +25,7 @@ import av
 import trio
 
 from clank.errors import ClankError
+from clank.io.offload import run_cpu
 from clank.logging import get_logger
 from clank.media.audio import PcmSource
 from clank.media.visualizer import AvPipeline, MediaChunk
@@ -151,9 +152,7 @@ class AvSource:
         try:
             while True:
                 try:
-                    chunk: MediaChunk | None = await trio.to_thread.run_sync(
-                        next, chunks, None, limiter=self._limiter
-                    )
+                    chunk: MediaChunk | None = await run_cpu(next, chunks, None, limiter=self._limiter)
                 except ClankError as exc:
                     self._error = str(exc)
                     log.warning("publish media failed", url=pipeline.url, error=str(exc))

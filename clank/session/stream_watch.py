@@ -29,298 +29,82 @@ end the watch (each dispatch is parsed once, by the registry), and op21 follows 
 
 Several watches run at once (one role each, up to ``watch.max_concurrent_watches``); a repeat
 watch of the same target returns the running handle.
-
-Webcam watch (``start_webcam_watch``) rides on the voice leg: one ``webcam_watch`` role per session
-hooks the voice role's video packet handler, keeps the SSRC bindings from the leg's op12 state,
-sends op15 partitioned by kind (camera SSRCs of watched users wanted; screen SSRCs 0 — those
-belong to the stream leg) and suppresses screen frames of users we watch natively.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any, Final, Literal, Protocol
+from typing import Final
 
 import attrs
 import trio
 
-from clank.config import Settings, WatchSettings
+from clank.config import WatchSettings
 from clank.errors import (
     ClankError,
     CryptoError,
-    DecryptionFailed,
     ProtocolError,
     TransportError,
     WatchError,
 )
-from clank.io.gateway import GatewayClient
+from clank.io.groups import describe, first_of, leaves
 from clank.io.media_connection import (
     DaveStateChanged,
     MediaConnection,
-    MediaConnectionParams,
-    MediaConnectionStatistics,
     MediaEvent,
-    MediaTransports,
     TransportStateChanged,
     open_media_connection,
 )
-from clank.logging import bound, get_logger, register_secret
+from clank.logging import bound, get_logger
 from clank.protocol import voice_gateway as vgc
-from clank.protocol.streams import (
+from clank.protocol.stream_events import (
     DeleteUnknownStream,
     StreamCreated,
     StreamDeleted,
     StreamEvent,
     StreamInfo,
-    StreamRegistry,
     UserGoLiveEnded,
 )
-from clank.protocol.video_receive import StreamType, VideoReceiveConfig, VideoReceiver, build_sink_wants
+from clank.protocol.video_receive import VideoReceiver, build_sink_wants
 from clank.session.roles import RoleHandle, RoleState
 from clank.session.stream_audio import StreamAudio
-from clank.session.video_pipeline import FrameSink, VideoPipeline, WatchStreamStatistics, open_video_pipeline
-from clank.session.watch_frames import FrameChannel, LatestFrameStore
-from clank.session.watches import Watches, WatchInbox
-from clank.wire import voice_gateway as vg
-from clank.wire.gateway_events import (
-    StreamKey,
-    dave_group_id_for_stream,
+from clank.session.stream_leg import (
+    deleted_reason,
+    moved_credentials,
+    stream_leg_params,
+    wait_fresh_credentials,
+    wait_leg_ready,
 )
-from clank.wire.rtp import RtpHeader
+from clank.session.video_pipeline import open_video_pipeline
+from clank.session.watch_frames import FrameChannel
+from clank.session.watch_handle import (
+    SINK_WANTS_INTERVAL_SETTLED,
+    SINK_WANTS_INTERVAL_STARTING,
+    Wakeup,
+    WatchHandle,
+    WatchSession,
+    WatchState,
+    check_in_voice,
+    dave_decrypt,
+    receive_config,
+)
+from clank.session.watches import WatchInbox
+from clank.session.webcam_watch import suppress_screen, unsuppress_screen
+from clank.wire import voice_gateway as vg
+from clank.wire.gateway_events import StreamKey
 
-__all__ = [
-    "SINK_WANTS_INTERVAL_SETTLED",
-    "SINK_WANTS_INTERVAL_STARTING",
-    "WATCH_FAILURES",
-    "WatchHandle",
-    "WatchSession",
-    "WatchStatistics",
-    "start_stream_watch",
-    "start_webcam_watch",
-]
+__all__ = ["start_stream_watch"]
 
 log = get_logger("clank.watch")
 
-WATCH_FAILURES: Final[Mapping[str, str]] = {
-    "not_in_voice": "we are not (yet) in a voice channel with a running voice role",
-    "own_stream": "the target is ourselves",
-    "target_not_in_voice": "the target is not in our voice channel",
-    "too_many_watches": "watch.max_concurrent_watches watches are already running",
-    "no_credentials": "no STREAM_CREATE + STREAM_SERVER_UPDATE within watch.credentials_timeout_s",
-    "stream_deleted": "STREAM_DELETE for the stream (ended, refused, full ...)",
-    "target_left": "the streamer left the channel or stopped streaming",
-    "transport": "the stream leg failed (websocket closed, handshake timeout, protocol error)",
-    "voice_ended": "the voice role ended (webcam watch)",
-    "interrupted": "the voice session ended or was rebuilt (a rebuild restarts the watch)",
-}
-"""Stable ``WatchError.reason`` codes of a watch that could not start or ended, with meanings."""
-
-SINK_WANTS_INTERVAL_STARTING: Final = 2.0
-"""op15 is re-asserted this often until the first frame (clankvox's cadence, §3.9)."""
-SINK_WANTS_INTERVAL_SETTLED: Final = 10.0
 STOP_BUDGET: Final = 1.0
+"""Seconds for the op19 sent when a watch ends (bounded, shielded)."""
 HEALTH_CHECK_POLL_S: Final = 5.0
 """How often the stream leg's health is looked at (for op21)."""
 STREAM_STALL_S: Final = 10.0
 """No media packet for this long counts as a failing stream leg."""
 UNAVAILABLE_HOLD_S: Final = 30.0
 """A STREAM_DELETE with ``unavailable: true`` holds the watch this long for a STREAM_CREATE."""
-"""Seconds for the op19 sent when a watch ends (bounded, shielded)."""
-WEBCAM_SYNC_INTERVAL: Final = 1.0
-"""Webcam role: how often op12 bindings and DAVE readiness are re-read from the voice leg."""
-WEBCAM_ROLE: Final = "webcam_watch"
-
-WatchKind = Literal["screen", "camera"]
-
-
-class WatchSession(Protocol):
-    """What a watch needs from the voice session (``clank.session.voice_session.VoiceSession``)."""
-
-    gateway: GatewayClient
-    guild_id: str
-    channel_id: str
-    settings: Settings
-    registry: StreamRegistry
-    user_id: str
-    transports: MediaTransports
-    watches: Watches
-
-    @property
-    def session_id(self) -> str | None: ...
-
-    @property
-    def voice(self) -> RoleHandle[Any]: ...
-
-    def roles(self) -> dict[str, RoleHandle[Any]]: ...
-
-    async def start_role(self, name: str, role_fn: Any, *args: Any) -> RoleHandle[Any]: ...
-
-    async def stop_role(self, name: str, reason: str = "stopped") -> None: ...
-
-
-@attrs.frozen
-class WatchStatistics:
-    target_user_id: str
-    kind: WatchKind
-    stream_key: str | None
-    state: RoleState
-    reason: str | None
-    started_at: float
-    credentials_at: float | None
-    connected_at: float | None
-    first_frame_at: float | None
-    time_to_first_frame: float | None  # watch start -> first JPEG
-    frames_published: int
-    sink_wants_sent: int
-    keepalives_sent: int
-    streams: Mapping[int, WatchStreamStatistics]
-    connection: MediaConnectionStatistics | None
-    server_moves: int = 0
-    """Times the stream leg reconnected on a mid-watch STREAM_SERVER_UPDATE."""
-
-
-class _Watch:
-    """Shared state of one watch (lives across role rebuilds by the session)."""
-
-    def __init__(
-        self,
-        session: WatchSession,
-        target: str,
-        kind: WatchKind,
-        settings: WatchSettings,
-        frames_out: FrameChannel | None,
-    ) -> None:
-        self.session = session
-        self.target = target
-        self.kind = kind
-        self.settings = settings
-        self.sink = FrameSink(LatestFrameStore(), frames_out)
-        self.key: StreamKey | None = None
-        self.started_at = trio.current_time()
-        self.credentials_at: float | None = None
-        self.connected_at: float | None = None
-        self.sink_wants_sent = 0
-        self.keepalives_sent = 0
-        self.server_moves = 0
-        self.pipeline: VideoPipeline | None = None
-        self.connection: MediaConnection | None = None
-        self.handle: RoleHandle[Any] | None = None
-        self.end_reason: str | None = None
-        self.stop_requested = False
-
-    def reset(self) -> None:
-        """Start over after a session rebuild: the same store reopens (waiters were told
-        ``interrupted``), so consumers holding ``handle.frames`` keep working."""
-        self.sink.store.reopen()
-        self.end_reason = None
-        self.key = None
-        self.credentials_at = self.connected_at = None
-        self.pipeline = None
-        self.connection = None
-
-    def _keepalives(self) -> int:
-        """op21 sent for this watch (the registry's book while it runs)."""
-        book = None if self.key is None else self.session.registry.watches.book(self.key)
-        return self.keepalives_sent if book is None else book.pings_sent
-
-    def statistics(self) -> WatchStatistics:
-        handle = self.handle
-        first = self.sink.first_frame_at
-        pipeline = self.pipeline
-        streams = {} if pipeline is None else pipeline.stream_statistics()
-        if self.kind == "camera":
-            streams = {s: st for s, st in streams.items() if st.receive.user_id == self.target}
-        return WatchStatistics(
-            target_user_id=self.target,
-            kind=self.kind,
-            stream_key=None if self.key is None else str(self.key),
-            state=RoleState.CONNECTING if handle is None else handle.state,
-            reason=self.end_reason,
-            started_at=self.started_at,
-            credentials_at=self.credentials_at,
-            connected_at=self.connected_at,
-            first_frame_at=first,
-            time_to_first_frame=None if first is None else first - self.started_at,
-            frames_published=self.sink.emitted,
-            sink_wants_sent=self.sink_wants_sent,
-            keepalives_sent=self._keepalives(),
-            streams=streams,
-            connection=None if self.connection is None else self.connection.statistics(),
-            server_moves=self.server_moves,
-        )
-
-
-class WatchHandle:
-    """A running (or ended) watch: target, stream key, state, frames, statistics, stop."""
-
-    def __init__(self, watch: _Watch, stop: Any) -> None:
-        self._watch = watch
-        self._stop = stop
-
-    def __repr__(self) -> str:
-        return f"WatchHandle(target={self.target_user_id!r}, kind={self.kind}, state={self.state.value})"
-
-    @property
-    def target_user_id(self) -> str:
-        return self._watch.target
-
-    @property
-    def kind(self) -> WatchKind:
-        return self._watch.kind
-
-    @property
-    def stream_key(self) -> StreamKey | None:
-        return self._watch.key
-
-    @property
-    def frames(self) -> LatestFrameStore:
-        return self._watch.sink.store
-
-    @property
-    def state(self) -> RoleState:
-        reason = self._watch.end_reason
-        if reason is not None:
-            return RoleState.DISCONNECTED if reason == "stopped" else RoleState.FAILED
-        handle = self._watch.handle
-        return RoleState.CONNECTING if handle is None else handle.state
-
-    @property
-    def reason(self) -> str | None:
-        """Why the watch ended (a :data:`WATCH_FAILURES` code, or ``stopped``); None while running."""
-        return self._watch.end_reason
-
-    @property
-    def active(self) -> bool:
-        return self._watch.end_reason is None and not self.state.final
-
-    def statistics(self) -> WatchStatistics:
-        return self._watch.statistics()
-
-    async def stop(self) -> None:
-        """End this watch only (bounded); idempotent."""
-        await self._stop()
-
-    async def wait_stopped(self) -> None:
-        """Wait until the watch has ended (its frame store is closed then)."""
-        store = self._watch.sink.store
-        while not store.closed:
-            try:
-                await store.wait_frame(after_sequence=self._watch.sink.sequence)
-            except WatchError:
-                return
-
-
-# ---------------------------------------------------------------------- per-session bookkeeping
-
-
-def _check_in_voice(session: WatchSession) -> None:
-    try:
-        voice = session.voice
-    except ClankError as exc:
-        raise WatchError("not_in_voice", str(exc)) from exc
-    if voice.state.final or session.session_id is None:
-        raise WatchError("not_in_voice", f"voice role is {voice.state.value}")
 
 
 # ---------------------------------------------------------------------- stream watch
@@ -344,11 +128,11 @@ async def start_stream_watch(
         return existing
     if target_user_id == session.user_id:
         raise WatchError("own_stream", "cannot watch our own Go Live")
-    _check_in_voice(session)
+    check_in_voice(session)
     running = [h for (_, kind), h in watches.handles.items() if kind == "screen" and h.active]
     if len(running) >= settings.max_concurrent_watches:
         raise WatchError("too_many_watches", f"{len(running)} watches running")
-    watch = _Watch(session, target_user_id, "screen", settings, frames_out)
+    watch = WatchState(session, target_user_id, "screen", settings, frames_out)
     name = f"stream_watch:{target_user_id}"
 
     async def stop() -> None:
@@ -359,17 +143,15 @@ async def start_stream_watch(
     watches.handles[(target_user_id, "screen")] = watch_handle
     role = await session.start_role(name, _stream_watch_role, watch)
     watch.handle = role
-    state = await role.wait_state(RoleState.READY)
-    if state is not RoleState.READY:
-        error = role.error
-        if isinstance(error, WatchError):
-            raise WatchError(error.reason, error.detail)
-        raise WatchError(watch.end_reason or "transport", role.reason or "")
+    await wait_leg_ready(role, lambda: watch.end_reason)
     return watch_handle
 
 
 async def _stream_watch_role(
-    handle: RoleHandle[Any], watch: _Watch, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    handle: RoleHandle[WatchState],
+    watch: WatchState,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     watch.handle = handle
     handle.attach(watch, watch.statistics)
@@ -395,19 +177,20 @@ async def _stream_watch_role(
                     watch.server_moves += 1
                     log.info("stream server moved; reconnecting", stream_key=str(key))
     except* WatchError as group:
-        reason = _first_watch_error(group).reason
+        failure = first_of(group, WatchError)
+        reason = "transport" if failure is None else failure.reason
         raise
     except* (TransportError, ProtocolError, CryptoError) as group:
         reason = "transport"
-        leaf = _first_leaf(group)
-        raise WatchError("transport", f"{type(leaf).__name__}: {leaf}") from leaf
+        leaf = leaves(group)[0]
+        raise WatchError("transport", describe(leaf)) from leaf
     finally:
         inbox.close()
         if watch.stop_requested:
             reason = "stopped"
         watch.end_reason = reason
         watch.sink.store.close(reason)
-        _unsuppress_screen(session, watch.target)
+        unsuppress_screen(session, watch.target)
         watched_key = watch.key
         if watched_key is not None:
             book = session.registry.watches.book(watched_key)
@@ -429,19 +212,6 @@ async def _stream_watch_role(
         )
 
 
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
-
-
-def _first_watch_error(group: BaseExceptionGroup[WatchError]) -> WatchError:
-    leaf = _first_leaf(group)
-    assert isinstance(leaf, WatchError)
-    return leaf
-
-
 def _stream_key(session: WatchSession, target: str) -> StreamKey:
     """The registry's key for the target's stream, else one synthesized from our voice channel."""
     registry = session.registry
@@ -455,7 +225,7 @@ def _stream_key(session: WatchSession, target: str) -> StreamKey:
 
 
 async def _request_credentials(
-    session: WatchSession, watch: _Watch, key: StreamKey, inbox: WatchInbox
+    session: WatchSession, watch: WatchState, key: StreamKey, inbox: WatchInbox
 ) -> StreamInfo:
     """op20 through the registry, then its credentials for ``key`` (STREAM_CREATE + SERVER_UPDATE)."""
     registry = session.registry
@@ -466,26 +236,18 @@ async def _request_credentials(
         await session.gateway.stream_watch(str(frame.d["stream_key"]))
     log.info("stream watch requested", stream_key=str(key), synthesized=request.synthesized)
     with trio.move_on_after(watch.settings.credentials_timeout_s):
-        while True:
-            known = registry.stream(key)
-            # Endpoint and token must come from a STREAM_SERVER_UPDATE that answers this op20
-            # (cached credentials that look complete may be stale after a re-watch).
-            received = None if known is None else known.credentials_received_at
-            fresh = received is not None and received >= requested_at
-            if known is not None and known.has_credentials and fresh:
-                assert known.token is not None
-                register_secret(known.token)
-                watch.credentials_at = trio.current_time()
-                return known
-            await inbox.wait()
-            _check_events(session, watch, key, inbox.take(), watching=False)
+        known = await wait_fresh_credentials(
+            registry, inbox, key, lambda events: _check_events(session, watch, key, events, watching=False)
+        )
+        watch.credentials_at = trio.current_time()
+        return known
     raise WatchError(
         "no_credentials", f"no stream server for {key} within {watch.settings.credentials_timeout_s} s"
     )
 
 
 def _check_events(
-    session: WatchSession, watch: _Watch, key: StreamKey, events: list[StreamEvent], *, watching: bool
+    session: WatchSession, watch: WatchState, key: StreamKey, events: list[StreamEvent], *, watching: bool
 ) -> None:
     """End the watch (``WatchError``) on the registry's STREAM_DELETE or the target leaving.
 
@@ -493,9 +255,10 @@ def _check_events(
     state with ``self_stream: false`` may be a stale one from before the stream started (a
     refused watch is answered with STREAM_DELETE anyway).
     """
+    deleted = deleted_reason(events, key)
+    if deleted is not None:
+        raise WatchError("stream_deleted", deleted)
     for event in events:
-        if isinstance(event, StreamDeleted | DeleteUnknownStream) and event.stream_key == key:
-            raise WatchError("stream_deleted", event.reason or "")
         if isinstance(event, UserGoLiveEnded) and event.user_id == watch.target and not event.own:
             member = session.registry.member(watch.target)
             channel = None if member is None else member.channel_id
@@ -504,38 +267,24 @@ def _check_events(
 
 
 async def _watch_stream(
-    handle: RoleHandle[Any],
-    watch: _Watch,
+    handle: RoleHandle[WatchState],
+    watch: WatchState,
     key: StreamKey,
     creds: StreamInfo,
     inbox: WatchInbox,
 ) -> StreamInfo | None:
     """Watch on ``creds`` until the stream server moves (the new credentials) or the watch ends."""
     session = watch.session
-    assert creds.rtc_server_id is not None and creds.endpoint is not None and creds.token is not None
-    session_id = session.session_id
-    if session_id is None:
-        raise WatchError("not_in_voice", "no voice session id")
-    settings = session.settings
-    params = MediaConnectionParams(
-        role="stream_watch",
-        endpoint=creds.endpoint,
-        server_id=creds.rtc_server_id,
-        # One stream channel id for identify and DAVE: rtc_server_id - 1 (clankvox, worked live).
-        channel_id=_stream_channel_id(creds),
-        user_id=session.user_id,
-        session_id=session_id,
-        token=creds.token,
-        dave_group_id=dave_group_id_for_stream(creds.rtc_server_id),
-        settings=settings,
-        video=True,
-        streams=(vg.StreamRequest(type="screen", rid="100", quality=watch.settings.preferred_quality),),
+    params = stream_leg_params(
+        session,
+        "stream_watch",
+        creds,
+        vg.StreamRequest(type="screen", rid="100", quality=watch.settings.preferred_quality),
         sink_wants_format=vg.SinkWantsFormat(watch.settings.sink_wants_format),
-        transports=session.transports,
     )
     link = _Link()
-    receiver = VideoReceiver(_receive_config(watch.settings, "screen"), link.decrypt)
-    wants_changed = _Wakeup()
+    receiver = VideoReceiver(receive_config(watch.settings, "screen"), link.decrypt)
+    wants_changed = Wakeup()
     audio = StreamAudio(session, watch.target, handle)  # Go Live stream audio (stream_audio.py)
 
     def on_event(event: MediaEvent) -> None:
@@ -564,7 +313,7 @@ async def _watch_stream(
     async with open_video_pipeline(receiver, watch.settings, link.send_rtcp) as pipeline:
         watch.pipeline = pipeline
         pipeline.add_sink((watch.target, "screen"), watch.sink)
-        _suppress_screen(session, watch.target)
+        suppress_screen(session, watch.target)
         async with open_media_connection(
             params,
             packet_handler=audio.wrap(pipeline.on_packet),
@@ -592,38 +341,8 @@ async def _watch_stream(
     return moved
 
 
-@attrs.define(eq=False)
-class _Link:
-    """Late binding of the connection for the pipeline's RTCP sends."""
-
-    connection: MediaConnection | None = None
-
-    def send_rtcp(self, datagram: bytes) -> bool:
-        connection = self.connection
-        return connection is not None and connection.send_rtcp(datagram)
-
-    def decrypt(self, user_id: int, frame: bytes) -> bytes:
-        return _dave_decrypt(self.connection, user_id, frame)
-
-
-def _dave_decrypt(connection: MediaConnection | None, user_id: int, frame: bytes) -> bytes:
-    """DAVE-decrypt one video frame of ``user_id`` on ``connection``'s leg (counted by the core)."""
-    if connection is None:
-        raise DecryptionFailed("dave", "not_ready")
-    return connection.dave.decrypt(user_id, "video", frame)
-
-
-def _receive_config(settings: WatchSettings, default_type: StreamType) -> VideoReceiveConfig:
-    return VideoReceiveConfig(
-        default_stream_type=default_type,
-        reorder_delay=settings.reorder_delay_ms / 1000,
-        nack=settings.nack,
-        conceal_after=settings.conceal_after_s,
-    )
-
-
 async def _follow_registry(
-    session: WatchSession, watch: _Watch, key: StreamKey, inbox: WatchInbox, current: StreamInfo
+    session: WatchSession, watch: WatchState, key: StreamKey, inbox: WatchInbox, current: StreamInfo
 ) -> StreamInfo:
     """Registry events while watching: the new credentials when the stream server moved;
     ``WatchError`` when the watch must end.
@@ -652,35 +371,12 @@ async def _follow_registry(
                 unavailable_until = math.inf
             rest.append(event)
         _check_events(session, watch, key, rest, watching=True)
-        known = registry.stream(key)
-        if (
-            known is not None
-            and known.has_credentials
-            and (known.endpoint, known.token) != (current.endpoint, current.token)
-        ):
-            assert known.token is not None
-            register_secret(known.token)
-            return known
+        moved = moved_credentials(registry, key, current)
+        if moved is not None:
+            return moved
 
 
-class _Wakeup:
-    """A resettable wake-up: ``set`` from sync code, ``wait`` for it (or a timeout) in a loop."""
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    def clear(self) -> None:
-        """Call before reading the state a ``set`` announces, so no change is missed."""
-        self._event = trio.Event()
-
-    async def wait(self) -> None:
-        await self._event.wait()
-
-
-async def _sink_wants_loop(watch: _Watch, conn: MediaConnection, changed: _Wakeup) -> None:
+async def _sink_wants_loop(watch: WatchState, conn: MediaConnection, changed: Wakeup) -> None:
     """op15 for the streamer's SSRCs: every 2 s until the first frame, then every 10 s and on op12."""
     settings = watch.settings
     target = watch.target
@@ -702,7 +398,7 @@ async def _sink_wants_loop(watch: _Watch, conn: MediaConnection, changed: _Wakeu
             await changed.wait()
 
 
-async def _health_loop(watch: _Watch, key: StreamKey) -> None:
+async def _health_loop(watch: WatchState, key: StreamKey) -> None:
     """Report the stream leg's health to the registry, which owns the op21 schedule: op21 is a
     health check, not a keep-alive (it may make Discord check and reallocate the stream server),
     so with ``StreamPingPolicy(only_when_failing=True)`` it goes out only while the leg is failing:
@@ -731,197 +427,15 @@ async def _health_loop(watch: _Watch, key: StreamKey) -> None:
             watch.session.watches.schedule_changed()
 
 
-def _stream_channel_id(creds: StreamInfo) -> str:
-    """``rtc_server_id - 1`` (the DAVE group id too); an unexpected ``rtc_channel_id`` is a warning.
+@attrs.define(eq=False)
+class _Link:
+    """Late binding of the connection for the pipeline's RTCP sends."""
 
-    Discord's own documented STREAM_CREATE has ``rtc_channel_id = rtc_server_id + 1`` (and the
-    sandbox copies it), so that value is expected and only logged at debug: a warning on every
-    watch would be noise. Any other value means the layout changed and is worth a look.
-    """
-    assert creds.rtc_server_id is not None
-    channel_id = str(dave_group_id_for_stream(creds.rtc_server_id))
-    announced = creds.rtc_channel_id
-    if announced is not None and announced != channel_id:
-        server = creds.rtc_server_id
-        expected = announced.isdigit() and server.isdigit() and int(announced) == int(server) + 1
-        (log.debug if expected else log.warning)(
-            "STREAM_CREATE rtc_channel_id differs from rtc_server_id - 1; using the latter",
-            rtc_channel_id=announced,
-            channel_id=channel_id,
-        )
-    return channel_id
-
-
-# ---------------------------------------------------------------------- webcam watch (voice leg)
-
-
-class _WebcamRole:
-    """The voice leg's video pipeline, shared by every webcam watch of the session."""
-
-    def __init__(self, session: WatchSession, settings: WatchSettings) -> None:
-        self.session = session
-        self.settings = settings
-        self.receiver = VideoReceiver(
-            _receive_config(settings, "camera"),
-            lambda user, frame: _dave_decrypt(self._connection, user, frame),
-        )
-        self.pipeline: VideoPipeline | None = None
-        self.handle: RoleHandle[Any] | None = None
-        self.watched: dict[str, _Watch] = {}
-        self.suppressed: set[str] = set()
-        self._wants_changed = _Wakeup()
-        self._connection: MediaConnection | None = None
-
-    def on_packet(
-        self, header: RtpHeader, payload: bytes, now: float, binding: vgc.SsrcBinding | None
-    ) -> None:
-        pipeline = self.pipeline
-        if pipeline is None:
-            return
-        if binding is not None and not self.receiver.is_video_ssrc(header.ssrc):
-            state = None if self._connection is None else self._connection.core.video_state(binding.user_id)
-            if state is not None:
-                pipeline.on_video_state(state, now)
-        pipeline.on_packet(header, payload, now)
+    connection: MediaConnection | None = None
 
     def send_rtcp(self, datagram: bytes) -> bool:
-        return self._connection is not None and self._connection.send_rtcp(datagram)
+        connection = self.connection
+        return connection is not None and connection.send_rtcp(datagram)
 
-    def watch_changed(self) -> None:
-        self._wants_changed.set()
-
-    async def sync_loop(self, voice: Any) -> None:
-        """Re-read op12 bindings and DAVE readiness from the voice leg; send partitioned op15."""
-        dave_was_ready = False
-        sent: vg.MediaSinkWants | None = None
-        last_sent_at = -1e9
-        while True:
-            self._wants_changed.clear()
-            conn: MediaConnection = voice.connection
-            self._connection = conn
-            pipeline = self.pipeline
-            now = trio.current_time()
-            users = {b.user_id for b in conn.core.ssrc_map().values() if b.kind == "video"}
-            states = [s for s in (conn.core.video_state(u) for u in users) if s is not None]
-            if pipeline is not None:
-                for state in states:
-                    pipeline.on_video_state(state, now)
-                self.receiver.local_ssrc = conn.ssrc or 0
-                ready = conn.dave.ready
-                if ready and not dave_was_ready:
-                    pipeline.dave_ready(now)
-                dave_was_ready = ready
-            watched = frozenset(self.watched)  # users whose webcam is watched
-
-            def want(user: str, kind: StreamType, watched: frozenset[str] = watched) -> bool:
-                return kind == "camera" and user in watched
-
-            wants = build_sink_wants(
-                states,
-                want=want,
-                quality=self.settings.preferred_quality,
-                pixel_count=self.settings.preferred_pixel_count,
-                default_stream_type="camera",
-                any_quality=self.settings.preferred_quality,
-            )
-            if wants != sent or now - last_sent_at >= SINK_WANTS_INTERVAL_SETTLED:
-                await conn.media_sink_wants(wants)
-                sent, last_sent_at = wants, now
-            with trio.move_on_after(WEBCAM_SYNC_INTERVAL):
-                await self._wants_changed.wait()
-
-
-async def _webcam_role(
-    handle: RoleHandle[Any],
-    webcam: _WebcamRole,
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    webcam.handle = handle
-    handle.attach(webcam)
-    session = webcam.session
-    voice_handle = session.voice
-    task_status.started()
-    await voice_handle.wait_ready()
-    voice = voice_handle.api
-    async with open_video_pipeline(webcam.receiver, webcam.settings, webcam.send_rtcp) as pipeline:
-        webcam.pipeline = pipeline
-        for user in webcam.suppressed:
-            webcam.receiver.suppress(user, "screen")
-        voice.set_video_receiver(webcam.on_packet)
-        handle.set_state(RoleState.READY)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(webcam.sync_loop, voice)
-                await voice_handle.wait_stopped()
-                nursery.cancel_scope.cancel()
-        finally:
-            voice.set_video_receiver(None)
-            webcam.pipeline = None
-            for watch in webcam.watched.values():
-                if watch.end_reason is None:
-                    watch.end_reason = "voice_ended"
-                    watch.sink.store.close("voice_ended")
-            webcam.watched.clear()
-    raise WatchError("voice_ended", "the voice role ended")
-
-
-async def start_webcam_watch(
-    session: WatchSession,
-    user_id: str,
-    settings: WatchSettings | None = None,
-    *,
-    frames_out: FrameChannel | None = None,
-) -> WatchHandle:
-    """Watch ``user_id``'s webcam on the voice leg; the handle's store gets its frames."""
-    settings = settings or session.settings.watch
-    watches = session.watches
-    existing = watches.handles.get((user_id, "camera"))
-    if existing is not None and existing.active:
-        return existing
-    _check_in_voice(session)
-    webcam = watches.webcam
-    if webcam is None or webcam.handle is None or webcam.handle.state.final:
-        webcam = watches.webcam = _WebcamRole(session, settings)
-        webcam.suppressed = {t for (t, kind), h in watches.handles.items() if kind == "screen" and h.active}
-        webcam.handle = await session.start_role(WEBCAM_ROLE, _webcam_role, webcam)
-    watch = _Watch(session, user_id, "camera", settings, frames_out)
-    watch.handle = webcam.handle
-    role_webcam = webcam
-
-    async def stop() -> None:
-        if watch.end_reason is None:
-            watch.end_reason = "stopped"
-            role_webcam.watched.pop(user_id, None)
-            if role_webcam.pipeline is not None:
-                role_webcam.pipeline.remove_sink((user_id, "camera"))
-            watch.sink.store.close("stopped")
-            role_webcam.watch_changed()
-        await trio.lowlevel.checkpoint()
-
-    watch_handle = WatchHandle(watch, stop)
-    watches.handles[(user_id, "camera")] = watch_handle
-    await webcam.handle.wait_state(RoleState.READY)
-    if webcam.pipeline is None:
-        watch.end_reason = "voice_ended"
-        watch.sink.store.close("voice_ended")
-        raise WatchError("voice_ended", webcam.handle.reason or "")
-    watch.pipeline = webcam.pipeline
-    webcam.pipeline.add_sink((user_id, "camera"), watch.sink)
-    webcam.watched[user_id] = watch
-    webcam.watch_changed()
-    return watch_handle
-
-
-def _suppress_screen(session: WatchSession, user_id: str) -> None:
-    webcam = session.watches.webcam
-    if webcam is not None:
-        webcam.suppressed.add(user_id)
-        webcam.receiver.suppress(user_id, "screen")
-
-
-def _unsuppress_screen(session: WatchSession, user_id: str) -> None:
-    webcam = session.watches.webcam
-    if webcam is not None and user_id in webcam.suppressed:
-        webcam.suppressed.discard(user_id)
-        webcam.receiver.unsuppress(user_id, "screen", trio.current_time())
+    def decrypt(self, user_id: int, frame: bytes) -> bytes:
+        return dave_decrypt(self.connection, user_id, frame)

@@ -9,7 +9,8 @@ the :class:`LatestFrameStore` of the watch that wants them (and the shared lates
     media connection (UDP task) --on_packet--> VideoReceiver --EncodedVideoFrame--> decode worker
                                                     |                                   | thread
                         feedback task <--poll/tick--+         ScreenFrame <--on_output--+
-                        (RTCP NACK/PLI/RR when due)           -> sink.store / sink.channel
+                        (RTCP NACK/PLI/RR when due,           -> sink.store / sink.channel
+                         REMB every second)
 
 Run it with :func:`open_video_pipeline` (it owns the feedback task and the decoder tasks).
 Which frames are wanted is decided by *sinks*: ``add_sink((user_id, stream_type), sink)``; frames
@@ -26,6 +27,7 @@ from typing import Final
 import attrs
 import trio
 
+from clank.codecs.bandwidth import RembConfig, RembController, RembInputs, RembStatistics
 from clank.codecs.feedback import KeyframeReason
 from clank.config import WatchSettings
 from clank.io.decode_worker import DecodedImage, DecodeWorker, DecodeWorkerStatistics, open_decode_worker
@@ -79,6 +81,10 @@ class WatchStreamStatistics:
     frames_out: int  # ScreenFrames published
     width: int
     height: int
+    bitrate_bps: int = 0
+    """Receive rate of this SSRC (and its RTX) over the last REMB interval."""
+    rid: str | None = None
+    """The simulcast layer (op12 ``rid``) this SSRC carries, when the streamer named one."""
 
 
 @attrs.define(eq=False)
@@ -114,6 +120,19 @@ class VideoPipeline:
         self._unwanted = 0
         self._diagnostics = 0
         self._wake = trio.Event()
+        # Congestion feedback (REMB): bytes per SSRC since the last REMB, and what they were.
+        max_bps = settings.remb_max_kbps * 1000
+        self._remb = (
+            RembController(RembConfig(max_bps=max_bps, start_bps=min(RembConfig().start_bps, max_bps)))
+            if max_bps >= RembConfig().min_bps
+            else None
+        )
+        self._bytes: dict[int, int] = {}
+        self._rates: dict[int, int] = {}
+        self._rids: dict[int, str | None] = {}
+        self._rtx_of: dict[int, int] = {}
+        self._remb_prior: dict[int, tuple[int, int]] = {}
+        self._dropped_prior = 0
 
     # ------------------------------------------------------------------ sinks
 
@@ -130,6 +149,8 @@ class VideoPipeline:
     # ------------------------------------------------------------------ connection callbacks (sync)
 
     def on_packet(self, header: RtpHeader, payload: bytes, now: float) -> None:
+        ssrc = header.ssrc
+        self._bytes[ssrc] = self._bytes.get(ssrc, 0) + len(payload)
         receiver = self.receiver
         events = receiver.receive(header, payload, now)
         if events:
@@ -142,6 +163,12 @@ class VideoPipeline:
         self.receiver.on_rtcp(packets, now)
 
     def on_video_state(self, state: VideoState, now: float) -> None:
+        for stream in state.streams:
+            self._rids[stream.ssrc] = stream.rid
+            if stream.rtx_ssrc:
+                self._rtx_of[stream.rtx_ssrc] = stream.ssrc
+        if state.video_ssrc and state.rtx_ssrc:
+            self._rtx_of.setdefault(state.rtx_ssrc, state.video_ssrc)
         self._handle(self.receiver.on_video_state(state, now))
         self._wake.set()
 
@@ -278,10 +305,57 @@ class VideoPipeline:
                     self.receiver.request_keyframe(ssrc, KeyframeReason.DECODER_RESET, now)
             for datagram in self.receiver.poll(now):
                 self._send_rtcp(datagram)
+            self._congestion_feedback(now)
             deadline = self.receiver.next_deadline()
+            remb_at = None if self._remb is None else self._remb.next_deadline()
+            if remb_at is not None:
+                deadline = remb_at if deadline is None else min(deadline, remb_at)
             wake_at = now + FEEDBACK_IDLE if deadline is None else min(deadline, now + FEEDBACK_IDLE)
             with trio.move_on_at(max(wake_at, now + 0.001)):
                 await self._wake.wait()
+
+    def _congestion_feedback(self, now: float) -> None:
+        """One REMB per interval for the SSRCs a sink wants (see ``clank.codecs.bandwidth``)."""
+        remb = self._remb
+        if remb is None or not remb.due(now):
+            return
+        wanted: list[int] = []
+        expected = lost = 0
+        for ssrc in self.receiver.streams():
+            stats = self.receiver.stream_statistics(ssrc)
+            if stats is None or (stats.user_id, stats.stream_type) not in self._sinks:
+                continue
+            wanted.append(ssrc)
+            seen = stats.packets_received + stats.packets_lost
+            prior_seen, prior_lost = self._remb_prior.get(ssrc, (0, 0))
+            self._remb_prior[ssrc] = (seen, stats.packets_lost)
+            expected += max(0, seen - prior_seen)
+            lost += max(0, stats.packets_lost - prior_lost)
+        dropped = sum(d.worker.statistics().dropped for d in self._decoders.values() if d.worker is not None)
+        decoder_dropped = max(0, dropped - self._dropped_prior)
+        self._dropped_prior = dropped
+        counted, self._bytes = self._bytes, {}
+        per_primary: dict[int, int] = {}
+        for ssrc, count in counted.items():
+            primary = self._rtx_of.get(ssrc, ssrc)
+            per_primary[primary] = per_primary.get(primary, 0) + count
+        started = remb.last_at
+        elapsed = None if started is None else now - started
+        if elapsed is not None and elapsed > 0:
+            self._rates = {ssrc: int(count * 8 / elapsed) for ssrc, count in per_primary.items()}
+        inputs = RembInputs(
+            bytes_received=sum(per_primary.get(ssrc, 0) for ssrc in wanted),
+            packets_expected=expected,
+            packets_lost=lost,
+            decoder_dropped=decoder_dropped,
+        )
+        message = remb.next(inputs, now, self.receiver.local_ssrc, wanted)
+        if message is not None:
+            self._send_rtcp(message.serialize())
+
+    def remb_statistics(self) -> RembStatistics | None:
+        """REMBs sent and the current estimate (None: ``watch.remb_max_kbps`` is 0)."""
+        return None if self._remb is None else self._remb.statistics()
 
     # ------------------------------------------------------------------ statistics
 
@@ -303,6 +377,8 @@ class VideoPipeline:
                 frames_out=self._frames_out.get(ssrc, 0),
                 width=decode.width if decode is not None else 0,
                 height=decode.height if decode is not None else 0,
+                bitrate_bps=self._rates.get(ssrc, 0),
+                rid=self._rids.get(ssrc),
             )
         return out
 

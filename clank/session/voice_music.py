@@ -19,6 +19,7 @@ import attrs
 import trio
 
 from clank.errors import InvalidArgument, UsageError
+from clank.io.offload import run_cpu
 from clank.logging import get_logger
 from clank.media.audio import Pcm, PcmSource, iter_file_pcm, probe_audio
 from clank.media.mixer import Mixer
@@ -116,7 +117,7 @@ class MusicPlayer:
         if gain is not None and not 0.0 <= gain <= 4.0:
             raise InvalidArgument("gain", "must be between 0 and 4")
         try:
-            duration = await trio.to_thread.run_sync(probe_audio, source, abandon_on_cancel=True)
+            duration = await run_cpu(probe_audio, source, abandon_on_cancel=True)
         except UsageError as exc:
             self.errors += 1
             self._events.publish("music_error", source=_redact(source), message=str(exc))
@@ -217,7 +218,7 @@ class MusicPlayer:
             while self._mixer.has(track):
                 try:
                     reading = True
-                    chunk = await trio.to_thread.run_sync(next, chunks, None, abandon_on_cancel=True)
+                    chunk = await run_cpu(next, chunks, None, abandon_on_cancel=True)
                     reading = False
                 except UsageError as exc:
                     self.errors += 1
@@ -236,7 +237,7 @@ class MusicPlayer:
                 pcm_source.end()
             if not reading:
                 with trio.move_on_after(1.0, shield=True):
-                    await trio.to_thread.run_sync(chunks.close, abandon_on_cancel=True)
+                    await run_cpu(chunks.close, abandon_on_cancel=True)
 
     def status(self) -> dict[str, Any]:
         current = None

@@ -29,6 +29,7 @@ import attrs
 import trio
 
 from clank.errors import InvalidArgument, UsageError
+from clank.io.offload import run_cpu
 from clank.logging import get_logger
 from clank.media.audio import SAMPLE_RATE, Pcm, PcmSource, iter_file_pcm, probe_audio
 from clank.media.mixer import Mixer
@@ -192,7 +193,7 @@ class SpeechPlayer:
         if self._nursery is None:
             raise UsageError("the voice role is not running")
         try:
-            duration = await trio.to_thread.run_sync(probe_audio, source, abandon_on_cancel=True)
+            duration = await run_cpu(probe_audio, source, abandon_on_cancel=True)
         except UsageError as exc:
             return {"ok": False, "reason": "source_failed", "detail": str(exc)}
         stream = self.open_stream(SAMPLE_RATE, 2)
@@ -204,7 +205,7 @@ class SpeechPlayer:
         try:
             while not stream.cancelled:
                 try:
-                    chunk = await trio.to_thread.run_sync(next, chunks, None, abandon_on_cancel=True)
+                    chunk = await run_cpu(next, chunks, None, abandon_on_cancel=True)
                 except UsageError as exc:
                     log.warning("speech source failed", error=str(exc))
                     break
@@ -215,7 +216,7 @@ class SpeechPlayer:
         finally:
             stream.end()
             with trio.move_on_after(1.0, shield=True):
-                await trio.to_thread.run_sync(chunks.close, abandon_on_cancel=True)
+                await run_cpu(chunks.close, abandon_on_cancel=True)
 
     def cancel(self, stream: SpeechStream) -> None:
         """Drop one utterance (queued or playing) and nothing else."""

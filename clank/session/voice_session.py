@@ -46,7 +46,7 @@ from clank.errors import (
 )
 from clank.io.gateway import Dispatch, GatewayClient
 from clank.io.groups import raise_single
-from clank.io.media_connection import REAL_TRANSPORTS, MediaConnectionParams, MediaTransports
+from clank.io.media_leg_params import REAL_TRANSPORTS, MediaConnectionParams, MediaTransports
 from clank.logging import bound, get_logger, register_secret
 from clank.protocol.backoff import VOICE_REJOIN
 from clank.protocol.streams import DISPATCH_PARSERS, StreamRegistry
@@ -468,7 +468,7 @@ async def open_voice_session(
             async with trio.open_nursery() as nursery:
                 session._nursery = nursery
                 nursery.start_soon(session._read_dispatches, dispatches)
-                nursery.start_soon(session.watches.run)
+                await nursery.start(session.watches.run)
                 if stream_dispatches is not None:
                     nursery.start_soon(_feed_registry, stream_dispatches, session.registry)
                 await nursery.start(session._supervise)

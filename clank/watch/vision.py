@@ -36,6 +36,7 @@ import trio
 from PIL import Image, UnidentifiedImageError
 
 from clank.errors import UsageError, VisionError
+from clank.io.offload import run_cpu
 from clank.logging import register_secret
 
 Trigger = Literal["first_frame", "scene_cut", "periodic", "on_demand"]
@@ -265,11 +266,9 @@ class OfflineVisionProvider:
 
     async def describe(self, frame_jpeg: bytes, *, context: NoteContext) -> str:
         if self._reader is None:
-            measures = await trio.to_thread.run_sync(measure_jpeg, frame_jpeg, limiter=self._limiter)
+            measures = await run_cpu(measure_jpeg, frame_jpeg, limiter=self._limiter)
             return describe_measures(measures, context)
-        return await trio.to_thread.run_sync(
-            self._reader.describe, frame_jpeg, context, limiter=self._limiter
-        )
+        return await run_cpu(self._reader.describe, frame_jpeg, context, limiter=self._limiter)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,6 +26,20 @@ def test_in_order_packets_are_released_immediately() -> None:
     assert buffer.next_deadline() is None
 
 
+def test_in_order_packets_take_the_short_path_until_a_hole() -> None:
+    buffer = ReorderBuffer(max_delay=0.1)
+    assert not buffer.release_next(pkt(65535))  # the first packet starts the buffer via insert
+    assert seqs(buffer.push(pkt(65535), 0.0)) == [65535]
+    assert [buffer.release_next(pkt(seq)) for seq in (0, 1, 2)] == [True, True, True]  # across the wrap
+    assert not buffer.release_next(pkt(4))  # 3 is missing: the buffer must hold 4
+    assert seqs(buffer.push(pkt(4), 0.0)) == []
+    assert not buffer.release_next(pkt(5))  # still holding
+    assert seqs(buffer.push(pkt(3), 0.05)) == [3, 4]
+    assert buffer.release_next(pkt(5))
+    stats = buffer.statistics()
+    assert (stats.received, stats.released, stats.reordered, stats.buffered) == (7, 7, 1, 0)
+
+
 def test_reordered_packet_fills_its_hole_before_the_deadline() -> None:
     buffer = ReorderBuffer(max_delay=0.1)
     buffer.insert(pkt(1), 0.0)

@@ -13,8 +13,8 @@ from clank.crypto.dave import (
     DaveJson,
     DaveSessionCore,
     DaveState,
-    describe_frame,
 )
+from clank.crypto.dave_wire import describe_frame
 from clank.errors import DaveError, DecryptionFailed, MalformedMessage
 from clank.sandbox.dave import ExternalSender
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from dave_net import DaveNet
 
-from clank.crypto.dave import DaveSessionCore, describe_frame
+from clank.crypto.dave import DaveSessionCore
+from clank.crypto.dave_wire import describe_frame
 
 _START_CODE = re.compile(b"\x00?\x00\x00\x01")
 

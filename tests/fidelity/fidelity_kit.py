@@ -1,22 +1,25 @@
-"""Shared set-up of the strict-sandbox fidelity tests: small video, and a joined voice session."""
+"""Shared set-up of the strict-sandbox fidelity tests: small video, and a joined voice session.
+
+``joined()`` runs on the fake network (``tests/fake_session.py``): the tests take ``autojump_clock``,
+so the seconds they wait are virtual and encode/decode run inline (deterministic)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import attrs
 import trio
+from fake_session import fake_session
 
 from clank.config import DiscordSettings, Settings, WatchSettings
-from clank.io.gateway import GatewayClient, open_gateway_client
-from clank.sandbox.app import Sandbox, open_sandbox
+from clank.io.fakenet import FakeNet
+from clank.sandbox.app import Sandbox
 from clank.sandbox.rtc.streamer import VideoSettings
-from clank.session.voice_session import VoiceSession, open_voice_session
+from clank.session.voice_session import VoiceSession
 
 SETTINGS = Settings(discord=DiscordSettings(voice_url_scheme="ws"))
-WATCH = WatchSettings(max_fps=10.0, preferred_pixel_count=320 * 240, credentials_timeout_s=5.0)
-SMALL = VideoSettings(codec="h264", width=320, height=240, bitrate=400_000, keyframe_interval=2.0)
+WATCH = WatchSettings(max_fps=10.0, preferred_pixel_count=160 * 120, credentials_timeout_s=5.0)
+SMALL = VideoSettings(codec="h264", width=160, height=120, fps=15, bitrate=150_000, keyframe_interval=2.0)
 
 
 async def wait_until(predicate: Callable[[], bool], step: float = 0.02) -> None:
@@ -28,15 +31,7 @@ async def wait_until(predicate: Callable[[], bool], step: float = 0.02) -> None:
 
 
 @asynccontextmanager
-async def joined() -> AsyncIterator[tuple[Sandbox, GatewayClient, VoiceSession]]:
-    async with open_sandbox() as sb:
-        assert sb.media is not None
-        sb.media.settings = attrs.evolve(sb.media.settings, screen=SMALL, webcam=SMALL)
-        async with (
-            open_gateway_client(url=sb.gateway_url, token=sb.token) as gateway,
-            open_voice_session(
-                gateway, guild_id=sb.guild_id, channel_id=sb.voice_channel_id, settings=SETTINGS
-            ) as session,
-        ):
-            await session.voice.wait_ready()
-            yield sb, gateway, session
+async def joined() -> AsyncIterator[tuple[Sandbox, FakeNet, VoiceSession]]:
+    """The sandbox (small screen and webcam video) and our ready voice session, on the fake net."""
+    async with fake_session(screen=SMALL, settings=SETTINGS) as (net, sb, session):
+        yield sb, net, session

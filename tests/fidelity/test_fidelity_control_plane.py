@@ -1,23 +1,27 @@
 """Control-plane rows of the strict sandbox: shapes and events Discord sends that the client must take.
 
-Real sockets on 127.0.0.1, our gateway client + voice session (+ watch) against the sandbox, whose
-servers run the STRICT fidelity rules (clank.sandbox.fidelity). Each test fails against the client
-as it was before the fixes (noted per test) and passes now.
+The fake network under ``autojump_clock``, our gateway client + voice session (+ watch) against the
+sandbox, whose servers run the STRICT fidelity rules (clank.sandbox.fidelity). Each test fails
+against the client as it was before the fixes (noted per test) and passes now.
 """
 
 from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 from fidelity_kit import SETTINGS, WATCH, joined, wait_until
 
-from clank.io.media_connection import MediaConnectionParams, open_media_connection
+from clank.io.fakenet import open_fake_net
+from clank.io.media_connection import open_media_connection
+from clank.io.media_leg_params import MediaConnectionParams
 from clank.sandbox.app import Sandbox
-from clank.sandbox.rtc.server import open_media_server
+from clank.sandbox.rtc.server import MediaServerConfig, open_media_server
 from clank.sandbox.stream_moves import move_stream_server, move_voice_server, stream_unavailable
 from clank.session.roles import RoleState
-from clank.session.stream_watch import WatchHandle, start_stream_watch
+from clank.session.stream_watch import start_stream_watch
 from clank.session.voice_session import VoiceSession
+from clank.session.watch_handle import WatchHandle
 from clank.wire.gateway_events import dave_group_id_for_voice
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
@@ -27,7 +31,9 @@ def user_id(sb: Sandbox, name: str) -> str:
     return sb.world.user_by_name(name).id
 
 
-async def test_op18_video_state_integral_floats_and_ssrc_less_streams_do_not_reconnect() -> None:
+async def test_op18_video_state_integral_floats_and_ssrc_less_streams_do_not_reconnect(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """Before: each of these ended the voice leg with 4002 and a fresh identify."""
     with trio.fail_after(30):
         async with joined() as (sb, _gateway, session):
@@ -64,11 +70,16 @@ async def test_op18_video_state_integral_floats_and_ssrc_less_streams_do_not_rec
             assert session.voice.state is RoleState.READY
 
 
-async def test_heartbeat_acks_with_another_t_keep_the_connection() -> None:
+async def test_heartbeat_acks_with_another_t_keep_the_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """Before: an op6 whose ``t`` was not our nonce was ignored, so the leg went zombie and resumed."""
     guild, channel, user, session_id = "111", "222000000000000001", "333000000000000001", "f" * 32
     with trio.fail_after(20):
-        async with open_media_server("voice", guild, int(channel)) as server:
+        async with (
+            open_fake_net() as net,
+            open_media_server("voice", guild, int(channel), MediaServerConfig(net=net)) as server,
+        ):
             token = server.grant(user, session_id)
             params = MediaConnectionParams(
                 role="voice",
@@ -81,6 +92,7 @@ async def test_heartbeat_acks_with_another_t_keep_the_connection() -> None:
                 dave_group_id=dave_group_id_for_voice(channel),
                 settings=SETTINGS,
                 heartbeat_cap=0.2,
+                transports=net.media_transports(),
             )
             async with open_media_connection(params) as conn:
                 await trio.sleep(2.0)
@@ -89,7 +101,9 @@ async def test_heartbeat_acks_with_another_t_keep_the_connection() -> None:
     assert stats.resumes == 0 and stats.reconnects == 0
 
 
-async def test_a_webcam_appears_only_after_our_op12_on_the_voice_leg() -> None:
+async def test_a_webcam_appears_only_after_our_op12_on_the_voice_leg(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """Before: the voice leg never sent op12, so a strict server never forwarded webcam states."""
     with trio.fail_after(30):
         async with joined() as (sb, _gateway, session):
@@ -116,7 +130,9 @@ async def _watch_alice(sb: Sandbox, session: VoiceSession) -> tuple[str, WatchHa
     return str(handle.stream_key), handle
 
 
-async def test_a_mid_watch_stream_server_update_keeps_the_watch() -> None:
+async def test_a_mid_watch_stream_server_update_keeps_the_watch(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """Before: the new credentials were ignored and the old connection's 4022 ended the watch."""
     with trio.fail_after(40):
         async with joined() as (sb, _gateway, session):
@@ -131,7 +147,9 @@ async def test_a_mid_watch_stream_server_update_keeps_the_watch() -> None:
             assert handle.statistics().connection is not None
 
 
-async def test_stream_unavailable_then_created_again_keeps_the_watch() -> None:
+async def test_stream_unavailable_then_created_again_keeps_the_watch(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """Before: STREAM_DELETE ended the watch whatever ``unavailable`` said."""
     with trio.fail_after(40):
         async with joined() as (sb, _gateway, session):
@@ -145,7 +163,9 @@ async def test_stream_unavailable_then_created_again_keeps_the_watch() -> None:
 
 
 @pytest.mark.parametrize("code", [4014, 4022])
-async def test_a_4014_or_4022_racing_a_voice_server_update_keeps_the_session(code: int) -> None:
+async def test_a_4014_or_4022_racing_a_voice_server_update_keeps_the_session(
+    code: int, autojump_clock: trio.testing.MockClock
+) -> None:
     """Before: 4014/4022 ended the voice session even when new voice credentials followed."""
     with trio.fail_after(40):
         async with joined() as (sb, _gateway, session):

@@ -1,4 +1,4 @@
-"""A speaker whose op5 never arrives is heard with the right user id (strict sandbox, real sockets).
+"""A speaker whose op5 never arrives is heard with the right user id (strict sandbox, fake network).
 
 Discord does not promise an op5 before (or with) a user's audio; the sandbox's ``omit_speaking``
 fault never sends one. Our voice role holds the unannounced SSRC's audio and trial-decrypts it
@@ -11,13 +11,9 @@ from collections.abc import Callable
 
 import pytest
 import trio
+import trio.testing
+from fake_session import fake_session, media, user_id
 
-from clank.config import DiscordSettings, Settings
-from clank.io.gateway import open_gateway_client
-from clank.sandbox.app import open_sandbox
-from clank.session.voice_session import open_voice_session
-
-SETTINGS = Settings(discord=DiscordSettings(voice_url_scheme="ws"))
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
 
@@ -29,22 +25,16 @@ async def wait_until(predicate: Callable[[], bool], step: float = 0.01) -> None:
         await trio.sleep(step)
 
 
-async def test_a_speaker_without_op5_is_heard_with_the_right_user_id_within_1_5_s() -> None:
-    with trio.fail_after(30):
-        async with (
-            open_sandbox() as sb,
-            open_gateway_client(url=sb.gateway_url, token=sb.token) as gateway,
-            open_voice_session(
-                gateway, guild_id=sb.guild_id, channel_id=sb.voice_channel_id, settings=SETTINGS
-            ) as session,
-        ):
-            await session.voice.wait_ready()
-            assert sb.media is not None
-            alice = next(u.id for u in sb.world.users.values() if u.name == "alice")
+async def test_a_speaker_without_op5_is_heard_with_the_right_user_id_within_1_5_s(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(300):  # virtual
+        async with fake_session() as (_net, sb, session):
+            alice = user_id(sb, "alice")
             api = session.voice.api
             with api.subscribe_audio(None, buffer=500) as audio:
                 await sb.world.join_voice(alice, sb.voice_channel_id)
-                sb.media.faults.omit_speaking(alice)
+                media(sb).faults.omit_speaking(alice)
                 # Alice is in our DAVE group (her key is known to us) before she talks.
                 await wait_until(lambda: int(alice) in api.connection.dave.group_user_ids())
                 started = trio.current_time()

@@ -1,6 +1,6 @@
 """UDP keep-alive against the strict sandbox: a listen-only leg keeps receiving for 10 minutes.
 
-Virtual time (autojump clock) over real loopback sockets: the sandbox's voice server stops
+Virtual time (autojump clock) on the fake network (no sockets): the sandbox's voice server stops
 sending to a client whose UDP socket has been silent for 60 s (trio time), as Discord stops
 delivering voice to a listen-only client that sends no datagrams. A simulated speaker talks for
 2 s at the start of every minute; each burst must reach us.
@@ -11,11 +11,9 @@ from __future__ import annotations
 import attrs
 import pytest
 import trio
+from fake_session import fake_session, media, user_id
 
 from clank.config import DiscordSettings, Settings, VoiceSettings
-from clank.io.gateway import open_gateway_client
-from clank.sandbox.app import open_sandbox
-from clank.session.voice_session import open_voice_session
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
@@ -34,15 +32,8 @@ async def listen_for_ten_minutes(keepalive_s: float) -> tuple[list[int], int, in
     """Frames of alice heard per minute-burst; our keep-alives sent; the server's silent drops."""
     heard: list[float] = []
     starts: list[float] = []
-    async with (
-        open_sandbox() as sb,
-        open_gateway_client(url=sb.gateway_url, token=sb.token) as gateway,
-        open_voice_session(
-            gateway, guild_id=sb.guild_id, channel_id=sb.voice_channel_id, settings=settings(keepalive_s)
-        ) as session,
-    ):
-        await session.voice.wait_ready()
-        alice = next(u.id for u in sb.world.users.values() if u.name == "alice")
+    async with fake_session(settings=settings(keepalive_s)) as (_net, sb, session):
+        alice = user_id(sb, "alice")
 
         async def collect() -> None:
             with session.voice.api.subscribe_audio(alice, buffer=4096) as audio:
@@ -59,8 +50,7 @@ async def listen_for_ten_minutes(keepalive_s: float) -> tuple[list[int], int, in
                 await sb.world.set_speaking(alice, False)
                 await trio.sleep(60.0 - BURST)
             nursery.cancel_scope.cancel()
-        assert sb.media is not None
-        server = sb.media.voice_server(sb.voice_channel_id)
+        server = media(sb).voice_server(sb.voice_channel_id)
         silent = server.statistics().silent_dropped
         sent = session.voice.api.connection.statistics().keepalives_sent
     per_burst = [sum(1 for t in heard if s <= t < s + BURST + 1.0) for s in starts]

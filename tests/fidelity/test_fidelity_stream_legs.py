@@ -1,6 +1,7 @@
 """Stream-leg rows of the strict sandbox: identify channel id, op15 form, op21, fresh credentials.
 
-Real sockets, our gateway client + voice session + watches against the sandbox (STRICT rules).
+The fake network under ``autojump_clock``, our gateway client + voice session + watches against the
+sandbox (STRICT rules).
 Each test fails against the client as it was before issue 15 (noted per test).
 """
 
@@ -8,17 +9,21 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 from fidelity_kit import WATCH, joined, wait_until
 
 from clank.session import stream_watch
 from clank.session.roles import RoleState
-from clank.session.stream_watch import start_stream_watch, start_webcam_watch
+from clank.session.stream_watch import start_stream_watch
+from clank.session.webcam_watch import start_webcam_watch
 from clank.wire.gateway_events import dave_group_id_for_stream
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
 
-async def test_stream_identify_uses_rtc_server_id_minus_1_and_op15_is_flat_with_any() -> None:
+async def test_stream_identify_uses_rtc_server_id_minus_1_and_op15_is_flat_with_any(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """Before: identify used STREAM_CREATE's rtc_channel_id (4004 on a strict server) and op15 was
     nested only (a server reading the flat form saw no wants)."""
     with trio.fail_after(30):
@@ -39,7 +44,7 @@ async def test_stream_identify_uses_rtc_server_id_minus_1_and_op15_is_flat_with_
             assert handle.statistics().connection is not None
 
 
-async def test_webcam_op15_carries_any() -> None:
+async def test_webcam_op15_carries_any(autojump_clock: trio.testing.MockClock) -> None:
     """Before: the webcam request on the voice leg had no ``any``."""
     with trio.fail_after(30):
         async with joined() as (sb, _gateway, session):
@@ -55,13 +60,11 @@ async def test_webcam_op15_carries_any() -> None:
 
 
 async def test_op21_only_when_the_stream_leg_fails_and_the_reallocation_is_followed(
-    monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     """Before: op21 went out every 60 s whatever the leg's health, and the STREAM_SERVER_UPDATE a
     strict server answers it with was ignored (the watch stayed on a dead leg)."""
-    monkeypatch.setattr(stream_watch, "HEALTH_CHECK_POLL_S", 0.25)
-    monkeypatch.setattr(stream_watch, "STREAM_STALL_S", 1.5)
-    with trio.fail_after(40):
+    with trio.fail_after(600):  # virtual: the real HEALTH_CHECK_POLL_S and STREAM_STALL_S
         async with joined() as (sb, _gateway, session):
             assert sb.media is not None
             alice = sb.world.user_by_name("alice").id
@@ -69,7 +72,7 @@ async def test_op21_only_when_the_stream_leg_fails_and_the_reallocation_is_follo
             stream = await sb.world.go_live(alice)
             handle = await start_stream_watch(session, alice, settings=WATCH)
             await handle.frames.wait_frame()
-            await trio.sleep(1.0)
+            await trio.sleep(stream_watch.STREAM_STALL_S + stream_watch.HEALTH_CHECK_POLL_S)
             assert handle.statistics().keepalives_sent == 0  # healthy: no op21
             sb.media.faults.drop_udp(sb.our_user_id, stream_key=stream.key)  # the leg goes dark
             await wait_until(lambda: handle.statistics().keepalives_sent == 1)
@@ -80,7 +83,7 @@ async def test_op21_only_when_the_stream_leg_fails_and_the_reallocation_is_follo
             assert frame.sequence > latest.sequence and handle.state is RoleState.READY
 
 
-async def test_a_re_watch_waits_for_fresh_credentials() -> None:
+async def test_a_re_watch_waits_for_fresh_credentials(autojump_clock: trio.testing.MockClock) -> None:
     """Before: a second watch reused the first one's cached (now revoked) token."""
     with trio.fail_after(40):
         async with joined() as (sb, _gateway, session):

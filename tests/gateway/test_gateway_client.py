@@ -14,7 +14,7 @@ import trio.testing
 from clank.errors import AuthenticationFailed, TransportError, UsageError
 from clank.io.gateway import Dispatch, GatewayClient, GatewayStatistics, open_gateway_client
 from clank.protocol.backoff import BackoffPolicy
-from clank.protocol.gateway import Phase
+from clank.protocol.gateway_policy import Phase
 from clank.sandbox.app import Sandbox, open_sandbox
 
 INTERVAL = 41.25

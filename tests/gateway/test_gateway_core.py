@@ -18,23 +18,16 @@ from clank.errors import (
     UsageError,
 )
 from clank.protocol.backoff import BackoffPolicy
-from clank.protocol.gateway import (
+from clank.protocol.gateway import GatewayCore
+from clank.protocol.gateway_events import Close, Connect, Dispatch, Event, Ready, Resumed, SendFrame, Stop
+from clank.protocol.gateway_policy import (
     CLOSE_POLICY,
     DEFAULT_CLOSE_RULE,
     INVALID_SESSION_WAIT,
     RESUMABLE_CLOSE_CODE,
     TRANSITIONS,
-    Close,
     CloseAction,
-    Connect,
-    Dispatch,
-    Event,
-    GatewayCore,
     Phase,
-    Ready,
-    Resumed,
-    SendFrame,
-    Stop,
     close_rule,
     gateway_url,
 )
@@ -634,7 +627,7 @@ def test_passive_guild_updates_v2_is_never_announced() -> None:
     """Bit 14 makes Discord send large guilds' voice states as PASSIVE_UPDATE_V2, which clank
     does not read: sharers would go unseen. It is masked off whatever the setting says."""
     from clank.config import Settings
-    from clank.protocol.gateway import DEFAULT_CAPABILITIES, PASSIVE_GUILD_UPDATE_V2
+    from clank.protocol.gateway_policy import DEFAULT_CAPABILITIES, PASSIVE_GUILD_UPDATE_V2
 
     assert not DEFAULT_CAPABILITIES & PASSIVE_GUILD_UPDATE_V2
     assert Settings().discord.capabilities == DEFAULT_CAPABILITIES
@@ -647,6 +640,6 @@ def test_passive_guild_updates_v2_is_never_announced() -> None:
 
 @pytest.mark.parametrize(("code", "action"), [(4015, "new_session"), (4016, "stop")])
 def test_user_session_close_codes_are_in_the_table(code: int, action: str) -> None:
-    from clank.protocol.gateway import close_rule
+    from clank.protocol.gateway_policy import close_rule
 
     assert close_rule(code).action.value == action

@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 from clank.errors import TransportError
 from clank.io.gateway import open_gateway_client
 from clank.io.websocket import CONNECT_TIMEOUT, open_websocket
-from clank.protocol.gateway import BackoffPolicy
+from clank.protocol.backoff import BackoffPolicy
 
 
 @pytest.fixture

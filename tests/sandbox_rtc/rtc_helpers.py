@@ -13,7 +13,9 @@ import trio
 from clank.crypto.dave import DaveBinary, DaveFrame, DaveSessionCore
 from clank.crypto.transport import TransportCipher
 from clank.errors import ConnectionClosed
+from clank.io.fakenet import FakeNet
 from clank.io.gateway import Dispatch, GatewayClient
+from clank.io.lossy import MemoryDatagramEndpoint
 from clank.io.udp import UdpEndpoint, open_udp_endpoint
 from clank.io.websocket import WebSocket, open_websocket
 from clank.protocol import voice_gateway as client
@@ -82,9 +84,15 @@ class RawVoiceClient:
     """
 
     def __init__(
-        self, config: client.VoiceGatewayConfig, endpoint: str, group_id: int, udp: UdpEndpoint
+        self,
+        config: client.VoiceGatewayConfig,
+        endpoint: str,
+        group_id: int,
+        udp: UdpEndpoint | MemoryDatagramEndpoint,
+        net: FakeNet | None = None,
     ) -> None:
         self.config = config
+        self._open_websocket = open_websocket if net is None else net.open_websocket
         self.url = vg.voice_gateway_url(endpoint, scheme="ws")
         self.core = client.VoiceGatewayCore(config)
         self.udp = udp
@@ -111,7 +119,7 @@ class RawVoiceClient:
     # ------------------------------------------------------------------ websocket
 
     async def connect(self) -> client.Closed | client.Failed:
-        async with open_websocket(self.url) as ws:
+        async with self._open_websocket(self.url) as ws:
             self._ws = ws
             end = await self._handle(ws, self.core.connection_opened(trio.current_time()))
             while end is None:
@@ -247,12 +255,19 @@ class RawVoiceClient:
 
 @asynccontextmanager
 async def open_raw_client(
-    config: client.VoiceGatewayConfig, endpoint: str, group_id: int, *, run: bool = True
+    config: client.VoiceGatewayConfig,
+    endpoint: str,
+    group_id: int,
+    *,
+    run: bool = True,
+    net: FakeNet | None = None,
 ) -> AsyncIterator[RawVoiceClient]:
     """A RawVoiceClient with its UDP reader and video polling running (and its websocket
-    passes, unless ``run`` is False: then the test calls ``connect()`` itself)."""
-    async with open_udp_endpoint() as udp, trio.open_nursery() as nursery:
-        raw = RawVoiceClient(config, endpoint, group_id, udp)
+    passes, unless ``run`` is False: then the test calls ``connect()`` itself); on ``net``
+    (the fake network) instead of sockets when given."""
+    datagrams = open_udp_endpoint() if net is None else net.open_udp_endpoint()
+    async with datagrams as udp, trio.open_nursery() as nursery:
+        raw = RawVoiceClient(config, endpoint, group_id, udp, net)
         nursery.start_soon(raw.receive_media)
         nursery.start_soon(_poll, raw)
         if run:
@@ -284,7 +299,9 @@ async def _next_dispatch(
 
 
 @asynccontextmanager
-async def open_world_voice(sb: Sandbox, gateway: GatewayClient) -> AsyncIterator[RawVoiceClient]:
+async def open_world_voice(
+    sb: Sandbox, gateway: GatewayClient, net: FakeNet | None = None
+) -> AsyncIterator[RawVoiceClient]:
     """Our user joins the sandbox's voice channel (op4 through the main gateway) and a raw client
     connects to the VOICE_SERVER_UPDATE endpoint with that token and voice session id."""
     names = {"VOICE_STATE_UPDATE", "VOICE_SERVER_UPDATE"}
@@ -303,13 +320,13 @@ async def open_world_voice(sb: Sandbox, gateway: GatewayClient) -> AsyncIterator
         channel_id=sb.voice_channel_id,
         token=server.token,
     )
-    async with open_raw_client(config, server.endpoint, int(sb.voice_channel_id)) as raw:
+    async with open_raw_client(config, server.endpoint, int(sb.voice_channel_id), net=net) as raw:
         yield raw
 
 
 @asynccontextmanager
 async def open_world_watch(
-    gateway: GatewayClient, stream_key: str, voice: RawVoiceClient
+    gateway: GatewayClient, stream_key: str, voice: RawVoiceClient, net: FakeNet | None = None
 ) -> AsyncIterator[RawVoiceClient]:
     """op20 for ``stream_key``; a raw stream_watch client on the STREAM_SERVER_UPDATE endpoint
     (server_id = rtc_server_id, our voice session id, DAVE group rtc_server_id - 1)."""
@@ -330,7 +347,7 @@ async def open_world_watch(
         role="stream_watch",
     )
     async with open_raw_client(
-        config, server.endpoint, dave_group_id_for_stream(create.rtc_server_id)
+        config, server.endpoint, dave_group_id_for_stream(create.rtc_server_id), net=net
     ) as raw:
         yield raw
 

@@ -28,8 +28,9 @@ from clank.io.gateway import open_gateway_client
 from clank.io.lossy import LossyLink
 from clank.protocol import voice_gateway as client
 from clank.sandbox.app import Sandbox, open_sandbox
-from clank.sandbox.rtc.server import KEEPS_SESSION, Direction, MediaServer, open_media_server
+from clank.sandbox.rtc.server import KEEPS_SESSION, MediaServer, open_media_server
 from clank.sandbox.rtc.streamer import VideoSettings
+from clank.sandbox.rtc.udp_plane import Direction
 from clank.sandbox.rtc.users import SimulatedMember, open_simulated_member
 
 GUILD = "111"

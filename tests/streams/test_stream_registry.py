@@ -5,14 +5,10 @@ from __future__ import annotations
 import pytest
 
 from clank.errors import WatchError
+from clank.protocol.stream_events import RANK_RULES, StreamEvent
+from clank.protocol.stream_table import PENDING_CREDENTIALS_LIMIT, PENDING_CREDENTIALS_TTL
 from clank.protocol.stream_watches import STREAM_PING_INTERVAL, StreamPingPolicy
-from clank.protocol.streams import (
-    PENDING_CREDENTIALS_LIMIT,
-    PENDING_CREDENTIALS_TTL,
-    RANK_RULES,
-    StreamEvent,
-    StreamRegistry,
-)
+from clank.protocol.streams import StreamRegistry
 from clank.wire.gateway_events import StreamKey
 
 ME = "333"

@@ -9,12 +9,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from clank.errors import MalformedMessage, WatchError
-from clank.protocol.streams import (
-    PENDING_CREDENTIALS_LIMIT,
-    StreamEvent,
-    StreamRegistry,
-    primary_order_key,
-)
+from clank.protocol.stream_events import StreamEvent, primary_order_key
+from clank.protocol.stream_table import PENDING_CREDENTIALS_LIMIT
+from clank.protocol.streams import StreamRegistry
 from clank.wire.gateway_events import StreamKey
 
 ME = "9"

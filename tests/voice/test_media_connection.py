@@ -10,10 +10,8 @@ import trio
 
 from clank.config import DiscordSettings, Settings
 from clank.errors import AuthenticationFailed, ClankError
-from clank.io.media_connection import (
-    MediaConnectionParams,
-    open_media_connection,
-)
+from clank.io.media_connection import open_media_connection
+from clank.io.media_leg_params import MediaConnectionParams
 from clank.sandbox.rtc.server import MediaServerConfig, open_media_server
 from clank.wire.gateway_events import dave_group_id_for_voice
 

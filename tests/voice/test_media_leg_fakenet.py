@@ -20,11 +20,11 @@ from clank.io.fakenet import FakeNet, open_fake_net
 from clank.io.lossy import LossyLink
 from clank.io.media_connection import (
     MediaConnection,
-    MediaConnectionParams,
     MediaEvent,
     TransportStateChanged,
     open_media_connection,
 )
+from clank.io.media_leg_params import MediaConnectionParams
 from clank.protocol.backoff import MEDIA_LEG_RECONNECT
 from clank.sandbox.rtc.server import MediaServer, MediaServerConfig, open_media_server
 from clank.sandbox.rtc.users import open_simulated_member

@@ -204,21 +204,38 @@ def test_drop_during_the_handshake_reconnects_with_a_fresh_identify() -> None:
     assert pair.client.phase is client.Phase.CONNECTED
 
 
+@pytest.mark.parametrize("role", ["voice", "stream_watch"])
 @pytest.mark.parametrize(("code", "policy"), sorted(client.CLOSE_POLICY.items()), ids=str)
-def test_every_close_code_row_reaches_the_client_as_its_action(code: int, policy: client.ClosePolicy) -> None:
-    pair = connected_pair()
+def test_every_close_code_row_reaches_the_client_as_its_action(
+    code: int, policy: client.ClosePolicy, role: str
+) -> None:
+    pair = connected_pair(role=role)
     pair.to_client(pair.server.close(code, "scripted"))
     (closed,) = pair.of(client.Closed)
-    assert closed.code == code and closed.action is policy.action
+    action = policy.action_for(role)
+    assert closed.code == code and closed.action is action
     expected_phase = (
         client.Phase.IDLE
-        if policy.action in (client.CloseAction.RESUME, client.CloseAction.RECONNECT)
+        if action in (client.CloseAction.RESUME, client.CloseAction.RECONNECT)
         else client.Phase.CLOSED
     )
     assert pair.client.phase is expected_phase
-    if policy.action is client.CloseAction.RESUME:
+    if action is client.CloseAction.RESUME:
         pair.reconnect()
         assert pair.of(client.Resumed)
+
+
+@pytest.mark.parametrize("code", [4001, 4002, 4003, 4005, 4020])
+def test_refused_requests_rejoin_through_op4_on_the_voice_leg_only(code: int) -> None:
+    """Before: every role re-identified with the same (possibly stale) token and server."""
+    assert client.classify_close(code).action_for("voice") is client.CloseAction.NEW_SESSION
+    for role in ("stream_watch", "stream_publish"):
+        assert client.classify_close(code).action_for(role) is client.CloseAction.RECONNECT
+    pair = connected_pair(role="voice")
+    pair.to_client(pair.server.close(code, "scripted"))
+    (closed,) = pair.of(client.Closed)
+    assert closed.action is client.CloseAction.NEW_SESSION
+    assert pair.client.phase is client.Phase.CLOSED  # no identify with the old credentials follows
 
 
 def test_xchacha_only_server() -> None:

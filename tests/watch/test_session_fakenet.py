@@ -9,39 +9,23 @@ continues, a resumable stream-server crash (4015) keeps the watch, and hours of 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-
-import attrs
 import numpy as np
 import pytest
 import simplejpeg
 import trio
 import trio.testing
+from fake_session import fake_session, go_live, media, wait_until
 
-from clank.config import DiscordSettings, Settings, WatchSettings
-from clank.io.fakenet import FakeNet, open_fake_net
-from clank.io.gateway import open_gateway_client
+from clank.config import WatchSettings
 from clank.media.jpeg import scale_frame
 from clank.media.quality import plane_array, plane_psnr
-from clank.sandbox.app import Sandbox, open_sandbox
-from clank.sandbox.rtc.backend import RtcMediaBackend
-from clank.sandbox.rtc.streamer import VideoSettings
+from clank.sandbox.app import Sandbox
 from clank.session.roles import RoleState
 from clank.session.stream_watch import start_stream_watch
-from clank.session.voice_session import VoiceSession, open_voice_session
 from clank.watch.frames import ScreenFrame
 
-SETTINGS = Settings(discord=DiscordSettings(voice_url_scheme="ws"))
 WATCH = WatchSettings(max_fps=5.0, preferred_pixel_count=160 * 120, credentials_timeout_s=5.0)
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
-
-
-async def wait_until(predicate: Callable[[], bool], step: float = 0.05) -> None:
-    while True:
-        if predicate():
-            return
-        await trio.sleep(step)
 
 
 PSNR_GOAL_DB = 30.0
@@ -55,50 +39,10 @@ def frame_psnr(sb: Sandbox, owner: str, frame: ScreenFrame) -> float:
     return plane_psnr(np.ascontiguousarray(luma), np.ascontiguousarray(reference))
 
 
-def media(sb: Sandbox) -> RtcMediaBackend:
-    assert sb.media is not None
-    return sb.media
-
-
-def user_id(sb: Sandbox, name: str) -> str:
-    return next(u.id for u in sb.world.users.values() if u.name == name)
-
-
-@asynccontextmanager
-async def fake_session(
-    fps: int = 5, bitrate: int = 100_000
-) -> AsyncIterator[tuple[FakeNet, Sandbox, VoiceSession]]:
-    """Small, slow video: under autojump every virtual frame is still really encoded and decoded."""
-    async with open_fake_net() as net, open_sandbox(net=net) as sb:
-        screen = VideoSettings(
-            codec="h264", width=160, height=120, fps=fps, bitrate=bitrate, keyframe_interval=2.0
-        )
-        media(sb).settings = attrs.evolve(media(sb).settings, screen=screen)
-        async with (
-            open_gateway_client(url=sb.gateway_url, token=sb.token, connect=net.open_websocket) as gateway,
-            open_voice_session(
-                gateway,
-                guild_id=sb.guild_id,
-                channel_id=sb.voice_channel_id,
-                settings=SETTINGS,
-                transports=net.media_transports(),
-            ) as session,
-        ):
-            await session.voice.wait_ready()
-            yield net, sb, session
-
-
-async def go_live(sb: Sandbox, name: str) -> str:
-    owner = user_id(sb, name)
-    await sb.world.join_voice(owner, sb.voice_channel_id)
-    await sb.world.go_live(owner)
-    return owner
-
-
 async def test_4006_rejoins_with_a_new_session_and_rebuilds_every_role(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    with trio.fail_after(3600):  # virtual; decode threads join in real time meanwhile
+    with trio.fail_after(3600):  # virtual
         async with fake_session() as (_net, sb, session):
             first = session.voice
             old_session = session.session_id
@@ -112,7 +56,7 @@ async def test_4006_rejoins_with_a_new_session_and_rebuilds_every_role(
 
 
 async def test_a_new_session_id_rebuilds_every_role(autojump_clock: trio.testing.MockClock) -> None:
-    with trio.fail_after(3600):  # virtual; decode threads join in real time meanwhile
+    with trio.fail_after(3600):  # virtual
         async with fake_session() as (_net, sb, session):
             alice = await go_live(sb, "alice")
             watch = await start_stream_watch(session, alice, settings=WATCH)
@@ -131,7 +75,7 @@ async def test_a_new_session_id_rebuilds_every_role(autojump_clock: trio.testing
 async def test_a_stream_server_crash_ends_or_resumes_only_its_watch(
     code: int, survives: bool, autojump_clock: trio.testing.MockClock
 ) -> None:
-    with trio.fail_after(3600):  # virtual; decode threads join in real time meanwhile
+    with trio.fail_after(3600):  # virtual
         async with fake_session() as (_net, sb, session):
             alice = await go_live(sb, "alice")
             bob = await go_live(sb, "bob")
@@ -156,12 +100,13 @@ async def test_a_stream_server_crash_ends_or_resumes_only_its_watch(
             assert session.voice.api.connection.statistics().resumes == 0
 
 
-async def test_five_percent_loss_is_repaired_with_nack_and_rtx(mock_clock: trio.testing.MockClock) -> None:
+async def test_five_percent_loss_is_repaired_with_nack_and_rtx(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """Seeded 5% downlink loss on the stream leg: NACK + RTX repair >= 99% of the frames sent in
-    exactly 4 virtual seconds. The clock jumps only after 5 ms of real idleness, so decode threads
-    finish first (house style: a small autojump threshold where threads work)."""
-    mock_clock.autojump_threshold = 0.005
-    with trio.fail_after(3600):  # virtual; decode threads join in real time meanwhile
+    exactly 4 virtual seconds. Under the virtual clock encode and decode run inline on the trio
+    thread (clank.io.offload), so the clock never jumps while a frame is half done."""
+    with trio.fail_after(3600):  # virtual
         async with fake_session(fps=30, bitrate=400_000) as (_net, sb, session):
             alice = await go_live(sb, "alice")
             handle = await start_stream_watch(session, alice, settings=WATCH)
@@ -187,3 +132,31 @@ async def test_five_percent_loss_is_repaired_with_nack_and_rtx(mock_clock: trio.
             assert frame is not None
             frame = await handle.frames.wait_frame(after_sequence=frame.sequence)
             assert frame_psnr(sb, alice, frame) >= PSNR_GOAL_DB
+
+
+async def test_stream_delete_ends_only_its_watch(autojump_clock: trio.testing.MockClock) -> None:
+    """STREAM_DELETE of alice's stream tears down her watch (its leg, its pipeline) and nothing else:
+    bob's watch keeps producing pictures, the voice leg keeps relaying audio without concealment."""
+    with trio.fail_after(3600):  # virtual
+        async with fake_session() as (_net, sb, session):
+            alice = await go_live(sb, "alice")
+            bob = await go_live(sb, "bob")
+            watch_alice = await start_stream_watch(session, alice, settings=WATCH)
+            watch_bob = await start_stream_watch(session, bob, settings=WATCH)
+            await watch_alice.frames.wait_frame()
+            await watch_bob.frames.wait_frame()
+            with session.voice.api.subscribe_audio(alice, buffer=500) as audio:
+                await sb.world.set_speaking(alice, True)
+                await audio.receive()
+                await sb.world.stop_stream(alice)
+                await watch_alice.wait_stopped()
+                assert watch_alice.reason == "stream_deleted"
+                assert not watch_alice.active
+                assert watch_bob.active and watch_bob.state is RoleState.READY
+                seen = watch_bob.frames.latest
+                assert seen is not None
+                await watch_bob.frames.wait_frame(after_sequence=seen.sequence)
+                items = [await audio.receive() for _ in range(50)]
+                assert not any(i.concealed for i in items)
+            assert session.voice.state is RoleState.READY
+            assert session.voice.api.statistics().audio_receive.users[0].lost == 0

@@ -24,8 +24,10 @@ from clank.media.quality import plane_array, plane_psnr
 from clank.sandbox.app import Sandbox, open_sandbox
 from clank.sandbox.rtc.streamer import VideoSettings
 from clank.session.roles import RoleState
-from clank.session.stream_watch import WatchHandle, start_stream_watch, start_webcam_watch
+from clank.session.stream_watch import start_stream_watch
 from clank.session.voice_session import VoiceSession, open_voice_session
+from clank.session.watch_handle import WatchHandle
+from clank.session.webcam_watch import start_webcam_watch
 from clank.watch.frames import ScreenFrame
 
 SETTINGS = Settings(discord=DiscordSettings(voice_url_scheme="ws"))
@@ -100,8 +102,10 @@ async def test_watch_a_go_live_stream_and_frames_match_the_source(codec: VideoCo
             assert all(f.codec == codec and f.user_id == alice and f.width == 320 for f in frames)
             stats = handle.statistics()
             (stream,) = stats.streams.values()
-            # Frames that arrived before our DAVE session was ready fail (counted); none after.
-            assert stream.receive.dave_ok > 0 and set(stream.receive.dave_failures) <= {"not_ready"}
+            # Frames that arrived before our DAVE session was ready fail (counted); after that only the
+            # first frame the strict sandbox makes undecryptable (fidelity.stale_first_video_frame).
+            failures = stream.receive.dave_failures
+            assert stream.receive.dave_ok > 0 and sum(failures.values()) - failures.get("not_ready", 0) <= 1
             assert stream.decode is not None and stream.decode.decode_errors == 0
             assert stats.sink_wants_sent >= 1 and stats.time_to_first_frame is not None
             await handle.stop()

@@ -32,7 +32,6 @@ from clank.sandbox.model import StreamKey, UserKind, VoiceState
 from clank.sandbox.rtc.server import (
     CLOSE_CALL_TERMINATED,
     CLOSE_DISCONNECTED,
-    Direction,
     Kind,
     MediaServer,
     MediaServerConfig,
@@ -40,6 +39,7 @@ from clank.sandbox.rtc.server import (
     open_media_server,
 )
 from clank.sandbox.rtc.streamer import VideoSender, VideoSettings
+from clank.sandbox.rtc.udp_plane import Direction
 from clank.sandbox.rtc.users import Signal, SimulatedMember, Speaker, open_simulated_member
 from clank.sandbox.rtc.viewer import Reference, StreamViewer
 from clank.sandbox.world import World

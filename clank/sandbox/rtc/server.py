@@ -18,11 +18,9 @@ scripted closes, stopped heartbeat ACKs, and a crash that closes every connectio
 
 from __future__ import annotations
 
-import math
 import random
 import secrets
 import ssl
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Final, Literal, cast
@@ -32,36 +30,34 @@ import trio
 import trio_websocket
 
 from clank.crypto.dave import (
-    OP_WELCOME,
     DaveBinary,
     DaveFrame,
-    DaveJson,
 )
 from clank.crypto.transport import AES256_GCM_RTPSIZE, TransportCipher
-from clank.errors import MalformedMessage, MalformedPacket, SandboxError
+from clank.errors import SandboxError
 from clank.io.fakenet import FakeNet
-from clank.io.lossy import LossyLink, open_lossy_sender
-from clank.io.udp import Address, DatagramEndpoint, open_udp_endpoint
+from clank.io.lossy import LossyLink
+from clank.io.udp import Address, open_udp_endpoint
 from clank.logging import get_logger, register_secret
 from clank.sandbox import voice_gateway_core as core_mod
-from clank.sandbox.dave import DaveGroupServer, Outgoing
+from clank.sandbox.dave import DaveGroupServer
 from clank.sandbox.dave.group import DaveGroupStatistics
 from clank.sandbox.fidelity import STRICT, FidelityRules
 from clank.sandbox.rtc.connection import MediaConnection
-from clank.sandbox.rtc.peer import Participant, PeerSink
-from clank.sandbox.rtc.sfu import Sfu, SfuStatistics
+from clank.sandbox.rtc.dave_router import DaveRouter
+from clank.sandbox.rtc.peer import SIMULATED_CODECS, Participant, PeerSink
+from clank.sandbox.rtc.sfu import SfuStatistics
+from clank.sandbox.rtc.udp_plane import Direction, UdpPlane
 from clank.wire import voice_gateway as vg
-from clank.wire.ip_discovery import DiscoveryRequest, build_response
-from clank.wire.rtp import PacketKind, classify
 
 log = get_logger("clank.sandbox.rtc")
 
 Kind = Literal["voice", "stream"]
-Direction = Literal["uplink", "downlink"]
 
 CLOSE_VOICE_SERVER_CRASHED: Final = 4015
 CLOSE_DISCONNECTED: Final = 4014
 CLOSE_CALL_TERMINATED: Final = 4022
+BACKEND_VERSION: Final = {"voice": "0.9.1", "rtc_worker": "0.4.11"}  # op16 (only the shape matters)
 
 # Server-initiated closes after which the client is expected to resume (participant kept).
 KEEPS_SESSION: Final = frozenset({CLOSE_VOICE_SERVER_CRASHED})
@@ -130,27 +126,16 @@ class MediaServer:
         self._sessions: dict[str, core_mod.VoiceServerSession] = {}  # voice session id -> session
         self._connections: set[MediaConnection] = set()
         self._participants: dict[int, Participant] = {}
-        self._discovered: dict[int, Address] = {}  # SSRC -> address from IP discovery
-        self._link_scopes: dict[tuple[int, Direction], trio.CancelScope] = {}
         self._acking_stopped: set[int] = set()
-        self._corrupt_welcome: set[int] = set()
         self._no_op5: set[int] = set()
         self.dave = DaveGroupServer(
             group_id,
             protocol_version=config.dave_protocol_version,
             transition_timeout=config.transition_timeout,
         )
-        self.sfu = Sfu(self._deliver, seed=self._rng.randrange(1 << 30))
-        self._dave_queue: deque[Outgoing] = deque()
-        self._dave_armed: float | None = None
-        self._dave_rearm = trio.Event()
-        self._pumping = False
-        self._dave_routed = 0
-        self._udp: DatagramEndpoint | None = None
-        self._udp_dropped = 0
-        self._keepalives_in = 0
-        self._silent_dropped = 0
-        self._heard: dict[Address, float] = {}  # client UDP address -> last datagram (trio time)
+        self._dave = DaveRouter(self.dave, self._participants)
+        self.udp = UdpPlane(self._participants, config.fidelity, seed=self._rng.randrange(1 << 30))
+        self.sfu = self.udp.sfu
         self.port = 0
         self.closed = trio.Event()
 
@@ -166,9 +151,7 @@ class MediaServer:
 
     @property
     def udp_address(self) -> Address:
-        if self._udp is None:
-            raise SandboxError("media server is not running")
-        return self._udp.local_address
+        return self.udp.local_address
 
     @property
     def dave_protocol_version(self) -> int:
@@ -190,10 +173,10 @@ class MediaServer:
             dave_protocol_version=self.dave.protocol_version,
             sfu=self.sfu.statistics(),
             dave=self.dave.statistics(),
-            udp_dropped=self._udp_dropped,
-            dave_messages_routed=self._dave_routed,
-            keepalives_in=self._keepalives_in,
-            silent_dropped=self._silent_dropped,
+            udp_dropped=self.udp.dropped,
+            dave_messages_routed=self._dave.routed,
+            keepalives_in=self.udp.keepalives_in,
+            silent_dropped=self.udp.silent_dropped,
         )
 
     # ------------------------------------------------------------------ credentials
@@ -239,6 +222,23 @@ class MediaServer:
         self._next_ssrc += 1
         return ssrc
 
+    def register_session(self, session: core_mod.VoiceServerSession) -> None:
+        """An identify was accepted: it replaces the user's earlier connection and session."""
+        user_id = int(session.user_id)
+        if user_id in self._participants:
+            self.remove(user_id, core_mod.CLOSE_SESSION_INVALID, "replaced by a new connection")
+        for old_id, old in list(self._sessions.items()):
+            if old.user_id == session.user_id:
+                del self._sessions[old_id]
+        self._sessions[session.identify.session_id] = session
+
+    def session_of(self, user_id: int) -> core_mod.VoiceServerSession | None:
+        """The user's current voice-gateway session (seq, replay buffer, ``sent_ops``)."""
+        return next((s for s in self._sessions.values() if s.user_id == str(user_id)), None)
+
+    def acking_stopped(self, user_id: int) -> bool:
+        return user_id in self._acking_stopped
+
     def _new_core(self) -> core_mod.VoiceServerConnectionCore:
         config = core_mod.VoiceServerConfig(
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
@@ -248,6 +248,7 @@ class MediaServer:
             port=self.udp_address[1],
             heartbeat_ack_echo=self.config.fidelity.heartbeat_ack_echo,
             sink_wants_flat_only=self.config.fidelity.sink_wants_flat_only,
+            backend_version=BACKEND_VERSION if self.config.fidelity.control_noise else None,
         )
         return core_mod.VoiceServerConnectionCore(
             config,
@@ -287,7 +288,7 @@ class MediaServer:
 
     def receive_from(self, participant: Participant, data: bytes) -> None:
         """A datagram an in-process participant sends to the server (through its uplink faults)."""
-        self._uplink(participant, data)
+        self.udp.uplink(participant, data)
 
     def dave_from(self, user_id: int, frame: DaveFrame) -> None:
         """A DAVE message from a participant (binary op26/op28, JSON op23/op31)."""
@@ -296,7 +297,7 @@ class MediaServer:
             out = self.dave.receive_binary(user_id, frame.op, frame.payload, now)
         else:
             out = self.dave.receive_json(user_id, frame.op, frame.data, now)
-        self._route_dave(out)
+        self._dave.route(out)
 
     def speaking(self, participant: Participant, flags: int) -> None:
         participant.speaking = flags
@@ -330,17 +331,14 @@ class MediaServer:
     def remove(self, user_id: int, code: int | None = None, reason: str = "removed") -> None:
         """Drop a participant (op13 to the others, DAVE remove); close its connection with ``code``."""
         participant = self._participants.pop(user_id, None)
-        for direction in ("uplink", "downlink"):
-            scope = self._link_scopes.pop((user_id, direction), None)
-            if scope is not None:
-                scope.cancel()
+        self.udp.clear_links(user_id)
         if participant is None:
             return
         if code is not None:
             participant.sink.close(code, reason)
         for other in self._participants.values():
             other.sink.notify(vg.ClientDisconnect(str(user_id)))
-        self._route_dave(self.dave.disconnect(user_id, trio.current_time()))
+        self._dave.route(self.dave.disconnect(user_id, trio.current_time()))
 
     def close_connection(self, user_id: int, code: int, reason: str = "fault injected") -> None:
         """Close the user's websocket with ``code`` (4015 keeps the session for a resume)."""
@@ -394,50 +392,22 @@ class MediaServer:
     def corrupt_next_welcome(self, user_id: int) -> None:
         """The next op30 Welcome routed to this user has its last byte flipped (the AEAD tag of the
         encrypted GroupInfo), so its DAVE session fails to join and must recover with op31."""
-        self._corrupt_welcome.add(user_id)
+        self._dave.corrupt_next_welcome(user_id)
 
     async def set_link(self, user_id: int, direction: Direction, link: LossyLink | None) -> None:
         """Impair one direction of one participant's media (None: back to a clean link)."""
         participant = self._require(user_id)
-        old = self._link_scopes.pop((user_id, direction), None)
-        if old is not None:
-            old.cancel()
-        setattr(participant, direction, None)
-        if link is not None:
-            await self._nursery.start(self._run_link, participant, direction, link)
+        await self.udp.set_link(participant, direction, link, self._nursery)
 
     def set_dave_protocol_version(self, protocol_version: int) -> None:
         """Downgrade to 0 (op21/op22) or upgrade back (op24 epoch 1 + op25)."""
-        self._route_dave(self.dave.set_protocol_version(protocol_version, trio.current_time()))
+        self._dave.route(self.dave.set_protocol_version(protocol_version, trio.current_time()))
 
     def _require(self, user_id: int) -> Participant:
         participant = self._participants.get(user_id)
         if participant is None:
             raise SandboxError(f"user {user_id} is not in {self!r}")
         return participant
-
-    async def _run_link(
-        self,
-        participant: Participant,
-        direction: Direction,
-        link: LossyLink,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        if direction == "uplink":
-
-            def deliver(data: bytes) -> None:
-                self._ingest(participant, data)
-        else:
-
-            def deliver(data: bytes) -> None:
-                self._deliver_now(participant, data)
-
-        with trio.CancelScope() as scope:
-            self._link_scopes[(participant.user_id, direction)] = scope
-            async with open_lossy_sender(link, deliver) as sender:
-                setattr(participant, direction, sender)
-                task_status.started()
-                await trio.sleep_forever()
 
     # ------------------------------------------------------------------ tasks
 
@@ -450,9 +420,9 @@ class MediaServer:
             trio_websocket.serve_websocket if net is None else net.serve_websocket,
         )
         async with open_udp(local_host=self.config.host) as udp:
-            self._udp = udp
+            self.udp.endpoint = udp
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(udp.drain_loop, self._on_datagram)
+                nursery.start_soon(udp.drain_loop, self.udp.on_datagram)
                 server = await nursery.start(
                     serve,
                     self._handle_websocket,
@@ -461,18 +431,9 @@ class MediaServer:
                     self.config.ssl_context,
                 )
                 self.port = server.port
-                nursery.start_soon(self._tick_dave)
+                nursery.start_soon(self._dave.run_timer)
                 log.info("media server up", kind=self.kind, server_id=self.server_id, endpoint=self.endpoint)
                 task_status.started()
-
-    async def _tick_dave(self) -> None:
-        """Transition timeouts, at their deadlines (re-armed whenever the group's deadline moves)."""
-        while True:
-            self._dave_armed = deadline = self.dave.next_deadline()
-            with trio.move_on_at(math.inf if deadline is None else deadline):
-                await self._dave_rearm.wait()
-            self._dave_rearm = trio.Event()
-            self._route_dave(self.dave.tick(trio.current_time()))
 
     async def _handle_websocket(self, request: trio_websocket.WebSocketRequest) -> None:
         ws = await request.accept()
@@ -483,79 +444,8 @@ class MediaServer:
         finally:
             self._connections.discard(connection)
 
-    # ------------------------------------------------------------------ connection events
-
-    def _on_event(self, connection: MediaConnection, event: core_mod.ServerEvent) -> None:
-        if isinstance(event, core_mod.Identified):
-            self._on_identified(connection, event.session)
-        elif isinstance(event, core_mod.SessionResumed):
-            participant = self._participants.get(int(event.session.user_id))
-            if participant is not None and not participant.internal:
-                participant.sink = connection.sink
-            if int(event.session.user_id) in self._acking_stopped:
-                connection.core.stop_acking()
-        elif isinstance(event, core_mod.SessionDescribed):
-            self._on_described(connection, event.session)
-        elif isinstance(event, core_mod.ClientSpeaking | core_mod.ClientVideo | core_mod.ClientSinkWants):
-            participant = self._participant_of(connection)
-            if participant is None:
-                return
-            if isinstance(event, core_mod.ClientSpeaking):
-                self.speaking(participant, event.speaking.speaking)
-            elif isinstance(event, core_mod.ClientVideo):
-                self.set_video(participant, event.video)
-            else:
-                participant.wants = event.wants
-        elif isinstance(event, core_mod.ClientSessionUpdate):
-            participant = self._participant_of(connection)
-            if participant is not None and event.update.codecs is not None:
-                participant.codecs = event.update.codecs
-        elif isinstance(event, core_mod.ClientDaveBinary | core_mod.ClientDaveJson):
-            user_id = connection.user_id
-            if user_id is None or user_id not in self._participants:
-                return
-            if isinstance(event, core_mod.ClientDaveBinary):
-                self.dave_from(user_id, DaveBinary(event.op, event.payload))
-            else:
-                try:
-                    self.dave_from(user_id, DaveJson(event.op, event.payload.serialize()))
-                except MalformedMessage as exc:
-                    connection.request_close(core_mod.CLOSE_DECODE_FAILED, exc.reason)
-
-    def _on_identified(self, connection: MediaConnection, session: core_mod.VoiceServerSession) -> None:
-        user_id = int(session.user_id)
-        if user_id in self._participants:  # a fresh identify replaces the old connection
-            self.remove(user_id, core_mod.CLOSE_SESSION_INVALID, "replaced by a new connection")
-        for old_id, old in list(self._sessions.items()):
-            if old.user_id == session.user_id:
-                del self._sessions[old_id]
-        self._sessions[session.identify.session_id] = session
-        if user_id in self._acking_stopped:
-            connection.core.stop_acking()
-
-    def _on_described(self, connection: MediaConnection, session: core_mod.VoiceServerSession) -> None:
-        assert session.mode is not None and session.secret_key is not None and session.select is not None
-        participant = Participant(
-            user_id=int(session.user_id),
-            sink=connection.sink,
-            audio_ssrc=session.audio_ssrc,
-            streams=session.streams,
-            cipher=TransportCipher(session.mode, session.secret_key),
-            codecs=session.select.codecs or (vg.OPUS_CODEC,),
-            internal=False,
-            address=self._discovered.get(session.audio_ssrc),
-        )
-        self.join(participant)
-
-    def _participant_of(self, connection: MediaConnection) -> Participant | None:
-        user_id = connection.user_id
-        participant = None if user_id is None else self._participants.get(user_id)
-        if participant is None or participant.sink is not connection.sink:
-            return None
-        return participant
-
     def _connection_ended(self, connection: MediaConnection, client_code: int | None) -> None:
-        participant = self._participant_of(connection)
+        participant = connection.participant()
         if participant is None:
             return
         server_code = connection.core.close_code
@@ -580,148 +470,12 @@ class MediaServer:
                 )
             if other.video is not None and not self._video_gated(newcomer):
                 newcomer.sink.notify(other.video)
-        self._route_dave(self.dave.connect(newcomer.user_id, trio.current_time()))
+        self._dave.route(self.dave.connect(newcomer.user_id, trio.current_time()))
 
     def _broadcast(self, sender: Participant, payload: vg.Payload) -> None:
         for other in list(self._participants.values()):
             if other is not sender and not (isinstance(payload, vg.Video) and self._video_gated(other)):
                 other.sink.notify(payload)
-
-    def _route_dave(self, out: list[Outgoing]) -> None:
-        """Deliver group output; answers from in-process members are queued, not recursed into."""
-        self._dave_queue.extend(out)
-        if self._pumping:
-            return
-        self._pumping = True
-        try:
-            while self._dave_queue:
-                user_id, frame = self._dave_queue.popleft()
-                participant = self._participants.get(user_id)
-                if participant is not None:
-                    self._dave_routed += 1
-                    participant.sink.dave(self._maybe_corrupt(user_id, frame))
-        finally:
-            self._pumping = False
-            if self.dave.next_deadline() != self._dave_armed:
-                self._dave_rearm.set()
-
-    def _maybe_corrupt(self, user_id: int, frame: DaveFrame) -> DaveFrame:
-        if not (
-            isinstance(frame, DaveBinary) and frame.op == OP_WELCOME and user_id in self._corrupt_welcome
-        ):
-            return frame
-        self._corrupt_welcome.discard(user_id)
-        log.info("dave fault: corrupted welcome", user_id=user_id)
-        return DaveBinary(frame.op, frame.payload[:-1] + bytes([frame.payload[-1] ^ 0xFF]))
-
-    # ------------------------------------------------------------------ UDP
-
-    def _on_datagram(self, data: bytes, address: Address) -> None:
-        self._heard[address] = trio.current_time()
-        kind = classify(data)
-        if kind is PacketKind.IP_DISCOVERY_REQUEST:
-            self._on_discovery(data, address)
-            return
-        if kind is PacketKind.KEEPALIVE:
-            self._keepalives_in += 1  # nothing is sent back (wire.udp_keepalive)
-            return
-        participant = self._participant_for(data, address, kind)
-        if participant is None:
-            self._udp_dropped += 1
-            return
-        participant.address = address
-        self._uplink(participant, data)
-
-    def _on_discovery(self, data: bytes, address: Address) -> None:
-        try:
-            request = DiscoveryRequest.parse(data)
-        except MalformedPacket:
-            self._udp_dropped += 1
-            return
-        self._discovered[request.ssrc] = address
-        for participant in self._participants.values():
-            if participant.audio_ssrc == request.ssrc and not participant.internal:
-                participant.address = address
-        self._send_udp(build_response(request.ssrc, address[0], address[1]), address)
-
-    def _participant_for(self, data: bytes, address: Address, kind: PacketKind) -> Participant | None:
-        for participant in self._participants.values():
-            if participant.address == address and not participant.internal:
-                return participant
-        # Latch on the SSRC (RTP: bytes 8-11; RTCP: the sender SSRC at 4-7).
-        offset = 8 if kind is PacketKind.RTP else 4
-        if len(data) < offset + 4:
-            return None
-        ssrc = int.from_bytes(data[offset : offset + 4], "big")
-        for participant in self._participants.values():
-            if not participant.internal and participant.owns_ssrc(ssrc):
-                return participant
-        return None
-
-    def _uplink(self, participant: Participant, data: bytes) -> None:
-        if participant.drop_udp:
-            self._udp_dropped += 1
-            return
-        if participant.uplink is not None:
-            participant.uplink.send_nowait(data)
-        else:
-            self._ingest(participant, data)
-
-    def _ingest(self, participant: Participant, data: bytes) -> None:
-        if self._participants.get(participant.user_id) is not participant:
-            return  # left while the packet was in a delay line
-        participant.packets_in += 1
-        kind = classify(data)
-        if kind is PacketKind.RTP:
-            others = [p for p in self._participants.values() if p is not participant]
-            self.sfu.relay_rtp(participant, data, others)
-        elif kind is PacketKind.RTCP:
-            self.sfu.handle_rtcp(participant, data, list(self._participants.values()))
-        else:
-            self._udp_dropped += 1
-
-    def _deliver(self, receiver: Participant, data: bytes) -> None:
-        if receiver.drop_udp:
-            self._udp_dropped += 1
-            return
-        if receiver.downlink is not None:
-            receiver.downlink.send_nowait(data)
-        else:
-            self._deliver_now(receiver, data)
-
-    def _deliver_now(self, receiver: Participant, data: bytes) -> None:
-        if self._participants.get(receiver.user_id) is not receiver:
-            return
-        receiver.packets_out += 1
-        if receiver.internal:
-            receiver.sink.datagram(data)
-        elif receiver.address is not None:
-            if self._silent(receiver.address):
-                self._silent_dropped += 1
-                return
-            self._send_udp(data, receiver.address)
-        else:
-            self._udp_dropped += 1
-
-    def _silent(self, address: Address) -> bool:
-        """Fidelity: Discord stops sending to a UDP client it has not heard from for a while."""
-        timeout = self.config.fidelity.silent_client_timeout
-        if timeout is None:
-            return False
-        heard = self._heard.get(address)
-        return heard is None or trio.current_time() - heard > timeout
-
-    def _send_udp(self, data: bytes, address: Address) -> None:
-        if self._udp is not None:
-            self._udp.send_nowait(data, address)
-
-
-# Simulated users declare the same PTs clankvox/our client use, and can send every codec.
-SIMULATED_CODECS: Final = (
-    vg.OPUS_CODEC,
-    vg.Codec("H264", "video", 1000, vg.H264_PT, vg.H264_RTX_PT, encode=True, decode=True),
-    vg.Codec("VP8", "video", 2000, vg.VP8_PT, vg.VP8_RTX_PT, encode=True, decode=True),
-)
 
 
 @asynccontextmanager

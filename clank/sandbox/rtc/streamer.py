@@ -2,8 +2,9 @@
 
 Real video: synthetic screen-like (or webcam-like) frames from :mod:`clank.media.synth`,
 encoded with PyAV (:class:`clank.media.encoder.VideoEncoder`: H264 constrained baseline or VP8)
-on a worker thread (``trio.to_thread`` with a one-thread limiter per sender, so encoding never
-runs on the trio thread and a sender encodes one frame at a time), then on the trio thread:
+on a worker thread (``run_cpu``: ``trio.to_thread`` with a one-thread limiter per sender, so
+encoding never runs on the trio thread and a sender encodes one frame at a time; inline under a
+virtual clock, :mod:`clank.io.offload`), then on the trio thread:
 DAVE-encrypt the access unit, packetize (H264 single NAL/STAP-A/FU-A — small NALs such as SPS+PPS
 share a STAP-A as libwebrtc sends them — VP8 RFC 7741), RTP with the usual extension and RTP
 padding on a seeded share of packets, transport-encrypt, send.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import random
+import time
 from typing import Final, Literal
 
 import attrs
@@ -35,6 +37,7 @@ from clank.codecs.h264 import packetize_h264
 from clank.codecs.rtx import RetransmissionStore
 from clank.codecs.vp8 import packetize_vp8
 from clank.errors import DaveError
+from clank.io.offload import run_cpu
 from clank.logging import get_logger
 from clank.media.decoder import VideoCodec
 from clank.media.encoder import EncodedFrame, VideoEncoder
@@ -50,6 +53,8 @@ VIDEO_CLOCK: Final = 90000
 MTU: Final = 1100
 SOURCE_FRAMES_KEPT: Final = 90
 SENT_FRAMES_KEPT: Final = 90
+SEND_BUDGET: Final = 0.0005
+"""Seconds of sending a frame's packets between yields to the scheduler."""
 
 Content = Literal["screen", "webcam"]
 KEYFRAMES_AT_START_ONLY: Final = 1e6
@@ -242,11 +247,9 @@ class VideoSender:
             keyframe, self._keyframe_wanted = self._keyframe_wanted, False
             index = self._index
             self._index += 0 if self.hold_picture else 1
-            source, encoded = await trio.to_thread.run_sync(
-                self._encode, index, keyframe, limiter=self._limiter
-            )
+            source, encoded = await run_cpu(self._encode, index, keyframe, limiter=self._limiter)
             for frame in encoded:
-                self._send_frame(source, frame)
+                await self._send_frame(source, frame)
 
     def _can_send(self) -> bool:
         member = self.member
@@ -281,7 +284,10 @@ class VideoSender:
         self._stats["parameter_sets_repeated"] += 1
         return self._parameter_sets + frame.data
 
-    def _send_frame(self, source: av.VideoFrame, frame: EncodedFrame) -> None:
+    async def _send_frame(self, source: av.VideoFrame, frame: EncodedFrame) -> None:
+        """DAVE-encrypt, packetize and send one access unit; a keyframe's packets (several ms of
+        work) yield to the scheduler every ``SEND_BUDGET``: an in-process demo shares the trio
+        thread with clank's audio pacer."""
         self._stats["frames_encoded"] += 1
         data = self._with_parameter_sets(frame)
         try:
@@ -298,7 +304,11 @@ class VideoSender:
         else:
             payloads = packetize_vp8(encrypted, self._picture_id, MTU)
             self._picture_id += 1
+        budget_end = time.perf_counter() + SEND_BUDGET
         for i, payload in enumerate(payloads):
+            if time.perf_counter() >= budget_end:
+                await trio.lowlevel.checkpoint()
+                budget_end = time.perf_counter() + SEND_BUDGET
             marker = i == len(payloads) - 1
             padding = b""
             if self._rng.random() < self.settings.padding_probability:

@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from clank.io.offload import run_cpu
 from clank.media.decoder import DecodedFrame, VideoDecoder
 from clank.media.quality import plane_array, plane_psnr
 from clank.sandbox.rtc.receiver import ReceivedFrame
@@ -210,7 +211,7 @@ class StreamViewer:
 
     async def _decode_loop(self) -> None:
         async for frame in self._receive:
-            decoded = await trio.to_thread.run_sync(self._decode, frame, limiter=self._limiter)
+            decoded = await run_cpu(self._decode, frame, limiter=self._limiter)
             now = trio.current_time()
             for picture in decoded:
                 self._c["frames_decoded"] += 1
