@@ -48,6 +48,7 @@ from clank.io.channel_check import check_voice_channel
 from clank.io.gateway import GatewayClient, open_gateway_client
 from clank.io.gateway_url import discover_gateway_url
 from clank.io.groups import raise_single
+from clank.io.user_names import open_user_names
 from clank.logging import get_logger, register_secret
 from clank.protocol.streams import StreamRegistry
 from clank.session.voice_session import VoiceSession
@@ -279,7 +280,9 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
         nursery.start_soon(feed_channels, channel_dispatches, channel_directory)
         ready = await gateway.wait_ready()
         registry = StreamRegistry(ready.user_id, guild_ids=[discord.guild_id])
-        directory = MemberDirectory()
+        # Ids the gateway never names are looked up through GET /users/{id} (io/user_names.py).
+        names = await stack.enter_async_context(open_user_names(discord.api_url, discord.token))
+        directory = MemberDirectory(names)
         nursery.start_soon(feed_directory, dispatches, registry, directory)
 
         provider = None

@@ -42,7 +42,7 @@ preference on every upsert, and no preference after a removal; so do we).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Final
 
 import attrs
 
@@ -201,21 +201,19 @@ class StreamRegistry:
         if not own:
             events += self._table.end_user_streams(key.owner_id, "replaced_by_stream_create", keep=key)
         previous = self._table.lookup(key)
-        fields: dict[str, Any] = {
-            "created_at": now,
-            "rtc_server_id": sc.rtc_server_id,
-            "rtc_channel_id": sc.rtc_channel_id,
-            "region": sc.region,
-            "viewer_ids": sc.viewer_ids,
-            "paused": sc.paused,
-        }
-        if previous is None:
-            info = StreamInfo(key=key, discovered_at=now, source="stream_create", **fields)
-        else:
-            if previous.rtc_server_id is not None and previous.rtc_server_id != sc.rtc_server_id:
-                # A different stream server: the old credentials belong to it.
-                fields.update(endpoint=None, token=None, credentials_received_at=None)
-            info = attrs.evolve(previous, **fields)
+        base = previous or StreamInfo(key=key, discovered_at=now, source="stream_create")
+        if base.rtc_server_id is not None and base.rtc_server_id != sc.rtc_server_id:
+            # A different stream server: the old credentials belong to it.
+            base = attrs.evolve(base, endpoint=None, token=None, credentials_received_at=None)
+        info = attrs.evolve(
+            base,
+            created_at=now,
+            rtc_server_id=sc.rtc_server_id,
+            rtc_channel_id=sc.rtc_channel_id,
+            region=sc.region,
+            viewer_ids=sc.viewer_ids,
+            paused=sc.paused,
+        )
         self._table.store(info)
         events.append(
             StreamCreated(
@@ -255,14 +253,12 @@ class StreamRegistry:
         info = self._table.lookup(key)
         if info is None:
             return [UpdateUnknownStream(stream_key=key)]
-        changes: dict[str, Any] = {}
-        if update.viewer_ids is not None:
-            changes["viewer_ids"] = update.viewer_ids
-        if update.paused is not None:
-            changes["paused"] = update.paused
-        if update.region is not None:
-            changes["region"] = update.region
-        info = attrs.evolve(info, **changes)
+        info = attrs.evolve(
+            info,
+            viewer_ids=info.viewer_ids if update.viewer_ids is None else update.viewer_ids,
+            paused=info.paused if update.paused is None else update.paused,
+            region=info.region if update.region is None else update.region,
+        )
         self._table.store(info, touch=False)
         return [
             StreamUpdated(

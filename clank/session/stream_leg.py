@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Protocol, TypeVar
 
 from clank.config import Settings
 from clank.errors import WatchError
@@ -37,7 +37,6 @@ from clank.wire.gateway_events import StreamKey, dave_group_id_for_stream
 __all__ = [
     "StreamLegSession",
     "deleted_reason",
-    "first_leaf",
     "moved_credentials",
     "open_registry_inbox",
     "stream_channel_id",
@@ -47,6 +46,8 @@ __all__ = [
 ]
 
 log = get_logger("clank.stream_leg")
+
+ApiT = TypeVar("ApiT")
 
 
 class StreamLegSession(Protocol):
@@ -172,7 +173,7 @@ def stream_leg_params(
 
 
 async def wait_leg_ready(
-    role: RoleHandle[Any], end_reason: Callable[[], str | None], error: type[WatchError] = WatchError
+    role: RoleHandle[ApiT], end_reason: Callable[[], str | None], error: type[WatchError] = WatchError
 ) -> None:
     """Wait until the role of a starting watch or publish is READY; else raise ``error`` with the
     role's own reason code (``end_reason()``, or ``transport``)."""
@@ -183,11 +184,3 @@ async def wait_leg_ready(
     if isinstance(failure, WatchError):
         raise error(failure.reason, failure.detail)
     raise error(end_reason() or "transport", role.reason or "")
-
-
-def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first non-group exception of ``group`` (depth first): the reason a role reports."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc

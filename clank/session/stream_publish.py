@@ -53,6 +53,7 @@ from clank.errors import (
     TransportError,
     WatchError,
 )
+from clank.io.groups import describe, first_of, leaves
 from clank.io.media_connection import MediaEvent, TransportStateChanged, open_media_connection
 from clank.io.offload import run_cpu
 from clank.logging import bound, get_logger
@@ -71,7 +72,6 @@ from clank.session.publish_sender import (
 from clank.session.roles import RoleHandle, RoleState
 from clank.session.stream_leg import (
     deleted_reason,
-    first_leaf,
     moved_credentials,
     open_registry_inbox,
     stream_leg_params,
@@ -306,13 +306,14 @@ async def _publish_role(
                         publish.live_at = None  # live again once the new leg sends
                         log.info("stream server moved; reconnecting the publish")
     except* WatchError as group:
-        reason = _leaf_reason(group)
+        failure = first_of(group, WatchError)
+        reason = "transport" if failure is None else failure.reason
         raise
     except* (TransportError, ProtocolError, CryptoError) as group:
         if reason == "interrupted":  # a PublishError next to it (stream_deleted ...) names the reason
             reason = "transport"
-        leaf = first_leaf(group)
-        raise PublishError("transport", f"{type(leaf).__name__}: {leaf}") from leaf
+        leaf = leaves(group)[0]
+        raise PublishError("transport", describe(leaf)) from leaf
     finally:
         if publish.stop_requested:
             reason = publish.stop_reason
@@ -350,11 +351,6 @@ def _rebuilt_since_end(publish: PublishState) -> bool:
     recent = publish.ended_at is not None and trio.current_time() - publish.ended_at <= REBUILD_WINDOW
     rebuilt = session_rebuilds(publish.session) > publish.rebuilds
     return publish.end_reason == "stream_deleted" and recent and rebuilt
-
-
-def _leaf_reason(group: BaseExceptionGroup[WatchError]) -> str:
-    leaf = first_leaf(group)
-    return leaf.reason if isinstance(leaf, WatchError) else "transport"
 
 
 def _raise_if_deleted(key: StreamKey, events: list[StreamEvent]) -> None:

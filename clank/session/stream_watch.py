@@ -47,6 +47,7 @@ from clank.errors import (
     TransportError,
     WatchError,
 )
+from clank.io.groups import describe, first_of, leaves
 from clank.io.media_connection import (
     DaveStateChanged,
     MediaConnection,
@@ -69,7 +70,6 @@ from clank.session.roles import RoleHandle, RoleState
 from clank.session.stream_audio import StreamAudio
 from clank.session.stream_leg import (
     deleted_reason,
-    first_leaf,
     moved_credentials,
     stream_leg_params,
     wait_fresh_credentials,
@@ -177,12 +177,13 @@ async def _stream_watch_role(
                     watch.server_moves += 1
                     log.info("stream server moved; reconnecting", stream_key=str(key))
     except* WatchError as group:
-        reason = _first_watch_error(group).reason
+        failure = first_of(group, WatchError)
+        reason = "transport" if failure is None else failure.reason
         raise
     except* (TransportError, ProtocolError, CryptoError) as group:
         reason = "transport"
-        leaf = first_leaf(group)
-        raise WatchError("transport", f"{type(leaf).__name__}: {leaf}") from leaf
+        leaf = leaves(group)[0]
+        raise WatchError("transport", describe(leaf)) from leaf
     finally:
         inbox.close()
         if watch.stop_requested:
@@ -209,12 +210,6 @@ async def _stream_watch_role(
             frames=watch.sink.emitted,
             stream_key=None if watched_key is None else str(watched_key),
         )
-
-
-def _first_watch_error(group: BaseExceptionGroup[WatchError]) -> WatchError:
-    leaf = first_leaf(group)
-    assert isinstance(leaf, WatchError)
-    return leaf
 
 
 def _stream_key(session: WatchSession, target: str) -> StreamKey:

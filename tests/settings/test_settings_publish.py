@@ -1,11 +1,12 @@
 """Settings audit, ``[publish]``: each key changes what the sandbox's viewer (or the caller) gets.
 
-One sandbox and one voice session over loopback (real UDP, DAVE, libx264, the viewer's PyAV
-decoder); our Go Live runs twice with two sets of ``[publish]`` settings, and each key's effect is
-measured on the receiving side: picture size (``width``/``height``), frame rate (``fps``), bitrate
-(``max_bitrate``), keyframe spacing (``keyframe_interval_s``), packet size (``mtu``) and how long
-a keyframe waits in the pacer (``pacing_factor``). ``frame_queue``, ``max_image_bytes``,
-``visualizer`` and ``credentials_timeout_s`` change what the publish API accepts or answers.
+One sandbox and our voice session on the fake network under ``autojump_clock`` (DAVE, libx264
+and the viewer's PyAV decoder run inline, so the figures are deterministic); our Go Live runs twice
+with two sets of ``[publish]`` settings, and each key's effect is measured on the receiving side:
+picture size (``width``/``height``), frame rate (``fps``), bitrate (``max_bitrate``), keyframe
+spacing (``keyframe_interval_s``), packet size (``mtu``) and how long a keyframe waits in the pacer
+(``pacing_factor``). ``frame_queue``, ``max_image_bytes``, ``visualizer`` and
+``credentials_timeout_s`` change what the publish API accepts or answers.
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ import numpy as np
 import pytest
 import simplejpeg
 import trio
+import trio.testing
+from fake_session import fake_session
 
 from clank.config import DiscordSettings, PublishSettings, Settings
 from clank.control.publish import PublishControl
 from clank.errors import InvalidArgument, PublishError
-from clank.io.gateway import open_gateway_client
 from clank.media.publish_source import PushedFrames
 from clank.media.visualizer import write_demo_music
-from clank.sandbox.app import Sandbox, open_sandbox
+from clank.sandbox.app import Sandbox
 from clank.session.stream_publish import PublishHandle, start_stream_publish
-from clank.session.voice_session import VoiceSession, open_voice_session
+from clank.session.voice_session import VoiceSession
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
@@ -61,15 +63,9 @@ PAYLOAD_OVERHEAD = 64
 
 @asynccontextmanager
 async def in_voice(publish: PublishSettings = BASE) -> AsyncIterator[tuple[Sandbox, VoiceSession]]:
+    """Our voice session in the sandbox on the fake network (run under ``autojump_clock``)."""
     settings = Settings(discord=DiscordSettings(voice_url_scheme="ws"), publish=publish)
-    async with (
-        open_sandbox() as sb,
-        open_gateway_client(url=sb.gateway_url, token=sb.token) as gateway,
-        open_voice_session(
-            gateway, guild_id=sb.guild_id, channel_id=sb.voice_channel_id, settings=settings
-        ) as session,
-    ):
-        await session.voice.wait_ready()
+    async with fake_session(settings=settings) as (_net, sb, session):
         yield sb, session
 
 
@@ -148,7 +144,9 @@ async def publish_and_measure(sb: Sandbox, session: VoiceSession, publish: Publi
     return observed
 
 
-async def test_size_rate_bitrate_keyframes_mtu_and_pacing_reach_the_viewer() -> None:
+async def test_size_rate_bitrate_keyframes_mtu_and_pacing_reach_the_viewer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(60):
         async with in_voice() as (sb, session):
             large = await publish_and_measure(sb, session, LARGE)
@@ -168,7 +166,9 @@ async def test_size_rate_bitrate_keyframes_mtu_and_pacing_reach_the_viewer() -> 
 
 
 @pytest.mark.parametrize("queue", [1, 8])
-async def test_frame_queue_bounds_the_pushed_images_waiting(queue: int) -> None:
+async def test_frame_queue_bounds_the_pushed_images_waiting(
+    queue: int, autojump_clock: trio.testing.MockClock
+) -> None:
     publish = attrs.evolve(BASE, width=160, height=96, fps=1, frame_queue=queue)
     image = noise_images(1, 160, 96)[0]
     with trio.fail_after(30):
@@ -187,7 +187,9 @@ async def test_frame_queue_bounds_the_pushed_images_waiting(queue: int) -> None:
         assert max(queued) >= 6 and stats.dropped == 0, (queued, stats)
 
 
-async def test_max_image_bytes_and_visualizer_change_what_the_publish_api_does(tmp_path: Path) -> None:
+async def test_max_image_bytes_and_visualizer_change_what_the_publish_api_does(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     publish = attrs.evolve(BASE, width=160, height=96, fps=10, max_image_bytes=4096, visualizer="showwaves")
     big = noise_images(1, 160, 96)[0]
     assert len(big) > publish.max_image_bytes
@@ -207,7 +209,9 @@ async def test_max_image_bytes_and_visualizer_change_what_the_publish_api_does(t
 
 
 @pytest.mark.parametrize(("wait", "ok"), [(1.0, False), (4.0, True)])
-async def test_credentials_timeout_bounds_the_wait_for_our_stream_server(wait: float, ok: bool) -> None:
+async def test_credentials_timeout_bounds_the_wait_for_our_stream_server(
+    wait: float, ok: bool, autojump_clock: trio.testing.MockClock
+) -> None:
     publish = attrs.evolve(BASE, width=160, height=96, fps=10, credentials_timeout_s=wait)
     with trio.fail_after(30):
         async with in_voice(publish) as (sb, session):

@@ -2,70 +2,30 @@
 
 ``watch.preferred_quality`` (what op15 asks for, and 0 = no video at all), ``watch.jpeg_quality``
 (the JPEG a watch hands out), ``watch.reorder_delay_ms`` (how long a late packet is waited for):
-the whole voice session against the sandbox on the fake network under ``autojump_clock``.
+the whole voice session against the sandbox on the fake network (tests/fake_session.py) under
+``autojump_clock``.
 ``voice.mode_preference`` and ``voice.max_dave_protocol_version``: what our voice leg negotiates.
 ``voice.receive_buffer_bytes`` is the SO_RCVBUF of the real media socket: over loopback.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-
 import attrs
 import pytest
 import trio
 import trio.testing
+from fake_session import SETTINGS, fake_session, go_live, media, wait_until
 
-from clank.config import DiscordSettings, Settings, TransportMode, VoiceSettings, WatchSettings
-from clank.io.fakenet import open_fake_net
+from clank.config import TransportMode, VoiceSettings, WatchSettings
 from clank.io.gateway import open_gateway_client
 from clank.io.lossy import LossyLink
-from clank.sandbox.app import Sandbox, open_sandbox
-from clank.sandbox.rtc.backend import RtcMediaBackend
-from clank.sandbox.rtc.streamer import VideoSettings
+from clank.sandbox.app import open_sandbox
 from clank.session.stream_watch import start_stream_watch
-from clank.session.voice_session import VoiceSession, open_voice_session
+from clank.session.voice_session import open_voice_session
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
-SETTINGS = Settings(discord=DiscordSettings(voice_url_scheme="ws"))
 WATCH = WatchSettings(max_fps=5.0, preferred_pixel_count=160 * 120, credentials_timeout_s=5.0)
-
-
-def media(sb: Sandbox) -> RtcMediaBackend:
-    assert sb.media is not None
-    return sb.media
-
-
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    while not predicate():  # noqa: ASYNC110 - callers bound it; no event to wait on
-        await trio.sleep(0.05)
-
-
-@asynccontextmanager
-async def fake_session(settings: Settings = SETTINGS) -> AsyncIterator[tuple[Sandbox, VoiceSession, str]]:
-    """Our session in the sandbox on the fake network; alice is live (small, slow video)."""
-    async with open_fake_net() as net, open_sandbox(net=net) as sb:
-        screen = VideoSettings(
-            codec="h264", width=160, height=120, fps=5, bitrate=100_000, keyframe_interval=2.0
-        )
-        media(sb).settings = attrs.evolve(media(sb).settings, screen=screen)
-        async with (
-            open_gateway_client(url=sb.gateway_url, token=sb.token, connect=net.open_websocket) as gateway,
-            open_voice_session(
-                gateway,
-                guild_id=sb.guild_id,
-                channel_id=sb.voice_channel_id,
-                settings=settings,
-                transports=net.media_transports(),
-            ) as session,
-        ):
-            await session.voice.wait_ready()
-            alice = sb.world.user_by_name("alice").id
-            await sb.world.join_voice(alice, sb.voice_channel_id)
-            await sb.world.go_live(alice)
-            yield sb, session, alice
 
 
 @pytest.mark.parametrize("quality", [40, 0])
@@ -74,7 +34,8 @@ async def test_preferred_quality_is_what_op15_asks_and_0_asks_for_no_video(
 ) -> None:
     watch_settings = attrs.evolve(WATCH, preferred_quality=quality)
     with trio.fail_after(600):  # virtual
-        async with fake_session() as (sb, session, alice):
+        async with fake_session() as (_net, sb, session):
+            alice = await go_live(sb, "alice")
             handle = await start_stream_watch(session, alice, settings=watch_settings)
             assert handle.stream_key is not None
             server = media(sb).stream_server(str(handle.stream_key))
@@ -100,7 +61,8 @@ async def test_jpeg_quality_sets_the_size_of_the_frames_handed_out(
     sizes: dict[int, float] = {}
     with trio.fail_after(600):  # virtual
         for quality in (20, 95):
-            async with fake_session() as (_sb, session, alice):
+            async with fake_session() as (_net, sb, session):
+                alice = await go_live(sb, "alice")
                 handle = await start_stream_watch(
                     session, alice, settings=attrs.evolve(WATCH, jpeg_quality=quality)
                 )
@@ -121,7 +83,8 @@ async def test_reorder_delay_decides_whether_a_late_packet_is_waited_for(
     # nack off: a late packet is either waited for (reorder_delay_ms) or given up at once.
     watch_settings = attrs.evolve(WATCH, reorder_delay_ms=delay_ms, nack=False)
     with trio.fail_after(600):  # virtual
-        async with fake_session() as (sb, session, alice):
+        async with fake_session() as (_net, sb, session):
+            alice = await go_live(sb, "alice")
             handle = await start_stream_watch(session, alice, settings=watch_settings)
             assert handle.stream_key is not None
             server = media(sb).stream_server(str(handle.stream_key))
@@ -158,24 +121,6 @@ async def test_receive_buffer_bytes_is_the_media_socket_rcvbuf(size: int) -> Non
     assert udp.rcvbuf in (size, 2 * size), udp
 
 
-@asynccontextmanager
-async def fake_voice(settings: Settings, *, sandbox_dave: int = 1) -> AsyncIterator[VoiceSession]:
-    """Only our voice leg, in the sandbox on the fake network."""
-    async with (
-        open_fake_net() as net,
-        open_sandbox(net=net, scenario="empty", dave_protocol_version=sandbox_dave) as sb,
-        open_gateway_client(url=sb.gateway_url, token=sb.token, connect=net.open_websocket) as gateway,
-        open_voice_session(
-            gateway,
-            guild_id=sb.guild_id,
-            channel_id=sb.voice_channel_id,
-            settings=settings,
-            transports=net.media_transports(),
-        ) as session,
-    ):
-        yield session
-
-
 @pytest.mark.parametrize("mode", ["aead_xchacha20_poly1305_rtpsize", "aead_aes256_gcm_rtpsize"])
 async def test_mode_preference_picks_the_transport_encryption(
     mode: TransportMode, autojump_clock: trio.testing.MockClock
@@ -183,8 +128,7 @@ async def test_mode_preference_picks_the_transport_encryption(
     other = next(m for m in VoiceSettings().mode_preference if m != mode)
     settings = attrs.evolve(SETTINGS, voice=VoiceSettings(mode_preference=(mode, other)))
     with trio.fail_after(600):  # virtual
-        async with fake_voice(settings) as session:
-            await session.voice.wait_ready()
+        async with fake_session(settings=settings) as (_net, _sb, session):
             assert session.voice.api.connection.statistics().mode == mode
 
 
@@ -194,8 +138,7 @@ async def test_max_dave_protocol_version_turns_end_to_end_encryption_on_or_off(
 ) -> None:
     settings = attrs.evolve(SETTINGS, voice=VoiceSettings(max_dave_protocol_version=version))
     with trio.fail_after(600):  # virtual
-        async with fake_voice(settings) as session:
-            await session.voice.wait_ready()
+        async with fake_session(settings=settings) as (_net, _sb, session):
             await trio.sleep(2.0)  # the DAVE handshake (op21..op30) settles
             dave = session.voice.api.connection.statistics().dave
             assert dave.protocol_version == version, dave
