@@ -138,3 +138,35 @@ async def test_a_user_absent_from_ready_is_named_in_tool_results_and_status() ->
             await wait_until(lambda: int(alice) in voice.group_user_ids())
             (role,) = [r for r in port.status().roles if r.kind == "voice"]
             assert role.dave is not None and role.dave.members.get(alice) == "Alice"
+
+
+async def test_the_directory_asks_for_every_id_the_gateway_left_unnamed() -> None:
+    """User READY inlines guilds whose voice states carry no member; READY_SUPPLEMENTAL merges
+    members by ``user_id``; a sharer may be known only from its stream. Each is looked up once."""
+    async with httpx.AsyncClient() as client:
+        names = UserNames("http://127.0.0.1:9/api", "token", client)
+        directory = MemberDirectory(names)
+        named = {"user": {"id": "11", "username": "ann"}, "nick": None}
+        ready = {
+            "users": [],
+            "guilds": [
+                {
+                    "id": "1",
+                    "properties": {"name": "g"},
+                    "members": [named],
+                    "voice_states": [
+                        {"user_id": "11", "channel_id": "5"},
+                        {"user_id": "12", "channel_id": "5"},
+                    ],
+                }
+            ],
+        }
+        directory.observe("READY", ready)
+        directory.observe("READY_SUPPLEMENTAL", {"merged_members": [[{"user_id": "13", "nick": "x"}]]})
+        directory.observe("VOICE_STATE_UPDATE", {"user_id": "12", "channel_id": "5"})  # queued already
+        assert directory.name_of("11") == "ann"
+        assert directory.name_of("14") == "14"  # unknown for now: asked for, shown as the id
+        assert names.statistics().requested == 3  # 12, 13, 14; never 11
+        names.learn("12", "Bea")
+        assert directory.name_of("12") == "Bea"
+        assert {m.user_id: m.label for m in directory.members()} == {"11": "ann", "12": "Bea"}
