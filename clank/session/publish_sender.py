@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import attrs
 import av
@@ -49,6 +49,9 @@ from clank.session.stream_leg import StreamLegSession
 from clank.wire import rtcp
 from clank.wire import voice_gateway as vg
 from clank.wire.gateway_events import StreamKey
+
+if TYPE_CHECKING:
+    from clank.session.voice_session import VoiceSessionStatistics
 
 __all__ = [
     "PublishState",
@@ -77,6 +80,8 @@ class StreamPublishSession(StreamLegSession, Protocol):
     channel_id: str
 
     async def stop_role(self, name: str, reason: str = "stopped") -> None: ...
+
+    def statistics(self) -> VoiceSessionStatistics: ...
 
 
 @attrs.frozen
@@ -231,10 +236,9 @@ class PublishState:
         self.poke()
 
 
-def session_rebuilds(session: object) -> int:
-    """The voice session's rebuild count (0 for a session without statistics)."""
-    statistics = getattr(session, "statistics", None)
-    return int(getattr(statistics(), "rebuilds", 0)) if statistics is not None else 0
+def session_rebuilds(session: StreamPublishSession) -> int:
+    """How often the voice session was rebuilt (a new voice session id) so far."""
+    return session.statistics().rebuilds
 
 
 async def announce(conn: MediaConnection, settings: PublishSettings, *, active: bool) -> None:
