@@ -235,6 +235,8 @@ def bench_stream(codec: VideoCodec, profile: Profile, group: int, workdir: Path)
     line("watch / (decode + JPEG)", spread(ratio("watch", "floor")), "goal <= 1.10x")
     line("full path / decode only", spread(ratio("full", "decode")), "goal <= 1.30x")
     line("full path / (decode + JPEG)", spread(ratio("full", "floor")))
+    receive = [(f - w) / d for f, w, d in zip(runs["full"], runs["watch"], runs["decode"], strict=True)]
+    line("receive path alone ((full path - watch) / decode only)", spread(receive), "incl. DAVE")
     if FFMPEG is None:
         line("ffmpeg", "not installed", "(watch / ffmpeg not measured)")
     else:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import cProfile
 import io
+import json
 import os
 import pstats
 import subprocess
@@ -98,6 +99,7 @@ def _dashboard(url: str, token: str) -> subprocess.Popen[bytes]:
 
 async def main() -> None:
     async with open_demo(separate=SEPARATE, seconds_to_settle=SETTLE) as info:
+        _status_cost(info)
         with ExitStack() as stack:
             for _ in range(DASHBOARDS):
                 proc = _dashboard(info.api.url, info.api.token)
@@ -126,6 +128,32 @@ async def main() -> None:
             trio.lowlevel.remove_instrument(timer)
         voice = [] if role is None else list(role.pacer.recent)
         _report(timer, profiler, busy_cpu, elapsed, result["lateness"], voice)
+
+
+def _status_cost(info: Any) -> None:
+    """What one dashboard tick costs the trio thread: status() and its JSON, CPU per call."""
+    service = info.service
+    cpu = time.thread_time()
+    for _ in range(20):
+        status = service.status()
+    status_ms = (time.thread_time() - cpu) / 20 * 1e3
+    cpu = time.thread_time()
+    for _ in range(20):
+        text = json.dumps(status, default=str)
+    json_ms = (time.thread_time() - cpu) / 20 * 1e3
+    if "--status-profile" in sys.argv:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(50):
+            service.status()
+        profiler.disable()
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(30)
+        print(out.getvalue())
+    print(
+        f"status(): {status_ms:.2f} ms CPU, its JSON ({len(text)} bytes): {json_ms:.2f} ms"
+        f" (each dashboard asks every 0.5 s)"
+    )
 
 
 def _voice_role(info: Any) -> Any:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import NoReturn
+from typing import Final, NoReturn
 
 import trio
 
@@ -26,6 +26,7 @@ from clank.errors import (
     ListenFailed,
     TransportError,
 )
+from clank.io.groups import describe, first_of, leaves
 from clank.logging import configure_logging, register_secret
 
 EXIT_CONFIG = 2
@@ -164,12 +165,29 @@ def _cmd_mcp(settings: Settings, args: argparse.Namespace) -> None:
     trio.run(run_mcp, settings, args)
 
 
-def _expected_error(group: BaseExceptionGroup[BaseException]) -> ClankError | None:
-    """The first of our errors inside a nursery's exception group (the cause of the stop)."""
-    found: BaseException | None = group.subgroup(lambda exc: isinstance(exc, ClankError))
-    while isinstance(found, BaseExceptionGroup):
-        found = found.exceptions[0]
-    return found if isinstance(found, ClankError) else None
+#: Which exit code and line prefix an expected error gets (most specific class first; docs/operations.md).
+EXIT_TABLE: Final[tuple[tuple[type[ClankError], int, str], ...]] = (
+    (AuthenticationFailed, EXIT_AUTH, "authentication failed: "),
+    (ListenFailed, EXIT_LISTEN, ""),
+    (ChannelUnavailable, EXIT_CHANNEL, "voice channel unavailable: "),
+    (TransportError, EXIT_TRANSPORT, "connection failed: "),
+    (ConfigError, EXIT_CONFIG, "configuration error: "),
+    (ClankError, EXIT_ERROR, ""),
+)
+
+
+def exit_for(failure: BaseException) -> tuple[int, list[str]] | None:
+    """The exit code and stderr lines for ``failure`` (one error, or a group of them); None: a bug.
+
+    The first of our errors sets the code and the first line; when several things failed at
+    once, every other error is named after it (``clank: also: Type: message``), not dropped.
+    """
+    first = first_of(failure, ClankError)
+    if first is None:
+        return None
+    code, prefix = next((code, prefix) for kind, code, prefix in EXIT_TABLE if isinstance(first, kind))
+    others = [f"clank: also: {describe(e)}" for e in leaves(failure) if e is not first]
+    return code, [f"clank: {prefix}{first}", *others]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -178,28 +196,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging(settings.log.format, settings.log.level)
     try:
         _dispatch(args, settings)
-    except BaseExceptionGroup as group:
-        error = _expected_error(group)
-        if error is None:
+    except (ClankError, BaseExceptionGroup) as exc:
+        failure = exit_for(exc)
+        if failure is None:
             raise
-        _dispatch_error(error)
-
-
-def _dispatch_error(error: ClankError) -> NoReturn:
-    try:
-        raise error
-    except AuthenticationFailed as exc:
-        _fail(EXIT_AUTH, f"authentication failed: {exc}")
-    except ListenFailed as exc:
-        _fail(EXIT_LISTEN, str(exc))
-    except ChannelUnavailable as exc:
-        _fail(EXIT_CHANNEL, f"voice channel unavailable: {exc}")
-    except TransportError as exc:
-        _fail(EXIT_TRANSPORT, f"connection failed: {exc}")
-    except ConfigError as exc:
-        _fail(EXIT_CONFIG, f"configuration error: {exc}")
-    except ClankError as exc:
-        _fail(EXIT_ERROR, str(exc))
+        code, lines = failure
+        print("\n".join(lines), file=sys.stderr)
+        raise SystemExit(code) from None
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
@@ -216,8 +219,6 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
             _cmd_mcp(settings, args)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
-    except ClankError as exc:
-        _dispatch_error(exc)
 
 
 if __name__ == "__main__":

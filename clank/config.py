@@ -29,7 +29,6 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[1] / "conf" / "clank.toml
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 SinkWantsFormat = Literal["nested", "flat"]
-StreamType = Literal["screen", "camera", "any"]
 UrlScheme = Literal["wss", "ws"]
 TransportMode = Literal["aead_aes256_gcm_rtpsize", "aead_xchacha20_poly1305_rtpsize"]
 
@@ -95,7 +94,6 @@ class WatchSettings:
     preferred_pixel_count: int = attrs.field(default=1280 * 720, validator=_in_range(64 * 64, 7680 * 4320))
     jpeg_quality: int = attrs.field(default=80, validator=_in_range(1, 100))
     preferred_quality: int = attrs.field(default=100, validator=_in_range(0, 100))
-    stream_type: StreamType = "screen"
     sink_wants_format: SinkWantsFormat = "nested"
     credentials_timeout_s: float = attrs.field(default=10.0, validator=_in_range(0.5, 120))
     max_concurrent_watches: int = attrs.field(default=4, validator=_in_range(1, 32))

@@ -47,6 +47,8 @@ from clank.errors import ConfigError
 from clank.io.channel_check import check_voice_channel
 from clank.io.gateway import GatewayClient, open_gateway_client
 from clank.io.gateway_url import discover_gateway_url
+from clank.io.groups import raise_single
+from clank.io.user_names import open_user_names
 from clank.logging import get_logger, register_secret
 from clank.protocol.streams import StreamRegistry
 from clank.session.voice_session import VoiceSession
@@ -56,9 +58,10 @@ from clank.watch.commentary import (
     CommentaryHub,
     SpeakingSource,
     commentary_policy,
+    note_policy,
     run_notes_with_cues,
 )
-from clank.watch.notes import NotePolicy, ScreenNotes
+from clank.watch.notes import ScreenNotes
 from clank.watch.vision import open_vision_provider
 
 log = get_logger("clank.run")
@@ -117,14 +120,7 @@ def _notes_factory(
 ) -> Callable[..., ScreenNotes] | None:
     if not settings.notes.enabled or provider is None:
         return None
-    policy = NotePolicy(
-        min_interval_s=settings.notes.min_interval_s,
-        periodic_s=settings.notes.periodic_s,
-        change_floor=settings.notes.change_floor,
-        history=settings.notes.history,
-        context_notes=settings.notes.context_notes,
-        idle_s=settings.notes.idle_interval_s,
-    )
+    policy = note_policy(settings.notes)
     gates = commentary_policy(settings.notes)
 
     def start(handle: Any, name: str, kind: str) -> ScreenNotes:
@@ -284,7 +280,9 @@ async def _compose(settings: Settings, *, scenario: str | None) -> AsyncIterator
         nursery.start_soon(feed_channels, channel_dispatches, channel_directory)
         ready = await gateway.wait_ready()
         registry = StreamRegistry(ready.user_id, guild_ids=[discord.guild_id])
-        directory = MemberDirectory()
+        # Ids the gateway never names are looked up through GET /users/{id} (io/user_names.py).
+        names = await stack.enter_async_context(open_user_names(discord.api_url, discord.token))
+        directory = MemberDirectory(names)
         nursery.start_soon(feed_directory, dispatches, registry, directory)
 
         provider = None
@@ -362,10 +360,15 @@ async def open_session(settings: Settings, *, scenario: str | None = None) -> As
 
     With no ``discord.token`` the local sandbox runs in-process (``scenario`` picks its world,
     default ``sandbox.scenario``). On exit clank leaves voice and closes everything, bounded.
-    Unlike ``clank run`` no HTTP API, dashboard or demo agent is started.
+    Unlike ``clank run`` no HTTP API, dashboard or demo agent is started. A failure to come up
+    raises one of clank's errors (``clank.ClankError``), not an exception group; several at once
+    propagate as the group (clank/io/groups.py).
     """
-    async with _compose(settings, scenario=scenario) as composed:
-        yield composed.service
+    try:
+        async with _compose(settings, scenario=scenario) as composed:
+            yield composed.service
+    except BaseExceptionGroup as group:
+        raise_single(group)
 
 
 @contextlib.asynccontextmanager
@@ -377,6 +380,17 @@ async def open_clank(
     demo_watch: bool = True,
 ) -> AsyncIterator[RunInfo]:
     """Bring up everything ``clank run`` runs; yields once the API serves and voice is joined."""
+    try:
+        async with _open_clank(settings, scenario=scenario, api_port=api_port, demo_watch=demo_watch) as info:
+            yield info
+    except BaseExceptionGroup as group:
+        raise_single(group)
+
+
+@contextlib.asynccontextmanager
+async def _open_clank(
+    settings: Settings, *, scenario: str | None, api_port: int | None, demo_watch: bool
+) -> AsyncIterator[RunInfo]:
     async with contextlib.AsyncExitStack() as stack:
         composed = await stack.enter_async_context(_compose(settings, scenario=scenario))
         settings = composed.settings

@@ -1,6 +1,7 @@
 """What the API's HTTP route modules share: the JSON error shape, the bearer check, bounded JSON bodies.
 
-Used by :mod:`clank.control.http`, :mod:`clank.control.voice_http` and :mod:`clank.control.publish`,
+Used by :mod:`clank.control.http`, :mod:`clank.control.voice_http`, :mod:`clank.control.publish`,
+:mod:`clank.control.share_http` (capped bodies) and :mod:`clank.control.mcp_server` (the bearer check),
 so a 400 names its field, a 401 asks for ``Bearer`` and an oversized body is refused the same way
 on every route. Each caller keeps its own body limit.
 """
@@ -17,7 +18,15 @@ from starlette.responses import JSONResponse, Response
 
 from clank.errors import InvalidArgument
 
-__all__ = ["Handler", "authorized", "error_response", "protected", "read_json", "read_json_object"]
+__all__ = [
+    "Handler",
+    "authorized",
+    "error_response",
+    "protected",
+    "read_capped",
+    "read_json",
+    "read_json_object",
+]
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -57,16 +66,30 @@ def protected(token: str, handler: Handler) -> Handler:
     return endpoint
 
 
+async def read_capped(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as more than ``limit`` bytes arrived (a declared
+    ``Content-Length`` over the limit is refused before reading anything)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def read_json(request: Request, limit: int) -> object:
     """The body as JSON (an empty body is ``{}``).
 
     More than ``limit`` bytes (refused as soon as it is read past) or bad JSON: ``InvalidArgument("body")``.
     """
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise InvalidArgument("body", f"must be at most {limit} bytes")
+    raw = await read_capped(request, limit)
+    if raw is None:
+        raise InvalidArgument("body", f"must be at most {limit} bytes")
     if not raw.strip():
         return {}
     try:

@@ -28,7 +28,6 @@ runner, streamable HTTP session manager, the SDK's own client); nothing here nee
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -41,8 +40,10 @@ from mcp.server.stdio import stdio_server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
+from starlette.requests import HTTPConnection
 
 from clank import __version__
+from clank.control.http_common import authorized, error_response
 from clank.control.service import ClankService
 from clank.control.tools import call_tool, tool_schemas
 from clank.errors import ClankError, InvalidArgument
@@ -236,43 +237,19 @@ async def serve_mcp(
     log.info("mcp stdio closed")
 
 
-def _bearer_ok(scope: Scope, token: str) -> bool:
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            scheme, _, given = value.decode("latin-1").partition(" ")
-            return scheme.lower() == "bearer" and secrets.compare_digest(
-                given.strip().encode(), token.encode()
-            )
-    return False
-
-
 class _BearerGuard:
-    """ASGI wrapper: 401 (same JSON body as the HTTP API) without ``Authorization: Bearer <token>``."""
+    """ASGI wrapper: the HTTP API's bearer check and its 401 (``http_common``) before the MCP app."""
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], token: str) -> None:
         self._app = app
         self._token = token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not _bearer_ok(scope, self._token):
-            body = json.dumps(
-                {
-                    "error": "unauthorized",
-                    "message": "missing or wrong bearer token (Authorization: Bearer ...)",
-                }
-            ).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 401,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"www-authenticate", b"Bearer"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
+        if scope["type"] == "http" and not authorized(HTTPConnection(scope), self._token):
+            refused = error_response(
+                401, "unauthorized", "missing or wrong bearer token (Authorization: Bearer ...)"
             )
-            await send({"type": "http.response.body", "body": body})
+            await refused(scope, receive, send)
             return
         await self._app(scope, receive, send)
 

@@ -143,6 +143,8 @@ class RoleStatus:
     dave: DaveStatus | None = None
     ended_reason: str | None = None
     close_code: int | None = None
+    also_failed: tuple[str, ...] = ()
+    """Errors beside the one in ``ended_reason`` when several ended the role at once."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -155,6 +157,7 @@ class RoleStatus:
             "dave": None if self.dave is None else self.dave.to_json(),
             "endedReason": self.ended_reason,
             "closeCode": self.close_code,
+            "alsoFailed": list(self.also_failed),
         }
 
 

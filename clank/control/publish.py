@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from clank.control.http_common import Handler, error_response, read_json_object
+from clank.control.http_common import Handler, error_response, read_capped, read_json_object
 from clank.control.model import RoleStatus
 from clank.errors import ClankError, InvalidArgument, PublishError
 from clank.io.offload import run_cpu
@@ -276,21 +276,10 @@ async def _json(request: Request) -> Mapping[str, Any]:
 
 
 async def _bounded_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise InvalidArgument(
-            "image", f"body of {declared} bytes is over the limit of {limit} (publish.max_image_bytes)"
-        )
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise InvalidArgument(
-                "image", f"body is over the limit of {limit} bytes (publish.max_image_bytes)"
-            )
-        parts.append(chunk)
-    return b"".join(parts)
+    body = await read_capped(request, limit)
+    if body is None:
+        raise InvalidArgument("image", f"body is over the limit of {limit} bytes (publish.max_image_bytes)")
+    return body
 
 
 def _dimension(request: Request, name: str) -> int | None:

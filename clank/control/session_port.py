@@ -25,6 +25,7 @@ from clank.crypto.dave import DaveSessionCore, DaveStatistics
 from clank.errors import ClankError, InvalidArgument, WatchError
 from clank.io.gateway import Dispatch
 from clank.io.media_connection_statistics import MediaConnectionStatistics
+from clank.io.user_names import UserNames
 from clank.logging import get_logger
 from clank.protocol.streams import StreamRegistry
 from clank.session.roles import RoleState
@@ -44,6 +45,8 @@ _STATE_NAMES: Final[Mapping[RoleState, str]] = {
     RoleState.FAILED: "ended",
     RoleState.DISCONNECTED: "ended",
 }
+LOOKED_UP_LIMIT: Final = 4096
+"""Ids the directory remembers having looked up through REST (for ``members()``)."""
 DIRECTORY_EVENTS: Final = frozenset(
     {
         "READY",
@@ -62,22 +65,52 @@ DIRECTORY_EVENTS: Final = frozenset(
 
 
 class MemberDirectory:
-    """Names of the guild members we have seen (GUILD_CREATE members, voice-state members)."""
+    """Names of the guild members we have seen (GUILD_CREATE members, voice-state members).
 
-    def __init__(self) -> None:
+    With ``names`` (:class:`~clank.io.user_names.UserNames`), ids the gateway never named (a voice
+    state without its member, a user absent from READY) are looked up through ``GET /users/{id}``
+    and listed in ``members()`` once known, so tool results and the status show names.
+    """
+
+    def __init__(self, names: UserNames | None = None) -> None:
         self._members: dict[str, Member] = {}
         self._places: dict[str, str] = {}  # guild and channel id -> name
+        self.names = names
+        self._looked_up: dict[str, None] = {}  # ids handed to ``names`` (ordered, bounded)
 
     def place_name(self, snowflake: str | None) -> str | None:
         """The name of a guild or channel we have seen (GUILD_CREATE), else None."""
         return None if snowflake is None else self._places.get(snowflake)
 
     def members(self) -> list[Member]:
-        return list(self._members.values())
+        known = list(self._members.values())
+        if self.names is not None:
+            for user_id in self._looked_up:
+                label = None if user_id in self._members else self.names.cached(user_id)
+                if label is not None:
+                    known.append(Member(user_id, display_name=label))
+        return known
 
     def name_of(self, user_id: str) -> str:
         member = self._members.get(user_id)
-        return user_id if member is None else member.label
+        if member is not None:
+            return member.label
+        label = self._look_up(user_id)
+        return user_id if label is None else label
+
+    def _look_up(self, user_id: object) -> str | None:
+        """The REST-resolved label of an id we have no member for (asking for it if needed)."""
+        names = self.names
+        if names is None or not isinstance(user_id, str) or user_id in self._members:
+            return None
+        label = names.cached(user_id)
+        if label is None:
+            names.request(user_id)
+        if user_id not in self._looked_up:
+            self._looked_up[user_id] = None
+            while len(self._looked_up) > LOOKED_UP_LIMIT:
+                del self._looked_up[next(iter(self._looked_up))]
+        return label
 
     def observe(self, name: str, data: object) -> None:
         """Learn names from a dispatch; unknown shapes are ignored (names are best effort)."""
@@ -91,14 +124,14 @@ class MemberDirectory:
                 self._member(member)
             for state in data.get("voice_states") or ():
                 if isinstance(state, dict):
-                    self._member(state.get("member"))
+                    self._voice_state(state)
         elif name in {"GUILD_MEMBER_ADD", "GUILD_MEMBER_UPDATE"}:
             self._member(data)
         elif name == "GUILD_MEMBERS_CHUNK":
             for member in data.get("members") or ():
                 self._member(member)
         elif name == "VOICE_STATE_UPDATE":
-            self._member(data.get("member"))
+            self._voice_state(data)
         elif name == "READY":
             for user in data.get("users") or ():
                 self._user(user, None)
@@ -116,6 +149,13 @@ class MemberDirectory:
                 for member in members if isinstance(members, list) else ():
                     self._merged_member(member)
 
+    def _voice_state(self, state: dict[str, Any]) -> None:
+        """A voice state names its user through ``member`` (guilds); without one, look it up."""
+        if isinstance(state.get("member"), dict):
+            self._member(state["member"])
+        else:
+            self._look_up(state.get("user_id"))
+
     def _merged_member(self, member: object) -> None:
         """READY_SUPPLEMENTAL member: ``user_id`` (the user object is in READY ``users``) + nick."""
         if not isinstance(member, dict) or not isinstance(member.get("user_id"), str):
@@ -124,6 +164,8 @@ class MemberDirectory:
         known = self._members.get(member["user_id"])
         if isinstance(nick, str) and known is not None:
             self._members[known.user_id] = attrs.evolve(known, display_name=nick)
+        elif known is None:
+            self._look_up(member["user_id"])
 
     def _place(self, item: object) -> None:
         if isinstance(item, dict) and isinstance(item.get("id"), str) and isinstance(item.get("name"), str):
@@ -230,6 +272,8 @@ class LiveSessionPort:
         return sharers_from_registry(self._registry)
 
     def members(self) -> Sequence[Member]:
+        for sharer in self.sharers():
+            self._directory.name_of(sharer.user_id)  # a sharer we have no name for is looked up
         return self._directory.members()
 
     def watches(self) -> Sequence[WatchView]:
@@ -379,6 +423,7 @@ class LiveSessionPort:
             dave=_dave_status(None if conn is None else conn.dave, codes, members),
             ended_reason=stats.reason,
             close_code=stats.close_code,
+            also_failed=stats.also_failed,
         )
 
     def _watch_status(self, user_id: str, kind: WatchKind, handle: WatchHandle) -> RoleStatus:

@@ -43,6 +43,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from clank.config import LinkSettings
+from clank.control.http_common import read_capped
 from clank.control.link import FrameRejected, LinkSession, LinkTransport
 from clank.io.groups import raise_single
 from clank.io.listen import listen_failed
@@ -126,7 +127,7 @@ class _ShareRoutes:
             length_header = request.headers.get("content-length")
             length = int(length_header) if length_header and length_header.isdigit() else None
             self.transport.precheck(session, request.headers.get("content-type"), length)
-            body = await _read_capped(request, self.transport.settings.max_frame_bytes)
+            body = await read_capped(request, self.transport.settings.max_frame_bytes)
             if body is None:
                 raise self.transport.reject(session, "too_large")
             frame = await self.transport.ingest(session, body)
@@ -149,18 +150,6 @@ class _ShareRoutes:
             return _not_found_json()
         self.transport.end(session, "stopped_by_sharer", trio.current_time())
         return JSONResponse({"ok": True}, headers=_HEADERS)
-
-
-async def _read_capped(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it exceeds ``limit`` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -30,6 +30,7 @@ import trio
 from clank.config import Settings
 from clank.errors import ClankError, MalformedMessage, UsageError
 from clank.io.gateway import Dispatch, GatewayClient
+from clank.io.groups import leaves, report_others
 from clank.logging import get_logger
 from clank.session.voice_session import VoiceSession, open_voice_session
 from clank.wire.gateway_events import VoiceState
@@ -321,10 +322,11 @@ class VoiceChannels:
             raise
         except BaseExceptionGroup as group:
             self.state = "disconnected"
-            failed = group.subgroup(ClankError)
-            if failed is None or failed.split(ClankError)[1] is not None:
-                raise
-            first = failed.exceptions[0]
+            errors = leaves(group)
+            if not errors or not all(isinstance(e, ClankError) for e in errors):
+                raise  # a bug among them: loudly
+            first = errors[0]
+            report_others(errors, first, log.warning, channel_id=channel_id)
             self.ended_reason = str(first)
             raise UsageError(f"could not join {channel_id}: {first}") from group
         self.joins += 1

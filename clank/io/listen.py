@@ -6,24 +6,14 @@ import errno
 import os
 
 from clank.errors import ListenFailed
+from clank.io.groups import first_of
 
 _REASONS = {errno.EADDRINUSE: "address already in use", errno.EACCES: "permission denied"}
 
 
-def _os_error(exc: BaseException) -> OSError | None:
-    if isinstance(exc, OSError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _os_error(inner)
-            if found is not None:
-                return found
-    return None
-
-
 def listen_failed(exc: BaseException, host: str, port: int, change: str) -> ListenFailed | None:
     """The :class:`ListenFailed` for ``exc`` (an ``OSError``, maybe inside groups), else None."""
-    found = _os_error(exc)
+    found = first_of(exc, OSError)
     if found is None:
         return None
     reason = _REASONS.get(found.errno or 0) or (os.strerror(found.errno) if found.errno else str(found))

@@ -50,15 +50,14 @@ import trio
 from clank.crypto.dave import DaveSessionCore
 from clank.errors import ConnectionClosed, TransportError, UsageError
 from clank.io.groups import raise_single
-from clank.io.media_connection_statistics import MediaConnectionStatistics, leg_statistics
+from clank.io.media_connection_statistics import MediaConnectionStatistics, leg_statistics, log_leg_event
 from clank.io.media_leg_params import MediaConnectionParams, MessageSocket
 from clank.io.udp import Address, DatagramEndpoint, discover_ip
-from clank.logging import bound, get_logger, register_secret
+from clank.logging import bound, register_secret
 from clank.protocol import voice_gateway as vgc
 from clank.protocol.media_datagrams import DROP_REASONS, RtcpIn, RtpIn
 from clank.protocol.media_leg import (
     CloseWebSocket,
-    DaveProblem,
     DaveStateChanged,
     MediaEvent,
     MediaLegCore,
@@ -85,7 +84,6 @@ __all__ = [
     "open_media_connection",
 ]
 
-log = get_logger("clank.media_connection")
 
 #: Control events an observer may lag behind before new ones are dropped (and counted).
 EVENT_BUFFER: Final = 256
@@ -375,31 +373,7 @@ class MediaConnection:
                 self._deliver(event)
 
     def _deliver(self, event: MediaEvent) -> None:
-        role = self.params.role
-        if isinstance(event, vgc.SessionEstablished):
-            log.info(
-                "voice connection ready",
-                role=role,
-                mode=event.mode,
-                dave_protocol_version=event.dave_protocol_version,
-                ssrc=event.ssrc,
-            )
-        elif isinstance(event, vgc.Resumed):
-            log.info("voice connection resumed", role=role)
-        elif isinstance(event, DaveProblem):
-            log.warning("dave message unusable", role=role, error=event.error)
-        elif isinstance(event, vgc.MalformedDropped):
-            log.warning("voice message malformed; dropped", role=role, op=event.op, error=event.reason)
-        elif isinstance(event, TransportStateChanged) and event.state in ("reconnecting", "failed"):
-            # A leg that cannot connect at all is a warning (a wrong voice_url_scheme, a firewall).
-            unreachable = (event.reason or "").startswith("could not connect")
-            (log.warning if unreachable or event.state == "failed" else log.info)(
-                "voice connection ended",
-                role=role,
-                state=event.state,
-                reason=event.reason,
-                code=event.close_code,
-            )
+        log_leg_event(self.params.role, event)
         if self._event_handler is not None:
             self._event_handler(event)
         try:

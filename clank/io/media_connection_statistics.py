@@ -1,8 +1,10 @@
-"""What a media connection reports: :class:`MediaConnectionStatistics` and how it is built.
+"""What a media connection reports: :class:`MediaConnectionStatistics` and its log lines.
 
 One frozen value per call of :meth:`clank.io.media_connection.MediaConnection.statistics`: the
 leg core's state and counters (packets, drops by reason, resumes, reconnects), the voice-gateway
-and DAVE statistics, the datagram endpoint's and the driver's own counters.
+and DAVE statistics, the datagram endpoint's and the driver's own counters. :func:`log_leg_event`
+is the log line (if any) of each leg event the driver delivers: ready, resumed, ended, a DAVE
+message or voice message it could not use.
 """
 
 from __future__ import annotations
@@ -11,10 +13,19 @@ import attrs
 
 from clank.crypto.dave import DaveStatistics
 from clank.io.udp import DatagramEndpoint, UdpStatistics
+from clank.logging import get_logger
 from clank.protocol import voice_gateway as vgc
-from clank.protocol.media_leg import MediaLegCore, TransportState
+from clank.protocol.media_leg import (
+    DaveProblem,
+    MediaEvent,
+    MediaLegCore,
+    TransportState,
+    TransportStateChanged,
+)
 
-__all__ = ["MediaConnectionStatistics", "leg_statistics"]
+__all__ = ["MediaConnectionStatistics", "leg_statistics", "log_leg_event"]
+
+log = get_logger("clank.media_connection")
 
 
 @attrs.frozen
@@ -66,3 +77,31 @@ def leg_statistics(
         dave=leg.dave_statistics(),
         keepalives_sent=keepalives_sent,
     )
+
+
+def log_leg_event(role: str, event: MediaEvent) -> None:
+    """Log what a person running clank wants to see of ``role``'s leg event (most are silent)."""
+    if isinstance(event, vgc.SessionEstablished):
+        log.info(
+            "voice connection ready",
+            role=role,
+            mode=event.mode,
+            dave_protocol_version=event.dave_protocol_version,
+            ssrc=event.ssrc,
+        )
+    elif isinstance(event, vgc.Resumed):
+        log.info("voice connection resumed", role=role)
+    elif isinstance(event, DaveProblem):
+        log.warning("dave message unusable", role=role, error=event.error)
+    elif isinstance(event, vgc.MalformedDropped):
+        log.warning("voice message malformed; dropped", role=role, op=event.op, error=event.reason)
+    elif isinstance(event, TransportStateChanged) and event.state in ("reconnecting", "failed"):
+        # A leg that cannot connect at all is a warning (a wrong voice_url_scheme, a firewall).
+        unreachable = (event.reason or "").startswith("could not connect")
+        (log.warning if unreachable or event.state == "failed" else log.info)(
+            "voice connection ended",
+            role=role,
+            state=event.state,
+            reason=event.reason,
+            code=event.close_code,
+        )

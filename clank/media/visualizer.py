@@ -25,7 +25,15 @@ import numpy.typing as npt
 
 from clank.errors import InvalidArgument
 
-__all__ = ["VISUALIZERS", "AvPipeline", "MediaChunk", "VideoMode", "probe_media"]
+__all__ = [
+    "VISUALIZERS",
+    "AvPipeline",
+    "MediaChunk",
+    "VideoMode",
+    "probe_media",
+    "write_demo_music",
+    "write_wav",
+]
 
 SAMPLE_RATE: Final = 48_000
 VISUALIZERS: Final = ("showcqt", "showwaves", "showspectrum")
@@ -234,6 +242,11 @@ def write_demo_music(path: str, seconds: float = 20.0) -> str:
     beat = t % 0.5
     wave += 0.8 * np.sin(2 * np.pi * 60 * t) * np.exp(-beat * 18)
     mono = (np.clip(wave * 0.35, -1, 1) * 32767).astype(np.int16)
+    return write_wav(path, mono, rate)
+
+
+def write_wav(path: str, mono: npt.NDArray[np.int16], rate: int = SAMPLE_RATE) -> str:
+    """Write 16-bit ``mono`` samples as a stereo WAV at ``path`` (both channels the same)."""
     with av.open(path, "w", format="wav") as out:
         stream = out.add_stream("pcm_s16le", rate=rate)
         stream.layout = "stereo"

@@ -42,7 +42,7 @@ preference on every upsert, and no preference after a removal; so do we).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Final
 
 import attrs
 
@@ -119,6 +119,8 @@ class StreamRegistry:
         self.watches = StreamWatches(ping_policy)
         """Watch bookkeeping per stream key (op20 sent, op21 schedule, leg state)."""
         self._listeners: list[Callable[[Sequence[StreamEvent]], None]] = []
+        self._go_live: tuple[StreamKey, float] | None = None
+        """Our own Go Live: its key and when op18 was sent (until op19 or its STREAM_DELETE)."""
         self._handled = 0
         self._ignored = 0
         self._out_of_scope = 0
@@ -199,21 +201,19 @@ class StreamRegistry:
         if not own:
             events += self._table.end_user_streams(key.owner_id, "replaced_by_stream_create", keep=key)
         previous = self._table.lookup(key)
-        fields: dict[str, Any] = {
-            "created_at": now,
-            "rtc_server_id": sc.rtc_server_id,
-            "rtc_channel_id": sc.rtc_channel_id,
-            "region": sc.region,
-            "viewer_ids": sc.viewer_ids,
-            "paused": sc.paused,
-        }
-        if previous is None:
-            info = StreamInfo(key=key, discovered_at=now, source="stream_create", **fields)
-        else:
-            if previous.rtc_server_id is not None and previous.rtc_server_id != sc.rtc_server_id:
-                # A different stream server: the old credentials belong to it.
-                fields.update(endpoint=None, token=None, credentials_received_at=None)
-            info = attrs.evolve(previous, **fields)
+        base = previous or StreamInfo(key=key, discovered_at=now, source="stream_create")
+        if base.rtc_server_id is not None and base.rtc_server_id != sc.rtc_server_id:
+            # A different stream server: the old credentials belong to it.
+            base = attrs.evolve(base, endpoint=None, token=None, credentials_received_at=None)
+        info = attrs.evolve(
+            base,
+            created_at=now,
+            rtc_server_id=sc.rtc_server_id,
+            rtc_channel_id=sc.rtc_channel_id,
+            region=sc.region,
+            viewer_ids=sc.viewer_ids,
+            paused=sc.paused,
+        )
         self._table.store(info)
         events.append(
             StreamCreated(
@@ -253,14 +253,12 @@ class StreamRegistry:
         info = self._table.lookup(key)
         if info is None:
             return [UpdateUnknownStream(stream_key=key)]
-        changes: dict[str, Any] = {}
-        if update.viewer_ids is not None:
-            changes["viewer_ids"] = update.viewer_ids
-        if update.paused is not None:
-            changes["paused"] = update.paused
-        if update.region is not None:
-            changes["region"] = update.region
-        info = attrs.evolve(info, **changes)
+        info = attrs.evolve(
+            info,
+            viewer_ids=info.viewer_ids if update.viewer_ids is None else update.viewer_ids,
+            paused=info.paused if update.paused is None else update.paused,
+            region=info.region if update.region is None else update.region,
+        )
         self._table.store(info, touch=False)
         return [
             StreamUpdated(
@@ -276,6 +274,8 @@ class StreamRegistry:
         if not self._in_scope(key.guild_id):
             return []
         was_watched = self.watches.stop(key) is not None
+        if self._go_live is not None and self._go_live[0] == key:
+            self._go_live = None
         self._table.drop_pending(key)
         info = self._table.lookup(key)
         if info is None:
@@ -348,6 +348,39 @@ class StreamRegistry:
             key = latest.key
         self.watches.stop(key)
         return stream_delete_frame(key)
+
+    # --- credentials of a requested stream (watch or our own Go Live) ---------------------------
+
+    def request_go_live(self, guild_id: str | None, channel_id: str, now: float) -> StreamKey:
+        """Our op18 for ``channel_id`` goes out at ``now``: the key of our stream (its credentials
+        are then :meth:`fresh_credentials` only once a STREAM_SERVER_UPDATE answers this op18)."""
+        key = StreamKey.for_voice_channel(guild_id, channel_id, self.user_id)
+        self._go_live = (key, now)
+        return key
+
+    def stop_go_live(self, key: StreamKey) -> GatewayFrame | None:
+        """op19 for our stream ``key``; ``None`` when it is not live (never requested, or deleted)."""
+        if self._go_live is None or self._go_live[0] != key:
+            return None
+        self._go_live = None
+        return stream_delete_frame(key)
+
+    def credentials_requested_at(self, key: StreamKey) -> float | None:
+        """When op20 (a watch) or op18 (our Go Live) asked for ``key``'s credentials, if it did."""
+        if self._go_live is not None and self._go_live[0] == key:
+            return self._go_live[1]
+        book = self.watches.book(key)
+        return None if book is None else book.requested_at
+
+    def fresh_credentials(self, key: StreamKey) -> StreamInfo | None:
+        """``key``'s stream once it has full credentials from a STREAM_SERVER_UPDATE that answers
+        our request (cached credentials that look complete may be stale after a re-request)."""
+        requested_at = self.credentials_requested_at(key)
+        info = self._table.lookup(key)
+        if requested_at is None or info is None or not info.has_credentials:
+            return None
+        received = info.credentials_received_at
+        return info if received is not None and received >= requested_at else None
 
     def watch_leg_state(self, key: StreamKey, *, connected: bool, healthy: bool, now: float) -> None:
         """The stream leg of ``key``'s watch: connected and healthy (drives the op21 policy)."""

@@ -72,6 +72,8 @@ class Sandbox:
     """The voice/stream servers and simulated media (None when a custom or null backend is used)."""
     ca_file: str | None = None
     """With ``tls=True``: the throwaway CA (PEM) that signs the voice/stream servers' certificate."""
+    rest: RestApi | None = attrs.field(default=None, repr=False)
+    """The REST handlers (fault knobs such as ``rate_limit_user_lookups``; lookup counters)."""
 
     def info(self) -> dict[str, Any]:
         """The JSON line ``clank sandbox`` prints (contains the tokens: for the local client only)."""
@@ -208,6 +210,7 @@ async def _open_sandbox(
             voice_channel_id=world.voice_channel_ids(guild.id)[0],
             text_channel_id=world.text_channel_ids(guild.id)[0],
             media=rtc,
+            rest=api,
         )
         scenario_scope = trio.CancelScope()
 

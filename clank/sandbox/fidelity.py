@@ -44,6 +44,29 @@ class FidelityRules:
     """A stream server refuses an identify whose ``channel_id`` is not its DAVE group
     (``rtc_server_id - 1``) with 4004 (clankvox's value, which worked live)."""
 
+    video_padding_share: float = 0.0
+    """Share of relayed video packets the SFU sends with RTP padding (Chrome and Discord pad about
+    half of them; a sender's own padding is always kept)."""
+    unsolicited_rtx_share: float = 0.0
+    """Share of relayed video packets followed by RTX the receiver did not NACK: a copy of the
+    packet or a padding-only probe (Discord's SFU probes bandwidth with RTX)."""
+    media_after_own_op12: bool = False
+    """No RTP reaches a real client before it sent its own op12 (an inactive one on a voice or
+    watch leg is enough): community docs say video can be refused without one."""
+    control_noise: bool = False
+    """The voice/stream servers send what Discord sends besides the protocol proper: op16
+    (backend version) after op4 and in answer to the client's op16, op18 (client flags) and op20
+    (client platform) after op11 on every leg, and op12 video states with integral floats and an
+    inactive ``ssrc``-less layer, each repeated as an op18 carrying that video state (clankvox
+    reads op12 and op18 as video state)."""
+    speaking_delay: float = 0.0
+    """Seconds by which op5 (speaking) trails the speaker's first packets for a real client, so
+    media arrives before the op5 naming its SSRC (Discord promises no order; clients hold and
+    trial-decrypt unannounced audio)."""
+    stale_first_video_frame: bool = False
+    """The first video frame a real client gets on each SSRC cannot be DAVE-decrypted (as one
+    sealed before the receiver had the key, or with the previous epoch's key)."""
+
 
 STRICT: Final = FidelityRules(
     name="strict",
@@ -52,6 +75,12 @@ STRICT: Final = FidelityRules(
     video_after_own_op12=True,
     sink_wants_flat_only=True,
     stream_channel_is_dave_group=True,
+    video_padding_share=0.5,
+    unsolicited_rtx_share=0.05,
+    media_after_own_op12=True,
+    control_noise=True,
+    speaking_delay=0.2,
+    stale_first_video_frame=True,
 )
 LENIENT: Final = FidelityRules(
     name="lenient",

@@ -52,6 +52,8 @@ class Guild:
     owner_id: str
     channel_ids: tuple[str, ...]
     member_ids: tuple[str, ...]
+    large: bool = False
+    """Discord's "large" guild (GUILD_CREATE ``large``): bit-14 sessions get PASSIVE_UPDATE_V2."""
 
 
 @attrs.frozen

@@ -180,7 +180,7 @@ def guild_create_json(
     return {
         **guild_json(guild, channel_list),
         "unavailable": False,
-        "large": False,
+        "large": guild.large,
         "lazy": False,
         "joined_at": JOINED_AT,
         "member_count": len(member_list),

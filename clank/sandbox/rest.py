@@ -51,6 +51,8 @@ NOT_FOUND = ApiErrorBody(404, "404: Not Found", 0)
 METHOD_NOT_ALLOWED = ApiErrorBody(405, "405: Method Not Allowed", 0)
 UNKNOWN_GUILD = ApiErrorBody(404, "Unknown Guild", 10004)
 UNKNOWN_CHANNEL = ApiErrorBody(404, "Unknown Channel", 10003)
+UNKNOWN_USER = ApiErrorBody(404, "Unknown User", 10013)
+RATE_LIMITED_MESSAGE = "You are being rate limited."
 MISSING_ACCESS = ApiErrorBody(403, "Missing Access", 50001)
 INVALID_API_VERSION = ApiErrorBody(400, "Invalid API version", 50041)
 INVALID_JSON = ApiErrorBody(400, "The request body contains invalid JSON.", 50109)
@@ -71,6 +73,15 @@ class RestApi:
     def __init__(self, world: World) -> None:
         self.world = world
         self.gateway_url = "ws://127.0.0.1/"
+        self.user_lookups = 0
+        """``GET /users/{id}`` requests answered (429s included)."""
+        self._rate_limited = 0
+        self._retry_after = 0.0
+
+    def rate_limit_user_lookups(self, count: int, retry_after: float) -> None:
+        """The next ``count`` ``GET /users/{id}`` get Discord's 429 (``retry_after`` seconds)."""
+        self._rate_limited = count
+        self._retry_after = retry_after
 
     # --- helpers --------------------------------------------------------------------------
     def _authenticate(self, request: Request) -> User:
@@ -129,6 +140,21 @@ class RestApi:
 
     async def me(self, request: Request, user: User) -> dict[str, Any]:
         return payloads.me_json(user)
+
+    async def user_by_id(self, request: Request) -> Response:
+        """``GET /users/{id}``: the public user object, 404 Unknown User, or a scripted 429."""
+        self._check_version(request)
+        self._authenticate(request)
+        self.user_lookups += 1
+        if self._rate_limited > 0:
+            self._rate_limited -= 1
+            body = {"message": RATE_LIMITED_MESSAGE, "retry_after": self._retry_after, "global": False}
+            headers = {"Retry-After": str(max(1, round(self._retry_after))), "X-RateLimit-Scope": "user"}
+            return JSONResponse(body, status_code=429, headers=headers)
+        user = self.world.users.get(request.path_params["user_id"])
+        if user is None:
+            raise ApiError(UNKNOWN_USER)
+        return JSONResponse(payloads.user_json(user))
 
     async def my_guilds(self, request: Request, user: User) -> list[dict[str, Any]]:
         return [
@@ -197,6 +223,7 @@ class RestApi:
             Route(f"{base}/gateway/bot", authed(self.gateway_bot), methods=["GET"]),
             Route(f"{base}/users/@me", authed(self.me), methods=["GET"]),
             Route(f"{base}/users/@me/guilds", authed(self.my_guilds), methods=["GET"]),
+            Route(f"{base}/users/{{user_id}}", self.user_by_id, methods=["GET"]),
             Route(f"{base}/oauth2/applications/@me", authed(self.application), methods=["GET"]),
             Route(f"{base}/guilds/{{guild_id}}", authed(self.guild), methods=["GET"]),
             Route(f"{base}/guilds/{{guild_id}}/channels", authed(self.guild_channels), methods=["GET"]),

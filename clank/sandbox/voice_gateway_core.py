@@ -271,6 +271,7 @@ class VoiceServerConnectionCore:
             raise SandboxError(f"op {op} is not a server binary opcode")
         session = self._require_session()
         seq = session.next_seq()
+        session.sent_ops[op] += 1
         frame = SendBinary(op, vg.ServerBinaryFrame(seq, op, payload).serialize())
         session.remember(seq, frame)
         return self._live([frame])
@@ -373,7 +374,7 @@ class VoiceServerConnectionCore:
             dave_protocol_version=session.dave_protocol_version,
             keyframe_interval=self.config.keyframe_interval,
         )
-        return [*self._send(description), SessionDescribed(session)]
+        return [*self._send(description), *self._backend_version(), SessionDescribed(session)]
 
     def _on_client_message(self, op: int, d: Any) -> list[ServerEvent]:
         if op == VoiceOp.SPEAKING:
@@ -388,9 +389,15 @@ class VoiceServerConnectionCore:
             return [ClientSessionUpdate(vg.SessionUpdate.parse(d))]
         if op in vg.DAVE_JSON_OPS:
             return [ClientDaveJson(op, vg.parse_dave_json(op, d))]
-        return []  # op16 backend version, op32 no route: accepted, nothing to do
+        if op == VoiceOp.VOICE_BACKEND_VERSION:
+            return self._backend_version()
+        return []  # op32 no route: accepted, nothing to do
 
     # ------------------------------------------------------------------ helpers
+
+    def _backend_version(self) -> list[ServerEvent]:
+        version = self.config.backend_version
+        return [] if version is None else self._send_raw(VoiceOp.VOICE_BACKEND_VERSION, dict(version))
 
     def _require_session(self) -> VoiceServerSession:
         if self._session is None:
@@ -403,6 +410,7 @@ class VoiceServerConnectionCore:
     def _send_raw(self, op: int, d: Mapping[str, Any] | None) -> list[ServerEvent]:
         session = self._require_session()
         seq = session.next_seq()
+        session.sent_ops[op] += 1
         frame = SendText(op, vg.TextFrame(op=op, d=d, seq=seq).serialize())
         session.remember(seq, frame)
         return self._live([frame])

@@ -9,6 +9,7 @@ parameters, the seq counter and the replay buffer a resume draws on.
 from __future__ import annotations
 
 import collections
+from collections.abc import Mapping
 from typing import Final
 
 import attrs
@@ -42,6 +43,8 @@ class VoiceServerConfig:
     """op6 ``t`` echoes the heartbeat's nonce; False sends another ``t`` (clients must not care)."""
     sink_wants_flat_only: bool = False
     """Only op15's flat SSRC keys and ``any`` count (the nested ``streams`` map is ignored)."""
+    backend_version: Mapping[str, str] | None = None
+    """op16 ``{voice, rtc_worker}`` sent after op4 and in answer to the client's op16 (None: never)."""
 
     @property
     def heartbeat_timeout(self) -> float:
@@ -150,6 +153,8 @@ class VoiceServerSession:
         self.media_session_id: str | None = None
         self.dave_protocol_version = 0
         self._seq = 0
+        self.sent_ops: collections.Counter[int] = collections.Counter()
+        """Messages sent per opcode (text and binary), replays not counted."""
         self._replay: collections.deque[tuple[int, SendText | SendBinary]] = collections.deque(
             maxlen=REPLAY_BUFFER_LIMIT
         )

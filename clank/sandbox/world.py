@@ -42,6 +42,7 @@ from clank.sandbox.model import (
     VoiceState,
     guild_stream_key,
 )
+from clank.sandbox.passive_updates import dispatch_voice_state
 
 log = get_logger("clank.sandbox.world")
 
@@ -130,6 +131,10 @@ class World:
     @property
     def default_guild(self) -> Guild:
         return next(iter(self._guilds.values()))
+
+    def set_large(self, guild_id: str, large: bool = True) -> None:
+        """Make the guild "large": sessions announcing bit 14 then get PASSIVE_UPDATE_V2."""
+        self._guilds[guild_id] = attrs.evolve(self._guilds[guild_id], large=large)
 
     def user(self, user_id: str) -> User:
         try:
@@ -264,11 +269,8 @@ class World:
                 )
                 return
             await self._end_presence(user_id, current)
-            self.hub.dispatch(
-                "VOICE_STATE_UPDATE",
-                payloads.left_voice_state_json(current.guild_id, user, current.session_id),
-                users=self._guilds[current.guild_id].member_ids,
-            )
+            left = payloads.left_voice_state_json(current.guild_id, user, current.session_id)
+            dispatch_voice_state(self.hub, self._guilds[current.guild_id], user_id, left)
             log.info("voice left", user_id=user_id, user=user.name, channel_id=current.channel_id)
 
     async def set_webcam(self, user_id: str, on: bool) -> VoiceState:
@@ -410,11 +412,8 @@ class World:
         return {"users": [user_id]}
 
     def _dispatch_voice_state(self, state: VoiceState) -> None:
-        self.hub.dispatch(
-            "VOICE_STATE_UPDATE",
-            payloads.voice_state_json(state, member=self._users[state.user_id]),
-            users=self._guilds[state.guild_id].member_ids,
-        )
+        body = payloads.voice_state_json(state, member=self._users[state.user_id])
+        dispatch_voice_state(self.hub, self._guilds[state.guild_id], state.user_id, body)
 
     async def _update_flags(
         self, user_id: str, *, self_video: bool | None = None, self_stream: bool | None = None

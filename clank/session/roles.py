@@ -15,6 +15,9 @@ function has this shape::
 state ``FAILED`` and an event carrying the reason and close code; it never cancels the session
 or another role. Anything else is a bug and propagates. ``stop(reason)`` cancels the role's
 scope and ends it as ``DISCONNECTED``. Each role lifetime logs exactly one summary line.
+When several tasks of a role fail at once, the first error is the reason and every other one is
+reported (an ``also failed`` warning each, and ``statistics().also_failed``), never dropped
+(:mod:`clank.io.groups`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from clank.errors import (
     UsageError,
     WatchError,
 )
+from clank.io.groups import leaves, report_others
 from clank.logging import bound, get_logger
 
 __all__ = [
@@ -91,6 +95,8 @@ class RoleStatistics:
     transitions: int
     detail: Any = attrs.field(default=None, eq=False)
     """The role's own statistics value (e.g. ``VoiceRoleStatistics``), when it attached one."""
+    also_failed: tuple[str, ...] = ()
+    """Errors raised beside the one that ended the role (``Type: message``), in raise order."""
 
 
 class RoleEventBus:
@@ -126,6 +132,7 @@ class RoleHandle(Generic[ApiT]):
         self._reason: str | None = None
         self._close_code: int | None = None
         self._error: BaseException | None = None
+        self._also_failed: tuple[str, ...] = ()
         self._stop_reason: str | None = None
         self._started_at = trio.current_time()
         self._ended_at: float | None = None
@@ -185,6 +192,7 @@ class RoleHandle(Generic[ApiT]):
             close_code=self._close_code,
             transitions=self._transitions,
             detail=detail,
+            also_failed=self._also_failed,
         )
 
     # ------------------------------------------------------------------ role side
@@ -250,9 +258,12 @@ class RoleHandle(Generic[ApiT]):
 
     # ------------------------------------------------------------------ boundary
 
-    def _finish(self, error: BaseException | None) -> None:
+    def _finish(self, errors: list[BaseException]) -> None:
+        """End the role: the first error is the reason; every other one is reported too."""
+        error = errors[0] if errors else None
         if error is not None:
             self._error = error
+            self._also_failed = report_others(errors, error, log.warning, role=self.name)
             code = error.code if isinstance(error, ConnectionClosed) else None
             self.set_state(RoleState.FAILED, f"{type(error).__name__}: {error}", code)
         else:
@@ -267,6 +278,7 @@ class RoleHandle(Generic[ApiT]):
             close_code=self._close_code,
             duration_s=round(self._ended_at - self._started_at, 3),
             transitions=self._transitions,
+            also_failed=list(self._also_failed) or None,
             summary=_summary(self),
         )
         self._stopped.set()
@@ -306,25 +318,18 @@ async def run_role(
                 started = True
                 task_status.started(handle)
 
-    error: BaseException | None = None
+    errors: list[BaseException] = []
     with bound(role=handle.name):
         try:
             with handle.cancel_scope:
                 await role_fn(handle, *args, task_status=_Status())
         except* EXPECTED_ROLE_ERRORS as group:
-            error = _first_leaf(group)
+            errors += leaves(group)
         except* Exception as group:
-            error = _first_leaf(group)  # a bug: record it, then let it propagate loudly
+            errors += leaves(group)  # a bug: record it, then let it propagate loudly
             raise
         finally:
-            handle._finish(error)
+            handle._finish(errors)
             if not started:
                 started = True
                 task_status.started(handle)
-
-
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc

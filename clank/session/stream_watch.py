@@ -47,6 +47,7 @@ from clank.errors import (
     TransportError,
     WatchError,
 )
+from clank.io.groups import describe, first_of, leaves
 from clank.io.media_connection import (
     DaveStateChanged,
     MediaConnection,
@@ -54,8 +55,7 @@ from clank.io.media_connection import (
     TransportStateChanged,
     open_media_connection,
 )
-from clank.io.media_leg_params import MediaConnectionParams
-from clank.logging import bound, get_logger, register_secret
+from clank.logging import bound, get_logger
 from clank.protocol import voice_gateway as vgc
 from clank.protocol.stream_events import (
     DeleteUnknownStream,
@@ -68,6 +68,13 @@ from clank.protocol.stream_events import (
 from clank.protocol.video_receive import VideoReceiver, build_sink_wants
 from clank.session.roles import RoleHandle, RoleState
 from clank.session.stream_audio import StreamAudio
+from clank.session.stream_leg import (
+    deleted_reason,
+    moved_credentials,
+    stream_leg_params,
+    wait_fresh_credentials,
+    wait_leg_ready,
+)
 from clank.session.video_pipeline import open_video_pipeline
 from clank.session.watch_frames import FrameChannel
 from clank.session.watch_handle import (
@@ -84,7 +91,7 @@ from clank.session.watch_handle import (
 from clank.session.watches import WatchInbox
 from clank.session.webcam_watch import suppress_screen, unsuppress_screen
 from clank.wire import voice_gateway as vg
-from clank.wire.gateway_events import StreamKey, dave_group_id_for_stream
+from clank.wire.gateway_events import StreamKey
 
 __all__ = ["start_stream_watch"]
 
@@ -136,12 +143,7 @@ async def start_stream_watch(
     watches.handles[(target_user_id, "screen")] = watch_handle
     role = await session.start_role(name, _stream_watch_role, watch)
     watch.handle = role
-    state = await role.wait_state(RoleState.READY)
-    if state is not RoleState.READY:
-        error = role.error
-        if isinstance(error, WatchError):
-            raise WatchError(error.reason, error.detail)
-        raise WatchError(watch.end_reason or "transport", role.reason or "")
+    await wait_leg_ready(role, lambda: watch.end_reason)
     return watch_handle
 
 
@@ -175,12 +177,13 @@ async def _stream_watch_role(
                     watch.server_moves += 1
                     log.info("stream server moved; reconnecting", stream_key=str(key))
     except* WatchError as group:
-        reason = _first_watch_error(group).reason
+        failure = first_of(group, WatchError)
+        reason = "transport" if failure is None else failure.reason
         raise
     except* (TransportError, ProtocolError, CryptoError) as group:
         reason = "transport"
-        leaf = _first_leaf(group)
-        raise WatchError("transport", f"{type(leaf).__name__}: {leaf}") from leaf
+        leaf = leaves(group)[0]
+        raise WatchError("transport", describe(leaf)) from leaf
     finally:
         inbox.close()
         if watch.stop_requested:
@@ -209,19 +212,6 @@ async def _stream_watch_role(
         )
 
 
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
-
-
-def _first_watch_error(group: BaseExceptionGroup[WatchError]) -> WatchError:
-    leaf = _first_leaf(group)
-    assert isinstance(leaf, WatchError)
-    return leaf
-
-
 def _stream_key(session: WatchSession, target: str) -> StreamKey:
     """The registry's key for the target's stream, else one synthesized from our voice channel."""
     registry = session.registry
@@ -246,19 +236,11 @@ async def _request_credentials(
         await session.gateway.stream_watch(str(frame.d["stream_key"]))
     log.info("stream watch requested", stream_key=str(key), synthesized=request.synthesized)
     with trio.move_on_after(watch.settings.credentials_timeout_s):
-        while True:
-            known = registry.stream(key)
-            # Endpoint and token must come from a STREAM_SERVER_UPDATE that answers this op20
-            # (cached credentials that look complete may be stale after a re-watch).
-            received = None if known is None else known.credentials_received_at
-            fresh = received is not None and received >= requested_at
-            if known is not None and known.has_credentials and fresh:
-                assert known.token is not None
-                register_secret(known.token)
-                watch.credentials_at = trio.current_time()
-                return known
-            await inbox.wait()
-            _check_events(session, watch, key, inbox.take(), watching=False)
+        known = await wait_fresh_credentials(
+            registry, inbox, key, lambda events: _check_events(session, watch, key, events, watching=False)
+        )
+        watch.credentials_at = trio.current_time()
+        return known
     raise WatchError(
         "no_credentials", f"no stream server for {key} within {watch.settings.credentials_timeout_s} s"
     )
@@ -273,9 +255,10 @@ def _check_events(
     state with ``self_stream: false`` may be a stale one from before the stream started (a
     refused watch is answered with STREAM_DELETE anyway).
     """
+    deleted = deleted_reason(events, key)
+    if deleted is not None:
+        raise WatchError("stream_deleted", deleted)
     for event in events:
-        if isinstance(event, StreamDeleted | DeleteUnknownStream) and event.stream_key == key:
-            raise WatchError("stream_deleted", event.reason or "")
         if isinstance(event, UserGoLiveEnded) and event.user_id == watch.target and not event.own:
             member = session.registry.member(watch.target)
             channel = None if member is None else member.channel_id
@@ -292,26 +275,12 @@ async def _watch_stream(
 ) -> StreamInfo | None:
     """Watch on ``creds`` until the stream server moves (the new credentials) or the watch ends."""
     session = watch.session
-    assert creds.rtc_server_id is not None and creds.endpoint is not None and creds.token is not None
-    session_id = session.session_id
-    if session_id is None:
-        raise WatchError("not_in_voice", "no voice session id")
-    settings = session.settings
-    params = MediaConnectionParams(
-        role="stream_watch",
-        endpoint=creds.endpoint,
-        server_id=creds.rtc_server_id,
-        # One stream channel id for identify and DAVE: rtc_server_id - 1 (clankvox, worked live).
-        channel_id=_stream_channel_id(creds),
-        user_id=session.user_id,
-        session_id=session_id,
-        token=creds.token,
-        dave_group_id=dave_group_id_for_stream(creds.rtc_server_id),
-        settings=settings,
-        video=True,
-        streams=(vg.StreamRequest(type="screen", rid="100", quality=watch.settings.preferred_quality),),
+    params = stream_leg_params(
+        session,
+        "stream_watch",
+        creds,
+        vg.StreamRequest(type="screen", rid="100", quality=watch.settings.preferred_quality),
         sink_wants_format=vg.SinkWantsFormat(watch.settings.sink_wants_format),
-        transports=session.transports,
     )
     link = _Link()
     receiver = VideoReceiver(receive_config(watch.settings, "screen"), link.decrypt)
@@ -402,15 +371,9 @@ async def _follow_registry(
                 unavailable_until = math.inf
             rest.append(event)
         _check_events(session, watch, key, rest, watching=True)
-        known = registry.stream(key)
-        if (
-            known is not None
-            and known.has_credentials
-            and (known.endpoint, known.token) != (current.endpoint, current.token)
-        ):
-            assert known.token is not None
-            register_secret(known.token)
-            return known
+        moved = moved_credentials(registry, key, current)
+        if moved is not None:
+            return moved
 
 
 async def _sink_wants_loop(watch: WatchState, conn: MediaConnection, changed: Wakeup) -> None:
@@ -462,27 +425,6 @@ async def _health_loop(watch: WatchState, key: StreamKey) -> None:
                 log.info("stream leg failing; op21 health checks follow", stream_key=str(key))
             registry.watch_leg_state(key, connected=connected, healthy=not failing, now=now)
             watch.session.watches.schedule_changed()
-
-
-def _stream_channel_id(creds: StreamInfo) -> str:
-    """``rtc_server_id - 1`` (the DAVE group id too); an unexpected ``rtc_channel_id`` is a warning.
-
-    Discord's own documented STREAM_CREATE has ``rtc_channel_id = rtc_server_id + 1`` (and the
-    sandbox copies it), so that value is expected and only logged at debug: a warning on every
-    watch would be noise. Any other value means the layout changed and is worth a look.
-    """
-    assert creds.rtc_server_id is not None
-    channel_id = str(dave_group_id_for_stream(creds.rtc_server_id))
-    announced = creds.rtc_channel_id
-    if announced is not None and announced != channel_id:
-        server = creds.rtc_server_id
-        expected = announced.isdigit() and server.isdigit() and int(announced) == int(server) + 1
-        (log.debug if expected else log.warning)(
-            "STREAM_CREATE rtc_channel_id differs from rtc_server_id - 1; using the latter",
-            rtc_channel_id=announced,
-            channel_id=channel_id,
-        )
-    return channel_id
 
 
 @attrs.define(eq=False)

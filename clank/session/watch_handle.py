@@ -39,6 +39,7 @@ from clank.session.watches import Watches
 from clank.wire.gateway_events import StreamKey
 
 if TYPE_CHECKING:
+    from clank.session.voice_session import VoiceSessionStatistics
     from clank.session.webcam_watch import WebcamRole
 
 __all__ = [
@@ -101,6 +102,8 @@ class WatchSession(Protocol):
     async def start_role(self, name: str, role_fn: RoleFn, *args: Any) -> RoleHandle[Any]: ...
 
     async def stop_role(self, name: str, reason: str = "stopped") -> None: ...
+
+    def statistics(self) -> VoiceSessionStatistics: ...
 
 
 @attrs.frozen
@@ -263,6 +266,7 @@ class WatchHandle:
 
 
 def check_in_voice(session: WatchSession) -> None:
+    """Raise ``WatchError("not_in_voice")`` unless the voice role runs with a voice session id."""
     try:
         voice = session.voice
     except ClankError as exc:

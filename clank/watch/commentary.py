@@ -40,7 +40,7 @@ from clank.config import NotesSettings
 from clank.errors import ClankError, UsageError
 from clank.logging import get_logger
 from clank.watch.frames import ScreenFrame
-from clank.watch.notes import FrameSource, ScreenNotes
+from clank.watch.notes import FrameSource, NotePolicy, ScreenNotes
 
 log = get_logger("clank.watch.commentary")
 
@@ -289,6 +289,18 @@ class CommentaryCues:
             log.info(
                 "commentary gates ended", target_user_id=self._target, cues=self.cues, held=dict(self.held)
             )
+
+
+def note_policy(notes: NotesSettings) -> NotePolicy:
+    """When a watch takes screen notes, from settings ``notes.*`` (the seed's names: docs/vision.md)."""
+    return NotePolicy(
+        min_interval_s=notes.min_interval_s,
+        periodic_s=notes.periodic_s,
+        change_floor=notes.change_floor,
+        history=notes.history,
+        context_notes=notes.context_notes,
+        idle_s=notes.idle_interval_s,
+    )
 
 
 def commentary_policy(notes: NotesSettings) -> CommentaryPolicy:

@@ -279,28 +279,28 @@ class PacketKind(enum.IntEnum):
 
 _DISCOVERY_SIZE = 74
 _KEEPALIVE_SIZE = 8
-_RTCP_TYPES = range(192, 224)  # RFC 5761: RTCP packet types live in 192..223
+# Module-level members: ``PacketKind.RTP`` is an attribute lookup on the enum class per call.
+_RTP_KIND, _RTCP_KIND, _UNKNOWN_KIND = PacketKind.RTP, PacketKind.RTCP, PacketKind.UNKNOWN
 
 
 def classify(datagram: bytes) -> PacketKind:
     """Demux one datagram: IP discovery, UDP keep-alive, RTCP (2nd byte 192-223), RTP, or unknown.
 
     Cheap and total: looks at a few bytes only, never raises. Any 8-byte datagram is a keep-alive
-    (wire.udp_keepalive): no protected RTP/RTCP datagram is that short.
+    (wire.udp_keepalive): no protected RTP/RTCP datagram is that short. Called for every received
+    datagram, so the RTP test comes first.
     """
     n = len(datagram)
-    if n == _KEEPALIVE_SIZE:
-        return PacketKind.KEEPALIVE
-    if n < _KEEPALIVE_SIZE:
-        return PacketKind.UNKNOWN
-    b0 = datagram[0]
-    if b0 >> 6 == RTP_VERSION:
-        if n >= FIXED_HEADER_SIZE or datagram[1] in _RTCP_TYPES:
-            return PacketKind.RTCP if datagram[1] in _RTCP_TYPES else PacketKind.RTP
-        return PacketKind.UNKNOWN
-    if n == _DISCOVERY_SIZE and b0 == 0 and datagram[2:4] == b"\x00\x46":
-        if datagram[1] == 2:
-            return PacketKind.IP_DISCOVERY_RESPONSE
-        if datagram[1] == 1:
-            return PacketKind.IP_DISCOVERY_REQUEST
-    return PacketKind.UNKNOWN
+    if n > _KEEPALIVE_SIZE:
+        b0 = datagram[0]
+        if b0 & 0xC0 == 0x80:  # version 2: RTP or RTCP
+            if 192 <= datagram[1] < 224:  # RFC 5761: RTCP packet types live in 192..223
+                return _RTCP_KIND
+            return _RTP_KIND if n >= FIXED_HEADER_SIZE else _UNKNOWN_KIND
+        if n == _DISCOVERY_SIZE and b0 == 0 and datagram[2:4] == b"\x00\x46":
+            if datagram[1] == 2:
+                return PacketKind.IP_DISCOVERY_RESPONSE
+            if datagram[1] == 1:
+                return PacketKind.IP_DISCOVERY_REQUEST
+        return _UNKNOWN_KIND
+    return PacketKind.KEEPALIVE if n == _KEEPALIVE_SIZE else _UNKNOWN_KIND

@@ -1,9 +1,9 @@
 """Congestion feedback (issue 15, item 6): a watch sends REMB; status shows the received layer.
 
 Discord's answer SDP lists ``goog-remb`` for video; without receiver feedback its SFU may keep a
-viewer on the lowest layer. Real sockets, our gateway client + voice session + a Go Live watch
-against the strict sandbox, whose SFU parses and counts the REMBs it gets. Before: the client sent
-no REMB at all (``remb_received == 0``) and the status named no SSRC, rid or bitrate.
+viewer on the lowest layer. Our gateway client + voice session + a Go Live watch against the
+strict sandbox on the fake network (virtual time), whose SFU parses and counts the REMBs it gets.
+Before: the client sent no REMB at all (``remb_received == 0``) and the status named no SSRC, rid or bitrate.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import attrs
 import pytest
 import trio
+import trio.testing
 from fidelity_kit import SMALL, WATCH, joined, wait_until
 
 from clank.control.session_port import LiveSessionPort, MemberDirectory
@@ -20,7 +21,9 @@ from clank.session.stream_watch import start_stream_watch
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
 
-async def test_a_watch_sends_remb_and_the_status_shows_the_received_layer_and_bitrate() -> None:
+async def test_a_watch_sends_remb_and_the_status_shows_the_received_layer_and_bitrate(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(40):
         async with joined() as (sb, _gateway, session):
             assert sb.media is not None
@@ -53,7 +56,7 @@ async def test_a_watch_sends_remb_and_the_status_shows_the_received_layer_and_bi
             )  # type: ignore[union-attr]
 
 
-async def test_remb_can_be_switched_off() -> None:
+async def test_remb_can_be_switched_off(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(40):
         async with joined() as (sb, _gateway, session):
             assert sb.media is not None

@@ -217,3 +217,30 @@ def test_media_payload_types_are_rtp(second_byte: int) -> None:
 @given(st.binary(max_size=100))
 def test_classify_is_total(data: bytes) -> None:
     assert isinstance(classify(data), PacketKind)
+
+
+def classify_model(data: bytes) -> PacketKind:
+    """The demux rules as discord-protocol.md §4.5 step 1 states them, one test after another."""
+    n = len(data)
+    if n == 8:
+        return PacketKind.KEEPALIVE
+    if n < 8:
+        return PacketKind.UNKNOWN
+    if data[0] >> 6 == 2:
+        if data[1] in range(192, 224):
+            return PacketKind.RTCP
+        return PacketKind.RTP if n >= 12 else PacketKind.UNKNOWN
+    if n == 74 and data[0] == 0 and data[2:4] == b"\x00\x46" and data[1] in (1, 2):
+        return PacketKind.IP_DISCOVERY_RESPONSE if data[1] == 2 else PacketKind.IP_DISCOVERY_REQUEST
+    return PacketKind.UNKNOWN
+
+
+@given(
+    st.sampled_from([0x00, 0x80, 0x90, 0xA0, 0xB0, 0x40, 0xC0]),
+    st.sampled_from([0, 1, 2, 0x67, 0x78, 191, 192, 200, 223, 224]),
+    st.sampled_from([b"", b"\x00\x46", b"\x00\x47"]),
+    st.integers(0, 90),
+)
+def test_classify_matches_the_rules(b0: int, b1: int, middle: bytes, length: int) -> None:
+    data = (bytes([b0, b1]) + middle + bytes(100))[:length]
+    assert classify(data) is classify_model(data)

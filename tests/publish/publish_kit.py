@@ -19,6 +19,7 @@ from fake_session import fake_session
 from clank.config import DiscordSettings, PublishSettings, Settings
 from clank.io.fakenet import FakeNet
 from clank.io.gateway import GatewayClient, open_gateway_client
+from clank.media.visualizer import write_wav
 from clank.sandbox.app import Sandbox, open_sandbox
 from clank.sandbox.rtc.viewer import StreamViewer
 from clank.session.stream_publish import PublishHandle
@@ -89,29 +90,10 @@ async def add_viewer(sb: Sandbox, handle: PublishHandle, name: str = "bob") -> S
 
 def write_music(path: str, seconds: float = 3.0) -> str:
     """A WAV of tones that change every half second (something for a visualizer to draw)."""
-    import av
-
     rate = 48000
     t = np.arange(int(seconds * rate)) / rate
     freqs = np.array([220, 330, 440, 550, 660, 880])[(t * 2).astype(int) % 6]
-    mono = (np.sin(2 * np.pi * freqs * t) * 0.4 * 32767).astype(np.int16)
-    with av.open(path, "w", format="wav") as out:
-        stream = out.add_stream("pcm_s16le", rate=rate)
-        stream.layout = "stereo"
-        for start in range(0, len(mono), 4800):
-            chunk = mono[start : start + 4800]
-            frame = av.AudioFrame.from_ndarray(
-                np.ascontiguousarray(np.repeat(chunk[:, None], 2, axis=1).reshape(1, -1)),
-                format="s16",
-                layout="stereo",
-            )
-            frame.sample_rate = rate
-            frame.pts = start
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
+    return write_wav(path, (np.sin(2 * np.pi * freqs * t) * 0.4 * 32767).astype(np.int16), rate)
 
 
 def write_video(path: str, seconds: float = 2.0, fps: int = 30) -> str:

@@ -94,6 +94,8 @@ class RawClient:
                 self.receiver = MediaReceiver(cipher, self.dave, self.config.effective_codecs)
                 frames = self.dave.on_session_description(event.dave_protocol_version)
                 await self._handle(self._dave_out(frames))
+                # Our inactive op12: the strict server forwards no media before it (media_after_own_op12).
+                await self._handle(self.core.video_state_announcement(False))
             elif isinstance(event, client.Speaking) and self.receiver is not None:
                 self.receiver.bind_audio(event.ssrc, int(event.user_id))
             elif isinstance(event, client.ClientsConnected):

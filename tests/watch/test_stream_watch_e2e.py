@@ -103,8 +103,10 @@ async def test_watch_a_go_live_stream_and_frames_match_the_source(codec: VideoCo
             assert all(f.codec == codec and f.user_id == alice and f.width == 320 for f in frames)
             stats = handle.statistics()
             (stream,) = stats.streams.values()
-            # Frames that arrived before our DAVE session was ready fail (counted); none after.
-            assert stream.receive.dave_ok > 0 and set(stream.receive.dave_failures) <= {"not_ready"}
+            # Frames that arrived before our DAVE session was ready fail (counted); after that only the
+            # first frame the strict sandbox makes undecryptable (fidelity.stale_first_video_frame).
+            failures = stream.receive.dave_failures
+            assert stream.receive.dave_ok > 0 and sum(failures.values()) - failures.get("not_ready", 0) <= 1
             assert stream.decode is not None and stream.decode.decode_errors == 0
             assert stats.sink_wants_sent >= 1 and stats.time_to_first_frame is not None
             await handle.stop()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import ast
 import inspect
 
-from clank.session import stream_watch
+from clank.session import stream_leg, stream_watch, watch_handle, webcam_watch
 from clank.session.watch_handle import WATCH_FAILURES
 
 
 def _raised_reasons() -> set[str]:
-    tree = ast.parse(inspect.getsource(stream_watch))
+    # The watch code: the stream role, the webcam role, what they share and the stream-leg flow.
+    modules = (stream_watch, webcam_watch, watch_handle, stream_leg)
+    tree = ast.parse("\n".join(inspect.getsource(module) for module in modules))
     reasons: set[str] = set()
     for node in ast.walk(tree):
         if (

@@ -9,7 +9,7 @@ does not handle itself back to the server. :class:`WsSink` is the real client's 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
@@ -30,6 +30,7 @@ from clank.protocol.voice_gateway import SendBinary, SendText
 from clank.sandbox import voice_gateway_core as core_mod
 from clank.sandbox.rtc.peer import Participant
 from clank.wire import voice_gateway as vg
+from clank.wire.voice_gateway import VoiceOp
 
 if TYPE_CHECKING:
     from clank.sandbox.rtc.server import MediaServer
@@ -39,6 +40,25 @@ log = get_logger("clank.sandbox.rtc")
 OUTBOX_SIZE: Final = 1024
 """Frames queued for one websocket; a client that falls this far behind is disconnected (1008)."""
 CLOSE_POLICY_VIOLATION: Final = 1008
+CLIENT_FLAGS: Final = 2
+"""op18 ``flags`` the control noise sends for each other member (any value: clients ignore it)."""
+CLIENT_PLATFORM: Final = 0
+"""op20 ``platform`` (0: desktop)."""
+
+
+def loose_video(video: vg.Video) -> dict[str, Any]:
+    """op12 as Discord may shape it: integral numbers as floats (``max_framerate: 30.0``) and an
+    inactive simulcast layer without ``ssrc`` (clients take every stream field as optional)."""
+    d = video.serialize()
+    streams: list[dict[str, Any]] = list(d.get("streams") or [])
+    for stream in streams:
+        for key in ("max_framerate", "quality"):
+            if isinstance(stream.get(key), int):
+                stream[key] = float(stream[key])
+    if streams:
+        streams.append({"type": "video", "rid": "50", "quality": 50.0, "active": False})
+    d["streams"] = streams
+    return d
 
 
 @attrs.frozen
@@ -206,13 +226,36 @@ class WsSink:
         raise SandboxError("websocket participants receive datagrams on the server's UDP socket")
 
     def notify(self, payload: vg.Payload) -> None:
+        delay = self.connection.server.config.fidelity.speaking_delay
+        if isinstance(payload, vg.Speaking) and delay > 0:
+            # Fidelity: Discord's op5 may trail the speaker's first packets (media before op5).
+            self.connection.server._nursery.start_soon(self._notify_later, payload, delay)
+            return
+        self._notify(payload)
+
+    async def _notify_later(self, payload: vg.Payload, delay: float) -> None:
+        await trio.sleep(delay)
+        user_id = self.connection.user_id
+        participant = None if user_id is None else self.connection.server.participant(user_id)
+        if participant is not None and isinstance(participant.sink, WsSink):
+            participant.sink._notify(payload)  # the current connection (it may have resumed since)
+
+    def _notify(self, payload: vg.Payload) -> None:
         core = self.connection.core
+        noise = self.connection.server.config.fidelity.control_noise
         if isinstance(payload, vg.Speaking):
             events = core.send_speaking(payload.user_id or "0", payload.ssrc, payload.speaking)
         elif isinstance(payload, vg.ClientsConnect):
             events = core.send_clients_connect(payload.user_ids)
+            for user_id in payload.user_ids if noise else ():  # Discord follows op11 with these
+                events += core.send_client_flags(user_id, CLIENT_FLAGS)
+                events += core.send_client_platform(user_id, CLIENT_PLATFORM)
         elif isinstance(payload, vg.ClientDisconnect):
             events = core.send_client_disconnect(payload.user_id)
+        elif isinstance(payload, vg.Video) and noise:
+            loose = loose_video(payload)
+            events = core.send_message(VoiceOp.VIDEO, loose)
+            events += core.send_message(VoiceOp.CLIENT_FLAGS, loose)  # op18 as video state (clankvox)
         elif isinstance(payload, vg.Video):
             events = core.send_video(payload)
         elif isinstance(payload, vg.SessionUpdate):

@@ -8,7 +8,7 @@ transport key, DAVE frames from the same ``DaveGroupServer``, the same op5/op11/
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Final, Protocol
 
 import attrs
 
@@ -17,6 +17,13 @@ from clank.crypto.transport import TransportCipher
 from clank.io.lossy import LossySender
 from clank.io.udp import Address
 from clank.wire import voice_gateway as vg
+
+# Simulated users declare the same PTs clankvox/our client use, and can send every codec.
+SIMULATED_CODECS: Final = (
+    vg.OPUS_CODEC,
+    vg.Codec("H264", "video", 1000, vg.H264_PT, vg.H264_RTX_PT, encode=True, decode=True),
+    vg.Codec("VP8", "video", 2000, vg.VP8_PT, vg.VP8_RTX_PT, encode=True, decode=True),
+)
 
 
 class PeerSink(Protocol):

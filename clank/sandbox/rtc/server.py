@@ -45,7 +45,7 @@ from clank.sandbox.dave.group import DaveGroupStatistics
 from clank.sandbox.fidelity import STRICT, FidelityRules
 from clank.sandbox.rtc.connection import MediaConnection
 from clank.sandbox.rtc.dave_router import DaveRouter
-from clank.sandbox.rtc.peer import Participant, PeerSink
+from clank.sandbox.rtc.peer import SIMULATED_CODECS, Participant, PeerSink
 from clank.sandbox.rtc.sfu import SfuStatistics
 from clank.sandbox.rtc.udp_plane import Direction, UdpPlane
 from clank.wire import voice_gateway as vg
@@ -57,6 +57,7 @@ Kind = Literal["voice", "stream"]
 CLOSE_VOICE_SERVER_CRASHED: Final = 4015
 CLOSE_DISCONNECTED: Final = 4014
 CLOSE_CALL_TERMINATED: Final = 4022
+BACKEND_VERSION: Final = {"voice": "0.9.1", "rtc_worker": "0.4.11"}  # op16 (only the shape matters)
 
 # Server-initiated closes after which the client is expected to resume (participant kept).
 KEEPS_SESSION: Final = frozenset({CLOSE_VOICE_SERVER_CRASHED})
@@ -231,6 +232,10 @@ class MediaServer:
                 del self._sessions[old_id]
         self._sessions[session.identify.session_id] = session
 
+    def session_of(self, user_id: int) -> core_mod.VoiceServerSession | None:
+        """The user's current voice-gateway session (seq, replay buffer, ``sent_ops``)."""
+        return next((s for s in self._sessions.values() if s.user_id == str(user_id)), None)
+
     def acking_stopped(self, user_id: int) -> bool:
         return user_id in self._acking_stopped
 
@@ -243,6 +248,7 @@ class MediaServer:
             port=self.udp_address[1],
             heartbeat_ack_echo=self.config.fidelity.heartbeat_ack_echo,
             sink_wants_flat_only=self.config.fidelity.sink_wants_flat_only,
+            backend_version=BACKEND_VERSION if self.config.fidelity.control_noise else None,
         )
         return core_mod.VoiceServerConnectionCore(
             config,
@@ -470,14 +476,6 @@ class MediaServer:
         for other in list(self._participants.values()):
             if other is not sender and not (isinstance(payload, vg.Video) and self._video_gated(other)):
                 other.sink.notify(payload)
-
-
-# Simulated users declare the same PTs clankvox/our client use, and can send every codec.
-SIMULATED_CODECS: Final = (
-    vg.OPUS_CODEC,
-    vg.Codec("H264", "video", 1000, vg.H264_PT, vg.H264_RTX_PT, encode=True, decode=True),
-    vg.Codec("VP8", "video", 2000, vg.VP8_PT, vg.VP8_RTX_PT, encode=True, decode=True),
-)
 
 
 @asynccontextmanager

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import random
+import time
 from typing import Final, Literal
 
 import attrs
@@ -52,6 +53,8 @@ VIDEO_CLOCK: Final = 90000
 MTU: Final = 1100
 SOURCE_FRAMES_KEPT: Final = 90
 SENT_FRAMES_KEPT: Final = 90
+SEND_BUDGET: Final = 0.0005
+"""Seconds of sending a frame's packets between yields to the scheduler."""
 
 Content = Literal["screen", "webcam"]
 KEYFRAMES_AT_START_ONLY: Final = 1e6
@@ -246,7 +249,7 @@ class VideoSender:
             self._index += 0 if self.hold_picture else 1
             source, encoded = await run_cpu(self._encode, index, keyframe, limiter=self._limiter)
             for frame in encoded:
-                self._send_frame(source, frame)
+                await self._send_frame(source, frame)
 
     def _can_send(self) -> bool:
         member = self.member
@@ -281,7 +284,10 @@ class VideoSender:
         self._stats["parameter_sets_repeated"] += 1
         return self._parameter_sets + frame.data
 
-    def _send_frame(self, source: av.VideoFrame, frame: EncodedFrame) -> None:
+    async def _send_frame(self, source: av.VideoFrame, frame: EncodedFrame) -> None:
+        """DAVE-encrypt, packetize and send one access unit; a keyframe's packets (several ms of
+        work) yield to the scheduler every ``SEND_BUDGET``: an in-process demo shares the trio
+        thread with clank's audio pacer."""
         self._stats["frames_encoded"] += 1
         data = self._with_parameter_sets(frame)
         try:
@@ -298,7 +304,11 @@ class VideoSender:
         else:
             payloads = packetize_vp8(encrypted, self._picture_id, MTU)
             self._picture_id += 1
+        budget_end = time.perf_counter() + SEND_BUDGET
         for i, payload in enumerate(payloads):
+            if time.perf_counter() >= budget_end:
+                await trio.lowlevel.checkpoint()
+                budget_end = time.perf_counter() + SEND_BUDGET
             marker = i == len(payloads) - 1
             padding = b""
             if self._rng.random() < self.settings.padding_probability:

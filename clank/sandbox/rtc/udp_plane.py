@@ -32,7 +32,7 @@ class UdpPlane:
     def __init__(self, participants: dict[int, Participant], fidelity: FidelityRules, seed: int) -> None:
         self._participants = participants
         self._fidelity = fidelity
-        self.sfu = Sfu(self.deliver, seed=seed)
+        self.sfu = Sfu(self.deliver, seed=seed, fidelity=fidelity)
         self.endpoint: DatagramEndpoint | None = None
         self.discovered: dict[int, Address] = {}  # SSRC -> address from IP discovery
         self._link_scopes: dict[tuple[int, Direction], trio.CancelScope] = {}
