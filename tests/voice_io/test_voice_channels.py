@@ -92,8 +92,8 @@ async def test_moving_while_watching_ends_the_watch_with_a_reason(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     with trio.fail_after(LIMIT):
-        async with running("streamer") as r:
-            alice = r.user("alice")
+        async with running() as r:
+            alice = await r.go_live("alice")
             lounge = _channel_id(r, "Lounge")
             watch = (await r.client.post("/api/tools/start_screen_watch", json={})).json()
             assert watch["ok"] and watch["targetUserId"] == alice

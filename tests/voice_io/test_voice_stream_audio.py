@@ -22,8 +22,8 @@ async def test_stream_audio_is_received_on_the_stream_leg_and_decodes(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     with trio.fail_after(LIMIT):
-        async with running("streamer") as r:
-            alice = r.user("alice")
+        async with running() as r:
+            alice = await r.go_live("alice")
             watch = (await r.client.post("/api/tools/start_screen_watch", json={})).json()
             assert watch["ok"] and watch["targetUserId"] == alice
             stream_key = r.sandbox.world.stream_of(alice).key
