@@ -32,6 +32,7 @@ from clank.io.listen import listen_failed
 from clank.logging import get_logger
 from clank.sandbox.asgi_bridge import asgi_websocket_handler
 from clank.sandbox.faults import Faults
+from clank.sandbox.fidelity import STRICT, FidelityRules
 from clank.sandbox.gateway import GatewayServer
 from clank.sandbox.hub import DispatchHub
 from clank.sandbox.ids import IdFactory
@@ -115,6 +116,7 @@ async def open_sandbox(
     tls: bool = False,
     dave_protocol_version: int = 1,
     net: FakeNet | None = None,
+    fidelity: FidelityRules = STRICT,
 ) -> AsyncIterator[Sandbox]:
     """Start the sandbox; on exit, close every gateway connection and stop the server.
 
@@ -124,7 +126,9 @@ async def open_sandbox(
     Voice and stream servers with simulated media (``sb.media``) run unless ``media`` is False
     or another ``media_backend`` is given. With ``tls`` they serve ``wss://`` with a throwaway
     certificate whose CA is ``sb.ca_file`` (for clients that hard-code ``wss://{endpoint}``).
-    ``dave_protocol_version`` 0 turns DAVE off on its voice and stream servers.
+    ``dave_protocol_version`` 0 turns DAVE off on its voice and stream servers. ``fidelity``: how
+    closely they imitate Discord (:mod:`clank.sandbox.fidelity`; ``LENIENT`` only for a test that
+    says why).
     """
     get_scenario(scenario)  # refuse unknown names before anything starts (a plain SandboxError)
     if media_backend is not None or not media:
@@ -141,7 +145,11 @@ async def open_sandbox(
         ssl_context = None if minted is None else minted.server_context()
         settings = RtcSettings(
             server=MediaServerConfig(
-                seed=seed, ssl_context=ssl_context, dave_protocol_version=dave_protocol_version, net=net
+                seed=seed,
+                ssl_context=ssl_context,
+                dave_protocol_version=dave_protocol_version,
+                net=net,
+                fidelity=fidelity,
             )
         )
         async with (

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Generic, TypeVar
+from typing import Concatenate, Final, Generic, Protocol, TypeAlias, TypeVar
 
 import attrs
 import trio
@@ -44,8 +44,10 @@ from clank.logging import bound, get_logger
 __all__ = [
     "EXPECTED_ROLE_ERRORS",
     "ROLE_EVENT_BUFFER",
+    "Role",
     "RoleEvent",
     "RoleEventBus",
+    "RoleFn",
     "RoleHandle",
     "RoleState",
     "RoleStatistics",
@@ -93,7 +95,7 @@ class RoleStatistics:
     reason: str | None
     close_code: int | None
     transitions: int
-    detail: Any = attrs.field(default=None, eq=False)
+    detail: object = attrs.field(default=None, eq=False)
     """The role's own statistics value (e.g. ``VoiceRoleStatistics``), when it attached one."""
     also_failed: tuple[str, ...] = ()
     """Errors raised beside the one that ended the role (``Type: message``), in raise order."""
@@ -141,7 +143,7 @@ class RoleHandle(Generic[ApiT]):
         self._changed = trio.Event()
         self._stopped = trio.Event()
         self._api: ApiT | None = None
-        self._statistics_fn: Callable[[], Any] | None = None
+        self._statistics_fn: Callable[[], object] | None = None
 
     def __repr__(self) -> str:
         return f"RoleHandle(name={self.name!r}, state={self._state.value})"
@@ -197,7 +199,7 @@ class RoleHandle(Generic[ApiT]):
 
     # ------------------------------------------------------------------ role side
 
-    def attach(self, api: ApiT | None = None, statistics: Callable[[], Any] | None = None) -> None:
+    def attach(self, api: ApiT | None = None, statistics: Callable[[], object] | None = None) -> None:
         if api is not None:
             self._api = api
         if statistics is not None:
@@ -258,6 +260,15 @@ class RoleHandle(Generic[ApiT]):
 
     # ------------------------------------------------------------------ boundary
 
+    def _summary(self) -> object:
+        fn = self._statistics_fn
+        if fn is None:
+            return None
+        try:
+            return fn()
+        except ClankError:
+            return None
+
     def _finish(self, errors: list[BaseException]) -> None:
         """End the role: the first error is the reason; every other one is reported too."""
         error = errors[0] if errors else None
@@ -279,30 +290,46 @@ class RoleHandle(Generic[ApiT]):
             duration_s=round(self._ended_at - self._started_at, 3),
             transitions=self._transitions,
             also_failed=list(self._also_failed) or None,
-            summary=_summary(self),
+            summary=self._summary(),
         )
         self._stopped.set()
         self._changed.set()
 
 
-def _summary(handle: RoleHandle[Any]) -> Any:
-    fn = handle._statistics_fn
-    if fn is None:
-        return None
-    try:
-        return fn()
-    except ClankError:
-        return None
+RoleFn: TypeAlias = Callable[Concatenate[RoleHandle[ApiT], ...], Awaitable[None]]
+"""``async def role(handle: RoleHandle[Api], *args, task_status) -> None``: what a role runs."""
 
 
-RoleFn = Callable[..., Awaitable[None]]
+class Role(Protocol):
+    """A running role whatever its API: what the voice session keeps, stops and reports.
+
+    :class:`RoleHandle` of any API type is one; callers that need the API hold the typed handle
+    (``VoiceSession.voice`` is a ``RoleHandle[VoiceRole]``).
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def state(self) -> RoleState: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def error(self) -> BaseException | None: ...
+    @property
+    def was_ready(self) -> bool: ...
+    @property
+    def stopped(self) -> bool: ...
+    def statistics(self) -> RoleStatistics: ...
+    async def wait_stopped(self) -> None: ...
+    def stop_nowait(self, reason: str = "stopped") -> None: ...
+    async def stop(self, reason: str = "stopped") -> None: ...
 
 
 async def run_role(
-    handle: RoleHandle[Any],
-    role_fn: RoleFn,
-    *args: Any,
-    task_status: trio.TaskStatus[RoleHandle[Any]] = trio.TASK_STATUS_IGNORED,
+    handle: RoleHandle[ApiT],
+    role_fn: RoleFn[ApiT],
+    *args: object,
+    task_status: trio.TaskStatus[RoleHandle[ApiT]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run ``role_fn(handle, *args, task_status=...)`` inside the handle's scope and catch boundary.
 

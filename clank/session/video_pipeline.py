@@ -55,6 +55,10 @@ FEEDBACK_IDLE: Final = 0.25
 (a hole to NACK, a keyframe to ask for) wakes it at once through ``feedback_pending``; decoder
 trouble is noticed within this interval (keyframe requests are rate-limited to 1/s anyway)."""
 PENDING_FRAMES: Final = 8
+#: After our DAVE session becomes ready, a sender keeps its old keys until the group's transition
+#: executes (op22): its frames fail with ``no_valid_cryptor`` meanwhile. Expected when we join, so
+#: a stream that has not decrypted yet gets this long before such failures are warnings.
+DAVE_JOIN_GRACE: Final = 5.0
 """Access units held per stream while its decoder thread starts (a keyframe flushes older ones)."""
 
 SinkKey = tuple[str, StreamType]
@@ -119,6 +123,7 @@ class VideoPipeline:
         self._frames_out: dict[int, int] = {}
         self._unwanted = 0
         self._diagnostics = 0
+        self._dave_ready_at: float | None = None
         self._wake = trio.Event()
         # Congestion feedback (REMB): bytes per SSRC since the last REMB, and what they were.
         max_bps = settings.remb_max_kbps * 1000
@@ -176,10 +181,23 @@ class VideoPipeline:
         self._handle(self.receiver.on_client_disconnected(user_id))
 
     def dave_ready(self, now: float) -> None:
+        if self._dave_ready_at is None:
+            self._dave_ready_at = now
         self.receiver.dave_ready(now)
         self._wake.set()
 
     # ------------------------------------------------------------------ events
+
+    def _joining(self, event: DecryptDiagnostic) -> bool:
+        """A ``no_valid_cryptor`` failure of a stream that never decrypted, soon after our DAVE
+        session became ready: the sender has not switched to the group's new keys yet."""
+        ready_at = self._dave_ready_at
+        if event.reason != "no_valid_cryptor" or ready_at is None:
+            return False
+        if trio.current_time() - ready_at > DAVE_JOIN_GRACE:
+            return False
+        stream = self.receiver.statistics().streams.get(event.ssrc)
+        return stream is None or stream.dave_ok == 0
 
     def _handle(self, events: list[ReceiveEvent]) -> None:
         for event in events:
@@ -187,8 +205,13 @@ class VideoPipeline:
                 self._on_frame(event)
             elif isinstance(event, DecryptDiagnostic):
                 self._diagnostics += 1
-                log.warning(
-                    "video frame failed DAVE decrypt",
+                joining = self._joining(event)
+                frame = dict(event.frame)
+                if joining:
+                    frame.pop("tail_hex", None)  # the expected case: no hex dump on the happy path
+                (log.info if joining else log.warning)(
+                    "video frame failed DAVE decrypt"
+                    + (" (joining: the sender's transition)" if joining else ""),
                     ssrc=event.ssrc,
                     user_id=event.user_id,
                     reason=event.reason,
@@ -196,7 +219,7 @@ class VideoPipeline:
                     seqs=(event.first_seq, event.last_seq),
                     packets=event.packet_count,
                     suppressed_since_last=event.suppressed_since_last,
-                    frame=dict(event.frame),
+                    frame=frame,
                 )
             elif isinstance(event, CodecChanged):
                 log.info("video codec", ssrc=event.ssrc, user_id=event.user_id, codec=event.codec)

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Final, NoReturn
+from functools import partial
+from typing import Final, NoReturn, TypeVar
 
 import attrs
 import trio
@@ -50,7 +51,7 @@ from clank.io.media_leg_params import REAL_TRANSPORTS, MediaConnectionParams, Me
 from clank.logging import bound, get_logger, register_secret
 from clank.protocol.backoff import VOICE_REJOIN
 from clank.protocol.streams import DISPATCH_PARSERS, StreamRegistry
-from clank.session.roles import RoleEvent, RoleEventBus, RoleFn, RoleHandle, RoleStatistics, run_role
+from clank.session.roles import Role, RoleEvent, RoleEventBus, RoleFn, RoleHandle, RoleStatistics, run_role
 from clank.session.voice_role import VoiceRole, voice_role
 from clank.session.watches import Watches
 from clank.wire.gateway_events import VoiceServerUpdate, VoiceState, dave_group_id_for_voice
@@ -106,7 +107,7 @@ class _Left:
 
 @attrs.frozen
 class _RoleStopped:
-    handle: RoleHandle[Any] = attrs.field(eq=False)
+    handle: Role = attrs.field(eq=False)
 
 
 _Signal = _NewCredentials | _Left | _RoleStopped
@@ -125,10 +126,10 @@ class VoiceSessionStatistics:
     """4014/4022 followed by new voice credentials within ``SERVER_MOVE_WAIT`` (reconnected)."""
 
 
-@attrs.define(eq=False)
-class _RoleSpec:
-    role_fn: RoleFn
-    args: tuple[Any, ...]
+#: How a role is started again when the session rebuilds its roles (its name, function and args bound).
+_Relaunch = Callable[[], Awaitable[Role]]
+
+ApiT = TypeVar("ApiT")
 
 
 class VoiceSession:
@@ -165,8 +166,9 @@ class VoiceSession:
         self._credentials: VoiceCredentials | None = None
         self._session_id: str | None = None
         self._server: VoiceServerUpdate | None = None
-        self._roles: dict[str, RoleHandle[Any]] = {}
-        self._specs: dict[str, _RoleSpec] = {}
+        self._roles: dict[str, Role] = {}
+        self._voice: RoleHandle[VoiceRole] | None = None
+        self._specs: dict[str, _Relaunch] = {}
         self._nursery: trio.Nursery | None = None
         self._rejoining = False
         self._leaving = False
@@ -190,12 +192,12 @@ class VoiceSession:
 
     @property
     def voice(self) -> RoleHandle[VoiceRole]:
-        handle = self._roles.get(VOICE_ROLE)
+        handle = self._voice
         if handle is None:
             raise UsageError("the voice role is not running")
         return handle
 
-    def roles(self) -> dict[str, RoleHandle[Any]]:
+    def roles(self) -> dict[str, Role]:
         return dict(self._roles)
 
     def statistics(self) -> VoiceSessionStatistics:
@@ -212,7 +214,7 @@ class VoiceSession:
 
     # ------------------------------------------------------------------ roles
 
-    async def start_role(self, name: str, role_fn: RoleFn, *args: Any) -> RoleHandle[Any]:
+    async def start_role(self, name: str, role_fn: RoleFn[ApiT], *args: object) -> RoleHandle[ApiT]:
         """Start ``role_fn(handle, *args, task_status=...)`` as a child nursery of the session."""
         nursery = self._nursery
         if nursery is None or self._leaving:
@@ -220,7 +222,7 @@ class VoiceSession:
         current = self._roles.get(name)
         if current is not None and not current.stopped:
             raise UsageError(f"role {name!r} is already running")
-        self._specs[name] = _RoleSpec(role_fn, args)
+        self._specs[name] = partial(self._launch, name, role_fn, args)
         return await self._launch(name, role_fn, args)
 
     async def stop_role(self, name: str, reason: str = "stopped") -> None:
@@ -230,16 +232,16 @@ class VoiceSession:
         if handle is not None:
             await handle.stop(reason)
 
-    async def _launch(self, name: str, role_fn: RoleFn, args: tuple[Any, ...]) -> RoleHandle[Any]:
+    async def _launch(self, name: str, role_fn: RoleFn[ApiT], args: tuple[object, ...]) -> RoleHandle[ApiT]:
         nursery = self._nursery
         assert nursery is not None
-        handle: RoleHandle[Any] = RoleHandle(name, self._bus)
+        handle: RoleHandle[ApiT] = RoleHandle(name, self._bus)
         self._roles[name] = handle
         await nursery.start(run_role, handle, role_fn, *args)
         nursery.start_soon(self._watch_role, handle)
         return handle
 
-    async def _watch_role(self, handle: RoleHandle[Any]) -> None:
+    async def _watch_role(self, handle: Role) -> None:
         await handle.wait_stopped()
         if not self._leaving:
             await self._signal_send.send(_RoleStopped(handle))
@@ -263,7 +265,7 @@ class VoiceSession:
         if old is not None:
             await old.stop("voice server changed")
         self._credentials = credentials
-        await self._launch(VOICE_ROLE, voice_role, (self._voice_params(credentials),))
+        self._voice = await self._launch(VOICE_ROLE, voice_role, (self._voice_params(credentials),))
 
     # ------------------------------------------------------------------ dispatches
 
@@ -415,8 +417,8 @@ class VoiceSession:
         for handle in list(self._roles.values()):
             await handle.stop("voice session changed")
         await self._start_voice(credentials)
-        for name, spec in list(self._specs.items()):
-            await self._launch(name, spec.role_fn, spec.args)
+        for relaunch in list(self._specs.values()):
+            await relaunch()
 
     async def _leave(self) -> None:
         self._leaving = True

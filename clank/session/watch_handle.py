@@ -11,7 +11,7 @@ session.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeVar
 
 import attrs
 import trio
@@ -31,7 +31,7 @@ from clank.io.media_connection_statistics import MediaConnectionStatistics
 from clank.io.media_leg_params import MediaTransports
 from clank.protocol.streams import StreamRegistry
 from clank.protocol.video_receive import StreamType, VideoReceiveConfig
-from clank.session.roles import RoleFn, RoleHandle, RoleState
+from clank.session.roles import Role, RoleFn, RoleHandle, RoleState
 from clank.session.video_pipeline import FrameSink, VideoPipeline, WatchStreamStatistics
 from clank.session.voice_role import VoiceRole
 from clank.session.watch_frames import FrameChannel, LatestFrameStore
@@ -79,6 +79,9 @@ SINK_WANTS_INTERVAL_SETTLED: Final = 10.0
 WatchKind = Literal["screen", "camera"]
 
 
+ApiT = TypeVar("ApiT")
+
+
 class WatchSession(Protocol):
     """What a watch needs from the voice session (``clank.session.voice_session.VoiceSession``)."""
 
@@ -97,9 +100,9 @@ class WatchSession(Protocol):
     @property
     def voice(self) -> RoleHandle[VoiceRole]: ...
 
-    def roles(self) -> dict[str, RoleHandle[Any]]: ...
+    def roles(self) -> dict[str, Role]: ...
 
-    async def start_role(self, name: str, role_fn: RoleFn, *args: Any) -> RoleHandle[Any]: ...
+    async def start_role(self, name: str, role_fn: RoleFn[ApiT], *args: object) -> RoleHandle[ApiT]: ...
 
     async def stop_role(self, name: str, reason: str = "stopped") -> None: ...
 

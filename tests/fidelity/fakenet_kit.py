@@ -51,11 +51,10 @@ async def fake_session(
 ) -> AsyncIterator[tuple[FakeNet, Sandbox, VoiceSession]]:
     async with (
         open_fake_net() as net,
-        open_sandbox(net=net, dave_protocol_version=dave_protocol_version) as sb,
+        open_sandbox(net=net, dave_protocol_version=dave_protocol_version, fidelity=fidelity) as sb,
     ):
         backend = media(sb)
-        server = attrs.evolve(backend.settings.server, fidelity=fidelity)
-        backend.settings = attrs.evolve(backend.settings, screen=video, webcam=video, server=server)
+        backend.settings = attrs.evolve(backend.settings, screen=video, webcam=video)
         async with (
             open_gateway_client(url=sb.gateway_url, token=sb.token, connect=net.open_websocket) as gateway,
             open_voice_session(

@@ -18,7 +18,7 @@ import trio
 import trio.testing
 from fakenet_kit import WATCH, fake_session, media
 
-from clank.io.media_connection import MediaConnectionStatistics
+from clank.io.media_connection_statistics import MediaConnectionStatistics
 from clank.sandbox.app import Sandbox
 from clank.sandbox.rtc.server import MediaServer
 from clank.session.roles import RoleState

@@ -16,7 +16,8 @@ import trio.testing
 
 from clank.config import DiscordSettings, Settings
 from clank.io.fakenet import open_fake_net
-from clank.io.media_connection import MediaConnectionParams, open_media_connection
+from clank.io.media_connection import open_media_connection
+from clank.io.media_leg_params import MediaConnectionParams
 from clank.sandbox.rtc.server import MediaServerConfig, open_media_server
 from clank.sandbox.rtc.users import open_simulated_member
 from clank.wire.gateway_events import dave_group_id_for_voice

@@ -21,8 +21,9 @@ from clank.sandbox.app import Sandbox
 from clank.sandbox.fidelity import STRICT
 from clank.sandbox.rtc.sfu import SfuStatistics
 from clank.session.roles import RoleState
-from clank.session.stream_watch import WatchHandle, start_stream_watch
+from clank.session.stream_watch import start_stream_watch
 from clank.session.voice_session import VoiceSession
+from clank.session.watch_handle import WatchHandle
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 

@@ -19,7 +19,8 @@ sequence numbers); and with ``stale_first_video_frame`` the first video frame a 
 on each SSRC cannot be decrypted (its DAVE tag is flipped, as a frame sealed before the receiver
 had the key would fail). ``media_after_own_op12``: a real client gets no media before its op12.
 
-RTCP: try AAD 8 then AAD 4 (§4.6 conflict; counted per framing); NACK/PLI/FIR go to the
+RTCP: only the 8-byte-AAD framing Discord decrypts is accepted (others: ``rtcp_undecodable``,
+tests/fidelity/test_fidelity_rtcp_framing.py); NACK/PLI/FIR go to the
 participant that sends the named SSRC, re-sealed with its key (AAD 8); RR/SR are counted; REMB and
 transport-cc feedback are parsed (``clank.wire.rtcp_feedback``) and counted, the latest REMB
 bitrate kept per sender (there are no simulcast layers here to pick from it).
