@@ -25,7 +25,6 @@ from clank.codecs.annexb import (
     split_nals,
 )
 from clank.codecs.assembly import FrameAssembler, UnsupportedPayload
-from clank.codecs.packet import AssembledFrame, MediaPacket
 from clank.errors import MalformedPacket, UsageError
 
 STAP_A = 24
@@ -93,37 +92,17 @@ class H264Depacketizer(FrameAssembler):
             self._parameter_sets = True
         self._parts += (START_CODE, bytes((header,)), rest)
 
-    def push_packet(self, packet: MediaPacket) -> list[AssembledFrame]:
-        """``FrameAssembler.push_packet`` with a short path for the bulk of a frame's packets: the
-        next FU-A fragment (not the first, not the marker) of the NAL in progress, in sequence
-        and with the frame's timestamp. The same state changes, without the general checks."""
-        payload = packet.payload
-        previous = self._prev_seq
-        if (
-            self._fu_type is not None  # (implies a frame in progress)
-            and previous is not None
-            and packet.seq == (previous + 1) & 0xFFFF
-            and packet.timestamp == self._timestamp
-            and not packet.marker
-            and len(payload) > 1
-            and payload[0] & 0x1F == FU_A
-            and not payload[1] & _FU_START
-            and payload[1] & 0x1F == self._fu_type
-        ):
-            seq = packet.seq
-            self._packets += 1
-            self._accepted += 1
-            self._count += 1
-            self._prev_seq = self._last_seq = seq
-            self._gap_before_next = False
-            self._parts.append(payload[2:])
-            if payload[1] & _FU_END:
-                self._fu_type = None
-            return []
-        return super().push_packet(packet)
-
     def _append(self, payload: bytes) -> bool:
         kind = payload[0] & 0x1F
+        if kind == FU_A and len(payload) > 1:
+            header = payload[1]
+            if not header & _FU_START and header & 0x1F == self._fu_type:
+                # A middle or end fragment of the open FU-A (most packets of a frame).
+                self._parts.append(payload[2:])
+                if header & _FU_END:
+                    self._fu_type = None
+                return True
+            return self._append_fu_a(payload)
         if kind in _UNSUPPORTED:
             raise UnsupportedPayload("h264", f"payload type {kind} ({_UNSUPPORTED[kind]})")
         if kind == FU_A:

@@ -98,6 +98,31 @@ class Vp8Descriptor:
         )
 
 
+def descriptor_span(payload: bytes) -> tuple[int, bool]:
+    """``(size, frame_start)`` of ``Vp8Descriptor.parse(payload)`` without building it (per
+    packet on the receive path); the same MalformedPacket for the same bad bytes."""
+    n = len(payload)
+    if not n:
+        raise MalformedPacket("vp8", "truncated payload descriptor")
+    first = payload[0]
+    offset = 1
+    if first & _X:
+        if n <= 1:
+            raise MalformedPacket("vp8", "truncated payload descriptor")
+        ext = payload[1]
+        offset = 2
+        if ext & _I:
+            if offset >= n:
+                raise MalformedPacket("vp8", "truncated payload descriptor")
+            offset += 2 if payload[offset] & _M else 1
+        offset += bool(ext & _L) + bool(ext & (_T | _K))
+        if offset > n:
+            raise MalformedPacket("vp8", "truncated payload descriptor")
+    if offset >= n:
+        raise MalformedPacket("vp8", "no payload after descriptor")
+    return offset, first & (_S | _PID) == _S
+
+
 class Vp8Depacketizer(FrameAssembler):
     """RTP payloads in sequence order (plus Gaps) -> VP8 frames (``AssembledFrame``)."""
 
@@ -113,9 +138,9 @@ class Vp8Depacketizer(FrameAssembler):
         self._keyframe = False
 
     def _append(self, payload: bytes) -> bool:
-        descriptor = Vp8Descriptor.parse(payload)
-        body = payload[descriptor.size :]
-        if descriptor.frame_start:
+        size, frame_start = descriptor_span(payload)
+        body = payload[size:]
+        if frame_start:
             if self._started:
                 return False  # a second frame start under one timestamp: boundaries are lost
             self._started = True

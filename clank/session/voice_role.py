@@ -42,7 +42,6 @@ from clank.io.media_connection import (
 )
 from clank.io.media_connection_statistics import MediaConnectionStatistics
 from clank.io.media_leg_params import MediaConnectionParams
-from clank.io.opus_worker import OpusEncodeWorker, open_opus_encode_worker
 from clank.logging import get_logger
 from clank.media.audio import (
     CHANNELS,
@@ -373,11 +372,11 @@ class VoiceRole:
             await trio.sleep(SPEAKING_TIMER_S)
             self._audio_events(self._receive.tick(trio.current_time()))
 
-    async def _send_loop(self, conn: MediaConnection, encoder: OpusEncodeWorker) -> None:
+    async def _send_loop(self, conn: MediaConnection) -> None:
         """One frame per 20 ms at absolute deadlines while there is audio (or trailing silence).
 
-        The Opus encode runs on ``encoder``'s thread (io/opus_worker.py): the trio thread mixes,
-        waits for the packet without holding the loop, then DAVE-encrypts and sends it."""
+        The Opus encode (~0.4 ms) stays on the trio thread: handing it to a worker thread was
+        measured to drop frames on a loaded machine (docs/performance.md, "Tried and not kept")."""
         speaking = False
         silence_left = 0
         pacer = self._pacer
@@ -391,7 +390,7 @@ class VoiceRole:
                     self._reannounce = False
                     await conn.speaking(SPEAKING_VOICE)
                     speaking = True
-                await self._send_audio(conn, encoder, frame)
+                self._send_audio(conn, frame)
                 silence_left = SILENCE_FRAMES_AFTER_AUDIO
             elif silence_left:
                 self._send_opus(conn, OPUS_SILENCE)
@@ -415,8 +414,8 @@ class VoiceRole:
         self.speech.after_mix()
         self.music.after_mix()
 
-    async def _send_audio(self, conn: MediaConnection, encoder: OpusEncodeWorker, frame: Pcm) -> None:
-        opus = await encoder.encode(frame)
+    def _send_audio(self, conn: MediaConnection, frame: Pcm) -> None:
+        opus = self._encoder.encode(frame)
         if opus is None:
             return
         try:
@@ -452,11 +451,11 @@ async def voice_role(
         # Our (inactive) video state after op4, as clanky and Discord-video-stream send it: Discord
         # sends other users' webcam states (op12) to clients that announced theirs.
         await conn.video_state(False)
-        async with open_opus_encode_worker(role._encoder) as encoder, trio.open_nursery() as nursery:
+        async with trio.open_nursery() as nursery:
             role._nursery = nursery
             role.music.bind(nursery)
             role.speech.bind(nursery)
-            nursery.start_soon(role._send_loop, conn, encoder)
+            nursery.start_soon(role._send_loop, conn)
             nursery.start_soon(role._speaking_timer)
             nursery.start_soon(role.listening.run_timer)
             try:

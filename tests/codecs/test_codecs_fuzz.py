@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from hypothesis import example, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from clank.codecs.assembly import FrameAssembler
-from clank.codecs.h264 import H264Depacketizer, packetize_h264
+from clank.codecs.h264 import H264Depacketizer
 from clank.codecs.packet import SEQ_MOD, AssembledFrame, Gap, MediaPacket
 from clank.codecs.reorder import ReorderBuffer
 from clank.codecs.vp8 import Vp8Depacketizer
@@ -136,74 +136,3 @@ def test_reorder_push_is_insert_then_pop_ready(
         assert fast.statistics() == slow.statistics()
     assert fast.pop_ready(now + 1000.0) == slow.pop_ready(now + 1000.0)
     assert fast.statistics() == slow.statistics()
-
-
-class _GenericH264(H264Depacketizer):
-    """The H264 depacketizer without its FU-A short path (the general ``push_packet`` only)."""
-
-    push_packet = FrameAssembler.push_packet
-
-
-def _fu_a_stream(sizes: list[int]) -> list[MediaPacket]:
-    """Frames of one big NAL each (IDR first), FU-A at a small MTU: mostly middle fragments."""
-    out: list[MediaPacket] = []
-    seq = 65530  # across the wrap
-    for index, size in enumerate(sizes):
-        nal = bytes([0x65 if index == 0 else 0x41]) + bytes((index + i) % 251 for i in range(size))
-        payloads = packetize_h264(b"\x00\x00\x00\x01" + nal, mtu=40)
-        for i, payload in enumerate(payloads):
-            out.append(MediaPacket(seq % SEQ_MOD, 3000 * index, i == len(payloads) - 1, payload))
-            seq += 1
-    return out
-
-
-edits = st.lists(
-    st.tuples(
-        st.integers(0, 200),
-        st.sampled_from(
-            ["drop", "lose", "dup", "swap", "marker", "timestamp", "fu_start", "fu_end", "fu_type", "gap"]
-        ),
-    ),
-    max_size=8,
-)
-
-
-@given(st.lists(st.integers(1, 400), min_size=1, max_size=6), edits)
-@example([100, 100], [(2, "marker"), (1, "lose")])  # a hole, then the next frame starts unmarked
-def test_h264_fu_a_short_path_matches_the_general_path(
-    sizes: list[int], changes: list[tuple[int, str]]
-) -> None:
-    items: list[MediaPacket | Gap] = list(_fu_a_stream(sizes))
-    for position, change in changes:
-        if not items:
-            break
-        i = position % len(items)
-        item = items[i]
-        if change == "gap":
-            items.insert(i, Gap(first_seq=i, count=i % 3, reason="lost"))
-            continue
-        if not isinstance(item, MediaPacket):
-            continue
-        payload = item.payload
-        if change == "drop":
-            del items[i]
-        elif change == "lose":  # as the reorder buffer reports it
-            items[i] = Gap(first_seq=item.seq, count=1, reason="lost")
-        elif change == "dup":
-            items.insert(i, item)
-        elif change == "swap":
-            if i + 1 < len(items):
-                items[i], items[i + 1] = items[i + 1], item
-        elif change == "marker":
-            items[i] = item._replace(marker=not item.marker)
-        elif change == "timestamp":
-            items[i] = item._replace(timestamp=item.timestamp + 1)
-        elif len(payload) > 1:
-            bit = {"fu_start": 0x80, "fu_end": 0x40, "fu_type": 0x01}[change]
-            items[i] = item._replace(payload=payload[:1] + bytes([payload[1] ^ bit]) + payload[2:])
-    fast, general = H264Depacketizer(), _GenericH264()
-    for item in items:
-        assert fast.push(item) == general.push(item)
-        assert fast.keyframe_needed == general.keyframe_needed
-    assert fast.flush() == general.flush()
-    assert fast.statistics() == general.statistics()

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clank.codecs.packet import Gap, MediaPacket
-from clank.codecs.vp8 import Vp8Depacketizer, Vp8Descriptor, packetize_vp8
+from clank.codecs.vp8 import Vp8Depacketizer, Vp8Descriptor, descriptor_span, packetize_vp8
 from clank.errors import MalformedPacket, UsageError
 
 KEY_BODY = b"\x50\x42\x00\x9d\x01\x2a" + bytes(range(200))  # bit0 == 0: keyframe
@@ -126,3 +126,17 @@ def test_libvpx_stream_with_loss_only_yields_intact_frames() -> None:
     expected = {90000 + 3000 * i: frame for i, frame in enumerate(frames_in)}
     assert 0 < len(frames) < len(frames_in)
     assert all(f.complete and f.data == expected[f.timestamp] for f in frames)
+
+
+@given(st.one_of(st.binary(max_size=8), st.tuples(st.sampled_from([0x80, 0x90, 0x91, 0x10, 0x00]),
+       st.sampled_from([0x00, 0x80, 0xC0, 0xF0, 0x40, 0x20, 0x10]), st.binary(max_size=5))
+       .map(lambda t: bytes(t[:2]) + t[2])))  # fmt: skip
+def test_descriptor_span_is_parse_without_the_object(payload: bytes) -> None:
+    try:
+        descriptor = Vp8Descriptor.parse(payload)
+    except MalformedPacket as exc:
+        with pytest.raises(MalformedPacket) as caught:
+            descriptor_span(payload)
+        assert caught.value.reason == exc.reason
+        return
+    assert descriptor_span(payload) == (descriptor.size, descriptor.frame_start)

@@ -1,0 +1,192 @@
+"""The docs stay true to the code: modules, paths, dotted names, config keys, env vars, tools, recipes.
+
+Rules (each test names the doc line to fix when it fails):
+
+* every module under ``clank/`` is named in docs/architecture.md by its path (``io/udp.py`` or
+  ``clank/io/udp.py``), except ``__init__.py``, ``__main__.py`` and private modules (``_*.py``);
+* every repository path the docs mention (``clank/...``, ``tests/...``, ``bench/...``,
+  ``examples/...``, ``conf/...``, and package-relative ``io/udp.py`` forms) exists;
+* every dotted ``clank.x.y`` name the docs mention imports (a module, or an attribute of one);
+* every config key in a docs/configuration.md table row exists, and every backticked
+  ``section.key`` in any doc is a setting (``section.*`` and ``section.a`` / ``.b`` forms included);
+* every ``CLANK_*`` variable the docs mention is one clank reads;
+* every agent tool is named in docs/api.md and every name in its tool tables is a tool;
+* every ``just <recipe>`` the README and docs mention is a recipe of the justfile.
+
+The HTTP route table is checked against docs/api.md in tests/control/test_control_docs_routes.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+from clank.config import ENV_ALIASES, ENV_IGNORED, settings_table
+from clank.control.tools import TOOLS_BY_NAME
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "clank"
+DOCS = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
+PACKAGES = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists())
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def _lines(pattern: re.Pattern[str]) -> list[tuple[str, str]]:
+    """(``doc:line``, match) for every match of ``pattern`` in every doc."""
+    found = []
+    for doc in DOCS:
+        for number, line in enumerate(_text(doc).splitlines(), 1):
+            found += [(f"{doc.relative_to(ROOT)}:{number}", m.group(1)) for m in pattern.finditer(line)]
+    return found
+
+
+def documented_modules() -> list[str]:
+    """Package-relative paths of the modules architecture.md must name (``io/udp.py``)."""
+    return sorted(
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if not path.name.startswith("_") and "__pycache__" not in path.parts
+    )
+
+
+def test_every_module_is_named_in_architecture() -> None:
+    text = _text(ROOT / "docs" / "architecture.md")
+    named = set(re.findall(r"(?<![\w/.])(?:clank/)?([\w/]+\.py)\b", text))
+    missing = [m for m in documented_modules() if m not in named]
+    assert not missing, f"docs/architecture.md (module map) does not name: {missing}"
+
+
+# A path in a doc: rooted at a top-level folder, or package-relative (io/udp.py) after a non-path char.
+_ROOTED = re.compile(r"(?<![\w/.-])((?:clank|tests|bench|examples|conf|docs)/[\w/.*-]*[\w*])")
+_RELATIVE = re.compile(rf"(?<![\w/.-])((?:{'|'.join(PACKAGES)})/[\w/]+\.py)\b")
+
+
+def test_every_path_the_docs_mention_exists() -> None:
+    missing = []
+    for where, path in _lines(_ROOTED):
+        exists = any(ROOT.glob(path)) if "*" in path else (ROOT / path).exists()
+        if not exists:
+            missing.append(f"{where}: {path}")
+    for where, path in _lines(_RELATIVE):
+        if not (PACKAGE / path).exists():
+            missing.append(f"{where}: {path}")
+    assert not missing, "docs name paths that do not exist:\n" + "\n".join(missing)
+
+
+_DOTTED = re.compile(r"(?<![\w./])(clank(?:\.\w+)+)")
+
+
+def _resolves(dotted: str) -> bool:
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj: object = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for attr in parts[cut:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+def test_every_dotted_name_the_docs_mention_imports() -> None:
+    bad = [f"{where}: {name}" for where, name in _lines(_DOTTED) if not _resolves(name)]
+    assert not bad, "docs name clank.* objects that do not exist:\n" + "\n".join(bad)
+
+
+KEYS = {key for key, _default, _expected in settings_table()}
+SECTIONS = sorted({key.split(".", 1)[0] for key in KEYS})
+
+
+def test_every_key_in_the_configuration_table_exists() -> None:
+    rows = re.findall(r"^\| `([\w.]+)` \|", _text(ROOT / "docs" / "configuration.md"), re.MULTILINE)
+    assert rows, "docs/configuration.md has no key table"
+    unknown = [key for key in rows if key not in KEYS]
+    assert not unknown, f"docs/configuration.md documents keys that are not settings: {unknown}"
+
+
+_KEY = re.compile(rf"`((?:{'|'.join(SECTIONS)})\.[a-z0-9_.*]+)`")
+
+
+def test_every_config_key_the_docs_mention_exists() -> None:
+    bad = []
+    for where, key in _lines(_KEY):
+        if key.endswith(".*"):
+            ok = any(k.startswith(key[:-1]) for k in KEYS)
+        else:
+            ok = key in KEYS or any(k.startswith(key + ".") for k in KEYS)
+        if not ok and not key.endswith(".md"):
+            bad.append(f"{where}: {key}")
+    assert not bad, "docs name config keys that do not exist:\n" + "\n".join(bad)
+
+
+ENV_NAMES = (
+    set(ENV_ALIASES)
+    | set(ENV_IGNORED)
+    | {"CLANK_" + key.replace(".", "_").upper() for key in KEYS}
+    | {"CLANK_"}  # the prefix itself, in prose
+)
+
+
+def test_every_env_var_the_docs_mention_exists() -> None:
+    pattern = re.compile(r"(?<![\w<])(CLANK_[A-Z0-9_]*)(?![<\w])")
+    bad = [f"{where}: {name}" for where, name in _lines(pattern) if name not in ENV_NAMES]
+    assert not bad, "docs name CLANK_* variables clank does not read:\n" + "\n".join(bad)
+
+
+def _tool_table_names(text: str) -> list[str]:
+    """First-column names of the ``| tool | ...`` tables (``a`` / ``b`` cells split)."""
+    names: list[str] = []
+    in_table = False
+    for line in text.splitlines():
+        if line.startswith("| tool |"):
+            in_table = True
+        elif in_table and line.startswith("|"):
+            names += re.findall(r"`(\w+)`", line.split("|")[1])
+        else:
+            in_table = False
+    return names
+
+
+def test_tool_tables_in_api_md_match_the_tool_table() -> None:
+    text = _text(ROOT / "docs" / "api.md")
+    listed = _tool_table_names(text)
+    assert listed, "docs/api.md has no tool table"
+    unknown = [name for name in listed if name not in TOOLS_BY_NAME]
+    assert not unknown, f"docs/api.md lists tools that do not exist: {unknown}"
+    named = set(re.findall(r"`(\w+)", text))
+    undocumented = [name for name in TOOLS_BY_NAME if name not in named]
+    assert not undocumented, f"docs/api.md does not name these tools: {undocumented}"
+
+
+def test_mcp_tool_list_in_docs_is_the_tool_table() -> None:
+    # "Tools (exactly `clank tools`): ..." in docs/api.md's MCP section lists every tool.
+    text = _text(ROOT / "docs" / "api.md")
+    match = re.search(r"^Tools \(exactly `clank tools`\):(.*?)(?:\n\n)", text, re.MULTILINE | re.DOTALL)
+    assert match, "docs/api.md's MCP section has no 'Tools (exactly `clank tools`):' list"
+    listed = re.findall(r"`(\w+)`", match.group(1))
+    assert listed == list(TOOLS_BY_NAME), "docs/api.md's MCP tool list differs from clank/control/tools.py"
+
+
+def _recipes() -> set[str]:
+    return set(re.findall(r"^([a-z][\w-]*)(?: [^:]*)?:(?!=)", _text(ROOT / "justfile"), re.MULTILINE))
+
+
+def test_just_recipes_the_docs_name_exist() -> None:
+    recipes = _recipes()
+    assert {"run", "test"} <= recipes
+    bad = [f"{w}: just {r}" for w, r in _lines(re.compile(r"`just ([a-z][\w-]*)")) if r not in recipes]
+    assert not bad, "docs name just recipes the justfile does not have:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("command", ["just run", "just test"])
+def test_readme_shows_the_two_commands(command: str) -> None:
+    assert re.search(rf"^{command}\b", _text(ROOT / "README.md"), re.MULTILINE), command
