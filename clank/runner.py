@@ -21,7 +21,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from functools import partial
-from typing import Any, Final, TextIO, cast
+from typing import TYPE_CHECKING, Any, Final, TextIO, cast
 
 import attrs
 import trio
@@ -64,6 +64,9 @@ from clank.watch.commentary import (
 from clank.watch.notes import ScreenNotes
 from clank.watch.vision import open_vision_provider
 
+if TYPE_CHECKING:
+    from clank.sandbox.app import Sandbox
+
 log = get_logger("clank.run")
 
 DISPATCH_BUFFER: Final = 1024
@@ -91,12 +94,12 @@ class RunInfo:
     sandbox_api_url: str | None = None
     scenario: str | None = None
     service: ClankService | None = attrs.field(default=None, repr=False, eq=False)
-    sandbox: Any = attrs.field(default=None, repr=False, eq=False)
+    sandbox: Sandbox | None = attrs.field(default=None, repr=False, eq=False)
     commentary: CommentaryHub | None = attrs.field(default=None, repr=False, eq=False)
     share_url: str | None = None
 
 
-def _with_sandbox(settings: Settings, sandbox: Any) -> Settings:
+def _with_sandbox(settings: Settings, sandbox: Sandbox) -> Settings:
     discord = attrs.evolve(
         settings.discord,
         token=sandbox.token,
@@ -155,7 +158,7 @@ async def _stop_on_signals(stop: trio.Event, scope: trio.CancelScope) -> None:
             scope.deadline = min(scope.deadline, trio.current_time() + SHUTDOWN_BUDGET + 1.0)
 
 
-async def _sandbox_viewer(sandbox: Any, stream_key: str) -> object:
+async def _sandbox_viewer(sandbox: Sandbox, stream_key: str) -> object:
     """The demo's viewer of our Go Live: the sandbox's ``bob`` joins voice and watches it."""
     bob = next((u.id for u in sandbox.world.users.values() if u.name == "bob"), None)
     if bob is None or sandbox.media is None:
@@ -228,7 +231,7 @@ class _Composed:
     user_id: str
     settings: Settings
     scenario: str | None
-    sandbox: Any
+    sandbox: Sandbox | None
     commentary: CommentaryHub | None = None
     share_url: str | None = None
 

@@ -32,6 +32,7 @@ from clank.errors import ClankError, MalformedMessage, UsageError
 from clank.io.gateway import Dispatch, GatewayClient
 from clank.io.groups import leaves, report_others
 from clank.logging import get_logger
+from clank.protocol.streams import StreamRegistry
 from clank.session.voice_session import VoiceSession, open_voice_session
 from clank.wire.gateway_events import VoiceState
 
@@ -196,7 +197,7 @@ class VoiceChannels:
         nursery: trio.Nursery,
         *,
         settings: Settings,
-        registry: Any,
+        registry: StreamRegistry | None,
         directory: ChannelDirectory,
         name_of: Callable[[str], str] = str,
     ) -> None:
@@ -420,7 +421,7 @@ async def open_voice_channels(
     gateway: GatewayClient,
     *,
     settings: Settings,
-    registry: Any,
+    registry: StreamRegistry | None,
     directory: ChannelDirectory,
     name_of: Callable[[str], str] = str,
 ) -> AsyncIterator[VoiceChannels]:

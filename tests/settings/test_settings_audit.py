@@ -33,6 +33,9 @@ LINK_URL = (
 DAVE = (
     S + "test_settings_watch_voice.py::test_max_dave_protocol_version_turns_end_to_end_encryption_on_or_off"
 )
+NOTES_RUN = (
+    S + "test_settings_notes_provider.py::test_notes_enabled_provider_url_model_key_reach_the_endpoint"
+)
 BEHAVIOUR: dict[str, tuple[str, ...]] = {
     "discord.token": (
         IDENTIFY,
@@ -52,7 +55,9 @@ BEHAVIOUR: dict[str, tuple[str, ...]] = {
         "tests/gateway/test_gateway_client.py::test_zlib_stream_compression",
     ),
     "discord.capabilities": (IDENTIFY,),
-    "discord.connect_attempts": ("tests/run/test_run_e2e.py::test_clank_run_fails_with_one_clear_line",),
+    "discord.connect_attempts": (
+        S + "test_settings_link_log_identify.py::test_connect_attempts_bounds_the_first_connection",
+    ),
     **{
         f"discord.properties.{leaf}": (IDENTIFY,)
         for leaf in ("os", "browser", "device", "system_locale", "release_channel")
@@ -114,8 +119,8 @@ BEHAVIOUR: dict[str, tuple[str, ...]] = {
     "notes.provider": (
         "tests/watch_notes/test_notes_http_vision.py::test_http_500_is_counted_by_screen_notes",
     ),
-    "notes.url": ("tests/watch_notes/test_notes_http_vision.py::test_http_500_is_counted_by_screen_notes",),
-    "notes.model": ("tests/watch_notes/test_notes_http_vision.py::test_request_shape_and_answer",),
+    "notes.url": (NOTES_RUN,),
+    "notes.model": (NOTES_RUN,),
     "notes.api_key": (
         "tests/watch_notes/test_notes_http_vision.py::test_content_parts_answer_and_no_key_means_no_header",
     ),

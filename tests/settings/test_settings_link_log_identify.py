@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import zlib
@@ -23,7 +24,7 @@ import clank
 from clank.config import ClientProperties, LinkSettings
 from clank.control.link import LinkTransport, link_availability
 from clank.control.share_http import open_share_listener
-from clank.errors import AuthenticationFailed, ChannelUnavailable
+from clank.errors import AuthenticationFailed, ChannelUnavailable, TransportError
 from clank.sandbox.app import open_sandbox
 
 CLOSED_PORT = "http://127.0.0.1:9/api"  # nothing listens on the discard port: the channel check steps aside
@@ -183,3 +184,23 @@ async def test_guild_id_must_own_the_voice_channel(right_guild: bool) -> None:
                 with pytest.raises(ChannelUnavailable, match=r"discord\.guild_id"):
                     async with clank.open_session(settings):
                         pytest.fail("joined a channel of another guild")
+
+
+@pytest.mark.parametrize("attempts", [1, 2])
+async def test_connect_attempts_bounds_the_first_connection(attempts: int) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    settings = clank.load_settings(environ={})
+    discord = attrs.evolve(
+        settings.discord,
+        token="token-for-the-attempts-test",
+        api_url=CLOSED_PORT,
+        gateway_url=f"ws://127.0.0.1:{closed}/",
+        guild_id="1",
+        voice_channel_id="2",
+        connect_attempts=attempts,
+    )
+    with trio.fail_after(30), pytest.raises(TransportError, match=f"unreachable after {attempts} attempts"):
+        async with clank.open_session(attrs.evolve(settings, discord=discord)):
+            pytest.fail("an unreachable gateway opened a session")
