@@ -1,7 +1,12 @@
-"""Test kit for the publish path: a sandbox with clank in voice, test images, viewers."""
+"""Test kit for the publish path: a sandbox with clank in voice, test images, viewers.
+
+``in_voice()`` runs on the fake network (``tests/fake_session.py``; tests take ``autojump_clock``,
+encode/decode run inline, deterministic); ``in_voice_over_sockets()`` is the real-socket variant
+for the end-to-end tests that also use the sandbox's REST API."""
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -9,8 +14,10 @@ from contextlib import asynccontextmanager
 import numpy as np
 import PIL.Image
 import trio
+from fake_session import fake_session
 
 from clank.config import DiscordSettings, PublishSettings, Settings
+from clank.io.fakenet import FakeNet
 from clank.io.gateway import GatewayClient, open_gateway_client
 from clank.media.visualizer import write_wav
 from clank.sandbox.app import Sandbox, open_sandbox
@@ -26,6 +33,7 @@ def user_id(sb: Sandbox, name: str) -> str:
     return next(u.id for u in sb.world.users.values() if u.name == name)
 
 
+@functools.lru_cache(maxsize=256)
 def make_image(index: int, width: int = 320, height: int = 240, kind: str = "PNG") -> bytes:
     """A screen-like picture: a gradient background, a moving box and stripes (compressible)."""
     y, x = np.mgrid[0:height, 0:width]
@@ -50,7 +58,18 @@ async def wait_until(predicate: Callable[[], bool], step: float = 0.02) -> None:
 
 
 @asynccontextmanager
-async def in_voice(seed: int = 0) -> AsyncIterator[tuple[Sandbox, GatewayClient, VoiceSession]]:
+async def in_voice(seed: int = 0) -> AsyncIterator[tuple[Sandbox, FakeNet, VoiceSession]]:
+    """The sandbox and our ready voice session on the fake network (320x240 simulated shares)."""
+    async with fake_session(seed=seed, width=320, height=240, fps=30, bitrate=500_000, settings=SETTINGS) as (
+        net,
+        sb,
+        session,
+    ):
+        yield sb, net, session
+
+
+@asynccontextmanager
+async def in_voice_over_sockets(seed: int = 0) -> AsyncIterator[tuple[Sandbox, GatewayClient, VoiceSession]]:
     async with (
         open_sandbox(seed=seed) as sb,
         open_gateway_client(url=sb.gateway_url, token=sb.token) as gateway,

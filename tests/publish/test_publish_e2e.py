@@ -1,7 +1,9 @@
-"""End to end over loopback: clank publishes a Go Live in the sandbox and a simulated viewer watches it.
+"""Clank publishes a Go Live in the sandbox and a simulated viewer watches it.
 
-Real sockets on 127.0.0.1, websockets, AEAD, DAVE (davey) on both sides, libx264 on our encode
-thread, PyAV decoding in the viewer. Video is small (320x240) to keep the tests quick.
+Websockets, AEAD, DAVE (davey) on both sides, libx264 in our encode worker, PyAV decoding in the
+viewer. Video is small (320x240) to keep the tests quick. The first test runs over real sockets on
+127.0.0.1 (marked ``e2e``, with the sandbox's REST API); the others on the fake network under
+``autojump_clock``, where "within 200 ms" is virtual time, decided by the code, not by the load.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 import httpx
 import pytest
 import trio
-from publish_kit import add_viewer, in_voice, make_image, wait_until
+import trio.testing
+from publish_kit import add_viewer, in_voice, in_voice_over_sockets, make_image, wait_until
 
 from clank.io.gateway import open_gateway_client
 from clank.media.publish_source import PushedFrames
@@ -20,9 +23,10 @@ PSNR_GOAL_DB = 30.0
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
 
+@pytest.mark.e2e
 async def test_a_viewer_decodes_pushed_frames_with_psnr_over_30_db() -> None:
     with trio.fail_after(40):
-        async with in_voice() as (sb, _gateway, session):
+        async with in_voice_over_sockets() as (sb, _gateway, session):
             source = PushedFrames()
             handle = await start_stream_publish(session, source=source)
             assert handle.state is RoleState.READY and handle.stream_key is not None
@@ -47,16 +51,21 @@ async def test_a_viewer_decodes_pushed_frames_with_psnr_over_30_db() -> None:
             assert session.voice.state is RoleState.READY
 
 
-async def test_pause_sends_no_video_resume_starts_with_a_keyframe_stop_deletes_the_stream() -> None:
+async def test_pause_sends_no_video_resume_starts_with_a_keyframe_stop_deletes_the_stream(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(50):
-        async with in_voice() as (sb, _gateway, session):
+        async with in_voice() as (sb, net, session):
             handle = await start_stream_publish(session, source=PushedFrames())
             await handle.push_image(make_image(1), "image/png")
             viewer = await add_viewer(sb, handle)
             bob = viewer.user_id
             await wait_until(lambda: viewer.statistics().frames_decoded >= 10)
             key = str(handle.stream_key)
-            async with open_gateway_client(url=sb.gateway_url, token=sb.world.user(bob).token) as bob_gateway:
+            bob_token = sb.world.user(bob).token
+            async with open_gateway_client(
+                url=sb.gateway_url, token=bob_token, connect=net.open_websocket
+            ) as bob_gateway:
                 with bob_gateway.subscribe(16, events=frozenset({"STREAM_DELETE"})) as deletes:
                     await handle.pause()
                     assert handle.paused and handle.statistics().paused
@@ -85,7 +94,9 @@ async def test_pause_sends_no_video_resume_starts_with_a_keyframe_stop_deletes_t
             assert PUBLISH_ROLE not in {n for n, h in session.roles().items() if not h.stopped}
 
 
-async def test_five_percent_downlink_loss_is_repaired_by_our_rtx_and_pli_gets_an_idr_fast() -> None:
+async def test_five_percent_downlink_loss_is_repaired_by_our_rtx_and_pli_gets_an_idr_fast(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(60):
         async with in_voice(seed=7) as (sb, _gateway, session):
             assert sb.media is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 import pytest
 import trio
+import trio.testing
 from publish_kit import SETTINGS, add_viewer, in_voice, make_image, user_id, wait_until
 
 from clank.config import WatchSettings
@@ -19,7 +20,9 @@ WATCH = WatchSettings(max_fps=10.0, preferred_pixel_count=320 * 240, credentials
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
 
-async def test_watch_and_publish_together_and_a_stream_server_crash_ends_only_the_publish() -> None:
+async def test_watch_and_publish_together_and_a_stream_server_crash_ends_only_the_publish(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(60):
         async with in_voice() as (sb, _gateway, session):
             assert sb.media is not None
@@ -58,7 +61,7 @@ async def test_watch_and_publish_together_and_a_stream_server_crash_ends_only_th
             assert watch.active
 
 
-async def test_switching_sources_keeps_the_stream() -> None:
+async def test_switching_sources_keeps_the_stream(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(40):
         async with in_voice() as (_sb, _gateway, session):
             first = PushedFrames()
@@ -75,7 +78,7 @@ async def test_switching_sources_keeps_the_stream() -> None:
         assert SETTINGS.publish.width == 320
 
 
-async def test_no_voice_means_not_in_voice() -> None:
+async def test_no_voice_means_not_in_voice(autojump_clock: trio.testing.MockClock) -> None:
     class Nowhere:
         settings = SETTINGS
         session_id = None
@@ -91,7 +94,9 @@ async def test_no_voice_means_not_in_voice() -> None:
     assert info.value.reason == "not_in_voice"
 
 
-async def test_a_stream_delete_from_the_server_ends_the_publish_with_its_reason() -> None:
+async def test_a_stream_delete_from_the_server_ends_the_publish_with_its_reason(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(40):
         async with in_voice() as (sb, _gateway, session):
             handle = await start_stream_publish(session, source=PushedFrames())
@@ -102,7 +107,7 @@ async def test_a_stream_delete_from_the_server_ends_the_publish_with_its_reason(
             assert session.voice.state is RoleState.READY
 
 
-async def test_a_voice_session_change_rebuilds_the_publish() -> None:
+async def test_a_voice_session_change_rebuilds_the_publish(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(60):
         async with in_voice() as (sb, _gateway, session):
             handle = await start_stream_publish(session, source=PushedFrames())
@@ -124,7 +129,9 @@ async def test_a_voice_session_change_rebuilds_the_publish() -> None:
             await wait_until(lambda: viewer.statistics().frames_decoded >= 3)
 
 
-async def test_op14_asking_for_another_codec_ends_only_the_publish() -> None:
+async def test_op14_asking_for_another_codec_ends_only_the_publish(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     from clank.wire import voice_gateway as vg
 
     with trio.fail_after(40):

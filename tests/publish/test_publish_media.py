@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from publish_kit import PUBLISH, add_viewer, in_voice, user_id, wait_until, write_music, write_video
 
 from clank.errors import InvalidArgument
@@ -18,7 +19,9 @@ from clank.session.stream_publish import start_stream_publish
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
 
-async def test_visualizer_stream_reaches_the_viewer_in_sync_with_the_music(tmp_path: Path) -> None:
+async def test_visualizer_stream_reaches_the_viewer_in_sync_with_the_music(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     music = write_music(str(tmp_path / "music.wav"), seconds=3.0)
     with trio.fail_after(60):
         async with in_voice() as (sb, _gateway, session):
@@ -54,7 +57,9 @@ async def test_visualizer_stream_reaches_the_viewer_in_sync_with_the_music(tmp_p
             assert session.voice.state is RoleState.READY
 
 
-async def test_media_relay_loops_a_video_file_and_the_viewer_sees_its_pictures(tmp_path: Path) -> None:
+async def test_media_relay_loops_a_video_file_and_the_viewer_sees_its_pictures(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     video = write_video(str(tmp_path / "clip.mp4"), seconds=1.0)
     with trio.fail_after(60):
         async with in_voice() as (sb, _gateway, session):

@@ -27,7 +27,7 @@ EXAMPLES = [
     ),
     (
         "status_report.py",
-        ["--settle", "7"],
+        ["--settle", "20"],
         [
             r"members: .*Alice",
             r"sharer Alice \(\d+\): Go Live",
@@ -35,7 +35,7 @@ EXAMPLES = [
             r"privacy code( \d{5}){6}",
         ],
     ),
-    ("speak_and_listen.py", ["--seconds", "4"], [r"spoke: 1 utterance", r"heard Alice: \d+ ms of audio"]),
+    ("speak_and_listen.py", ["--seconds", "2.5"], [r"spoke: 1 utterance", r"heard Alice: \d+ ms of audio"]),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import trio
+import trio.testing
 from rtc_helpers import wait_until
 
 from clank.sandbox.rtc.server import open_media_server
@@ -12,7 +13,9 @@ GUILD = "111"
 CHANNEL = 222000000000000001
 
 
-async def test_sfu_relays_dave_audio_between_simulated_members() -> None:
+async def test_sfu_relays_dave_audio_between_simulated_members(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(20):
         async with open_media_server("voice", GUILD, CHANNEL) as server:
             async with (

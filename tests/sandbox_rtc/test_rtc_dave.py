@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import trio
+import trio.testing
 from rtc_helpers import wait_until
 
 from clank.sandbox.rtc.server import MediaServer, open_media_server
@@ -57,7 +58,7 @@ async def _run_member(
             await trio.sleep_forever()
 
 
-async def test_group_churn_keeps_audio_decryptable() -> None:
+async def test_group_churn_keeps_audio_decryptable(autojump_clock: trio.testing.MockClock) -> None:
     rng = random.Random(7)
     with trio.fail_after(60):
         async with open_media_server("voice", GUILD, CHANNEL) as server, trio.open_nursery() as nursery:
@@ -85,7 +86,7 @@ async def test_group_churn_keeps_audio_decryptable() -> None:
             nursery.cancel_scope.cancel()
 
 
-async def test_downgrade_to_protocol_0_and_back() -> None:
+async def test_downgrade_to_protocol_0_and_back(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(30):
         async with open_media_server("voice", GUILD, CHANNEL) as server:
             async with (

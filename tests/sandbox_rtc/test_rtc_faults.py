@@ -3,16 +3,18 @@
 Seeded links (loss, duplication, reordering, delay) per direction act on exact packet counts
 between simulated members (autojump clock: members are in-process, no sockets carry media);
 close codes, stopped heartbeat ACKs and dropped UDP are observed by a raw client built from
-our own cores over real loopback sockets.
+our own cores, on the fake network (``clank.io.fakenet``) under the autojump clock as well.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import attrs
 import pytest
 import trio
+import trio.testing
 from rtc_helpers import (
     open_raw_client,
     open_world_voice,
@@ -24,11 +26,12 @@ from rtc_helpers import (
 
 from clank.crypto.dave import OPUS_SILENCE
 from clank.errors import TransportError
+from clank.io.fakenet import FakeNet, open_fake_net
 from clank.io.gateway import open_gateway_client
 from clank.io.lossy import LossyLink
 from clank.protocol import voice_gateway as client
 from clank.sandbox.app import Sandbox, open_sandbox
-from clank.sandbox.rtc.server import KEEPS_SESSION, MediaServer, open_media_server
+from clank.sandbox.rtc.server import KEEPS_SESSION, MediaServer, MediaServerConfig, open_media_server
 from clank.sandbox.rtc.streamer import VideoSettings
 from clank.sandbox.rtc.udp_plane import Direction
 from clank.sandbox.rtc.users import SimulatedMember, open_simulated_member
@@ -139,11 +142,17 @@ def _me(server: MediaServer, **kwargs: Any) -> client.VoiceGatewayConfig:
     return voice_config(server, ME, SESSION, server_id=GUILD, channel_id=str(CHANNEL), **kwargs)
 
 
+def _voice_server(net: FakeNet) -> AbstractAsyncContextManager[MediaServer]:
+    return open_media_server("voice", GUILD, CHANNEL, MediaServerConfig(net=net))
+
+
 @pytest.mark.parametrize("code", [4006, 4009, 4014, 4015, 4022])
-async def test_close_with_a_chosen_code_reaches_the_client(code: int) -> None:
+async def test_close_with_a_chosen_code_reaches_the_client(
+    code: int, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
-        async with open_media_server("voice", GUILD, CHANNEL) as server:
-            async with open_raw_client(_me(server), server.endpoint, CHANNEL, run=False) as raw:
+        async with open_fake_net() as net, _voice_server(net) as server:
+            async with open_raw_client(_me(server), server.endpoint, CHANNEL, run=False, net=net) as raw:
                 async with trio.open_nursery() as nursery:
                     ended: list[client.Closed | client.Failed] = []
 
@@ -162,11 +171,13 @@ async def test_close_with_a_chosen_code_reaches_the_client(code: int) -> None:
                 await wait_until(lambda: (server.participant(int(ME)) is not None) == (code in KEEPS_SESSION))
 
 
-async def test_stopped_heartbeat_acks_make_the_client_detect_a_zombie() -> None:
+async def test_stopped_heartbeat_acks_make_the_client_detect_a_zombie(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(10):
-        async with open_media_server("voice", GUILD, CHANNEL) as server:
+        async with open_fake_net() as net, _voice_server(net) as server:
             config = _me(server, heartbeat_cap=0.1)
-            async with open_raw_client(config, server.endpoint, CHANNEL, run=False) as raw:
+            async with open_raw_client(config, server.endpoint, CHANNEL, run=False, net=net) as raw:
                 async with trio.open_nursery() as nursery:
                     ended: list[client.Closed | client.Failed] = []
 
@@ -196,12 +207,12 @@ async def test_stopped_heartbeat_acks_make_the_client_detect_a_zombie() -> None:
                     nursery.cancel_scope.cancel()
 
 
-async def test_dropped_udp_stops_media_until_it_is_restored() -> None:
+async def test_dropped_udp_stops_media_until_it_is_restored(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(15):
-        async with open_media_server("voice", GUILD, CHANNEL) as server:
+        async with open_fake_net() as net, _voice_server(net) as server:
             async with (
                 open_simulated_member(server, SENDER, signal="tone", talking=True) as (alice, _),
-                open_raw_client(_me(server), server.endpoint, CHANNEL) as raw,
+                open_raw_client(_me(server), server.endpoint, CHANNEL, net=net) as raw,
             ):
                 await wait_until(lambda: len(raw.audio_from(SENDER)) >= 10)
                 server.drop_udp(int(ME))
@@ -219,7 +230,7 @@ async def test_dropped_udp_stops_media_until_it_is_restored() -> None:
 
 # ---------------------------------------------------- through the world (sb.media.faults)
 
-SMALL_SCREEN = VideoSettings(width=320, height=240, bitrate=400_000, keyframe_interval=0.5)
+SMALL_SCREEN = VideoSettings(width=160, height=120, bitrate=150_000, keyframe_interval=0.5)
 
 
 async def _live_alice(sb: Sandbox) -> tuple[str, str]:
@@ -234,15 +245,19 @@ async def _live_alice(sb: Sandbox) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("code", [4015, 4022])
-async def test_stream_server_crash_closes_its_connections_while_voice_relays_audio(code: int) -> None:
-    with trio.fail_after(20):
-        async with open_sandbox() as sb:
+async def test_stream_server_crash_closes_its_connections_while_voice_relays_audio(
+    code: int, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(120):  # virtual
+        async with open_fake_net() as net, open_sandbox(net=net) as sb:
             assert sb.media is not None
             alice, key = await _live_alice(sb)
             async with (
-                open_gateway_client(url=sb.gateway_url, token=sb.token) as gateway,
-                open_world_voice(sb, gateway) as voice,
-                open_world_watch(gateway, key, voice) as watch,
+                open_gateway_client(
+                    url=sb.gateway_url, token=sb.token, connect=net.open_websocket
+                ) as gateway,
+                open_world_voice(sb, gateway, net) as voice,
+                open_world_watch(gateway, key, voice, net) as watch,
             ):
                 await wait_until(lambda: len(watch.frames) >= 3 and len(voice.audio_from(int(alice))) >= 10)
                 stream_server = sb.media.stream_server(key)
@@ -271,9 +286,11 @@ async def test_stream_server_crash_closes_its_connections_while_voice_relays_aud
                     assert watch.resumes() == 0 and len(watch.ends) == 1
 
 
-async def test_link_fault_with_a_stream_key_impairs_only_that_stream() -> None:
-    with trio.fail_after(20):
-        async with open_sandbox() as sb:
+async def test_link_fault_with_a_stream_key_impairs_only_that_stream(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(120):  # virtual
+        async with open_fake_net() as net, open_sandbox(net=net) as sb:
             assert sb.media is not None
             alice, key = await _live_alice(sb)
             bob = user_named(sb, "bob")

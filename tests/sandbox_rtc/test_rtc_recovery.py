@@ -5,11 +5,18 @@ recovered with op31 -> removal -> re-add, without disturbing anyone else in the 
 from __future__ import annotations
 
 import trio
+import trio.testing
 from rtc_helpers import RawVoiceClient, open_raw_client, voice_config, wait_until
 
 from clank.crypto.dave import OP_INVALID_COMMIT_WELCOME, OP_KEY_PACKAGE
+from clank.io.fakenet import open_fake_net
 from clank.protocol import voice_gateway as client
-from clank.sandbox.rtc.server import CLOSE_VOICE_SERVER_CRASHED, MediaServer, open_media_server
+from clank.sandbox.rtc.server import (
+    CLOSE_VOICE_SERVER_CRASHED,
+    MediaServer,
+    MediaServerConfig,
+    open_media_server,
+)
 from clank.sandbox.rtc.users import SimulatedMember, open_simulated_member
 
 GUILD = "111"
@@ -44,12 +51,17 @@ async def _hears_everyone(raw: RawVoiceClient, users: tuple[int, ...], more: int
     assert sum(raw.dave.statistics().decrypt_failures.values()) == failures
 
 
-async def test_resume_after_4015_keeps_ssrc_key_and_dave_state() -> None:
+async def test_resume_after_4015_keeps_ssrc_key_and_dave_state(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(15):
-        async with open_media_server("voice", GUILD, CHANNEL) as server:
+        async with (
+            open_fake_net() as net,
+            open_media_server("voice", GUILD, CHANNEL, MediaServerConfig(net=net)) as server,
+        ):
             async with (
                 open_simulated_member(server, ALICE, signal="tone", frequency=300.0, talking=True),
-                open_raw_client(_config(server), server.endpoint, CHANNEL, run=False) as raw,
+                open_raw_client(_config(server), server.endpoint, CHANNEL, run=False, net=net) as raw,
                 trio.open_nursery() as nursery,
             ):
                 ended: list[client.Closed | client.Failed] = []
@@ -115,16 +127,22 @@ async def _run_member(
         await trio.sleep_forever()
 
 
-async def test_corrupted_welcome_recovers_with_op31_without_disturbing_others() -> None:
+async def test_corrupted_welcome_recovers_with_op31_without_disturbing_others(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(15):
-        async with open_media_server("voice", GUILD, CHANNEL) as server, trio.open_nursery() as members:
+        async with (
+            open_fake_net() as net,
+            open_media_server("voice", GUILD, CHANNEL, MediaServerConfig(net=net)) as server,
+            trio.open_nursery() as members,
+        ):
             alice = await members.start(_run_member, server, ALICE, 300.0)
             bob = await members.start(_run_member, server, BOB, 500.0)
             await wait_until(lambda: alice.dave_session.ready and bob.dave_session.ready)
             epoch_before = server.statistics().dave.epoch
 
             server.corrupt_next_welcome(int(ME))
-            async with open_raw_client(_config(server), server.endpoint, CHANNEL) as raw:
+            async with open_raw_client(_config(server), server.endpoint, CHANNEL, net=net) as raw:
                 # The Welcome fails: op31 and a fresh key package; the group removes and re-adds us.
                 await wait_until(lambda: _sent(raw, OP_INVALID_COMMIT_WELCOME) == 1)
                 await wait_until(lambda: raw.dave.ready and _settled(server, {ALICE, BOB, int(ME)}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 from rtc_helpers import wait_until
 
 from clank.media.decoder import VideoCodec
@@ -32,7 +33,9 @@ def _settings(codec: VideoCodec) -> VideoSettings:
 
 
 @pytest.mark.parametrize("codec", ["h264", "vp8"])
-async def test_streamed_frames_decrypt_byte_for_byte(codec: VideoCodec) -> None:
+async def test_streamed_frames_decrypt_byte_for_byte(
+    codec: VideoCodec, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(30):
         async with open_media_server("stream", RTC_SERVER_ID, GROUP) as server:
             async with (
@@ -60,7 +63,9 @@ async def test_streamed_frames_decrypt_byte_for_byte(codec: VideoCodec) -> None:
             assert all(p.header.extension_profile == 0xBEDE for p in raw)
 
 
-async def test_nack_is_answered_with_rtx_and_pli_with_a_keyframe() -> None:
+async def test_nack_is_answered_with_rtx_and_pli_with_a_keyframe(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(30):
         async with open_media_server("stream", RTC_SERVER_ID, GROUP) as server:
             async with (

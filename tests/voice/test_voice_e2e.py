@@ -1,7 +1,9 @@
-"""End to end over loopback: our gateway client + voice session against the sandbox voice server.
+"""Our gateway client + voice session against the sandbox voice server.
 
-Real sockets on 127.0.0.1, real websocket, AEAD, DAVE (davey) and libopus on both sides; the
-sandbox's simulated users speak (Opus tones) and listen (decode, dominant frequency).
+Real websocket framing, AEAD, DAVE (davey) and libopus on both sides; the sandbox's simulated
+users speak (Opus tones) and listen (decode, dominant frequency). The first two tests run over
+real sockets on 127.0.0.1 (marked ``e2e``); the others on the fake network under
+``autojump_clock``, where "within two seconds" is virtual time, decided by the code.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from contextlib import asynccontextmanager
 import numpy as np
 import pytest
 import trio
+import trio.testing
+from fake_session import fake_session
 
 from clank.config import DiscordSettings, Settings
 from clank.errors import ConnectionClosed
+from clank.io.fakenet import open_fake_net
 from clank.io.gateway import GatewayClient, open_gateway_client
 from clank.media.audio import dominant_frequency, tone
 from clank.protocol.voice_gateway import SsrcBinding
@@ -25,7 +30,7 @@ from clank.session.voice_session import VoiceSession, open_voice_session
 from clank.wire.rtp import RtpHeader
 
 SETTINGS = Settings(discord=DiscordSettings(voice_url_scheme="ws"))
-pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")]
+pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
 
 async def wait_until(predicate: Callable[[], bool], step: float = 0.02) -> None:
@@ -58,6 +63,7 @@ async def joined(seed: int = 0) -> AsyncIterator[tuple[Sandbox, GatewayClient, V
         yield sb, gateway, session
 
 
+@pytest.mark.e2e
 async def test_we_send_a_tone_and_a_simulated_user_hears_it() -> None:
     with trio.fail_after(30):
         async with joined() as (sb, _gateway, session):
@@ -73,6 +79,7 @@ async def test_we_send_a_tone_and_a_simulated_user_hears_it() -> None:
             assert stats.frames_sent >= 50 and stats.dave_not_ready_drops == 0
 
 
+@pytest.mark.e2e
 async def test_a_simulated_user_speaks_and_we_receive_pcm_with_their_user_id() -> None:
     with trio.fail_after(30):
         async with joined() as (sb, _gateway, session):
@@ -94,9 +101,11 @@ async def test_a_simulated_user_speaks_and_we_receive_pcm_with_their_user_id() -
             assert alice in session.voice.api.speaking_users()
 
 
-async def test_ten_percent_loss_is_concealed_and_audio_continues() -> None:
-    with trio.fail_after(40):
-        async with joined(seed=7) as (sb, _gateway, session):
+async def test_ten_percent_loss_is_concealed_and_audio_continues(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(400):  # virtual
+        async with fake_session(seed=7) as (_net, sb, session):
             alice = user_id(sb, "alice")
             await media(sb).faults.link(sb.our_user_id, "downlink", loss=0.10, seed=7)
             with session.voice.api.subscribe_audio(alice, buffer=500) as audio:
@@ -116,15 +125,20 @@ async def test_ten_percent_loss_is_concealed_and_audio_continues() -> None:
             assert any(np.abs(i.pcm).max() > 300 for i in loud)
 
 
-async def test_4014_ends_the_session() -> None:
-    with trio.fail_after(30):
+async def test_4014_ends_the_session(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(300):  # virtual
         async with (
-            open_sandbox() as sb,
-            open_gateway_client(url=sb.gateway_url, token=sb.token) as gateway,
+            open_fake_net() as net,
+            open_sandbox(net=net) as sb,
+            open_gateway_client(url=sb.gateway_url, token=sb.token, connect=net.open_websocket) as gateway,
         ):
             with pytest.raises(ConnectionClosed) as info:
                 async with open_voice_session(
-                    gateway, guild_id=sb.guild_id, channel_id=sb.voice_channel_id, settings=SETTINGS
+                    gateway,
+                    guild_id=sb.guild_id,
+                    channel_id=sb.voice_channel_id,
+                    settings=SETTINGS,
+                    transports=net.media_transports(),
                 ) as session:
                     await session.voice.wait_ready()
                     media(sb).faults.close(sb.our_user_id, 4014)
@@ -133,11 +147,12 @@ async def test_4014_ends_the_session() -> None:
             assert session.statistics().rejoins == 0
 
 
-async def test_leaving_sends_op4_null_within_two_seconds() -> None:
-    with trio.fail_after(30):
+async def test_leaving_sends_op4_null_within_two_seconds(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(300):  # virtual
         async with (
-            open_sandbox() as sb,
-            open_gateway_client(url=sb.gateway_url, token=sb.token) as gateway,
+            open_fake_net() as net,
+            open_sandbox(net=net) as sb,
+            open_gateway_client(url=sb.gateway_url, token=sb.token, connect=net.open_websocket) as gateway,
         ):
             left_at: list[float] = []
 
@@ -150,7 +165,11 @@ async def test_leaving_sends_op4_null_within_two_seconds() -> None:
             started: list[float] = []
             async with trio.open_nursery() as nursery:
                 async with open_voice_session(
-                    gateway, guild_id=sb.guild_id, channel_id=sb.voice_channel_id, settings=SETTINGS
+                    gateway,
+                    guild_id=sb.guild_id,
+                    channel_id=sb.voice_channel_id,
+                    settings=SETTINGS,
+                    transports=net.media_transports(),
                 ) as session:
                     await session.voice.wait_ready()
                     voice = session.voice
@@ -163,9 +182,11 @@ async def test_leaving_sends_op4_null_within_two_seconds() -> None:
             assert voice.state is RoleState.DISCONNECTED
 
 
-async def test_webcam_packets_reach_an_attached_video_receiver_with_their_binding() -> None:
-    with trio.fail_after(30):
-        async with joined() as (sb, _gateway, session):
+async def test_webcam_packets_reach_an_attached_video_receiver_with_their_binding(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(300):  # virtual
+        async with fake_session() as (_net, sb, session):
             bob = user_id(sb, "bob")
             seen: list[tuple[int, str | None, str | None]] = []
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from voice_io_kit import Running, running, wait_until
 
 from clank.media.audio import tone
@@ -35,7 +36,7 @@ async def _speak_and_hear(r: Running, listener_name: str, frequency: float) -> N
     assert abs(listener.heard_frequency(r.ours, 0.4) - frequency) < 10.0
 
 
-async def test_list_join_move_and_leave() -> None:
+async def test_list_join_move_and_leave(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(LIMIT):
         async with running() as r:
             general, lounge = _channel_id(r, "General"), _channel_id(r, "Lounge")
@@ -87,10 +88,12 @@ async def test_list_join_move_and_leave() -> None:
             assert wrong.status_code == 400 and wrong.json()["field"] == "selfMute"
 
 
-async def test_moving_while_watching_ends_the_watch_with_a_reason() -> None:
+async def test_moving_while_watching_ends_the_watch_with_a_reason(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(LIMIT):
-        async with running("streamer") as r:
-            alice = r.user("alice")
+        async with running() as r:
+            alice = await r.go_live("alice")
             lounge = _channel_id(r, "Lounge")
             watch = (await r.client.post("/api/tools/start_screen_watch", json={})).json()
             assert watch["ok"] and watch["targetUserId"] == alice

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import trio
+import trio.testing
 from trio_websocket import WebSocketConnection, open_websocket_url
 from voice_io_kit import Running, running, wait_until
 
@@ -32,7 +33,9 @@ async def _hello(ws: WebSocketConnection) -> dict[str, object]:
     return hello  # type: ignore[no-any-return]
 
 
-async def test_a_speakers_tone_arrives_with_user_id_rate_and_speaking_events() -> None:
+async def test_a_speakers_tone_arrives_with_user_id_rate_and_speaking_events(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(LIMIT):
         async with running() as r:
             alice = await r.join("alice")
@@ -81,7 +84,7 @@ async def test_a_speakers_tone_arrives_with_user_id_rate_and_speaking_events() -
                 assert 0.27 <= gap <= 0.38, f"speaking_stopped {gap * 1000:.0f} ms after the last audio"
 
 
-async def test_a_stalled_client_does_not_disturb_another() -> None:
+async def test_a_stalled_client_does_not_disturb_another(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(LIMIT):
         async with running() as r:
             alice = await r.join("alice")
@@ -121,7 +124,9 @@ async def test_a_stalled_client_does_not_disturb_another() -> None:
             await wait_until(lambda: not r.voice.role().listeners())
 
 
-async def test_python_listener_iterates_user_audio_and_ends_on_leave_of_block() -> None:
+async def test_python_listener_iterates_user_audio_and_ends_on_leave_of_block(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(LIMIT):
         async with running() as r:
             alice = await r.join("alice")

@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import trio
+import trio.testing
 from test_voice_speak import _wav
 from voice_io_kit import Running, frame_rms, running, wait_until
 
@@ -50,7 +51,9 @@ def _ramp_ms(env: npt.NDArray[np.float64], high: float, low: float) -> float:
     return (end - start) * 20.0
 
 
-async def test_gain_pause_resume_stop_follow_their_fades(tmp_path: Path) -> None:
+async def test_gain_pause_resume_stop_follow_their_fades(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(LIMIT):
         async with running() as r:
             alice = await r.join("alice")
@@ -101,7 +104,9 @@ async def test_gain_pause_resume_stop_follow_their_fades(tmp_path: Path) -> None
             assert (await r.client.get("/api/voice/music")).json()["state"] == "idle"
 
 
-async def test_a_bad_url_is_an_error_result_and_the_queue_plays_on(tmp_path: Path) -> None:
+async def test_a_bad_url_is_an_error_result_and_the_queue_plays_on(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(LIMIT):
         async with running() as r:
             alice = await r.join("alice")
@@ -140,7 +145,9 @@ async def test_a_bad_url_is_an_error_result_and_the_queue_plays_on(tmp_path: Pat
             assert positions[:3] == [0, 960, 1920] and 0 in positions[5:]  # restarts for track b
 
 
-async def test_leaving_voice_while_music_plays_ends_cleanly(tmp_path: Path) -> None:
+async def test_leaving_voice_while_music_plays_ends_cleanly(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     """The feeder's abandoned read must not be closed from another thread (generator already executing)."""
     with trio.fail_after(LIMIT):
         async with running() as r:

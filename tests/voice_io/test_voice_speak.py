@@ -15,6 +15,7 @@ import av
 import numpy as np
 import pytest
 import trio
+import trio.testing
 from trio_websocket import ConnectionRejected, open_websocket_url
 from voice_io_kit import Running, amplitude_at, frame_rms, running, wait_until
 
@@ -38,7 +39,9 @@ def _wav(path: Path, frequency: float, seconds: float, rate: int = 44_100) -> st
     return str(path)
 
 
-async def test_streamed_pcm_upload_plays_while_uploading_without_gaps() -> None:
+async def test_streamed_pcm_upload_plays_while_uploading_without_gaps(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(LIMIT):
         async with running() as r:
             alice = await r.join("alice")
@@ -74,7 +77,9 @@ async def test_streamed_pcm_upload_plays_while_uploading_without_gaps() -> None:
             assert middle.min() > 3000, "a gap in the middle of the speech"
 
 
-async def test_websocket_speech_events_and_stop_silences_within_40ms() -> None:
+async def test_websocket_speech_events_and_stop_silences_within_40ms(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(LIMIT):
         async with running() as r:
             alice = await r.join("alice")
@@ -127,7 +132,7 @@ async def test_websocket_speech_events_and_stop_silences_within_40ms() -> None:
             assert abs(listener.heard_frequency(r.ours, 0.5) - 660.0) < 5.0
 
 
-async def test_music_ducks_while_speaking(tmp_path: Path) -> None:
+async def test_music_ducks_while_speaking(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(LIMIT):
         async with running() as r:
             alice = await r.join("alice")
@@ -181,7 +186,9 @@ async def _raw_post(r: Running, path: str, headers: dict[str, str]) -> tuple[int
     return int(head.split(b" ")[1]), json.loads(body)
 
 
-async def test_bad_input_answers_4xx_naming_the_field_and_keeps_playing() -> None:
+async def test_bad_input_answers_4xx_naming_the_field_and_keeps_playing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(LIMIT):
         async with running() as r:
             alice = await r.join("alice")

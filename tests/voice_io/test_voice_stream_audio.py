@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import trio
+import trio.testing
 from trio_websocket import open_websocket_url
 from voice_io_kit import running
 
@@ -17,10 +18,12 @@ pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 LIMIT = 60
 
 
-async def test_stream_audio_is_received_on_the_stream_leg_and_decodes() -> None:
+async def test_stream_audio_is_received_on_the_stream_leg_and_decodes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(LIMIT):
-        async with running("streamer") as r:
-            alice = r.user("alice")
+        async with running() as r:
+            alice = await r.go_live("alice")
             watch = (await r.client.post("/api/tools/start_screen_watch", json={})).json()
             assert watch["ok"] and watch["targetUserId"] == alice
             stream_key = r.sandbox.world.stream_of(alice).key

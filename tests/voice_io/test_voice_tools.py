@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from test_voice_speak import _wav
 from voice_io_kit import Running, running, wait_until
 
@@ -38,7 +39,7 @@ def test_voice_tools_have_typed_schemas() -> None:
     assert "speak" not in schemas  # TTS is the agent's
 
 
-async def test_music_and_channel_tools(tmp_path: Path) -> None:
+async def test_music_and_channel_tools(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(LIMIT):
         async with running() as r:
             alice = await r.join("alice")

@@ -15,8 +15,10 @@ import trio
 from clank.config import load_settings
 from clank.control.voice_api import VoiceApi
 from clank.runner import RunInfo, open_clank
+from clank.sandbox.rtc.streamer import VideoSettings
 
 FRAME = 960
+SMALL_SCREEN = VideoSettings(width=160, height=120, fps=15, bitrate=150_000, keyframe_interval=2.0)
 
 
 @attrs.define
@@ -48,6 +50,16 @@ class Running:
         await self.sandbox.world.join_voice(uid, channel or self.info.channel_id)
         return uid
 
+    async def go_live(self, name: str) -> str:
+        """``name`` joins our channel and goes live with a small screen (160x120, 15 fps): under
+        the virtual clock every frame is really encoded and decoded (the "streamer" scenario's
+        default 720p would cost seconds of CPU)."""
+        media = self.sandbox.media
+        media.settings = attrs.evolve(media.settings, screen=SMALL_SCREEN)
+        uid = await self.join(name)
+        await self.sandbox.world.go_live(uid)
+        return uid
+
     def listener(self, uid: str) -> Any:
         return self.sandbox.media.listener(uid)
 
@@ -68,6 +80,8 @@ class Running:
 @asynccontextmanager
 async def running(scenario: str = "empty") -> AsyncIterator[Running]:
     settings = load_settings(environ={})
+    # No screen notes: these tests are about voice, and OCR notes cost seconds of CPU per watch.
+    settings = attrs.evolve(settings, notes=attrs.evolve(settings.notes, enabled=False))
     async with open_clank(settings, scenario=scenario, api_port=0, demo_watch=False) as info:
         headers = {"Authorization": f"Bearer {info.api.token}"}
         async with httpx.AsyncClient(base_url=info.api.url, headers=headers, timeout=30) as client:

@@ -14,9 +14,10 @@ import pytest
 import simplejpeg
 import trio
 import trio.testing
-from fake_session import fake_session, go_live, media, wait_until
+from fake_session import fake_session, go_live, media, user_id, wait_until
 
 from clank.config import WatchSettings
+from clank.errors import WatchError
 from clank.media.jpeg import scale_frame
 from clank.media.quality import plane_array, plane_psnr
 from clank.sandbox.app import Sandbox
@@ -149,7 +150,11 @@ async def test_stream_delete_ends_only_its_watch(autojump_clock: trio.testing.Mo
                 await sb.world.set_speaking(alice, True)
                 await audio.receive()
                 await sb.world.stop_stream(alice)
-                await watch_alice.wait_stopped()
+                after: int | None = None
+                with pytest.raises(WatchError) as info:
+                    while True:  # frames still in flight, then the store's closing reason
+                        after = (await watch_alice.frames.wait_frame(after_sequence=after)).sequence
+                assert info.value.reason == "stream_deleted"
                 assert watch_alice.reason == "stream_deleted"
                 assert not watch_alice.active
                 assert watch_bob.active and watch_bob.state is RoleState.READY
@@ -160,3 +165,18 @@ async def test_stream_delete_ends_only_its_watch(autojump_clock: trio.testing.Mo
                 assert not any(i.concealed for i in items)
             assert session.voice.state is RoleState.READY
             assert session.voice.api.statistics().audio_receive.users[0].lost == 0
+
+
+async def test_failure_reasons_are_reported_not_hung(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(600):  # virtual: the credentials timeout passes
+        async with fake_session() as (_net, sb, session):
+            alice = user_id(sb, "alice")
+            await sb.world.join_voice(alice, sb.voice_channel_id)
+            # Alice is in voice but not live: the gateway refuses the watch.
+            with pytest.raises(WatchError) as info:
+                await start_stream_watch(session, alice, settings=WATCH)
+            assert info.value.reason in ("stream_deleted", "no_credentials")
+            with pytest.raises(WatchError) as own:
+                await start_stream_watch(session, sb.our_user_id, settings=WATCH)
+            assert own.value.reason == "own_stream"
+            assert session.voice.state is RoleState.READY

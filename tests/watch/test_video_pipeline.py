@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 import trio
+import trio.testing
 from PIL import Image
 from watch_kit import LOCAL_SSRC, MEDIA_SSRC, RTX_SSRC, STREAMER_ID, Streamer, dave_pair
 
@@ -30,8 +31,21 @@ def _luma(jpeg: bytes) -> np.ndarray:  # type: ignore[type-arg]
 
 
 @pytest.mark.parametrize("codec", ["h264", "vp8"])
-@pytest.mark.parametrize("synchronous", [True, False])
-async def test_frames_reach_the_store_and_channel(
+async def test_frames_reach_the_store_and_channel_through_the_decode_thread(
+    codec: VideoCodec, dave: tuple[DaveSessionCore, DaveSessionCore]
+) -> None:
+    """The real clock: the decode worker's own thread (under a virtual clock it would run inline)."""
+    await _frames_reach_the_store_and_channel(codec, False, dave)
+
+
+@pytest.mark.parametrize("codec", ["h264", "vp8"])
+async def test_frames_reach_the_store_and_channel_decoding_inline(
+    codec: VideoCodec, dave: tuple[DaveSessionCore, DaveSessionCore], autojump_clock: trio.testing.MockClock
+) -> None:
+    await _frames_reach_the_store_and_channel(codec, True, dave)
+
+
+async def _frames_reach_the_store_and_channel(
     codec: VideoCodec, synchronous: bool, dave: tuple[DaveSessionCore, DaveSessionCore]
 ) -> None:
     sender, watcher = dave
@@ -76,7 +90,9 @@ async def test_frames_reach_the_store_and_channel(
     assert all(parse_compound(d) for d in sent)
 
 
-async def test_unwanted_frames_are_not_decoded(dave: tuple[DaveSessionCore, DaveSessionCore]) -> None:
+async def test_unwanted_frames_are_not_decoded(
+    dave: tuple[DaveSessionCore, DaveSessionCore], autojump_clock: trio.testing.MockClock
+) -> None:
     sender, watcher = dave
     streamer = Streamer("h264", dave=sender)
     receiver = VideoReceiver(
