@@ -52,6 +52,7 @@ class StepTimer(trio.abc.Instrument):
         self.started_cpu = 0.0
         self.cpu: collections.defaultdict[str, float] = collections.defaultdict(float)
         self.long_cpu: collections.Counter[str] = collections.Counter()
+        self.step_cpu: collections.defaultdict[str, list[float]] = collections.defaultdict(list)
         self.longest_cpu: dict[str, float] = {}
         self.total: collections.defaultdict[str, float] = collections.defaultdict(float)
         self.steps: collections.Counter[str] = collections.Counter()
@@ -71,6 +72,7 @@ class StepTimer(trio.abc.Instrument):
         name = _short(task.name)
         cpu = time.thread_time() - self.started_cpu
         self.cpu[name] += cpu
+        self.step_cpu[name].append(cpu)
         if cpu > LONG_STEP_S:
             self.long_cpu[name] += 1
         self.longest_cpu[name] = max(cpu, self.longest_cpu.get(name, 0.0))
@@ -207,6 +209,13 @@ def _report(
             f" {timer.long_cpu[name] / elapsed:6.2f} {timer.longest_cpu[name] * 1e3:6.2f}"
             f" | {timer.total[name] / elapsed * 1e3:6.2f}"
             f" {timer.long[name] / elapsed:6.2f} {timer.longest[name] * 1e3:6.2f}"
+        )
+    print("step CPU percentiles (ms) of the busiest tasks: p50 / p90 / p99 / max")
+    for name, _ in sorted(timer.cpu.items(), key=lambda item: -item[1])[:6]:
+        steps = np.array(timer.step_cpu[name]) * 1e3
+        print(
+            f"  {name:<60} {np.percentile(steps, 50):5.2f} / {np.percentile(steps, 90):5.2f}"
+            f" / {np.percentile(steps, 99):5.2f} / {steps.max():5.2f}"
         )
     if profiler is None:
         return
