@@ -5,7 +5,8 @@ Rules (each test names the doc line to fix when it fails):
 * every module under ``clank/`` is named in docs/architecture.md by its path (``io/udp.py`` or
   ``clank/io/udp.py``), except ``__init__.py``, ``__main__.py`` and private modules (``_*.py``);
 * every repository path the docs mention (``clank/...``, ``tests/...``, ``bench/...``,
-  ``examples/...``, ``conf/...``, and package-relative ``io/udp.py`` forms) exists;
+  ``examples/...``, ``conf/...``, ``docs/...``, ``.ci/...``, and package-relative ``io/udp.py``
+  forms) exists;
 * every dotted ``clank.x.y`` name the docs mention imports (a module, or an attribute of one);
 * every config key in a docs/configuration.md table row exists, and every backticked
   ``section.key`` in any doc is a setting (``section.*`` and ``section.a`` / ``.b`` forms included);
@@ -63,7 +64,7 @@ def test_every_module_is_named_in_architecture() -> None:
 
 
 # A path in a doc: rooted at a top-level folder, or package-relative (io/udp.py) after a non-path char.
-_ROOTED = re.compile(r"(?<![\w/.-])((?:clank|tests|bench|examples|conf|docs)/[\w/.*-]*[\w*])")
+_ROOTED = re.compile(r"(?<![\w/.-])((?:clank|tests|bench|examples|conf|docs|\.ci)/[\w/.*-]*[\w*])")
 _RELATIVE = re.compile(rf"(?<![\w/.-])((?:{'|'.join(PACKAGES)})/[\w/]+\.py)\b")
 
 

@@ -81,9 +81,11 @@ BEHAVIOUR: dict[str, tuple[str, ...]] = {
     "watch.auto_watch": (
         "tests/run/test_run_auto_watch.py::test_auto_watch_starts_a_watch_on_the_live_sharer",
     ),
-    "watch.max_fps": ("tests/watch/test_video_pipeline.py::test_frames_reach_the_store_and_channel",),
+    "watch.max_fps": (
+        "tests/watch/test_video_pipeline.py::test_frames_reach_the_store_and_channel_decoding_inline",
+    ),
     "watch.preferred_pixel_count": (
-        "tests/watch/test_video_pipeline.py::test_frames_reach_the_store_and_channel",
+        "tests/watch/test_video_pipeline.py::test_frames_reach_the_store_and_channel_decoding_inline",
     ),
     "watch.jpeg_quality": (
         S + "test_settings_watch_voice.py::test_jpeg_quality_sets_the_size_of_the_frames_handed_out",
@@ -260,5 +262,5 @@ def test_the_named_tests_exist_and_mention_their_key(key: str) -> None:
         path = ROOT / file
         assert path.is_file(), f"{key}: {file} is gone"
         body = _function_source(path, name)
-        assert body is not None, f"{key}: {ref} is gone"
+        assert body is not None, f"{key}: {ref} is gone (renamed? point BEHAVIOUR here at its new name)"
         assert _mentions(path, body, key), f"{key}: {ref} does not mention it"
