@@ -8,7 +8,9 @@ with bob watching it, the HTTP API on a free port) and, after the demo settles, 
   step and how many steps took > 0.5 ms (those delay the audio pacer);
 * ``cProfile`` on the trio thread only (``sys.setprofile`` is per thread), top functions by
   own time and by cumulative time;
-* the voice send loop's pacing lateness (``paced_tone``) at the same time.
+* the voice role's own send loop's pacing lateness (``FramePacer.recent``) at the same time
+  (a copy of the loop, ``paced_tone``, only when no voice role sends: a copy would double the
+  audio work on the thread being measured).
 
 Run: .venv/bin/python bench/profile_demo.py [seconds] [dashboards] [--no-profile] [--separate]
 (``--separate``: the sandbox in a subprocess, this process is clank alone.)
@@ -113,7 +115,10 @@ async def main() -> None:
             result: dict[str, Any] = {}
 
             async def pace() -> None:
-                result["lateness"] = await paced_tone(SECONDS)
+                if role is None:
+                    result["lateness"] = await paced_tone(SECONDS)
+                else:
+                    await trio.sleep(SECONDS)
 
             role = _voice_role(info)
             if role is not None:
@@ -129,7 +134,7 @@ async def main() -> None:
                 profiler.disable()
             trio.lowlevel.remove_instrument(timer)
         voice = [] if role is None else list(role.pacer.recent)
-        _report(timer, profiler, busy_cpu, elapsed, result["lateness"], voice)
+        _report(timer, profiler, busy_cpu, elapsed, result.get("lateness", voice), voice)
 
 
 def _status_cost(info: Any) -> None:
@@ -173,7 +178,7 @@ def _report(
     lateness: list[float],
     voice: list[float],
 ) -> None:
-    ms = np.array(lateness[25:]) * 1000
+    ms = np.array(lateness[25:] if lateness is not voice else lateness) * 1000
     if voice:
         vms = np.array(voice) * 1000
         print(
