@@ -262,5 +262,5 @@ def test_the_named_tests_exist_and_mention_their_key(key: str) -> None:
         path = ROOT / file
         assert path.is_file(), f"{key}: {file} is gone"
         body = _function_source(path, name)
-        assert body is not None, f"{key}: {ref} is gone"
+        assert body is not None, f"{key}: {ref} is gone (renamed? point BEHAVIOUR here at its new name)"
         assert _mentions(path, body, key), f"{key}: {ref} does not mention it"

@@ -7,17 +7,14 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import pytest
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
+from loopback_app import serve_on_loopback
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -40,19 +37,9 @@ async def chat_server(seen: list[tuple[dict[str, str], Any]]) -> AsyncIterator[s
             {"id": "c1", "object": "chat.completion", "choices": [{"index": 0, "message": message}]}
         )
 
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.graceful_timeout = 0.2
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.accesslog = None
-    stop = trio.Event()
     app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, cast(Any, app), config, shutdown_trigger=stop.wait))
-        try:
-            yield f"http://127.0.0.1:{int(binds[0].rpartition(':')[2])}/v1"
-        finally:
-            stop.set()
+    async with serve_on_loopback(app) as base:
+        yield f"{base}/v1"
 
 
 @pytest.mark.parametrize("enabled", [True, False])
