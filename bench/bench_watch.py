@@ -1,7 +1,7 @@
 """Watch benchmark, live: capacity over loopback UDP, frame latency, audio pacing jitter.
 
 Run: ``.venv/bin/python bench/bench_watch.py`` (bounded: about 1-2 minutes on a 2-core machine;
-always exits 0; ``CLANK_BENCH_QUICK=1`` stops the capacity ladders at 8 streams). Realistic
+always exits 0; ``CLANK_BENCH_QUICK=1`` caps the capacity searches at 8 streams). Realistic
 content (``bench/content.py``: screen, scrolling text, moving window, grainy video region) encoded
 with our H264 encoder at 720p30 ~3 Mbit/s and 1080p30 ~6 Mbit/s; real davey sessions (one
 sender/receiver pair per stream: davey rejects replayed nonces, so streams cannot share
