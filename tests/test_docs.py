@@ -12,7 +12,8 @@ Rules (each test names the doc line to fix when it fails):
   ``section.key`` in any doc is a setting (``section.*`` and ``section.a`` / ``.b`` forms included);
 * every ``CLANK_*`` variable the docs mention is one clank reads;
 * every agent tool is named in docs/api.md and every name in its tool tables is a tool;
-* every ``just <recipe>`` the README and docs mention is a recipe of the justfile.
+* every ``just <recipe>`` the README and docs mention is a recipe of the justfile;
+* every ``clank <command> --flag`` the docs show is a command of ``clank`` with that flag.
 
 The HTTP route table is checked against docs/api.md in tests/control/test_control_docs_routes.py.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from clank.cli import main as clank_main
 from clank.config import ENV_ALIASES, ENV_IGNORED, settings_table
 from clank.control.tools import TOOLS_BY_NAME
 
@@ -98,8 +100,14 @@ def _resolves(dotted: str) -> bool:
     return False
 
 
+# `runner.SHUTDOWN_BUDGET`: a name in one of the top-level modules, written without ``clank.``.
+_SHORT = re.compile(r"`((?:runner|cli|errors|config)\.[A-Za-z_]\w*(?:\.\w+)*)`")
+
+
 def test_every_dotted_name_the_docs_mention_imports() -> None:
-    bad = [f"{where}: {name}" for where, name in _lines(_DOTTED) if not _resolves(name)]
+    short = [(where, f"clank.{name}") for where, name in _lines(_SHORT) if not name.endswith(".py")]
+    names = _lines(_DOTTED) + short
+    bad = [f"{where}: {name}" for where, name in names if not _resolves(name)]
     assert not bad, "docs name clank.* objects that do not exist:\n" + "\n".join(bad)
 
 
@@ -191,3 +199,34 @@ def test_just_recipes_the_docs_name_exist() -> None:
 @pytest.mark.parametrize("command", ["just run", "just test"])
 def test_readme_shows_the_two_commands(command: str) -> None:
     assert re.search(rf"^{command}\b", _text(ROOT / "README.md"), re.MULTILINE), command
+
+
+def _help(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    with pytest.raises(SystemExit) as exited:
+        clank_main([*argv, "--help"])
+    assert exited.value.code == 0
+    return capsys.readouterr().out
+
+
+# Log events the docs quote (`clank stopped`), not commands.
+_LOG_EVENTS = frozenset({"stopped", "running"})
+
+
+def test_clank_commands_and_flags_the_docs_show_exist(capsys: pytest.CaptureFixture[str]) -> None:
+    top = _help(capsys)
+    commands = set(re.search(r"\{([\w,]+)\}", top).group(1).split(",")) if "{" in top else set()
+    commands |= set(re.findall(r"^    (\w+) ", top, re.MULTILINE))
+    assert {"run", "sandbox", "mcp", "config", "tools"} <= commands, top
+    flags = {command: set(re.findall(r"(--[\w-]+)", _help(capsys, command))) for command in commands}
+    bad = []
+    for where, shown in _lines(re.compile(r"`clank ([a-z][^`]*)`")):
+        command, *rest = shown.split()
+        if command in _LOG_EVENTS:
+            continue
+        if command not in commands:
+            bad.append(f"{where}: clank {command} (commands: {sorted(commands)})")
+            continue
+        bad += [
+            f"{where}: clank {command} {f}" for f in rest if f.startswith("--") and f not in flags[command]
+        ]
+    assert not bad, "docs show clank commands or flags that do not exist:\n" + "\n".join(bad)
