@@ -13,7 +13,8 @@ Rules (each test names the doc line to fix when it fails):
 * every ``CLANK_*`` variable the docs mention is one clank reads;
 * every agent tool is named in docs/api.md and every name in its tool tables is a tool;
 * every ``just <recipe>`` the README and docs mention is a recipe of the justfile;
-* every ``clank <command> --flag`` the docs show is a command of ``clank`` with that flag.
+* every ``clank <command> --flag`` the docs show is a command of ``clank`` with that flag;
+* docs/operations.md's exit-code table is the CLI's ``EXIT_TABLE`` (plus 0).
 
 The HTTP route table is checked against docs/api.md in tests/control/test_control_docs_routes.py.
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from clank.cli import EXIT_TABLE
 from clank.cli import main as clank_main
 from clank.config import ENV_ALIASES, ENV_IGNORED, settings_table
 from clank.control.tools import TOOLS_BY_NAME
@@ -230,3 +232,10 @@ def test_clank_commands_and_flags_the_docs_show_exist(capsys: pytest.CaptureFixt
             f"{where}: clank {command} {f}" for f in rest if f.startswith("--") and f not in flags[command]
         ]
     assert not bad, "docs show clank commands or flags that do not exist:\n" + "\n".join(bad)
+
+
+def test_exit_code_table_is_the_cli_table() -> None:
+    text = _text(ROOT / "docs" / "operations.md")
+    section = text.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    documented = {int(code) for code in re.findall(r"^\| (\d+) \|", section, re.MULTILINE)}
+    assert documented == {0} | {code for _kind, code, _prefix in EXIT_TABLE}, documented
