@@ -1,4 +1,4 @@
-"""The docs stay true to the code: modules, paths, dotted names, config keys, env vars, tools, recipes.
+"""The docs stay true to the code: modules, paths, names, config keys, env vars, tools, commands, recipes.
 
 Rules (each test names the doc line to fix when it fails):
 
@@ -14,7 +14,9 @@ Rules (each test names the doc line to fix when it fails):
 * every agent tool is named in docs/api.md and every name in its tool tables is a tool;
 * every ``just <recipe>`` the README and docs mention is a recipe of the justfile;
 * every ``clank <command> --flag`` the docs show is a command of ``clank`` with that flag;
-* docs/operations.md's exit-code table is the CLI's ``EXIT_TABLE`` (plus 0).
+* docs/operations.md's exit-code table is the CLI's ``EXIT_TABLE`` (plus 0);
+* CamelCase names and ``snake_case(`` calls in code spans are defined somewhere in ``clank/``
+  (or are one of the few other projects' names listed here).
 
 The HTTP route table is checked against docs/api.md in tests/control/test_control_docs_routes.py.
 """
@@ -239,3 +241,42 @@ def test_exit_code_table_is_the_cli_table() -> None:
     section = text.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
     documented = {int(code) for code in re.findall(r"^\| (\d+) \|", section, re.MULTILINE)}
     assert documented == {0} | {code for _kind, code, _prefix in EXIT_TABLE}, documented
+
+
+# Names the docs quote from other projects (davey, discord.py, MLS, browsers, the stdlib, PyAV).
+EXTERNAL_NAMES = frozenset(
+    {
+        "DaveSession",
+        "DiscordWebSocket",
+        "EventSource",
+        "MissingProposal",
+        "NamedTuple",
+        "OpenAI",
+        "SignWithLabel",
+        "SimpleQueue",
+        "UnencryptedWhenPassthroughDisabled",
+        "VideoReformatter",
+        "set_passthrough_mode",
+    }
+)
+
+
+def _defined_names() -> set[str]:
+    source = "\n".join(path.read_text(encoding="utf-8") for path in PACKAGE.rglob("*.py"))
+    return (
+        set(re.findall(r"^\s*class (\w+)", source, re.MULTILINE))
+        | set(re.findall(r"^\s*(?:async )?def (\w+)", source, re.MULTILINE))
+        | set(re.findall(r"^\s*(\w+)\s*(?::[^=\n]*)?=", source, re.MULTILINE))
+    )
+
+
+def test_class_and_function_names_the_docs_quote_exist() -> None:
+    # In `code` spans: CamelCase names (classes, values) and snake_case calls (`open_video_pipeline(`).
+    camel = re.compile(r"(?<![\w.])([A-Z][a-z]+(?:[A-Z][a-z0-9]*)+)\b")
+    call = re.compile(r"(?<!\w)([a-z_][a-z0-9_]*_[a-z0-9_]+)\(")
+    defined = _defined_names() | EXTERNAL_NAMES
+    bad = []
+    for where, span in _lines(re.compile(r"`([^`]+)`")):
+        names = camel.findall(span) + call.findall(span)
+        bad += [f"{where}: {name}" for name in names if name not in defined]
+    assert not bad, "docs quote names that are not in clank/ (renamed or gone?):\n" + "\n".join(bad)
