@@ -218,8 +218,7 @@ _LOG_EVENTS = frozenset({"stopped", "running"})
 
 def test_clank_commands_and_flags_the_docs_show_exist(capsys: pytest.CaptureFixture[str]) -> None:
     top = _help(capsys)
-    commands = set(re.search(r"\{([\w,]+)\}", top).group(1).split(",")) if "{" in top else set()
-    commands |= set(re.findall(r"^    (\w+) ", top, re.MULTILINE))
+    commands = set(re.findall(r"^    (\w+) ", top, re.MULTILINE))  # the COMMAND list of --help
     assert {"run", "sandbox", "mcp", "config", "tools"} <= commands, top
     flags = {command: set(re.findall(r"(--[\w-]+)", _help(capsys, command))) for command in commands}
     bad = []
@@ -280,3 +279,17 @@ def test_class_and_function_names_the_docs_quote_exist() -> None:
         names = camel.findall(span) + call.findall(span)
         bad += [f"{where}: {name}" for name in names if name not in defined]
     assert not bad, "docs quote names that are not in clank/ (renamed or gone?):\n" + "\n".join(bad)
+
+
+def test_architecture_names_the_layering_rules() -> None:
+    from test_layering import ALLOWED, FORBIDDEN_IN_SANS_IO, SANS_IO  # the table the layering test enforces
+
+    text = _text(ROOT / "docs" / "architecture.md")
+    sentence = text.split("Sans-io packages (", 1)[1].split(".", 1)[0]
+    assert all(f"`{name}`" in sentence for name in SANS_IO | FORBIDDEN_IN_SANS_IO), sentence
+    table = text.split("## Layers", 1)[1].split("\n## ", 1)[0]
+    layers = {layer for layer in ALLOWED if not layer.startswith("__")}
+    missing = [
+        layer for layer in layers if f"`clank/{layer}/`" not in table and f"`clank/{layer}.py`" not in table
+    ]
+    assert not missing, f"docs/architecture.md's layer table does not name: {missing}"
