@@ -15,6 +15,7 @@ Rules (each test names the doc line to fix when it fails):
 * every ``just <recipe>`` the README and docs mention is a recipe of the justfile;
 * every ``clank <command> --flag`` the docs show is a command of ``clank`` with that flag;
 * docs/operations.md's exit-code table is the CLI's ``EXIT_TABLE`` (plus 0);
+* every ``bench/bench_*.py`` has a row in docs/performance.md's bench table;
 * CamelCase names and ``snake_case(`` calls in code spans are defined somewhere in ``clank/``
   (or are one of the few other projects' names listed here).
 
@@ -293,3 +294,10 @@ def test_architecture_names_the_layering_rules() -> None:
         layer for layer in layers if f"`clank/{layer}/`" not in table and f"`clank/{layer}.py`" not in table
     ]
     assert not missing, f"docs/architecture.md's layer table does not name: {missing}"
+
+
+def test_every_bench_is_in_the_performance_table() -> None:
+    text = _text(ROOT / "docs" / "performance.md")
+    rows = set(re.findall(r"^\| `(bench_\w+\.py)` \|", text, re.MULTILINE))
+    benches = {path.name for path in (ROOT / "bench").glob("bench_*.py")}
+    assert benches <= rows, f"docs/performance.md's bench table lacks: {sorted(benches - rows)}"
