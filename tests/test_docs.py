@@ -301,3 +301,10 @@ def test_every_bench_is_in_the_performance_table() -> None:
     rows = set(re.findall(r"^\| `(bench_\w+\.py)` \|", text, re.MULTILINE))
     benches = {path.name for path in (ROOT / "bench").glob("bench_*.py")}
     assert benches <= rows, f"docs/performance.md's bench table lacks: {sorted(benches - rows)}"
+
+
+def test_every_env_alias_is_in_configuration_md() -> None:
+    text = _text(ROOT / "docs" / "configuration.md")
+    aliases = text.split("plus short aliases", 1)[1].split(";", 1)[0]  # the list in "three layers"
+    missing = [name for name in sorted(ENV_ALIASES) if f"`{name}`" not in aliases]
+    assert not missing, f"docs/configuration.md does not name these env aliases: {missing}"
