@@ -8,7 +8,8 @@ Rules (each test names the doc line to fix when it fails):
   ``examples/...``, ``conf/...``, ``docs/...``, ``.ci/...``, and package-relative ``io/udp.py``
   forms) exists;
 * every dotted ``clank.x.y`` name the docs mention imports (a module, or an attribute of one);
-* every config key in a docs/configuration.md table row exists, and every backticked
+* every config key in a docs/configuration.md table row exists, with the code's default, expected
+  form and ``CLANK_<SECTION>_<KEY>`` name in its row, and every backticked
   ``section.key`` in any doc is a setting (``section.*`` and ``section.a`` / ``.b`` forms included);
 * every ``CLANK_*`` variable the docs mention is one clank reads;
 * every agent tool is named in docs/api.md and every name in its tool tables is a tool;
@@ -308,3 +309,27 @@ def test_every_env_alias_is_in_configuration_md() -> None:
     aliases = text.split("plus short aliases", 1)[1].split(";", 1)[0]  # the list in "three layers"
     missing = [name for name in sorted(ENV_ALIASES) if f"`{name}`" not in aliases]
     assert not missing, f"docs/configuration.md does not name these env aliases: {missing}"
+
+
+def _shown(value: object) -> str:
+    return repr(list(value)) if isinstance(value, tuple) else repr(value)
+
+
+def test_configuration_table_shows_each_default_expected_form_and_env_name() -> None:
+    text = _text(ROOT / "docs" / "configuration.md")
+    rows = {
+        m.group(1): (m.group(2), m.group(3), m.group(4))
+        for m in re.finditer(r"^\| `([\w.]+)` \| `(.*?)` \| (.*?) \| (.*?) \|$", text, re.MULTILINE)
+    }
+    bad = []
+    for key, default, expected in settings_table():
+        shown, form, env = rows.get(key, ("", "", ""))
+        if (
+            shown != _shown(default)
+            or form != expected
+            or f"`CLANK_{key.replace('.', '_').upper()}`" not in env
+        ):
+            bad.append(
+                f"{key}: docs say {shown!r} / {form!r} / {env!r}; code: {_shown(default)!r} / {expected!r}"
+            )
+    assert not bad, "docs/configuration.md's table differs from clank/config.py:\n" + "\n".join(bad)
