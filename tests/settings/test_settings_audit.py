@@ -81,9 +81,11 @@ BEHAVIOUR: dict[str, tuple[str, ...]] = {
     "watch.auto_watch": (
         "tests/run/test_run_auto_watch.py::test_auto_watch_starts_a_watch_on_the_live_sharer",
     ),
-    "watch.max_fps": ("tests/watch/test_video_pipeline.py::test_frames_reach_the_store_and_channel",),
+    "watch.max_fps": (
+        "tests/watch/test_video_pipeline.py::test_frames_reach_the_store_and_channel_decoding_inline",
+    ),
     "watch.preferred_pixel_count": (
-        "tests/watch/test_video_pipeline.py::test_frames_reach_the_store_and_channel",
+        "tests/watch/test_video_pipeline.py::test_frames_reach_the_store_and_channel_decoding_inline",
     ),
     "watch.jpeg_quality": (
         S + "test_settings_watch_voice.py::test_jpeg_quality_sets_the_size_of_the_frames_handed_out",
