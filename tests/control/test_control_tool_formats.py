@@ -84,7 +84,9 @@ def test_cli_prints_each_format(fmt: str) -> None:
     assert json.loads(proc.stdout) == tools_in_format(fmt)
 
 
-async def test_look_at_screen_without_the_image_hands_out_an_image_url() -> None:
+async def test_look_at_screen_without_the_image_hands_out_an_image_url(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     with trio.fail_after(30):
         session = RegistrySession()
         session.join(ALICE, stream=True)
@@ -94,5 +96,5 @@ async def test_look_at_screen_without_the_image_hands_out_an_image_url() -> None
         full = await call_tool(service, "look_at_screen", {})
         lean = await call_tool(service, "look_at_screen", {"includeImage": False})
     assert full["image"]["dataBase64"] and "imageUrl" not in full
-    assert "image" not in lean and lean["frame"] == full["frame"]
+    assert "image" not in lean and lean["frame"] == full["frame"]  # virtual clock: the same ageMs
     assert lean["imageUrl"] == f"/api/screen/latest.jpg?target={ALICE}"
