@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "dave"))
 
 from dave_net import DaveNet
 
-from clank.crypto.dave import DaveSessionCore, Media
+from clank.crypto.dave import DaveSessionCore
+from clank.crypto.dave_stats import Media
 
 BUDGET_S = 0.6  # per measurement
 

@@ -1,8 +1,9 @@
 """Benchmark: the media receive path over real loopback UDP.
 
 A sender *process* (so it does not share our GIL) blasts AES-256-GCM rtpsize RTP packets of
-1,100 bytes at a trio receiver that drains the socket inline (``UdpEndpoint.drain_loop``) and
-runs ``TransportCipher.open_rtp`` on every packet.
+1,100 bytes at a trio receiver that drains the socket inline (``UdpEndpoint.drain_loop``, the
+endpoint connected to the sender as a media leg's is to its server) and runs
+``TransportCipher.open_rtp`` on every packet.
 
 1. Throughput: the sender sends as fast as it can; we report opened packets per second of wall
    time and per CPU-second of the receiver (the latter is steadier on a shared machine), as the
@@ -73,10 +74,12 @@ def build_packets(count: int) -> list[bytes]:
     return packets
 
 
-def run_sender(port: int, mode: str) -> None:
-    """Child process: send packets to 127.0.0.1:port; prints how many were sent."""
+def run_sender(port: int, mode: str, source_port: int) -> None:
+    """Child process: send packets from 127.0.0.1:source_port to 127.0.0.1:port; prints how many
+    were sent."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+    sock.bind(("127.0.0.1", source_port))
     sock.connect(("127.0.0.1", port))
     send = sock.send
     sent = 0
@@ -134,14 +137,21 @@ class Receiver:
             self.cpu_last = time.process_time()
 
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 async def measure(mode: str, decrypt: bool) -> tuple[Receiver, int, int]:
+    """One run; the receiving endpoint is connected to the sender, as a media leg's is."""
     receiver = Receiver(decrypt)
-    async with open_udp_endpoint() as endpoint, trio.open_nursery() as nursery:
+    source_port = _free_port()
+    async with open_udp_endpoint(("127.0.0.1", source_port)) as endpoint, trio.open_nursery() as nursery:
         nursery.start_soon(endpoint.drain_loop, receiver.handle)
         port = endpoint.local_address[1]
-        result = await trio.run_process(
-            [sys.executable, __file__, "--sender", str(port), mode], capture_stdout=True, check=True
-        )
+        command = [sys.executable, __file__, "--sender", str(port), mode, str(source_port)]
+        result = await trio.run_process(command, capture_stdout=True, check=True)
         sent = int(result.stdout.decode().strip())
         while True:  # wait until the socket has been quiet for IDLE_END
             before = endpoint.statistics().packets_received
@@ -269,8 +279,8 @@ def _us(values: list[float]) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--sender":
-        run_sender(int(sys.argv[2]), sys.argv[3])
+    if len(sys.argv) == 5 and sys.argv[1] == "--sender":
+        run_sender(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
     else:
         trio.run(main)
         offline_path()

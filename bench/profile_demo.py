@@ -8,7 +8,9 @@ with bob watching it, the HTTP API on a free port) and, after the demo settles, 
   step and how many steps took > 0.5 ms (those delay the audio pacer);
 * ``cProfile`` on the trio thread only (``sys.setprofile`` is per thread), top functions by
   own time and by cumulative time;
-* the voice send loop's pacing lateness (``paced_tone``) at the same time.
+* the voice role's own send loop's pacing lateness (``FramePacer.recent``) at the same time
+  (a copy of the loop, ``paced_tone``, only when no voice role sends: a copy would double the
+  audio work on the thread being measured).
 
 Run: .venv/bin/python bench/profile_demo.py [seconds] [dashboards] [--no-profile] [--separate]
 (``--separate``: the sandbox in a subprocess, this process is clank alone.)
@@ -52,6 +54,7 @@ class StepTimer(trio.abc.Instrument):
         self.started_cpu = 0.0
         self.cpu: collections.defaultdict[str, float] = collections.defaultdict(float)
         self.long_cpu: collections.Counter[str] = collections.Counter()
+        self.step_cpu: collections.defaultdict[str, list[float]] = collections.defaultdict(list)
         self.longest_cpu: dict[str, float] = {}
         self.total: collections.defaultdict[str, float] = collections.defaultdict(float)
         self.steps: collections.Counter[str] = collections.Counter()
@@ -71,6 +74,7 @@ class StepTimer(trio.abc.Instrument):
         name = _short(task.name)
         cpu = time.thread_time() - self.started_cpu
         self.cpu[name] += cpu
+        self.step_cpu[name].append(cpu)
         if cpu > LONG_STEP_S:
             self.long_cpu[name] += 1
         self.longest_cpu[name] = max(cpu, self.longest_cpu.get(name, 0.0))
@@ -111,7 +115,10 @@ async def main() -> None:
             result: dict[str, Any] = {}
 
             async def pace() -> None:
-                result["lateness"] = await paced_tone(SECONDS)
+                if role is None:
+                    result["lateness"] = await paced_tone(SECONDS)
+                else:
+                    await trio.sleep(SECONDS)
 
             role = _voice_role(info)
             if role is not None:
@@ -127,7 +134,7 @@ async def main() -> None:
                 profiler.disable()
             trio.lowlevel.remove_instrument(timer)
         voice = [] if role is None else list(role.pacer.recent)
-        _report(timer, profiler, busy_cpu, elapsed, result["lateness"], voice)
+        _report(timer, profiler, busy_cpu, elapsed, result.get("lateness", voice), voice)
 
 
 def _status_cost(info: Any) -> None:
@@ -171,7 +178,7 @@ def _report(
     lateness: list[float],
     voice: list[float],
 ) -> None:
-    ms = np.array(lateness[25:]) * 1000
+    ms = np.array(lateness[25:] if lateness is not voice else lateness) * 1000
     if voice:
         vms = np.array(voice) * 1000
         print(
@@ -207,6 +214,13 @@ def _report(
             f" {timer.long_cpu[name] / elapsed:6.2f} {timer.longest_cpu[name] * 1e3:6.2f}"
             f" | {timer.total[name] / elapsed * 1e3:6.2f}"
             f" {timer.long[name] / elapsed:6.2f} {timer.longest[name] * 1e3:6.2f}"
+        )
+    print("step CPU percentiles (ms) of the busiest tasks: p50 / p90 / p99 / max")
+    for name, _ in sorted(timer.cpu.items(), key=lambda item: -item[1])[:6]:
+        steps = np.array(timer.step_cpu[name]) * 1e3
+        print(
+            f"  {name:<60} {np.percentile(steps, 50):5.2f} / {np.percentile(steps, 90):5.2f}"
+            f" / {np.percentile(steps, 99):5.2f} / {steps.max():5.2f}"
         )
     if profiler is None:
         return

@@ -30,7 +30,6 @@ from clank import __version__
 from clank.config import ApiSettings, Settings
 from clank.control.auto_watch import run_auto_watch
 from clank.control.demo import run_demo
-from clank.control.http import HttpApi, generate_api_token, open_http_api
 from clank.control.link_wiring import open_link_flow
 from clank.control.service import ClankService
 from clank.control.session_port import DIRECTORY_EVENTS, LiveSessionPort, MemberDirectory, feed_directory
@@ -65,6 +64,7 @@ from clank.watch.notes import ScreenNotes
 from clank.watch.vision import open_vision_provider
 
 if TYPE_CHECKING:
+    from clank.control.http import HttpApi
     from clank.sandbox.app import Sandbox
 
 log = get_logger("clank.run")
@@ -394,6 +394,9 @@ async def open_clank(
 async def _open_clank(
     settings: Settings, *, scenario: str | None, api_port: int | None, demo_watch: bool
 ) -> AsyncIterator[RunInfo]:
+    # The HTTP API (with MCP, a heavy import) only here: open_session's embedders never load it.
+    from clank.control.http import generate_api_token, open_http_api
+
     async with contextlib.AsyncExitStack() as stack:
         composed = await stack.enter_async_context(_compose(settings, scenario=scenario))
         settings = composed.settings

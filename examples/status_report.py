@@ -4,12 +4,13 @@ Prints the voice channel's sharers (with names), each transport role's state and
 figures, and the DAVE end-to-end encryption state with the voice privacy code — the same data the
 dashboard shows. Sandbox without a token, real Discord with one (see watch_and_describe.py).
 
-    .venv/bin/python examples/status_report.py [--settle 7]
+    .venv/bin/python examples/status_report.py [--settle 10]
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import trio
 
@@ -21,9 +22,21 @@ def group(code: str) -> str:
     return " ".join(code[i : i + 5] for i in range(0, len(code), 5))
 
 
+def settled(service: Any) -> bool:
+    """Somebody shares, and voice is up with its DAVE privacy code (when DAVE is on)."""
+    voice = next((r for r in service.status()["roles"] if r["name"] == "voice"), None)
+    if not service.list_sharers() or voice is None or voice["state"] != "ready":
+        return False
+    dave = voice.get("dave")
+    return not dave or not dave["protocolVersion"] or bool(dave.get("privacyCode"))
+
+
 async def main(settle: float) -> int:
     async with clank.open_session(clank.load_settings(), scenario="demo") as service:
-        await trio.sleep(settle)  # let sharers be discovered and DAVE agree on a group
+        # Let sharers be discovered and DAVE agree on a group: at most `settle` seconds.
+        with trio.move_on_after(settle):
+            while not settled(service):  # noqa: ASYNC110 (status is a cheap read; polling is fine)
+                await trio.sleep(0.2)
         print("members:", ", ".join(sorted(m.label for m in service.session.members())))
         sharers = service.list_sharers()
         for sharer in sharers:
@@ -46,5 +59,7 @@ async def main(settle: float) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--settle", type=float, default=7.0, help="seconds to wait before reporting")
+    parser.add_argument(
+        "--settle", type=float, default=10.0, help="report after a sharer and DAVE are seen, or this long"
+    )
     raise SystemExit(trio.run(main, parser.parse_args().settle))

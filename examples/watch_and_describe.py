@@ -24,7 +24,7 @@ async def main(out: Path | None, seconds: float) -> int:
             # Bind a watch the way an agent would: no target = the only sharer.
             while not (watch := await service.start_screen_watch()).ok:
                 print(f"waiting for a sharer ({watch.reason})")
-                await trio.sleep(1.0)
+                await trio.sleep(0.25)
             names = {s["userId"]: s["label"] for s in service.list_sharers()}
             print(f"watching {names.get(watch.target_user_id or '', watch.target_user_id)} ({watch.detail})")
             # look_at_screen is a cheap read of the latest frame: polling it is fine.

@@ -1,17 +1,24 @@
-"""The docs stay true to the code: modules, paths, dotted names, config keys, env vars, tools, recipes.
+"""The docs stay true to the code: modules, paths, names, config keys, env vars, tools, commands, recipes.
 
 Rules (each test names the doc line to fix when it fails):
 
 * every module under ``clank/`` is named in docs/architecture.md by its path (``io/udp.py`` or
   ``clank/io/udp.py``), except ``__init__.py``, ``__main__.py`` and private modules (``_*.py``);
 * every repository path the docs mention (``clank/...``, ``tests/...``, ``bench/...``,
-  ``examples/...``, ``conf/...``, and package-relative ``io/udp.py`` forms) exists;
+  ``examples/...``, ``conf/...``, ``docs/...``, ``.ci/...``, and package-relative ``io/udp.py``
+  forms) exists;
 * every dotted ``clank.x.y`` name the docs mention imports (a module, or an attribute of one);
-* every config key in a docs/configuration.md table row exists, and every backticked
+* every config key in a docs/configuration.md table row exists, with the code's default, expected
+  form and ``CLANK_<SECTION>_<KEY>`` name in its row, and every backticked
   ``section.key`` in any doc is a setting (``section.*`` and ``section.a`` / ``.b`` forms included);
 * every ``CLANK_*`` variable the docs mention is one clank reads;
 * every agent tool is named in docs/api.md and every name in its tool tables is a tool;
-* every ``just <recipe>`` the README and docs mention is a recipe of the justfile.
+* every ``just <recipe>`` the README and docs mention is a recipe of the justfile;
+* every ``clank <command> --flag`` the docs show is a command of ``clank`` with that flag;
+* docs/operations.md's exit-code table is the CLI's ``EXIT_TABLE`` (plus 0);
+* every ``bench/bench_*.py`` has a row in docs/performance.md's bench table;
+* CamelCase names and ``snake_case(`` calls in code spans are defined somewhere in ``clank/``
+  (or are one of the few other projects' names listed here).
 
 The HTTP route table is checked against docs/api.md in tests/control/test_control_docs_routes.py.
 """
@@ -24,6 +31,8 @@ from pathlib import Path
 
 import pytest
 
+from clank.cli import EXIT_TABLE
+from clank.cli import main as clank_main
 from clank.config import ENV_ALIASES, ENV_IGNORED, settings_table
 from clank.control.tools import TOOLS_BY_NAME
 
@@ -63,7 +72,7 @@ def test_every_module_is_named_in_architecture() -> None:
 
 
 # A path in a doc: rooted at a top-level folder, or package-relative (io/udp.py) after a non-path char.
-_ROOTED = re.compile(r"(?<![\w/.-])((?:clank|tests|bench|examples|conf|docs)/[\w/.*-]*[\w*])")
+_ROOTED = re.compile(r"(?<![\w/.-])((?:clank|tests|bench|examples|conf|docs|\.ci)/[\w/.*-]*[\w*])")
 _RELATIVE = re.compile(rf"(?<![\w/.-])((?:{'|'.join(PACKAGES)})/[\w/]+\.py)\b")
 
 
@@ -97,8 +106,14 @@ def _resolves(dotted: str) -> bool:
     return False
 
 
+# `runner.SHUTDOWN_BUDGET`: a name in one of the top-level modules, written without ``clank.``.
+_SHORT = re.compile(r"`((?:runner|cli|errors|config)\.[A-Za-z_]\w*(?:\.\w+)*)`")
+
+
 def test_every_dotted_name_the_docs_mention_imports() -> None:
-    bad = [f"{where}: {name}" for where, name in _lines(_DOTTED) if not _resolves(name)]
+    short = [(where, f"clank.{name}") for where, name in _lines(_SHORT) if not name.endswith(".py")]
+    names = _lines(_DOTTED) + short
+    bad = [f"{where}: {name}" for where, name in names if not _resolves(name)]
     assert not bad, "docs name clank.* objects that do not exist:\n" + "\n".join(bad)
 
 
@@ -190,3 +205,131 @@ def test_just_recipes_the_docs_name_exist() -> None:
 @pytest.mark.parametrize("command", ["just run", "just test"])
 def test_readme_shows_the_two_commands(command: str) -> None:
     assert re.search(rf"^{command}\b", _text(ROOT / "README.md"), re.MULTILINE), command
+
+
+def _help(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    with pytest.raises(SystemExit) as exited:
+        clank_main([*argv, "--help"])
+    assert exited.value.code == 0
+    return capsys.readouterr().out
+
+
+# Log events the docs quote (`clank stopped`), not commands.
+_LOG_EVENTS = frozenset({"stopped", "running"})
+
+
+def test_clank_commands_and_flags_the_docs_show_exist(capsys: pytest.CaptureFixture[str]) -> None:
+    top = _help(capsys)
+    commands = set(re.findall(r"^    (\w+) ", top, re.MULTILINE))  # the COMMAND list of --help
+    assert {"run", "sandbox", "mcp", "config", "tools"} <= commands, top
+    flags = {command: set(re.findall(r"(--[\w-]+)", _help(capsys, command))) for command in commands}
+    bad = []
+    for where, shown in _lines(re.compile(r"`clank ([a-z][^`]*)`")):
+        command, *rest = shown.split()
+        if command in _LOG_EVENTS:
+            continue
+        if command not in commands:
+            bad.append(f"{where}: clank {command} (commands: {sorted(commands)})")
+            continue
+        bad += [
+            f"{where}: clank {command} {f}" for f in rest if f.startswith("--") and f not in flags[command]
+        ]
+    assert not bad, "docs show clank commands or flags that do not exist:\n" + "\n".join(bad)
+
+
+def test_exit_code_table_is_the_cli_table() -> None:
+    text = _text(ROOT / "docs" / "operations.md")
+    section = text.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    documented = {int(code) for code in re.findall(r"^\| (\d+) \|", section, re.MULTILINE)}
+    assert documented == {0} | {code for _kind, code, _prefix in EXIT_TABLE}, documented
+
+
+# Names the docs quote from other projects (davey, discord.py, MLS, browsers, the stdlib, PyAV).
+EXTERNAL_NAMES = frozenset(
+    {
+        "DaveSession",
+        "DiscordWebSocket",
+        "EventSource",
+        "MissingProposal",
+        "NamedTuple",
+        "OpenAI",
+        "SignWithLabel",
+        "SimpleQueue",
+        "UnencryptedWhenPassthroughDisabled",
+        "VideoReformatter",
+        "set_passthrough_mode",
+    }
+)
+
+
+def _defined_names() -> set[str]:
+    source = "\n".join(path.read_text(encoding="utf-8") for path in PACKAGE.rglob("*.py"))
+    return (
+        set(re.findall(r"^\s*class (\w+)", source, re.MULTILINE))
+        | set(re.findall(r"^\s*(?:async )?def (\w+)", source, re.MULTILINE))
+        | set(re.findall(r"^\s*(\w+)\s*(?::[^=\n]*)?=", source, re.MULTILINE))
+    )
+
+
+def test_class_and_function_names_the_docs_quote_exist() -> None:
+    # In `code` spans: CamelCase names (classes, values) and snake_case calls (`open_video_pipeline(`).
+    camel = re.compile(r"(?<![\w.])([A-Z][a-z]+(?:[A-Z][a-z0-9]*)+)\b")
+    call = re.compile(r"(?<!\w)([a-z_][a-z0-9_]*_[a-z0-9_]+)\(")
+    defined = _defined_names() | EXTERNAL_NAMES
+    bad = []
+    for where, span in _lines(re.compile(r"`([^`]+)`")):
+        names = camel.findall(span) + call.findall(span)
+        bad += [f"{where}: {name}" for name in names if name not in defined]
+    assert not bad, "docs quote names that are not in clank/ (renamed or gone?):\n" + "\n".join(bad)
+
+
+def test_architecture_names_the_layering_rules() -> None:
+    from test_layering import ALLOWED, FORBIDDEN_IN_SANS_IO, SANS_IO  # the table the layering test enforces
+
+    text = _text(ROOT / "docs" / "architecture.md")
+    sentence = text.split("Sans-io packages (", 1)[1].split(".", 1)[0]
+    assert all(f"`{name}`" in sentence for name in SANS_IO | FORBIDDEN_IN_SANS_IO), sentence
+    table = text.split("## Layers", 1)[1].split("\n## ", 1)[0]
+    layers = {layer for layer in ALLOWED if not layer.startswith("__")}
+    missing = [
+        layer for layer in layers if f"`clank/{layer}/`" not in table and f"`clank/{layer}.py`" not in table
+    ]
+    assert not missing, f"docs/architecture.md's layer table does not name: {missing}"
+
+
+def test_every_bench_is_in_the_performance_table() -> None:
+    text = _text(ROOT / "docs" / "performance.md")
+    rows = set(re.findall(r"^\| `(bench_\w+\.py)` \|", text, re.MULTILINE))
+    benches = {path.name for path in (ROOT / "bench").glob("bench_*.py")}
+    assert benches <= rows, f"docs/performance.md's bench table lacks: {sorted(benches - rows)}"
+
+
+def test_every_env_alias_is_in_configuration_md() -> None:
+    text = _text(ROOT / "docs" / "configuration.md")
+    aliases = text.split("plus short aliases", 1)[1].split(";", 1)[0]  # the list in "three layers"
+    missing = [name for name in sorted(ENV_ALIASES) if f"`{name}`" not in aliases]
+    assert not missing, f"docs/configuration.md does not name these env aliases: {missing}"
+
+
+def _shown(value: object) -> str:
+    return repr(list(value)) if isinstance(value, tuple) else repr(value)
+
+
+def test_configuration_table_shows_each_default_expected_form_and_env_name() -> None:
+    text = _text(ROOT / "docs" / "configuration.md")
+    rows = {
+        m.group(1): (m.group(2), m.group(3), m.group(4))
+        for m in re.finditer(r"^\| `([\w.]+)` \| `(.*?)` \| (.*?) \| (.*?) \|$", text, re.MULTILINE)
+    }
+    bad = []
+    for key, default, expected in settings_table():
+        shown, form, env = rows.get(key, ("", "", ""))
+        if (
+            shown != _shown(default)
+            or form != expected
+            or f"`CLANK_{key.replace('.', '_').upper()}`" not in env
+        ):
+            bad.append(
+                f"{key}: docs say {shown!r} / {form!r} / {env!r}; code: {_shown(default)!r} / {expected!r}"
+            )
+    assert not bad, "docs/configuration.md's table differs from clank/config.py:\n" + "\n".join(bad)

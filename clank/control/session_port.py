@@ -21,7 +21,8 @@ from clank.control.dave_codes import VerificationCodes, group_code
 from clank.control.model import DaveStatus, FrameView, RoleStatus, SessionStatus, WatchView
 from clank.control.publish import publish_role_status
 from clank.control.resolve import Member, SharerState, WatchKind, sharers_from_registry
-from clank.crypto.dave import DaveSessionCore, DaveStatistics
+from clank.crypto.dave import DaveSessionCore
+from clank.crypto.dave_stats import DaveStatistics
 from clank.errors import ClankError, InvalidArgument, WatchError
 from clank.io.gateway import Dispatch
 from clank.io.media_connection_statistics import MediaConnectionStatistics

@@ -17,13 +17,19 @@ protocol 0) turns it on; an upgrade ends with ``set_passthrough_mode(False, 10)`
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Literal
 
 import attrs
 import davey
 
+from clank.crypto.dave_stats import (
+    STATUS_TO_STATE,
+    Count,
+    DaveState,
+    DaveStatistics,
+    Media,
+)
 from clank.crypto.dave_wire import MAGIC_MARKER, check_mls_vector, classify_decrypt_error
 from clank.errors import DaveError, DecryptionFailed, MalformedMessage
 from clank.wire.voice_gateway import (
@@ -36,7 +42,6 @@ from clank.wire.voice_gateway import (
     parse_dave_json,
 )
 
-Media = Literal["audio", "video"]
 VideoCodec = Literal["h264", "h265", "vp8", "vp9", "av1"]
 
 # Short names for the DAVE opcodes; the numbers live in the voice gateway wire module.
@@ -92,63 +97,6 @@ class DaveJson:
 DaveFrame = DaveBinary | DaveJson
 
 
-class DaveState(enum.Enum):
-    INACTIVE = "inactive"
-    PENDING = "pending"
-    AWAITING_RESPONSE = "awaiting_response"
-    ACTIVE = "active"
-    DISABLED = "disabled"
-
-
-# davey's enums are not hashable, so this is a list of pairs rather than a dict.
-_STATUS_TO_STATE: Final[tuple[tuple[davey.SessionStatus, DaveState], ...]] = (
-    (davey.SessionStatus.inactive, DaveState.INACTIVE),
-    (davey.SessionStatus.pending, DaveState.PENDING),
-    (davey.SessionStatus.awaiting_response, DaveState.AWAITING_RESPONSE),
-    (davey.SessionStatus.active, DaveState.ACTIVE),
-)
-
-
-@attrs.frozen
-class MediaCounters:
-    ok: int = 0
-    fail: int = 0
-    passthrough: int = 0
-
-
-@attrs.frozen
-class DaveStatistics:
-    """A snapshot of one DAVE session; ``decrypt`` is keyed by (sender user id, media)."""
-
-    state: DaveState
-    protocol_version: int
-    epoch: int | None
-    voice_privacy_code: str | None
-    encrypt: Mapping[str, MediaCounters]
-    decrypt: Mapping[tuple[int, str], MediaCounters]
-    decrypt_failures: Mapping[str, int]
-    recoveries: int
-    transitions_executed: int
-    last_error: str | None
-    proposals_failed: int = 0
-    """op27s we could not use (malformed, or refused by davey): dropped, no op31 (DAVE spec)."""
-
-    def decrypt_counters(self, user_id: int, media: Media) -> MediaCounters:
-        return self.decrypt.get((user_id, media), MediaCounters())
-
-
-class _Count:
-    __slots__ = ("fail", "ok", "passthrough")
-
-    def __init__(self) -> None:
-        self.ok = 0
-        self.fail = 0
-        self.passthrough = 0
-
-    def freeze(self) -> MediaCounters:
-        return MediaCounters(self.ok, self.fail, self.passthrough)
-
-
 class DaveSessionCore:
     """DAVE for one transport role. ``group_id``: voice channel id, or rtc_server_id - 1 for streams."""
 
@@ -173,8 +121,8 @@ class DaveSessionCore:
         self._downgraded = False
         self._in_transition_window = False
         self._known_users: set[int] = set()
-        self._encrypt: dict[str, _Count] = {}
-        self._decrypt: dict[tuple[int, str], _Count] = {}
+        self._encrypt: dict[str, Count] = {}
+        self._decrypt: dict[tuple[int, str], Count] = {}
         self._failures: dict[str, int] = {}
         self._recoveries = 0
         self._proposals_failed = 0
@@ -194,7 +142,7 @@ class DaveSessionCore:
         if self._session is None:
             return DaveState.INACTIVE
         status = self._session.status
-        return next(state for davey_status, state in _STATUS_TO_STATE if davey_status == status)
+        return next(state for davey_status, state in STATUS_TO_STATE if davey_status == status)
 
     @property
     def problems(self) -> int:
@@ -432,7 +380,7 @@ class DaveSessionCore:
         """Decrypt one frame from ``user_id``; raises DecryptionFailed("dave", reason)."""
         count = self._decrypt.get((user_id, media))
         if count is None:
-            count = self._decrypt[(user_id, media)] = _Count()
+            count = self._decrypt[(user_id, media)] = Count()
         session = self._session
         if self._protocol_version == 0 or session is None:
             count.passthrough += 1
@@ -480,7 +428,7 @@ class DaveSessionCore:
 
     # ------------------------------------------------------------------ internals
 
-    def _decrypt_failed(self, count: _Count, reason: str) -> DecryptionFailed:
+    def _decrypt_failed(self, count: Count, reason: str) -> DecryptionFailed:
         count.fail += 1
         self._failures[reason] = self._failures.get(reason, 0) + 1
         return DecryptionFailed("dave", reason)
@@ -488,7 +436,7 @@ class DaveSessionCore:
     def _encrypt_with(self, media: str, op: Any, frame: bytes) -> bytes:
         count = self._encrypt.get(media)
         if count is None:
-            count = self._encrypt[media] = _Count()
+            count = self._encrypt[media] = Count()
         session = self._session
         if self._protocol_version == 0 or session is None:
             count.passthrough += 1

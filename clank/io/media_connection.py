@@ -444,8 +444,10 @@ class MediaConnection:
         self._dispatch()
         ws = self._ws
         if ws is not None:
+            # A role stop cancels trio-websocket's reader too: no close reply can be read then.
+            cancelled = trio.current_effective_deadline() == -math.inf
             with trio.move_on_after(CLOSE_BUDGET, shield=True):
-                await ws.aclose(vgc.CLIENT_CLOSE_NORMAL)
+                await ws.aclose(vgc.CLIENT_CLOSE_NORMAL, cancelled=cancelled)
 
 
 @asynccontextmanager

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import attrs
 
-from clank.crypto.dave import DaveStatistics
+from clank.crypto.dave_stats import DaveStatistics
 from clank.io.udp import DatagramEndpoint, UdpStatistics
 from clank.logging import get_logger
 from clank.protocol import voice_gateway as vgc

@@ -40,7 +40,8 @@ class MessageSocket(Protocol):
 
     async def receive(self) -> str | bytes: ...
     async def send(self, message: str | bytes) -> None: ...
-    async def aclose(self, code: int = 1000, reason: str = "") -> None: ...
+    async def aclose(self, code: int = 1000, reason: str = "", *, cancelled: bool | None = None) -> None:
+        """``cancelled``: the caller's scope was cancelled (no close reply can be read then)."""
 
 
 WebSocketFactory = Callable[[str], AbstractAsyncContextManager[MessageSocket]]

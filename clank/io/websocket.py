@@ -59,10 +59,21 @@ class WebSocket:
         except trio_websocket.ConnectionClosed as exc:
             raise _translate(exc) from exc
 
-    async def aclose(self, code: int = 1000, reason: str = "") -> None:
-        """Send a close frame and wait (bounded) for the peer's; idempotent. Closes the TCP stream."""
-        cancelled = trio.current_effective_deadline() == -math.inf
-        with trio.move_on_after(CANCELLED_CLOSE_TIMEOUT if cancelled else CLOSE_TIMEOUT, shield=True):
+    async def aclose(self, code: int = 1000, reason: str = "", *, cancelled: bool | None = None) -> None:
+        """Send a close frame and wait (bounded) for the peer's; idempotent. Closes the TCP stream.
+
+        ``cancelled``: whether the caller's scope was cancelled (then trio-websocket's reader task
+        is cancelled too and the peer's reply can never arrive: send ours and go). By default it
+        is judged from the current deadline, which a caller's own shield hides: a caller that
+        shields its close must check before shielding and pass it. Within a caller's shielded
+        budget, the budget's deadline still holds."""
+        now = trio.current_time()
+        if cancelled is None:
+            cancelled = trio.current_effective_deadline() == -math.inf
+        deadline = now + (CANCELLED_CLOSE_TIMEOUT if cancelled else CLOSE_TIMEOUT)
+        if not cancelled:
+            deadline = min(deadline, trio.current_effective_deadline())
+        with trio.CancelScope(deadline=deadline, shield=True):
             await self._connection.aclose(code, reason or None)
         # trio-websocket 0.12 leaves the TCP stream open when the *server* closed first (the
         # client waits for the server's TCP FIN, and aclose() returns early once a close

@@ -36,7 +36,8 @@ from typing import Final, Literal
 import attrs
 
 from clank.crypto.dave import DaveBinary as DaveOut
-from clank.crypto.dave import DaveFrame, DaveSessionCore, DaveState, DaveStatistics
+from clank.crypto.dave import DaveFrame, DaveSessionCore
+from clank.crypto.dave_stats import DaveState, DaveStatistics
 from clank.crypto.transport import TransportCipher
 from clank.errors import ClankError, MalformedMessage, TransportError
 from clank.protocol import voice_gateway as vgc

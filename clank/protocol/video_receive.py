@@ -43,7 +43,7 @@ from clank.codecs.feedback import (
 )
 from clank.codecs.packet import AssembledFrame, Gap, MediaPacket
 from clank.codecs.receive_stats import MAX_REPORT_BLOCKS
-from clank.crypto.dave_wire import MAGIC_MARKER, describe_frame
+from clank.crypto.dave_wire import MAGIC_MARKER
 from clank.errors import DecryptionFailed, UsageError
 from clank.protocol.video_receive_stream import ReceiveStream
 from clank.protocol.video_receive_types import (
@@ -293,8 +293,8 @@ class VideoReceiver:
         """``receive`` for RTX, unknown SSRCs and PTs, empty payloads and codec changes."""
         ssrc = header.ssrc
         pt = header.payload_type
-        seq = header.sequence
-        if stream is None:
+        rtx = stream is None or pt in self._rtx_pt
+        if stream is None:  # an RTX SSRC: its primary from op12, or the usual primary + 1
             primary = self._rtx_to_primary.get(ssrc)
             if primary is None and pt in self._rtx_pt:
                 primary = ssrc - 1 if ssrc - 1 in self._streams else None
@@ -302,32 +302,18 @@ class VideoReceiver:
                 self._dropped[DROP_UNKNOWN_SSRC] += 1
                 return []
             stream = self._streams[primary]
+        packet = MediaPacket(header.sequence, header.timestamp, header.marker, payload, ssrc, now)
+        if rtx:  # (also RTX on the media SSRC itself, as some senders do: unwrapped in place)
             stream.rtx_received += 1
-            if pt in self._rtx_pt:
-                pt = self._rtx_pt[pt]
-            original = stream.rtx.unwrap(
-                MediaPacket(seq, header.timestamp, header.marker, payload, ssrc, now), primary
-            )
+            pt = self._rtx_pt.get(pt, pt)
+            original = stream.rtx.unwrap(packet, stream.ssrc)
             if original is None:
                 stream.dropped[DROP_RTX_MALFORMED if len(payload) < 2 else DROP_RTX_PROBE] += 1
                 return []
             packet = original
-        elif pt in self._rtx_pt:
-            # RTX on the media SSRC itself (some senders): unwrap in place.
-            stream.rtx_received += 1
-            pt = self._rtx_pt[pt]
-            original = stream.rtx.unwrap(
-                MediaPacket(seq, header.timestamp, header.marker, payload, ssrc, now), ssrc
-            )
-            if original is None:
-                stream.dropped[DROP_RTX_MALFORMED if len(payload) < 2 else DROP_RTX_PROBE] += 1
-                return []
-            packet = original
-        else:
-            if not payload:
-                stream.dropped[DROP_EMPTY] += 1
-                return []
-            packet = MediaPacket(seq, header.timestamp, header.marker, payload, ssrc, now)
+        elif not payload:
+            stream.dropped[DROP_EMPTY] += 1
+            return []
         codec = self._pt_codec.get(pt)
         if codec is None:
             stream.dropped[DROP_UNKNOWN_PT] += 1
@@ -392,7 +378,7 @@ class VideoReceiver:
                     # expected to fail: counted, not diagnosed (no warning on the happy path).
                     stream.dave_failed_before_ready += 1
                     return []
-                return self._diagnose(stream, frame, exc.reason, now)
+                return stream.diagnose(frame, exc.reason, self.config.diagnostics_interval, now)
             if data.endswith(MAGIC_MARKER):
                 stream.dave_ok += 1
             else:
@@ -435,29 +421,6 @@ class VideoReceiver:
                 last_seq=frame.last_seq,
                 assembled_at=now,
                 conceal=conceal,
-            )
-        ]
-
-    def _diagnose(
-        self, stream: ReceiveStream, frame: AssembledFrame, reason: str, now: float
-    ) -> list[ReceiveEvent]:
-        last = stream.last_diagnostic_at
-        if last is not None and now - last < self.config.diagnostics_interval:
-            stream.diagnostics_suppressed += 1
-            return []
-        stream.last_diagnostic_at = now
-        suppressed, stream.diagnostics_suppressed = stream.diagnostics_suppressed, 0
-        return [
-            DecryptDiagnostic(
-                ssrc=stream.ssrc,
-                user_id=stream.user_id,
-                reason=reason,
-                timestamp=frame.timestamp,
-                first_seq=frame.first_seq,
-                last_seq=frame.last_seq,
-                packet_count=frame.packet_count,
-                suppressed_since_last=suppressed,
-                frame=describe_frame(frame.data),
             )
         ]
 

@@ -11,13 +11,17 @@ import collections
 from clank.codecs.assembly import FrameAssembler
 from clank.codecs.feedback import KeyframeReason, KeyframeRequester, KeyframeRequestKind, NackScheduler
 from clank.codecs.h264 import H264Depacketizer, ParameterSetCache
+from clank.codecs.packet import AssembledFrame
 from clank.codecs.receive_stats import VIDEO_CLOCK, ReceptionStatistics
 from clank.codecs.reorder import ReorderBuffer
 from clank.codecs.rtx import RtxUnwrapper
 from clank.codecs.vp8 import Vp8Depacketizer
+from clank.crypto.dave_wire import describe_frame
 from clank.protocol.video_receive_types import (
     DROP_INCOMPLETE,
     RATE_WINDOW,
+    DecryptDiagnostic,
+    ReceiveEvent,
     StreamType,
     VideoCodecName,
     VideoReceiveConfig,
@@ -128,6 +132,28 @@ class ReceiveStream:
             self.pli_sent_at = now if self.pli_sent_at is None else self.pli_sent_at
         self.forced_keyframe_request = False
         return out
+
+    def diagnose(self, frame: AssembledFrame, reason: str, interval: float, now: float) -> list[ReceiveEvent]:
+        """A ``DecryptDiagnostic`` for a frame DAVE refused, at most one per ``interval``."""
+        last = self.last_diagnostic_at
+        if last is not None and now - last < interval:
+            self.diagnostics_suppressed += 1
+            return []
+        self.last_diagnostic_at = now
+        suppressed, self.diagnostics_suppressed = self.diagnostics_suppressed, 0
+        return [
+            DecryptDiagnostic(
+                ssrc=self.ssrc,
+                user_id=self.user_id,
+                reason=reason,
+                timestamp=frame.timestamp,
+                first_seq=frame.first_seq,
+                last_seq=frame.last_seq,
+                packet_count=frame.packet_count,
+                suppressed_since_last=suppressed,
+                frame=describe_frame(frame.data),
+            )
+        ]
 
     def statistics(self) -> VideoStreamStatistics:
         reorder = self.reorder.statistics()

@@ -102,7 +102,7 @@ class DevTools:
             value = await self.evaluate(expression)
             if value:
                 return value
-            await trio.sleep(0.2)
+            await trio.sleep(0.05)
 
 
 @asynccontextmanager
@@ -120,7 +120,7 @@ async def open_browser(
         port_file = profile / "DevToolsActivePort"
         # Chromium writes the file when DevTools listens; there is nothing to wait on but the file.
         while not port_file.exists() or not port_file.read_text().strip():  # noqa: ASYNC110
-            await trio.sleep(0.1)
+            await trio.sleep(0.05)
         port = int(port_file.read_text().split()[0])
         async with httpx.AsyncClient() as client:
             targets = (await client.get(f"http://127.0.0.1:{port}/json/list")).json()

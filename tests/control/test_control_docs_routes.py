@@ -5,7 +5,7 @@ The app's routes come from the real builders (``build_app`` with the voice route
 docs/link.md and the other docs (docs/sandbox.md describes the sandbox's own REST API and is left
 out). A documented path must match a route (``{param}`` segments match any segment, ``/x*`` is a
 prefix); a ``| `METHOD` | `path` |`` table row must name a method the route serves; every route must
-be named, exactly, in the docs of its family.
+be named, exactly, in the docs of its family. The event stream's event names are docs/api.md's list.
 """
 
 from __future__ import annotations
@@ -121,3 +121,13 @@ def test_a_route_pattern_matches_its_concrete_paths() -> None:
     assert not _matches("/api/tool", "/api/tools")
     assert not _matches("/api/tools/a/b", "/api/tools/{name}")
     assert not _PATH.search("REST `/api/v9` and `/api/v10`")
+
+
+def test_every_event_of_the_event_stream_is_documented() -> None:
+    source = (ROOT / "clank" / "control" / "http.py").read_text(encoding="utf-8")
+    sent = set(re.findall(r'_sse\(\s*"(\w+)"', source))
+    assert {"sharers", "status", "frame", "log"} <= sent, sent
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    section = text.split("### Event stream", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\* `(\w+)` —", section, re.MULTILINE))
+    assert listed == sent, f"docs/api.md's event list {sorted(listed)} != the events sent {sorted(sent)}"

@@ -71,7 +71,7 @@ async def until_link_for(client: httpx.AsyncClient, body: dict[str, Any], reques
         result = await tool(client, "start_screen_watch", body, requester)
         if result["ok"] or result["reason"] not in {"target_not_found", "target_not_in_voice"}:
             return result
-        await trio.sleep(0.1)
+        await trio.sleep(0.05)
 
 
 async def test_link_is_posted_with_the_exact_message_reused_and_never_logged() -> None:
@@ -142,7 +142,7 @@ async def test_link_disabled_removes_the_transport() -> None:
             while (result := await tool(client, "start_screen_watch", {"target": "alice"}, alice))[  # noqa: ASYNC110
                 "reason"
             ] in {"target_not_found"}:
-                await trio.sleep(0.1)
+                await trio.sleep(0.05)
             assert (result["ok"], result["reason"], result["linkUrl"]) == (False, "target_not_sharing", None)
             preferred = await tool(
                 client, "start_screen_watch", {"target": "alice", "preferredTransport": "link"}
@@ -160,7 +160,7 @@ async def test_native_ready_between_the_checkpoints_sends_no_link() -> None:
     with trio.fail_after(LIMIT):
         async with running(link_settings(native_grace_s=5.0), "streamer") as (info, client):
             alice = info.sandbox.world.user_by_name("alice").id
-            info.sandbox.faults.delay_dispatch("STREAM_SERVER_UPDATE", 1.0)
+            info.sandbox.faults.delay_dispatch("STREAM_SERVER_UPDATE", 0.6)
             native: dict[str, Any] = {}
 
             async def watch_natively() -> None:
@@ -168,7 +168,9 @@ async def test_native_ready_between_the_checkpoints_sends_no_link() -> None:
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watch_natively)
-                await trio.sleep(0.3)  # the native start is waiting for its credentials
+                # the sandbox saw our op20: the native start now waits for its credentials
+                while info.user_id not in info.sandbox.world.stream_of(alice).viewer_ids:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
                 link = await tool(
                     client, "start_screen_watch", {"target": "alice", "preferredTransport": "link"}, alice
                 )
@@ -309,7 +311,7 @@ async def test_chromium_shares_a_screen_through_the_link(chromium: str, tmp_path
                     look = await tool(client, "look_at_screen", {"target": "alice"})
                     if look["ok"]:
                         break
-                    await trio.sleep(0.1)
+                    await trio.sleep(0.05)
                 first_frame_s = trio.current_time() - started
                 import base64
 
@@ -328,7 +330,7 @@ async def test_chromium_shares_a_screen_through_the_link(chromium: str, tmp_path
 
                 # notes are taken from link frames like from native ones
                 while not (look := await tool(client, "look_at_screen", {"target": "alice"}))["notes"]:  # noqa: ASYNC110
-                    await trio.sleep(0.2)
+                    await trio.sleep(0.05)
                 assert look["notes"][0]["trigger"] == "first_frame"
 
                 status = (await client.get("/api/status")).json()
@@ -373,7 +375,7 @@ async def test_chromium_shares_a_screen_through_the_link(chromium: str, tmp_path
                 while (status := (await client.get("/api/status")).json())["link"]["sessions"][-1][  # noqa: ASYNC110
                     "endedReason"
                 ] is None:
-                    await trio.sleep(0.1)
+                    await trio.sleep(0.05)
                 assert status["link"]["sessions"][-1]["endedReason"] == "stopped_by_sharer"
                 async with httpx.AsyncClient() as other:
                     assert (await other.get(url)).status_code == 404
@@ -390,10 +392,10 @@ async def test_a_native_watch_that_comes_up_later_supersedes_the_link() -> None:
                 while (native := await tool(client, "start_screen_watch", {"target": "alice"}, alice))[  # noqa: ASYNC110
                     "transport"
                 ] != "native":
-                    await trio.sleep(0.1)
+                    await trio.sleep(0.05)
                 assert native["ok"] is True
                 while (await client.get("/api/status")).json()["link"]["sessions"][-1]["endedReason"] is None:  # noqa: ASYNC110
-                    await trio.sleep(0.1)
+                    await trio.sleep(0.05)
                 status = (await client.get("/api/status")).json()
                 assert status["link"]["sessions"][-1]["endedReason"] == "superseded_by_native"
                 # the page is told to stop: its next frame post is refused like any dead link
@@ -411,7 +413,7 @@ async def test_the_link_dies_when_the_target_leaves_voice() -> None:
             url = (await until_link_for(client, {"target": "alice"}, alice))["linkUrl"]
             await info.sandbox.world.leave_voice(alice)
             while (await client.get("/api/status")).json()["link"]["sessions"][-1]["endedReason"] is None:  # noqa: ASYNC110
-                await trio.sleep(0.1)
+                await trio.sleep(0.05)
             status = (await client.get("/api/status")).json()
             assert status["link"]["sessions"][-1]["endedReason"] == "target_left"
             async with httpx.AsyncClient() as browser:
@@ -420,7 +422,7 @@ async def test_the_link_dies_when_the_target_leaves_voice() -> None:
 
 async def test_a_native_watch_that_cannot_be_established_falls_back_to_a_link() -> None:
     settings = link_settings()
-    settings = attrs.evolve(settings, watch=attrs.evolve(settings.watch, credentials_timeout_s=1.0))
+    settings = attrs.evolve(settings, watch=attrs.evolve(settings.watch, credentials_timeout_s=0.5))
     with trio.fail_after(LIMIT):
         async with running(settings, "streamer") as (info, client):
             alice = info.sandbox.world.user_by_name("alice").id
@@ -442,7 +444,7 @@ async def test_a_running_native_watch_that_fails_sends_a_link_to_the_requester()
             stream_key = info.sandbox.world.stream_of(alice).key
             info.sandbox.media.faults.close(info.user_id, 4014, stream_key=str(stream_key))
             while not await messages(info):  # noqa: ASYNC110
-                await trio.sleep(0.1)
+                await trio.sleep(0.05)
             status = (await client.get("/api/status")).json()
             assert [(s["targetUserId"], s["state"]) for s in status["link"]["sessions"]] == [
                 (alice, "offered")

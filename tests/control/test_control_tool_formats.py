@@ -4,20 +4,18 @@ image-less look_at_screen variant."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from control_fakes import ALICE, RegistrySession, real_frame
 
+from clank import cli
+from clank.config import load_settings
 from clank.control.service import ClankService
 from clank.control.tool_formats import FORMATS, tools_in_format
 from clank.control.tools import TOOLS_BY_NAME, call_tool, tool_schemas, validate_arguments
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _walk(schema: Any) -> list[dict[str, Any]]:
@@ -73,20 +71,16 @@ def test_stop_screen_watch_says_what_it_does_without_a_target() -> None:
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_cli_prints_each_format(fmt: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "clank", "tools", "--format", fmt],
-        capture_output=True,
-        cwd=ROOT,
-        timeout=60,
-        check=True,
-    )
-    assert json.loads(proc.stdout) == tools_in_format(fmt)
+def test_cli_prints_each_format(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
+    cli._dispatch(cli._parser().parse_args(["tools", "--format", fmt]), load_settings(environ={}))
+    assert json.loads(capsys.readouterr().out) == tools_in_format(fmt)
+    # `clank tools` as a command (a subprocess, its default format): tests/run/test_run_mcp.py
 
 
 async def test_look_at_screen_without_the_image_hands_out_an_image_url(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
+    # A fake clock: both calls see the same frame age (ageMs), however slow the machine.
     with trio.fail_after(30):
         session = RegistrySession()
         session.join(ALICE, stream=True)
@@ -96,5 +90,5 @@ async def test_look_at_screen_without_the_image_hands_out_an_image_url(
         full = await call_tool(service, "look_at_screen", {})
         lean = await call_tool(service, "look_at_screen", {"includeImage": False})
     assert full["image"]["dataBase64"] and "imageUrl" not in full
-    assert "image" not in lean and lean["frame"] == full["frame"]  # virtual clock: the same ageMs
+    assert "image" not in lean and lean["frame"] == full["frame"]
     assert lean["imageUrl"] == f"/api/screen/latest.jpg?target={ALICE}"

@@ -12,8 +12,8 @@ from clank.crypto.dave import (
     DaveBinary,
     DaveJson,
     DaveSessionCore,
-    DaveState,
 )
+from clank.crypto.dave_stats import DaveState
 from clank.crypto.dave_wire import describe_frame
 from clank.errors import DaveError, DecryptionFailed, MalformedMessage
 from clank.sandbox.dave import ExternalSender

@@ -7,7 +7,8 @@ import random
 import pytest
 from dave_net import DaveNet, Member, PlainDaveyClient
 
-from clank.crypto.dave import DaveSessionCore, DaveState
+from clank.crypto.dave import DaveSessionCore
+from clank.crypto.dave_stats import DaveState
 
 
 def _member(net: DaveNet, user: int, ours: bool) -> Member:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dave_net import DaveNet, PlainDaveyClient
 
-from clank.crypto.dave import OP_WELCOME, DaveBinary, DaveFrame, DaveSessionCore, DaveState
+from clank.crypto.dave import OP_WELCOME, DaveBinary, DaveFrame, DaveSessionCore
+from clank.crypto.dave_stats import DaveState
 
 
 def _corrupt_first_welcome() -> object:

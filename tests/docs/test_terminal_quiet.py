@@ -32,7 +32,7 @@ async def test_the_demo_happy_path_logs_no_warning_and_no_hex_dump() -> None:
     with trio.fail_after(90), capture_logs() as logs:
         async with open_clank(settings, api_port=0) as info:
             assert await wait_until_settled(info, demo_watch=True) is None  # voice connected
-            await trio.sleep(4.0)  # the publish demo starts and its viewer joins
+            await trio.sleep(2.0)  # the publish demo starts and its viewer joins
     loud = [e for e in logs if e.get("log_level") in ("warning", "error", "critical")]
     assert not loud, [{k: v for k, v in e.items()} for e in loud]
     polls = [e for e in logs if e.get("reason") == "nobody_sharing" and e.get("log_level") != "debug"]

@@ -39,7 +39,7 @@ from clank.session.voice_role import UserAudio
 from clank.session.voice_session import open_voice_session
 
 TONE_HZ = 440.0
-TONE_SECONDS = 2.0
+TONE_SECONDS = 1.5  # the checks want 1 s of it
 STEP_TIMEOUT = 20.0
 DISCORDPY_TIMEOUT = 60.0
 SAMPLE_RATE = 48000

@@ -64,6 +64,31 @@ async def test_drain_loop_receives_a_burst_inline() -> None:
     assert [int.from_bytes(p[:4], "big") for p in received] == list(range(count))
 
 
+async def test_a_connected_endpoint_drains_its_remote_only_and_names_it() -> None:
+    """A connected endpoint reads with ``recv``: the handler still gets the remote's address,
+    and datagrams from anyone else never reach it (the kernel filters them)."""
+    received: list[tuple[bytes, Address]] = []
+    two_in = trio.Event()
+
+    def handler(data: bytes, address: Address) -> None:
+        received.append((data, address))
+        if len(received) == 2:
+            two_in.set()
+
+    with trio.fail_after(10):
+        async with open_udp_endpoint() as peer, open_udp_endpoint() as stranger:
+            remote = peer.local_address
+            async with open_udp_endpoint(remote) as receiver, trio.open_nursery() as nursery:
+                nursery.start_soon(receiver.drain_loop, handler)
+                assert stranger.send_nowait(b"stranger", receiver.local_address)
+                assert peer.send_nowait(b"one", receiver.local_address)
+                assert peer.send_nowait(b"two", receiver.local_address)
+                await two_in.wait()
+                await trio.sleep(0.05)
+                nursery.cancel_scope.cancel()
+    assert received == [(b"one", remote), (b"two", remote)]
+
+
 async def test_a_slow_burst_yields_to_other_tasks_on_the_time_budget() -> None:
     """Handlers costing 0.2 ms each: a drain stops after ~DRAIN_BUDGET and other tasks run between."""
     count = 60

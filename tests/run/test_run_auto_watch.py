@@ -1,4 +1,6 @@
-"""``watch.auto_watch``: a live sharer is watched without any agent call; off, nothing starts."""
+"""``watch.auto_watch`` against the sandbox: a live sharer is watched without any agent call; off,
+nothing starts. Its policy (once per sharing session, several sharers) is decided on a fake clock
+in tests/control/test_control_auto_watch.py."""
 
 from __future__ import annotations
 
@@ -8,10 +10,12 @@ import trio
 
 import clank
 from clank.config import Settings
+from clank.control.auto_watch import POLL_INTERVAL
+from clank.control.service import ClankService
 
 LIMIT = 60
-#: Long enough for several auto-watch polls after the sandbox streamer is discovered.
-PATIENCE = 6.0
+#: After the sharer is discovered: the next auto-watch poll, with a margin for a loaded machine.
+AFTER_DISCOVERY = POLL_INTERVAL + 0.5
 
 
 def _settings(auto_watch: bool) -> Settings:
@@ -23,22 +27,28 @@ def _settings(auto_watch: bool) -> Settings:
     )
 
 
+def _running(service: ClankService) -> list[dict[str, object]]:
+    return [w for w in service.status()["watches"] if w["state"] != "ended"]
+
+
 @pytest.mark.parametrize("auto_watch", [True, False])
 async def test_auto_watch_starts_a_watch_on_the_live_sharer(auto_watch: bool) -> None:
     with trio.fail_after(LIMIT):
         async with clank.open_session(_settings(auto_watch), scenario="streamer") as service:
+            while not [s for s in service.list_sharers() if s["label"] == "Alice" and s["live"]]:  # noqa: ASYNC110
+                await trio.sleep(0.02)
+            alice = next(s for s in service.list_sharers() if s["label"] == "Alice")
             watched: list[dict[str, object]] = []
-            with trio.move_on_after(PATIENCE):
+            with trio.move_on_after(AFTER_DISCOVERY):
                 while not watched:
-                    watched = [w for w in service.status()["watches"] if w["state"] != "ended"]
-                    await trio.sleep(0.2)
+                    watched = _running(service)
+                    await trio.sleep(0.02)
             if not auto_watch:
                 assert watched == []
                 return
             assert len(watched) == 1 and watched[0]["kind"] == "go_live"
-            alice = next(s for s in service.list_sharers() if s["label"] == "Alice")
             assert watched[0]["targetUserId"] == alice["userId"]
-            # Stopped by hand, it stays stopped while Alice keeps sharing.
+            # Stopped by hand, it stays stopped while Alice keeps sharing (the next poll).
             assert (await service.stop_screen_watch()).ok
-            await trio.sleep(2.5)
-            assert [w for w in service.status()["watches"] if w["state"] != "ended"] == []
+            await trio.sleep(AFTER_DISCOVERY)
+            assert _running(service) == []

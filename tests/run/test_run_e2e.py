@@ -15,7 +15,6 @@ from typing import Any
 import attrs
 import httpx
 import numpy as np
-import pytest
 import trio
 from PIL import Image
 
@@ -155,31 +154,39 @@ async def test_clank_run_serves_the_api_and_ctrl_c_leaves_voice(tmp_path: Path) 
     assert banner["token"] not in stderr_path.read_text()
 
 
-@pytest.mark.parametrize(
-    ("case", "code", "message"),
-    [("bad_token", 3, "clank: authentication failed"), ("unreachable", 4, "clank: connection failed")],
-)
-async def test_clank_run_fails_with_one_clear_line(case: str, code: int, message: str) -> None:
+FAILURES = [("bad_token", 3, "clank: authentication failed"), ("unreachable", 4, "clank: connection failed")]
+
+
+async def test_clank_run_fails_with_one_clear_line() -> None:
+    outcomes: dict[str, tuple[int, str]] = {}
     with trio.fail_after(LIMIT):
         async with open_sandbox(scenario="empty") as sb:
-            env = _env(
-                CLANK_DISCORD_TOKEN="not-a-valid-token-xyz",
-                CLANK_API_URL=sb.api_url if case == "bad_token" else "http://127.0.0.1:9/api",
-                CLANK_GUILD_ID=sb.guild_id,
-                CLANK_CHANNEL_ID=sb.voice_channel_id,
-                CLANK_DISCORD_CONNECT_ATTEMPTS="1",
-            )
-            proc = await trio.run_process(
-                [sys.executable, "-m", "clank", "run", "--port", "0"],
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-                cwd=ROOT,
-                env=env,
-            )
-    assert proc.returncode == code
-    stderr = proc.stderr.decode()
-    assert "Traceback" not in stderr
-    last = stderr.strip().splitlines()[-1]
-    assert last.startswith(message)
-    assert "not-a-valid-token-xyz" not in stderr
+
+            async def run(case: str) -> None:
+                env = _env(
+                    CLANK_DISCORD_TOKEN="not-a-valid-token-xyz",
+                    CLANK_API_URL=sb.api_url if case == "bad_token" else "http://127.0.0.1:9/api",
+                    CLANK_GUILD_ID=sb.guild_id,
+                    CLANK_CHANNEL_ID=sb.voice_channel_id,
+                    CLANK_DISCORD_CONNECT_ATTEMPTS="1",
+                )
+                proc = await trio.run_process(
+                    [sys.executable, "-m", "clank", "run", "--port", "0"],
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
+                    cwd=ROOT,
+                    env=env,
+                )
+                outcomes[case] = (proc.returncode, proc.stderr.decode())
+
+            async with trio.open_nursery() as nursery:  # both at once: each mostly starts Python
+                for case, _, _ in FAILURES:
+                    nursery.start_soon(run, case)
+    for case, code, message in FAILURES:
+        returncode, stderr = outcomes[case]
+        assert returncode == code, (case, stderr[-2000:])
+        assert "Traceback" not in stderr
+        last = stderr.strip().splitlines()[-1]
+        assert last.startswith(message), (case, last)
+        assert "not-a-valid-token-xyz" not in stderr

@@ -3,12 +3,15 @@ clank writes nothing but the script's own output on stdout."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +30,7 @@ EXAMPLES = [
     ),
     (
         "status_report.py",
-        ["--settle", "7"],
+        ["--settle", "20"],
         [
             r"members: .*Alice",
             r"sharer Alice \(\d+\): Go Live",
@@ -35,20 +38,52 @@ EXAMPLES = [
             r"privacy code( \d{5}){6}",
         ],
     ),
-    ("speak_and_listen.py", ["--seconds", "4"], [r"spoke: 1 utterance", r"heard Alice: \d+ ms of audio"]),
+    ("speak_and_listen.py", ["--seconds", "3"], [r"spoke: 1 utterance", r"heard Alice: \d+ ms of audio"]),
 ]
 
 
-@pytest.mark.parametrize(("script", "args", "expected"), EXAMPLES, ids=[e[0] for e in EXAMPLES])
-def test_example_runs_against_the_sandbox(script: str, args: list[str], expected: list[str]) -> None:
+@attrs.frozen
+class _Run:
+    process: subprocess.Popen[bytes]
+    stdout: Path
+    stderr: Path
+
+
+@pytest.fixture(scope="module")
+def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, _Run]]:
+    """Every example at once (each mostly waits on its sandbox's scenario, not on the CPU); each
+    test then waits for its own one. Output goes to files: no pipe can fill while another runs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLANK_")}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / script), *args],
-        capture_output=True,
-        cwd=ROOT,
-        env=env,
-        timeout=LIMIT,
-        check=False,
+    folder = tmp_path_factory.mktemp("examples")
+    runs: dict[str, _Run] = {}
+    with contextlib.ExitStack() as files:
+        for script, args, _ in EXAMPLES:
+            out, err = folder / f"{script}.out", folder / f"{script}.err"
+            process = subprocess.Popen(
+                [sys.executable, str(ROOT / "examples" / script), *args],
+                stdout=files.enter_context(out.open("wb")),
+                stderr=files.enter_context(err.open("wb")),
+                cwd=ROOT,
+                env=env,
+            )
+            runs[script] = _Run(process, out, err)
+    try:
+        yield runs
+    finally:
+        for run in runs.values():
+            if run.process.poll() is None:
+                run.process.kill()
+            run.process.wait()
+
+
+@pytest.mark.parametrize(("script", "args", "expected"), EXAMPLES, ids=[e[0] for e in EXAMPLES])
+def test_example_runs_against_the_sandbox(
+    started: dict[str, _Run], script: str, args: list[str], expected: list[str]
+) -> None:
+    run = started[script]
+    code = run.process.wait(timeout=LIMIT)
+    proc = subprocess.CompletedProcess(
+        run.process.args, code, run.stdout.read_bytes(), run.stderr.read_bytes()
     )
     stdout, stderr = proc.stdout.decode(), proc.stderr.decode()
     assert proc.returncode == 0, f"stdout:\n{stdout}\nstderr:\n{stderr[-3000:]}"

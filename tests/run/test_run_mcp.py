@@ -24,6 +24,7 @@ from PIL import Image
 from test_run_e2e import _luma_psnr
 
 from clank.config import load_settings
+from clank.control.tool_formats import tools_in_format
 from clank.control.tools import tool_schemas
 from clank.media.quality import plane_array
 from clank.media.synth import HEADLINES
@@ -94,10 +95,13 @@ async def test_clank_mcp_over_stdio_in_sandbox_mode(tmp_path: Path) -> None:
             meta = _json(look)
             assert picture.format == "JPEG"
             assert picture.size == (meta["frame"]["width"], meta["frame"]["height"]) == (1280, 720)
-            # Checked against the source: the streamer renders a known large-font headline.
+            # Checked against the source: the streamer renders a known large-font headline in its
+            # title bar (clank.media.synth: the top two text lines, three fifths of the width).
             engine = load_ocr_engine()
             if engine is not None:
-                seen = " ".join(line.text for line in engine.read(np.asarray(picture.convert("RGB"))).lines)
+                width, height = picture.size
+                bar = picture.crop((0, 0, width * 3 // 5 + 16, 2 * max(12, height // 36) + 8))
+                seen = " ".join(line.text for line in engine.read(np.asarray(bar.convert("RGB"))).lines)
                 assert _headline_recall(seen) >= 0.8, seen
             status = _json(await client.call_tool("status", {}))
             assert status["inVoice"] and status["mode"] == "sandbox"
@@ -120,7 +124,8 @@ async def test_clank_tools_lists_what_mcp_lists() -> None:
     proc = await trio.run_process(
         [sys.executable, "-m", "clank", "tools"], capture_stdout=True, cwd=ROOT, env={**os.environ}
     )
-    assert json.loads(proc.stdout) == tool_schemas()
+    printed = json.loads(proc.stdout)
+    assert printed == tool_schemas() == tools_in_format("anthropic")  # the default --format
 
 
 async def test_mcp_over_http_on_the_api_listener_sees_the_streamer() -> None:

@@ -3,12 +3,15 @@ NACK answered with RTX; PLI answered with a keyframe."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import trio
 import trio.testing
 from rtc_helpers import wait_until
 
 from clank.media.decoder import VideoCodec
+from clank.sandbox.rtc import streamer as streamer_module
 from clank.sandbox.rtc.server import open_media_server
 from clank.sandbox.rtc.streamer import VideoSender, VideoSettings
 from clank.sandbox.rtc.users import open_simulated_member
@@ -96,3 +99,43 @@ async def test_nack_is_answered_with_rtx_and_pli_with_a_keyframe(
                 assert server.statistics().sfu.nacks_forwarded == 1
                 assert server.statistics().sfu.keyframe_requests_forwarded == 1
                 nursery.cancel_scope.cancel()
+
+
+async def test_a_frames_packets_yield_to_the_scheduler_on_the_send_budget(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no budget left after each packet, a keyframe's packets go out over several trio steps
+    (an in-process demo shares the thread with clank's audio pacer), still in order."""
+    monkeypatch.setattr(streamer_module, "SEND_BUDGET", 0.0)
+    steps = 0
+
+    class Steps(trio.abc.Instrument):
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            nonlocal steps
+            steps += 1
+
+    with trio.fail_after(30):
+        async with open_media_server("stream", RTC_SERVER_ID, GROUP) as server:
+            async with (
+                open_simulated_member(server, STREAMER) as (streamer, _),
+                open_simulated_member(server, VIEWER) as (viewer, _),
+                trio.open_nursery() as nursery,
+            ):
+                sent: list[tuple[int, int, int]] = []
+                send_rtp = streamer.send_rtp
+
+                def recording(header: Any, plaintext: bytes) -> None:
+                    sent.append((header.timestamp, header.sequence, steps))
+                    send_rtp(header, plaintext)
+
+                streamer.send_rtp = recording  # type: ignore[method-assign]
+                trio.lowlevel.add_instrument(Steps())
+                sender = VideoSender(streamer, _settings("h264"))
+                nursery.start_soon(sender.run)
+                await wait_until(lambda: len(viewer.frames) >= 5)
+                nursery.cancel_scope.cancel()
+    first = sent[0][0]
+    keyframe = [entry for entry in sent if entry[0] == first]
+    assert len(keyframe) > 2
+    assert len({entry[2] for entry in keyframe}) == len(keyframe)  # one packet per step
+    assert [entry[1] for entry in sent] == sorted(entry[1] for entry in sent)

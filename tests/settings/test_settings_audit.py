@@ -126,7 +126,10 @@ BEHAVIOUR: dict[str, tuple[str, ...]] = {
     "notes.api_key": (
         "tests/watch_notes/test_notes_http_vision.py::test_content_parts_answer_and_no_key_means_no_header",
     ),
-    "notes.timeout_s": ("tests/watch_notes/test_notes_http_vision.py::test_slow_endpoint_times_out",),
+    "notes.timeout_s": (
+        NOTES_RUN,
+        "tests/watch_notes/test_notes_http_vision.py::test_slow_endpoint_times_out",
+    ),
     "notes.min_interval_s": (S + "test_settings_notes.py::test_min_interval_s_spaces_scene_cut_notes",),
     "notes.periodic_s": (S + "test_settings_notes.py::test_periodic_s_spaces_notes_on_a_changing_screen",),
     "notes.change_floor": (
@@ -262,5 +265,5 @@ def test_the_named_tests_exist_and_mention_their_key(key: str) -> None:
         path = ROOT / file
         assert path.is_file(), f"{key}: {file} is gone"
         body = _function_source(path, name)
-        assert body is not None, f"{key}: {ref} is gone"
+        assert body is not None, f"{key}: {ref} is gone (renamed? point BEHAVIOUR here at its new name)"
         assert _mentions(path, body, key), f"{key}: {ref} does not mention it"

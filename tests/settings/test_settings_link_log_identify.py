@@ -7,16 +7,18 @@ one-shot gateway on loopback that records the Identify and refuses the token (40
 
 from __future__ import annotations
 
+import io
 import json
-import os
+import logging
 import socket
-import subprocess
-import sys
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import attrs
 import pytest
+import structlog
 import trio
 from trio_websocket import WebSocketRequest, serve_websocket
 
@@ -25,6 +27,7 @@ from clank.config import ClientProperties, LinkSettings
 from clank.control.link import LinkTransport, link_availability
 from clank.control.share_http import open_share_listener
 from clank.errors import AuthenticationFailed, ChannelUnavailable, TransportError
+from clank.logging import configure_logging, get_logger
 from clank.sandbox.app import open_sandbox
 
 CLOSED_PORT = "http://127.0.0.1:9/api"  # nothing listens on the discard port: the channel check steps aside
@@ -65,40 +68,39 @@ def test_ttl_minutes_is_how_long_a_link_lives(ttl_minutes: int, alive_after_90_s
 # ----------------------------------------------------------------------------------- log.*
 
 
-def _run_clank(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """``clank run`` with a token and nothing to reach: an info line (the channel check steps
-    aside), then a one-line error once the gateway cannot be reached."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CLANK_")}
-    base.update(
-        CLANK_DISCORD_TOKEN="not-a-real-token",
-        CLANK_API_URL=CLOSED_PORT,
-        CLANK_GATEWAY_URL="ws://127.0.0.1:9/",
-        CLANK_GUILD_ID="1",
-        CLANK_CHANNEL_ID="2",
-        CLANK_DISCORD_CONNECT_ATTEMPTS="1",
-        CLANK_API_PORT="0",
-        **env,
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "clank", "run"],
-        env=base,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+@contextmanager
+def logging_restored() -> Iterator[None]:
+    """Put structlog's and the root logger's configuration back afterwards (other tests' view)."""
+    config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        structlog.configure(**config)
+        root.handlers[:], root.level = handlers, level
+
+
+def _emit(env: dict[str, str]) -> str:
+    """What clank's logging writes with ``log.*`` from ``env`` (read as ``clank run`` reads it)."""
+    settings = clank.load_settings(environ=env)
+    out = io.StringIO()
+    configure_logging(settings.log.format, settings.log.level, stream=out)
+    log = get_logger("clank.test")
+    log.info("voice channel check skipped", error="ConnectError")
+    log.error("gateway stopped", error="unreachable")
+    return out.getvalue()
 
 
 def test_log_format_and_level_shape_what_reaches_stderr() -> None:
-    as_json = _run_clank({"CLANK_LOG_FORMAT": "json", "CLANK_LOG_LEVEL": "info"})
-    quiet = _run_clank({"CLANK_LOG_FORMAT": "console", "CLANK_LOG_LEVEL": "error"})
-    assert as_json.returncode == quiet.returncode != 0
-    records = [json.loads(line) for line in as_json.stderr.splitlines() if line.startswith("{")]
-    assert any(r.get("event") == "voice channel check skipped" for r in records), as_json.stderr
-    # console + error: no JSON lines, no info lines; the one-line error still says what failed.
-    assert not any(line.startswith("{") for line in quiet.stderr.splitlines()), quiet.stderr
-    assert "voice channel check skipped" not in quiet.stderr
-    assert quiet.stderr.strip(), "the error line is not a log record: it is always printed"
+    with logging_restored():
+        as_json = _emit({"CLANK_LOG_FORMAT": "json", "CLANK_LOG_LEVEL": "info"})
+        quiet = _emit({"CLANK_LOG_FORMAT": "console", "CLANK_LOG_LEVEL": "error"})
+    records = [json.loads(line) for line in as_json.splitlines()]
+    assert [r["event"] for r in records] == ["voice channel check skipped", "gateway stopped"]
+    # console + error: readable lines (no JSON), and the info line is filtered out.
+    lines = quiet.splitlines()
+    assert len(lines) == 1 and "gateway stopped" in lines[0] and not lines[0].startswith("{"), quiet
 
 
 # ----------------------------------------------------------------------------------- discord.*

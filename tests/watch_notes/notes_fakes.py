@@ -4,16 +4,13 @@ chat-completions endpoint (starlette served by hypercorn on 127.0.0.1)."""
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
+from loopback_app import serve_on_loopback
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -118,19 +115,6 @@ def _chat_app(server: FakeChatServer) -> Starlette:
 @asynccontextmanager
 async def open_fake_chat_server() -> AsyncIterator[FakeChatServer]:
     server = FakeChatServer()
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.graceful_timeout = 0.2
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.accesslog = None
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            partial(serve, cast(Any, _chat_app(server)), config, shutdown_trigger=stop.wait)
-        )
-        port = int(binds[0].rpartition(":")[2])
-        server.url = f"http://127.0.0.1:{port}/v1"
-        try:
-            yield server
-        finally:
-            stop.set()
+    async with serve_on_loopback(_chat_app(server)) as base:
+        server.url = f"{base}/v1"
+        yield server

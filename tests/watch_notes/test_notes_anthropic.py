@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import pytest
 import trio
 import trio.testing
-from hypercorn.config import Config
-from hypercorn.trio import serve
+from loopback_app import serve_on_loopback
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -96,19 +93,9 @@ def _app(fake: FakeAnthropic) -> Starlette:
 @asynccontextmanager
 async def fake_anthropic() -> AsyncIterator[FakeAnthropic]:
     fake = FakeAnthropic()
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.graceful_timeout = 0.2
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.accesslog = None
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, cast(Any, _app(fake)), config, shutdown_trigger=stop.wait))
-        fake.url = f"http://127.0.0.1:{binds[0].rpartition(':')[2]}"
-        try:
-            yield fake
-        finally:
-            stop.set()
+    async with serve_on_loopback(_app(fake)) as base:
+        fake.url = base
+        yield fake
 
 
 FAST = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.05, max_retry_after_s=2.0)
