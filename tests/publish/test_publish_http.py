@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+import trio.testing
 from publish_kit import PUBLISH, add_viewer, in_voice, make_image, wait_until, write_music
 
 from clank.config import ApiSettings
@@ -25,7 +26,9 @@ pytestmark = [
 ]
 
 
-async def test_publish_over_http_with_status_qos_and_field_errors(tmp_path: Path) -> None:
+async def test_publish_over_http_with_status_qos_and_field_errors(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     music = write_music(str(tmp_path / "m.wav"), seconds=1.0)
     with trio.fail_after(60):
         async with in_voice() as (sb, _gateway, session):

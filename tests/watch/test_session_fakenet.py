@@ -4,7 +4,8 @@ simulated streamers, real davey) — no sockets, virtual time, deterministic.
 
 Shown here: rejoin through the main gateway on 4006 with a new session (every role rebuilt),
 STREAM_DELETE ends only its watch, a stream-server crash (4022) ends only its watch while voice
-continues, a resumable stream-server crash (4015) keeps the watch, and hours of an idle watch.
+continues, a resumable stream-server crash (4015) keeps the watch, refusal reasons, 5% loss
+repaired by NACK/RTX, and minutes of an idle watch (CPU work runs inline: clank.io.offload).
 """
 
 from __future__ import annotations
@@ -180,3 +181,26 @@ async def test_failure_reasons_are_reported_not_hung(autojump_clock: trio.testin
                 await start_stream_watch(session, sb.our_user_id, settings=WATCH)
             assert own.value.reason == "own_stream"
             assert session.voice.state is RoleState.READY
+
+
+async def test_an_idle_watch_keeps_both_legs_and_the_main_gateway_alive(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Three virtual minutes of a 1 fps watch: heartbeats on the main gateway and both legs, UDP
+    keep-alives, no op21 (a health check, only when the leg fails), no resume or reconnect (hours
+    of heartbeats on a leg alone: tests/voice/test_media_leg_fakenet.py)."""
+    minutes = 3
+    with trio.fail_after(3 * 3600):  # virtual
+        async with fake_session(fps=1) as (_net, sb, session):
+            alice = await go_live(sb, "alice")
+            watch = await start_stream_watch(session, alice, settings=WATCH)
+            await trio.sleep(minutes * 60)
+            assert watch.active and watch.state is RoleState.READY
+            stats = watch.statistics()
+            assert stats.keepalives_sent == 0  # op21 is a health check: only when the leg fails
+            assert stats.connection is not None and stats.connection.keepalives_sent >= minutes * 60 // 5 - 1
+            assert stats.connection.resumes == 0 and stats.connection.reconnects == 0
+            assert stats.frames_published >= minutes * 60 - 5  # 1 fps, all the way
+            voice = session.voice.api.connection.statistics()
+            assert voice.resumes == 0 and voice.reconnects == 0
+            assert voice.gateway.heartbeats_sent >= minutes * 60 // 42
