@@ -394,11 +394,12 @@ async def open_clank(
 async def _open_clank(
     settings: Settings, *, scenario: str | None, api_port: int | None, demo_watch: bool
 ) -> AsyncIterator[RunInfo]:
-    # The HTTP API (with MCP, a heavy import) only here: open_session's embedders never load it.
-    from clank.control.http import generate_api_token, open_http_api
-
     async with contextlib.AsyncExitStack() as stack:
         composed = await stack.enter_async_context(_compose(settings, scenario=scenario))
+        # The HTTP API (with MCP, a heavy import) only now: open_session's embedders never load
+        # it, and a session that cannot start fails without it.
+        from clank.control.http import generate_api_token, open_http_api
+
         settings = composed.settings
         nursery = await stack.enter_async_context(trio.open_nursery())
         stack.callback(nursery.cancel_scope.cancel)

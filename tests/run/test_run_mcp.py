@@ -75,6 +75,8 @@ async def test_clank_mcp_over_stdio_in_sandbox_mode(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLANK_")}
     env["CLANK_LOG_FORMAT"] = "json"
     env["CLANK_LINK_PORT"] = "0"  # any free share-link port: other clank processes may hold 8788
+    # The MCP transport is under test; screen notes (OCR) over MCP: the HTTP test below.
+    env["CLANK_NOTES_ENABLED"] = "false"
     params = StdioServerParameters(
         command=sys.executable, args=["-m", "clank", "mcp", "--scenario", "streamer"], env=env, cwd=ROOT
     )
