@@ -217,6 +217,12 @@ class KeyframeRequester:
         self._pending = None
         self._outstanding = False
 
+    def answer_lost(self) -> None:
+        """The keyframe that answered our request arrived unusable (it failed DAVE decrypt: the
+        sender's first frame under new keys, say). Waiting ``repeat_interval`` for a sender that did
+        answer would cost a second of pictures; the next request is due after ``min_interval``."""
+        self._outstanding = False
+
     def poll(self, now: float) -> KeyframeRequest | None:
         """A request to send now, or None."""
         deadline = self.next_deadline()

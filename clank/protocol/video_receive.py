@@ -373,6 +373,8 @@ class VideoReceiver:
                 stream.dave_failures[exc.reason] += 1
                 stream.frames_dropped[DROP_DAVE] += 1
                 self._need_keyframe(stream, KeyframeReason.GAP, now)
+                if frame.keyframe:
+                    stream.keyframes.answer_lost()  # re-ask after min_interval, not repeat_interval
                 if not self._dave_ready:
                     # Frames that arrive before our DAVE session is ready (before the welcome) are
                     # expected to fail: counted, not diagnosed (no warning on the happy path).

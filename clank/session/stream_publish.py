@@ -36,7 +36,6 @@ live stream (a keyframe starts the new picture).
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Mapping
 from typing import Final
 
@@ -237,12 +236,9 @@ class PublishHandle:
 # ---------------------------------------------------------------------- starting
 
 
-_BOOKS: weakref.WeakKeyDictionary[object, PublishHandle] = weakref.WeakKeyDictionary()
-
-
 def current_publish(session: WatchSession) -> PublishHandle | None:
     """The session's publish handle (running or the last one that ended), if any."""
-    return _BOOKS.get(session)
+    return session.publishing
 
 
 async def start_stream_publish(
@@ -252,7 +248,7 @@ async def start_stream_publish(
 
     When a publish is already running its source is switched (the live stream is kept).
     """
-    existing = _BOOKS.get(session)
+    existing = session.publishing
     if existing is not None and existing.active:
         if source is not None:
             existing.set_source(source)
@@ -263,7 +259,7 @@ async def start_stream_publish(
         raise PublishError(exc.reason, exc.detail) from exc.__cause__
     publish = PublishState(session, settings or session.settings.publish, source)
     handle = PublishHandle(publish)
-    _BOOKS[session] = handle
+    session.publishing = handle
     role = await session.start_role(PUBLISH_ROLE, _publish_role, publish)
     publish.handle = role
     await wait_leg_ready(role, lambda: publish.end_reason, PublishError)

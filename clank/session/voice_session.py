@@ -31,7 +31,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Final, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Final, NoReturn, TypeVar
 
 import attrs
 import trio
@@ -55,6 +55,9 @@ from clank.session.roles import Role, RoleEvent, RoleEventBus, RoleFn, RoleHandl
 from clank.session.voice_role import VoiceRole, voice_role
 from clank.session.watches import Watches
 from clank.wire.gateway_events import VoiceServerUpdate, VoiceState, dave_group_id_for_voice
+
+if TYPE_CHECKING:
+    from clank.session.stream_publish import PublishHandle
 
 __all__ = [
     "JOIN_TIMEOUT",
@@ -160,6 +163,8 @@ class VoiceSession:
         """The Go Live registry (the runner's, fed by it; else the session's own, fed here)."""
         self.watches = Watches(self.registry, gateway)
         """The watches of this session (clank.session.watches)."""
+        self.publishing: PublishHandle | None = None
+        """Our Go Live on this session, running or the last one that ended (clank.session.stream_publish)."""
         self.user_id = user_id
         self._bus = RoleEventBus()
         self._signal_send, self._signals = trio.open_memory_channel[_Signal](SIGNAL_BUFFER)

@@ -39,6 +39,7 @@ from clank.session.watches import Watches
 from clank.wire.gateway_events import StreamKey
 
 if TYPE_CHECKING:
+    from clank.session.stream_publish import PublishHandle
     from clank.session.voice_session import VoiceSessionStatistics
     from clank.session.webcam_watch import WebcamRole
 
@@ -93,6 +94,7 @@ class WatchSession(Protocol):
     user_id: str
     transports: MediaTransports
     watches: Watches
+    publishing: PublishHandle | None
 
     @property
     def session_id(self) -> str | None: ...

@@ -183,3 +183,16 @@ def test_depacketizer_loss_drives_keyframe_requests() -> None:
     assert requester.waiting
     request = requester.poll(now)
     assert request is not None and request.reason is KeyframeReason.GAP
+
+
+def test_an_unusable_answer_re_asks_after_min_interval_not_repeat_interval() -> None:
+    requester = KeyframeRequester(KeyframePolicy(min_interval=1.0, repeat_interval=2.0))
+    requester.need(KeyframeReason.JOIN, now=0.0)
+    assert requester.poll(0.0)
+    requester.answer_lost()  # the IDR that answered arrived undecryptable at 0.3 s
+    assert requester.poll(0.9) is None  # the rate limit still holds
+    assert requester.next_deadline() == 1.0
+    request = requester.poll(1.0)
+    assert request is not None and request.reason is KeyframeReason.JOIN
+    assert requester.poll(2.5) is None  # that one is outstanding again: repeat_interval
+    assert requester.poll(3.0)

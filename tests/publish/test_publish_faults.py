@@ -82,6 +82,7 @@ async def test_no_voice_means_not_in_voice(autojump_clock: trio.testing.MockCloc
     class Nowhere:
         settings = SETTINGS
         session_id = None
+        publishing = None
 
         @property
         def voice(self) -> object:

@@ -19,6 +19,7 @@ from fake_session import fake_session, go_live, media, user_id, wait_until
 
 from clank.config import WatchSettings
 from clank.errors import WatchError
+from clank.media.decoder import VideoCodec
 from clank.media.jpeg import scale_frame
 from clank.media.quality import plane_array, plane_psnr
 from clank.sandbox.app import Sandbox
@@ -204,3 +205,29 @@ async def test_an_idle_watch_keeps_both_legs_and_the_main_gateway_alive(
             voice = session.voice.api.connection.statistics()
             assert voice.resumes == 0 and voice.reconnects == 0
             assert voice.gateway.heartbeats_sent >= minutes * 60 // 42
+
+
+@pytest.mark.parametrize("codec", ["h264", "vp8"])
+async def test_frames_of_either_codec_match_the_source(
+    codec: VideoCodec, autojump_clock: trio.testing.MockClock
+) -> None:
+    """VP8 needs more bits than H264 for the same quality (the real-socket e2e test is H264 only)."""
+    bitrate = 150_000 if codec == "h264" else 400_000
+    with trio.fail_after(600):  # virtual
+        async with fake_session(codec=codec, fps=10, bitrate=bitrate) as (_net, sb, session):
+            alice = await go_live(sb, "alice")
+            handle = await start_stream_watch(session, alice, settings=WATCH)
+            assert await start_stream_watch(session, alice, settings=WATCH) is handle  # reused
+            frames = []
+            after: int | None = None
+            while len(frames) < 6:
+                frame = await handle.frames.wait_frame(after_sequence=after)
+                frames.append(frame)
+                after = frame.sequence
+            scores = [frame_psnr(sb, alice, f) for f in frames]
+            assert min(scores) >= PSNR_GOAL_DB, scores
+            assert all(f.codec == codec and f.user_id == alice and f.width == 160 for f in frames)
+            (stream,) = handle.statistics().streams.values()
+            assert stream.decode is not None and stream.decode.decode_errors == 0
+            await handle.stop()
+            assert handle.reason == "stopped" and session.voice.state is RoleState.READY

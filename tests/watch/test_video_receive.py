@@ -372,3 +372,33 @@ def test_sink_wants_partition_screen_and_camera() -> None:
         default_stream_type="screen",
     )
     assert dict(watch.streams) == {11: 80} and not watch.pixel_counts
+
+
+@pytest.mark.parametrize("fails", ["keyframe", "delta"])
+def test_an_answering_keyframe_that_fails_dave_re_asks_after_min_interval(fails: str) -> None:
+    # The strict sandbox's first frame to a watcher is undecryptable; when it is the IDR that
+    # answered our join PLI, waiting repeat_interval (2 s) for another answer costs pictures.
+    policy = KeyframePolicy(min_interval=1.0, repeat_interval=2.0)
+    calls: list[int] = []
+
+    def decrypt(user: int, frame: bytes) -> bytes:
+        calls.append(user)
+        if (fails == "keyframe" and len(calls) == 1) or (fails == "delta" and len(calls) == 2):
+            raise DecryptionFailed("dave", "no_valid_cryptor")
+        return frame
+
+    receiver = VideoReceiver(VideoReceiveConfig(local_ssrc=LOCAL_SSRC, keyframe_policy=policy), decrypt)
+    receiver.bind(MEDIA_SSRC, "444", 0.0)
+    assert any(isinstance(p, PictureLossIndication) for d in receiver.poll(0.0) for p in parse_compound(d))
+    streamer = Streamer("h264")
+    for frame_index in range(2):
+        for packet in streamer.next_frame():
+            receiver.receive(packet.header, packet.payload, 0.1 + frame_index / 30)
+    pli_at_1s = any(
+        isinstance(p, PictureLossIndication) for d in receiver.poll(1.0) for p in parse_compound(d)
+    )
+    # A lost IDR: asked again at min_interval. A lost delta frame after a good IDR: also a new
+    # need, and the previous request was answered, so min_interval applies there too.
+    assert pli_at_1s
+    stats = receiver.stream_statistics(MEDIA_SSRC)
+    assert stats is not None and stats.dave_failed == 1
