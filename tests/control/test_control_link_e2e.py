@@ -3,6 +3,7 @@ local Discord, the HTTP API, the share listener, REST message posting and gatewa
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from collections.abc import AsyncIterator
@@ -23,9 +24,14 @@ from clank.runner import RunInfo, open_clank
 LIMIT = 60
 
 
-def link_settings(**link: Any) -> Settings:
+def link_settings(*, notes: bool = False, **link: Any) -> Settings:
+    """Screen notes (OCR on a worker thread) only where a test looks at them."""
     settings = load_settings(environ={})
-    return attrs.evolve(settings, link=attrs.evolve(settings.link, port=0, **link))
+    return attrs.evolve(
+        settings,
+        link=attrs.evolve(settings.link, port=0, **link),
+        notes=attrs.evolve(settings.notes, enabled=notes),
+    )
 
 
 @asynccontextmanager
@@ -248,6 +254,17 @@ TEST_CONTENT_JS = """
       layer.appendChild(cell);
     }
     document.body.appendChild(layer);
+    // Tab capture only delivers a frame when the page repaints, and the pattern is static: a
+    // 2 px dot in the red quadrant flips between two reds no eye (or check) tells apart.
+    const dot = document.createElement("div");
+    dot.style.cssText = "position:absolute;left:0;top:0;width:2px;height:2px;background:rgb(230,30,30)";
+    layer.firstChild.style.position = "relative";
+    layer.firstChild.appendChild(dot);
+    let flip = false;
+    setInterval(() => {
+      flip = !flip;
+      dot.style.background = flip ? "rgb(228,30,30)" : "rgb(230,30,30)";
+    }, 100);
   });
 })();
 """
@@ -290,7 +307,7 @@ async def test_chromium_shares_a_screen_through_the_link(chromium: str, tmp_path
     from trio_websocket import open_websocket_url
 
     with trio.fail_after(90):
-        async with running(link_settings(), "empty") as (info, client):
+        async with running(link_settings(notes=True), "empty") as (info, client):
             alice = await join(info, "alice")
             url = (await until_link_for(client, {"target": "alice"}, alice))["linkUrl"]
             async with open_browser(chromium, tmp_path / "profile", CAPTURE_FLAGS) as browser:
@@ -306,14 +323,14 @@ async def test_chromium_shares_a_screen_through_the_link(chromium: str, tmp_path
                     "document.getElementById('share').dataset.state === 'sharing'", "sharing"
                 )
 
-                # within a few seconds look_at_screen shows the test pattern
+                # within a few seconds look_at_screen shows the test pattern (the capture's very
+                # first picture can precede the page's first paint: wait for the pattern)
                 while True:
                     look = await tool(client, "look_at_screen", {"target": "alice"})
-                    if look["ok"]:
+                    if look["ok"] and _quadrant_layout(base64.b64decode(look["image"]["dataBase64"]))[2]:
                         break
                     await trio.sleep(0.05)
                 first_frame_s = trio.current_time() - started
-                import base64
 
                 picture = base64.b64decode(look["image"]["dataBase64"])
                 psnr, close, layout = _quadrant_layout(picture)
