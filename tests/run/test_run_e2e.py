@@ -74,7 +74,7 @@ async def test_agent_watches_the_only_streamer_and_sees_its_screen() -> None:
                     look = await _tool(client, "look_at_screen", {})
                     if look["frameReady"]:
                         break
-                    await trio.sleep(0.2)
+                    await trio.sleep(0.05)
                 assert look["reason"] == "frame_context_ready" and look["targetUserId"] == alice
                 jpeg = base64.b64decode(look["image"]["dataBase64"])
                 source = info.sandbox.media.streamer(alice).source_frame(look["frame"]["rtpTimestamp"])

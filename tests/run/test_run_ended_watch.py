@@ -17,7 +17,7 @@ async def test_an_ended_watch_reports_frame_ready_false_and_its_reason() -> None
         async with clank.open_session(settings, scenario="streamer") as service:
             assert (await service.start_screen_watch()).ok
             while not (look := service.look_at_screen()).ok:  # noqa: ASYNC110
-                await trio.sleep(0.2)
+                await trio.sleep(0.05)
             live = service.status()["watches"][0]
             assert live["frameReady"] and live["frameSequence"] is not None
             assert (await service.stop_screen_watch()).ok

@@ -53,7 +53,7 @@ async def _look_until_ready(client: ClientSession) -> types.CallToolResult:
         if not look.is_error:
             return look
         assert _json(look)["reason"] == "waiting_for_frame_context"
-        await trio.sleep(0.2)
+        await trio.sleep(0.05)
 
 
 def _image(result: types.CallToolResult) -> bytes:

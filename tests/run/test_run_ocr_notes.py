@@ -39,7 +39,7 @@ async def test_demo_offline_notes_contain_the_words_on_the_streamers_screen() ->
                     w for w in info.service.status()["watches"] if w["targetUserId"] == alice and w["notes"]
                 ]
                 notes = watches[0]["notes"] if watches else []
-                await trio.sleep(0.2)
+                await trio.sleep(0.05)
     note = notes[0]
     assert note["provider"] == "offline"
     assert note["text"].startswith("alice's screen:") or "screen:" in note["text"]

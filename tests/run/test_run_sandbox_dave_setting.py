@@ -27,5 +27,5 @@ async def test_sandbox_dave_setting_reaches_the_voice_server(version: int, state
             while dave is None or dave["state"] != state:
                 voice = next((r for r in service.status()["roles"] if r["name"] == "voice"), None)
                 dave = None if voice is None else voice["dave"]
-                await trio.sleep(0.1)
+                await trio.sleep(0.05)
             assert dave["protocolVersion"] == version

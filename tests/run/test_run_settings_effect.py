@@ -52,7 +52,7 @@ async def test_max_concurrent_watches_caps_the_go_live_watches(cap: int, second_
             assert first.ok, first
             with trio.move_on_after(10):  # until bob's stream is discovered
                 while bob not in {s["userId"] for s in info.service.list_sharers() if s["live"]}:  # noqa: ASYNC110
-                    await trio.sleep(0.2)
+                    await trio.sleep(0.05)
             second = await info.service.start_screen_watch(target=bob)
             native = second.ok and second.transport == "native"
             assert native is second_ok, second  # over the cap: refused, or the share-link fallback
