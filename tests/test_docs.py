@@ -17,8 +17,8 @@ Rules (each test names the doc line to fix when it fails):
 * every ``clank <command> --flag`` the docs show is a command of ``clank`` with that flag;
 * docs/operations.md's exit-code table is the CLI's ``EXIT_TABLE`` (plus 0);
 * every ``bench/bench_*.py`` has a row in docs/performance.md's bench table;
-* CamelCase names and ``snake_case(`` calls in code spans are defined somewhere in ``clank/``
-  (or are one of the few other projects' names listed here).
+* CamelCase names and ``snake_case(`` calls in code spans are defined somewhere in ``clank/``,
+  ``tests/`` or ``bench/`` (or are one of the few other projects' names listed here).
 
 The HTTP route table is checked against docs/api.md in tests/control/test_control_docs_routes.py.
 """
@@ -263,7 +263,8 @@ EXTERNAL_NAMES = frozenset(
 
 
 def _defined_names() -> set[str]:
-    source = "\n".join(path.read_text(encoding="utf-8") for path in PACKAGE.rglob("*.py"))
+    paths = [*PACKAGE.rglob("*.py"), *(ROOT / "tests").rglob("*.py"), *(ROOT / "bench").glob("*.py")]
+    source = "\n".join(path.read_text(encoding="utf-8") for path in paths)
     return (
         set(re.findall(r"^\s*class (\w+)", source, re.MULTILINE))
         | set(re.findall(r"^\s*(?:async )?def (\w+)", source, re.MULTILINE))
@@ -280,7 +281,7 @@ def test_class_and_function_names_the_docs_quote_exist() -> None:
     for where, span in _lines(re.compile(r"`([^`]+)`")):
         names = camel.findall(span) + call.findall(span)
         bad += [f"{where}: {name}" for name in names if name not in defined]
-    assert not bad, "docs quote names that are not in clank/ (renamed or gone?):\n" + "\n".join(bad)
+    assert not bad, "docs quote names defined nowhere (renamed or gone?):\n" + "\n".join(bad)
 
 
 def test_architecture_names_the_layering_rules() -> None:

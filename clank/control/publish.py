@@ -230,8 +230,12 @@ def _qos(handle: PublishHandle) -> dict[str, str | int | float | bool | None]:
 
 
 def publish_role_status(session: Any) -> RoleStatus | None:
-    """The ``stream_publish`` role for ``GET /api/status`` (None when we never published)."""
-    handle = None if session is None else current_publish(session)
+    """The ``stream_publish`` role for ``GET /api/status`` (None when we never published, or
+    when we are in no voice channel: the runner's current session then has no publish)."""
+    try:
+        handle = None if session is None else current_publish(session)
+    except ClankError:  # not in a voice channel (control/voice_channels.CurrentSession)
+        return None
     if handle is None:
         return None
     stats = handle.statistics()

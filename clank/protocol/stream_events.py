@@ -55,6 +55,9 @@ class StreamInfo:
     endpoint: str | None = None
     token: str | None = attrs.field(default=None, repr=False)
     credentials_received_at: float | None = None
+    credentials_serial: int = 0
+    """The registry's order of this stream's credentials among its requests and credentials (0:
+    none yet): fresh ones answer a request only when they came after it, even at the same time."""
 
     @property
     def owner_id(self) -> str:

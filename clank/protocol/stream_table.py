@@ -57,6 +57,7 @@ class StreamTable:
         self._streams: dict[str, StreamInfo] = {}
         self._own: StreamInfo | None = None
         self._pending: dict[str, _PendingCredentials] = {}
+        self._serial = 0
         self.touched_owner: str | None = None
         """The owner of the stream most recently seeded/created/credentialed (None after a removal)."""
 
@@ -142,11 +143,23 @@ class StreamTable:
 
     # --- credentials ---------------------------------------------------------------------------
 
+    def next_serial(self) -> int:
+        """The next number in the order of requests and credentials (times can be equal: a
+        virtual clock, or one dispatch batch; this order cannot)."""
+        self._serial += 1
+        return self._serial
+
     def set_credentials(
         self, info: StreamInfo, update: StreamServerUpdate, now: float, *, from_pending: bool
     ) -> CredentialsReceived:
         self.store(
-            attrs.evolve(info, endpoint=update.endpoint, token=update.token, credentials_received_at=now)
+            attrs.evolve(
+                info,
+                endpoint=update.endpoint,
+                token=update.token,
+                credentials_received_at=now,
+                credentials_serial=self.next_serial(),
+            )
         )
         return CredentialsReceived(
             stream_key=info.key,

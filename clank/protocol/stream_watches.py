@@ -45,6 +45,7 @@ class WatchBook:
     key: StreamKey
     requested_at: float
     last_ping_at: float
+    requested_serial: int = 0  # StreamTable.next_serial() when op20 went out
     pings_sent: int = 0
     leg_healthy: bool = True
     connected: bool = False
@@ -57,10 +58,10 @@ class StreamWatches:
         self.policy = policy
         self._books: dict[str, WatchBook] = {}
 
-    def request(self, key: StreamKey, now: float) -> WatchBook:
+    def request(self, key: StreamKey, now: float, serial: int = 0) -> WatchBook:
         """op20 sent for ``key`` (again: the schedule restarts)."""
         self._books.pop(str(key), None)
-        book = WatchBook(key, requested_at=now, last_ping_at=now)
+        book = WatchBook(key, requested_at=now, last_ping_at=now, requested_serial=serial)
         self._books[str(key)] = book
         return book
 

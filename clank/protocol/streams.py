@@ -119,7 +119,7 @@ class StreamRegistry:
         self.watches = StreamWatches(ping_policy)
         """Watch bookkeeping per stream key (op20 sent, op21 schedule, leg state)."""
         self._listeners: list[Callable[[Sequence[StreamEvent]], None]] = []
-        self._go_live: tuple[StreamKey, float] | None = None
+        self._go_live: tuple[StreamKey, float, int] | None = None  # key, when, serial
         """Our own Go Live: its key and when op18 was sent (until op19 or its STREAM_DELETE)."""
         self._handled = 0
         self._ignored = 0
@@ -330,7 +330,7 @@ class StreamRegistry:
             raise WatchError("own_stream", "cannot watch our own Go Live")
         if self._guild_ids is not None and key.guild_id not in self._guild_ids:
             raise WatchError("out_of_scope", f"{key} is outside this voice session's guilds")
-        self.watches.request(key, now)
+        self.watches.request(key, now, self._table.next_serial())
         event = WatchRequested(
             stream_key=key, user_id=key.owner_id, synthesized=synthesized, replaced_key=None
         )
@@ -355,7 +355,7 @@ class StreamRegistry:
         """Our op18 for ``channel_id`` goes out at ``now``: the key of our stream (its credentials
         are then :meth:`fresh_credentials` only once a STREAM_SERVER_UPDATE answers this op18)."""
         key = StreamKey.for_voice_channel(guild_id, channel_id, self.user_id)
-        self._go_live = (key, now)
+        self._go_live = (key, now, self._table.next_serial())
         return key
 
     def stop_go_live(self, key: StreamKey) -> GatewayFrame | None:
@@ -374,13 +374,19 @@ class StreamRegistry:
 
     def fresh_credentials(self, key: StreamKey) -> StreamInfo | None:
         """``key``'s stream once it has full credentials from a STREAM_SERVER_UPDATE that answers
-        our request (cached credentials that look complete may be stale after a re-request)."""
-        requested_at = self.credentials_requested_at(key)
+        our request (cached credentials that look complete may be stale after a re-request).
+        "Answers" is by order, not time: a stale update at the request's own instant is stale."""
+        requested = self._requested_serial(key)
         info = self._table.lookup(key)
-        if requested_at is None or info is None or not info.has_credentials:
+        if requested is None or info is None or not info.has_credentials:
             return None
-        received = info.credentials_received_at
-        return info if received is not None and received >= requested_at else None
+        return info if info.credentials_serial > requested else None
+
+    def _requested_serial(self, key: StreamKey) -> int | None:
+        if self._go_live is not None and self._go_live[0] == key:
+            return self._go_live[2]
+        book = self.watches.book(key)
+        return None if book is None else book.requested_serial
 
     def watch_leg_state(self, key: StreamKey, *, connected: bool, healthy: bool, now: float) -> None:
         """The stream leg of ``key``'s watch: connected and healthy (drives the op21 policy)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 from publish_kit import add_viewer, in_voice, make_image, wait_until
 
 from clank.logging import register_secret
@@ -20,7 +21,10 @@ from clank.wire.gateway_events import StreamKey
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
 
-async def test_stale_registry_credentials_are_not_used_to_go_live() -> None:
+async def test_stale_registry_credentials_are_not_used_to_go_live(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # On the virtual clock the stale update and our op18 share one instant: freshness is by order.
     with trio.fail_after(40):
         async with in_voice() as (sb, _gateway, session):
             key = StreamKey.for_voice_channel(sb.guild_id, sb.voice_channel_id, sb.our_user_id)

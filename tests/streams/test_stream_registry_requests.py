@@ -8,6 +8,8 @@ follows a STREAM_DELETE.
 
 from __future__ import annotations
 
+import pytest
+
 from clank.protocol.streams import StreamRegistry
 from clank.wire.gateway import Op
 from clank.wire.gateway_events import StreamKey
@@ -107,3 +109,21 @@ def test_a_watch_follows_the_same_rule() -> None:
     assert reg.credentials_requested_at(WATCHED) == 4.0
     reg.handle_dispatch("STREAM_DELETE", stream_delete(KEY_ALICE), 5.0)
     assert reg.fresh_credentials(WATCHED) is None  # the watch ended with its stream
+
+
+@pytest.mark.parametrize("leg", ["go_live", "watch"])
+def test_freshness_is_by_order_when_the_stale_update_and_the_request_share_an_instant(leg: str) -> None:
+    # A virtual clock (or one dispatch batch) gives equal times; order still tells stale from fresh.
+    key_text, key = (KEY_ME, OWN) if leg == "go_live" else (KEY_ALICE, WATCHED)
+    assert key is not None
+    reg = registry()
+    reg.handle_dispatch("STREAM_CREATE", stream_create(key_text), 3.0)
+    reg.handle_dispatch("STREAM_SERVER_UPDATE", server_update(key_text, token="stale"), 3.0)
+    if leg == "go_live":
+        reg.request_go_live(GUILD, CHANNEL, 3.0)
+    else:
+        reg.request_watch(key, 3.0)
+    assert reg.fresh_credentials(key) is None  # the same instant as the request, but before it
+    reg.handle_dispatch("STREAM_SERVER_UPDATE", server_update(key_text, token="fresh"), 3.0)
+    fresh = reg.fresh_credentials(key)
+    assert fresh is not None and fresh.token == "fresh"  # the same instant, after the request
