@@ -321,6 +321,7 @@ class VideoReceiver:
         events: list[ReceiveEvent] = []
         if codec != stream.codec:
             previous = stream.set_codec(codec)
+            stream.media_pt = None  # an RTX packet may change the codec: the short path re-learns it
             if previous is not None:
                 self._need_keyframe(stream, KeyframeReason.DECODER_RESET, now)
             events.append(CodecChanged(stream.ssrc, stream.user_id, previous, codec))

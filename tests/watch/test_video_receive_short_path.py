@@ -64,6 +64,13 @@ def _config() -> VideoReceiveConfig:
         ("poll", 0.01),
     ]
 )
+@example(  # the codec changes through an RTX packet: the media PT must not keep the short path
+    [
+        ("run", 11, vg.VP8_PT, 0, 0, [b"\x7c\x85" + bytes(8)], 0.0),
+        ("run", 12, vg.H264_PT, 0, 0, [b"\x7c\x85" + bytes(8)], 0.0),
+        ("run", 11, vg.VP8_PT, 0, 0, [b"\x7c\x85" + bytes(8)], 0.0),
+    ]
+)
 def test_short_path_is_the_general_path(script: list[tuple[object, ...]]) -> None:
     fast, general = VideoReceiver(_config(), _decrypt), GeneralPathOnly(_config(), _decrypt)
     for receiver in (fast, general):
