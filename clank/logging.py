@@ -197,8 +197,9 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS.get(level, logging.INFO))
-    # Chatty libraries: keep their warnings, not their per-frame debug lines.
-    for name in ("trio-websocket", "hypercorn.access", "httpx", "httpcore"):
+    # Chatty libraries: keep their warnings, not their per-frame debug lines (nor hypercorn's
+    # "Running on … (CTRL + C to quit)": our banner says where the API is).
+    for name in ("trio-websocket", "hypercorn.access", "hypercorn.error", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 

@@ -19,7 +19,7 @@ import contextlib
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, TextIO, cast
 
@@ -74,8 +74,9 @@ DISPATCH_BUFFER: Final = 1024
 SHUTDOWN_BUDGET: Final = 2.0
 #: How long the banner waits for the voice leg (a websocket connect gives up after 10 s).
 VOICE_READY_WAIT: Final = 12.0
-#: In the sandbox demo, how long the banner waits for the demo watch's first frame.
-DEMO_FIRST_FRAME_WAIT: Final = 8.0
+#: In the sandbox demo, how long the banner waits for both demo watches' first frames and a viewer
+#: of our Go Live (``demo_settled``), so it is the last start-up line.
+DEMO_FIRST_FRAME_WAIT: Final = 12.0
 #: GIL hand-off interval. Python's default (5 ms) lets a decode worker's Python code (JPEG,
 #: metrics) hold the GIL for up to 5 ms while the trio thread waits to send the next 20 ms audio
 #: frame; 0.5 ms keeps audio pacing p99 near 2 ms beside busy threads (bench/bench_voice.py).
@@ -194,11 +195,23 @@ async def wait_until_settled(info: RunInfo, *, demo_watch: bool) -> str | None:
         return problem
     if demo_watch and info.sandbox is not None and info.service is not None:
         with trio.move_on_after(DEMO_FIRST_FRAME_WAIT):
-            while True:  # polling the status (cheap): no event exists for "some watch has a frame"
-                if any(w.get("frameSequence") for w in info.service.status()["watches"]):
+            while True:  # polling the status (cheap): no event exists for "the demo is up"
+                if demo_settled(info.service.status()):
                     break
                 await trio.sleep(0.1)
     return None
+
+
+def demo_settled(status: Mapping[str, Any]) -> bool:
+    """The sandbox demo is up: the streamer's and the webcam's watches both show a frame, and a
+    sandbox viewer watches our Go Live — so the banner is the last thing the start-up prints."""
+    framed = [w for w in status.get("watches", ()) if w.get("frameSequence")]
+    viewers = [
+        r
+        for r in status.get("roles", ())
+        if r.get("name") == "stream_publish" and (r.get("qos") or {}).get("viewers")
+    ]
+    return len(framed) >= 2 and bool(viewers)
 
 
 def print_banner(info: RunInfo, out: TextIO, *, voice_problem: str | None = None) -> None:
@@ -470,8 +483,8 @@ async def run_clank(settings: Settings, args: Any = None) -> None:
                 settings, scenario=scenario, api_port=api_port, demo_watch=demo_watch
             ) as info:
                 problem = await wait_until_settled(info, demo_watch=demo_watch)
-                print_banner(info, sys.stdout, voice_problem=problem)
                 log.info("clank running", mode=info.mode, dashboard=info.api.url)
+                print_banner(info, sys.stdout, voice_problem=problem)  # last: it must not scroll away
                 await stop.wait()
                 started = trio.current_time()
             log.info("clank stopped", shutdown_s=round(trio.current_time() - started, 3))

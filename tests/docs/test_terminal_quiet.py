@@ -18,7 +18,7 @@ from clank.codecs.h264 import packetize_h264
 from clank.config import WatchSettings
 from clank.errors import DecryptionFailed
 from clank.protocol.video_receive import VideoReceiveConfig, VideoReceiver
-from clank.runner import open_clank, wait_until_settled
+from clank.runner import demo_settled, open_clank, wait_until_settled
 from clank.session.video_pipeline import DAVE_JOIN_GRACE, open_video_pipeline
 from clank.wire import voice_gateway as vg
 from clank.wire.rtp import RtpHeader
@@ -32,13 +32,24 @@ async def test_the_demo_happy_path_logs_no_warning_and_no_hex_dump() -> None:
     with trio.fail_after(90), capture_logs() as logs:
         async with open_clank(settings, api_port=0) as info:
             assert await wait_until_settled(info, demo_watch=True) is None  # voice connected
-            await trio.sleep(2.0)  # the publish demo starts and its viewer joins
+            # The banner comes last: both demo watches show frames and a viewer watches our Go Live.
+            assert info.service is not None and demo_settled(info.service.status())
+            await trio.sleep(1.0)  # and a little after it
     loud = [e for e in logs if e.get("log_level") in ("warning", "error", "critical")]
     assert not loud, [{k: v for k, v in e.items()} for e in loud]
     polls = [e for e in logs if e.get("reason") == "nobody_sharing" and e.get("log_level") != "debug"]
     assert not polls, polls
     dumps = [e for e in logs if any(HEX_DUMP.search(str(v)) for v in e.values())]
     assert not dumps, dumps
+
+
+def test_demo_settled_needs_both_watches_framed_and_a_viewer_of_our_go_live() -> None:
+    screen, webcam = {"frameSequence": 4}, {"frameSequence": 1}
+    publish = {"name": "stream_publish", "qos": {"viewers": 1}}
+    assert demo_settled({"watches": [screen, webcam], "roles": [publish]})
+    assert not demo_settled({"watches": [screen, {"frameSequence": None}], "roles": [publish]})
+    assert not demo_settled({"watches": [screen, webcam], "roles": [{**publish, "qos": {"viewers": 0}}]})
+    assert not demo_settled({"watches": [screen, webcam], "roles": []})
 
 
 def _never_decrypts(user_id: int, frame: bytes) -> bytes:
