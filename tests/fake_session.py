@@ -24,6 +24,7 @@ from clank.io.fakenet import FakeNet, open_fake_net
 from clank.io.gateway import open_gateway_client
 from clank.media.decoder import VideoCodec
 from clank.sandbox.app import Sandbox, open_sandbox
+from clank.sandbox.fidelity import STRICT, FidelityRules
 from clank.sandbox.rtc.backend import RtcMediaBackend
 from clank.sandbox.rtc.streamer import VideoSettings
 from clank.session.voice_session import VoiceSession, open_voice_session
@@ -57,10 +58,17 @@ async def fake_session(
     screen: VideoSettings | None = None,
     settings: Settings = SETTINGS,
     seed: int = 0,
+    fidelity: FidelityRules = STRICT,
+    dave_protocol_version: int = 1,
 ) -> AsyncIterator[tuple[FakeNet, Sandbox, VoiceSession]]:
     """A joined, ready voice session; simulated screen shares use ``screen`` (else the small video
     the other arguments describe: every virtual frame is still really encoded and decoded)."""
-    async with open_fake_net() as net, open_sandbox(net=net, seed=seed) as sb:
+    async with (
+        open_fake_net() as net,
+        open_sandbox(
+            net=net, seed=seed, fidelity=fidelity, dave_protocol_version=dave_protocol_version
+        ) as sb,
+    ):
         if screen is None:
             screen = VideoSettings(
                 codec=codec, width=width, height=height, fps=fps, bitrate=bitrate, keyframe_interval=2.0

@@ -9,20 +9,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import attrs
 import numpy as np
 import simplejpeg
+from fake_session import fake_session as shared_fake_session
 
 from clank.config import DiscordSettings, Settings, WatchSettings
-from clank.io.fakenet import FakeNet, open_fake_net
-from clank.io.gateway import open_gateway_client
+from clank.io.fakenet import FakeNet
 from clank.media.jpeg import scale_frame
 from clank.media.quality import plane_array, plane_psnr
-from clank.sandbox.app import Sandbox, open_sandbox
+from clank.sandbox.app import Sandbox
 from clank.sandbox.fidelity import STRICT, FidelityRules
 from clank.sandbox.rtc.backend import RtcMediaBackend
 from clank.sandbox.rtc.streamer import VideoSettings
-from clank.session.voice_session import VoiceSession, open_voice_session
+from clank.session.voice_session import VoiceSession
 from clank.watch.frames import ScreenFrame
 
 SETTINGS = Settings(discord=DiscordSettings(voice_url_scheme="ws"))
@@ -49,21 +48,8 @@ def frame_psnr(sb: Sandbox, owner: str, frame: ScreenFrame) -> float:
 async def fake_session(
     fidelity: FidelityRules = STRICT, video: VideoSettings = TINY, dave_protocol_version: int = 1
 ) -> AsyncIterator[tuple[FakeNet, Sandbox, VoiceSession]]:
-    async with (
-        open_fake_net() as net,
-        open_sandbox(net=net, dave_protocol_version=dave_protocol_version, fidelity=fidelity) as sb,
-    ):
-        backend = media(sb)
-        backend.settings = attrs.evolve(backend.settings, screen=video, webcam=video)
-        async with (
-            open_gateway_client(url=sb.gateway_url, token=sb.token, connect=net.open_websocket) as gateway,
-            open_voice_session(
-                gateway,
-                guild_id=sb.guild_id,
-                channel_id=sb.voice_channel_id,
-                settings=SETTINGS,
-                transports=net.media_transports(),
-            ) as session,
-        ):
-            await session.voice.wait_ready()
-            yield net, sb, session
+    """``tests/fake_session.fake_session`` with this kit's strict rules, tiny video and settings."""
+    async with shared_fake_session(
+        screen=video, settings=SETTINGS, fidelity=fidelity, dave_protocol_version=dave_protocol_version
+    ) as joined:
+        yield joined
