@@ -34,6 +34,10 @@ async def test_the_demo_happy_path_logs_no_warning_and_no_hex_dump() -> None:
             assert await wait_until_settled(info, demo_watch=True) is None  # voice connected
             # The banner comes last: both demo watches show frames and a viewer watches our Go Live.
             assert info.service is not None and demo_settled(info.service.status())
+            service = info.service
+            with trio.fail_after(20):  # the demo listens, as an agent would: a speaker is heard
+                while not any(x["delivered"] for x in service.status()["voiceIo"]["listeners"]):  # noqa: ASYNC110 - status is polled
+                    await trio.sleep(0.1)
             await trio.sleep(1.0)  # and a little after it
     loud = [e for e in logs if e.get("log_level") in ("warning", "error", "critical")]
     assert not loud, [{k: v for k, v in e.items()} for e in loud]
