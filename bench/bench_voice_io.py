@@ -18,7 +18,6 @@ Bounded: about 40 s. Run: ``.venv/bin/python bench/bench_voice_io.py``. Always e
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import attrs
 import numpy as np
 import trio
+from benchkit import read_json_line
 
 from clank.config import DiscordSettings, Settings
 from clank.io.gateway import open_gateway_client
@@ -162,13 +162,7 @@ async def pacing_loaded() -> tuple[list[float], dict[str, Any]]:
     )
     try:
         assert process.stdout is not None and process.stdin is not None
-        raw = b""
-        while b"\n" not in raw:
-            chunk = await process.stdout.receive_some(4096)
-            if not chunk:
-                raise RuntimeError("the sandbox process ended")
-            raw += chunk
-        info = json.loads(raw.split(b"\n", 1)[0])
+        info = await read_json_line(process.stdout, "the sandbox process")
         async with (
             open_gateway_client(url=info["gateway_url"], token=info["token"]) as gateway,
             open_voice_session(

@@ -21,7 +21,6 @@ Run: .venv/bin/python bench/bench_voice_pacing.py [runs] [seconds per phase]
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -34,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import trio
 from bench_voice_io import SANDBOX_PROCESS, SETTINGS, wait_until
+from benchkit import read_json_line
 
 from clank.io.gateway import open_gateway_client
 from clank.logging import configure_logging
@@ -68,14 +68,8 @@ async def _run_all() -> tuple[dict[str, list[list[float]]], dict[str, Any]]:
     seen: dict[str, Any] = {"decoded": 0, "sizes": set()}
     try:
         assert process.stdout is not None and process.stdin is not None
-        raw = b""
         with trio.fail_after(30):
-            while b"\n" not in raw:
-                chunk = await process.stdout.receive_some(4096)
-                if not chunk:
-                    raise RuntimeError("the sandbox process ended")
-                raw += chunk
-        info = json.loads(raw.split(b"\n", 1)[0])
+            info = await read_json_line(process.stdout, "the sandbox process")
         async with (
             open_gateway_client(url=info["gateway_url"], token=info["token"]) as gateway,
             open_voice_session(

@@ -11,6 +11,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import trio
 
@@ -109,6 +110,18 @@ def sealed_datagrams(
     return out
 
 
+async def read_json_line(stream: trio.abc.ReceiveStream, what: str) -> dict[str, Any]:
+    """The first line a child process prints, as JSON (the sandbox's announcement of itself)."""
+    raw = b""
+    while b"\n" not in raw:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            raise RuntimeError(f"{what} exited before printing its JSON line")
+        raw += chunk
+    fields: dict[str, Any] = json.loads(raw.split(b"\n", 1)[0])
+    return fields
+
+
 @asynccontextmanager
 async def open_demo(*, separate: bool, seconds_to_settle: float = 10.0) -> AsyncIterator[RunInfo]:
     """The sandbox demo as ``just run`` runs it, on free ports; yields once it has settled.
@@ -137,14 +150,8 @@ async def open_demo(*, separate: bool, seconds_to_settle: float = 10.0) -> Async
         async def viewer(stream_key: str) -> None:
             await stdin.send_all(stream_key.encode() + b"\n")
 
-        line = b""
         with trio.fail_after(30):
-            while not line.endswith(b"\n"):
-                chunk = await sandbox.stdout.receive_some(65536)
-                if not chunk:
-                    raise RuntimeError("clank sandbox exited before printing its JSON line")
-                line += chunk
-        fields = json.loads(line)
+            fields = await read_json_line(sandbox.stdout, "clank sandbox")
         environ = {
             "CLANK_DISCORD_TOKEN": fields["token"],
             "CLANK_API_URL": fields["api_url"],
