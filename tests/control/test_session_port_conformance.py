@@ -15,16 +15,11 @@ import pytest
 import trio
 import trio.testing
 from control_fakes import ALICE, RegistrySession
+from fake_session import fake_session, user_id
 
-from clank.config import DiscordSettings, Settings
 from clank.control.service import ClankService, SessionPort
 from clank.control.session_port import LiveSessionPort, MemberDirectory
-from clank.io.fakenet import open_fake_net
-from clank.io.gateway import open_gateway_client
-from clank.sandbox.app import open_sandbox
-from clank.session.voice_session import open_voice_session
 
-SETTINGS = Settings(discord=DiscordSettings(voice_url_scheme="ws"))
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
 # (port, make alice go live) pairs
@@ -45,21 +40,9 @@ async def fake_port() -> AsyncIterator[Opened]:
 
 @asynccontextmanager
 async def live_port() -> AsyncIterator[Opened]:
-    async with (
-        open_fake_net() as net,
-        open_sandbox(net=net) as sb,
-        open_gateway_client(url=sb.gateway_url, token=sb.token, connect=net.open_websocket) as gateway,
-        open_voice_session(
-            gateway,
-            guild_id=sb.guild_id,
-            channel_id=sb.voice_channel_id,
-            settings=SETTINGS,
-            transports=net.media_transports(),
-        ) as session,
-    ):
-        await session.voice.wait_ready()
+    async with fake_session() as (_net, sb, session):
         port = LiveSessionPort(session, session.registry, MemberDirectory())
-        alice = next(u.id for u in sb.world.users.values() if u.name == "alice")
+        alice = user_id(sb, "alice")
 
         async def go_live() -> str:
             await sb.world.join_voice(alice, sb.voice_channel_id)

@@ -9,53 +9,14 @@ and the session sends op4 (leave, join) and connects with the new VOICE_SERVER_U
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-
 import pytest
 import trio
 import trio.testing
+from fake_session import fake_session, media, wait_until
 
-from clank.config import DiscordSettings, Settings
-from clank.io.fakenet import open_fake_net
-from clank.io.gateway import open_gateway_client
-from clank.sandbox.app import Sandbox, open_sandbox
-from clank.sandbox.rtc.backend import RtcMediaBackend
 from clank.session.roles import RoleState
-from clank.session.voice_session import VoiceSession, open_voice_session
 
-SETTINGS = Settings(discord=DiscordSettings(voice_url_scheme="ws"))
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
-
-
-async def wait_until(predicate: Callable[[], bool], step: float = 0.05) -> None:
-    while True:
-        if predicate():
-            return
-        await trio.sleep(step)
-
-
-def media(sb: Sandbox) -> RtcMediaBackend:
-    assert isinstance(sb.media, RtcMediaBackend)
-    return sb.media
-
-
-@asynccontextmanager
-async def fake_session() -> AsyncIterator[tuple[Sandbox, VoiceSession]]:
-    async with (
-        open_fake_net() as net,
-        open_sandbox(net=net) as sb,
-        open_gateway_client(url=sb.gateway_url, token=sb.token, connect=net.open_websocket) as gateway,
-        open_voice_session(
-            gateway,
-            guild_id=sb.guild_id,
-            channel_id=sb.voice_channel_id,
-            settings=SETTINGS,
-            transports=net.media_transports(),
-        ) as session,
-    ):
-        await session.voice.wait_ready()
-        yield sb, session
 
 
 @pytest.mark.parametrize("code", [4001, 4002, 4003, 4005, 4020])
@@ -63,7 +24,7 @@ async def test_a_refused_request_close_rejoins_through_op4(
     code: int, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(600):  # virtual time
-        async with fake_session() as (sb, session):
+        async with fake_session() as (_net, sb, session):
             first = session.voice
             joins = session.statistics().joins
             media(sb).faults.close(sb.our_user_id, code)
