@@ -11,11 +11,10 @@ ACKs, a zombie resume).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 import trio
 import trio.testing
+from fake_session import wait_until
 from fakenet_kit import WATCH, fake_session, media
 
 from clank.io.media_connection_statistics import MediaConnectionStatistics
@@ -26,13 +25,6 @@ from clank.session.stream_watch import start_stream_watch
 from clank.wire.voice_gateway import VoiceOp
 
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
-
-
-async def wait_until(predicate: Callable[[], bool], step: float = 0.05) -> None:
-    while True:
-        if predicate():
-            return
-        await trio.sleep(step)
 
 
 def noise_sent(server: MediaServer, sb: Sandbox) -> dict[int, int]:

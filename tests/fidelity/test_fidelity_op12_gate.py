@@ -8,11 +8,10 @@ whole voice session hears speakers (tests/fidelity/test_fidelity_op5_order.py an
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 import trio
 import trio.testing
+from fake_session import wait_until
 
 from clank.config import DiscordSettings, Settings
 from clank.io.fakenet import open_fake_net
@@ -26,13 +25,6 @@ GUILD, CHANNEL, USER, SESSION = "111", "222000000000000001", "333000000000000001
 ALICE = 1001
 SETTINGS = Settings(discord=DiscordSettings(voice_url_scheme="ws"))
 pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
-
-
-async def wait_until(predicate: Callable[[], bool], step: float = 0.05) -> None:
-    while True:
-        if predicate():
-            return
-        await trio.sleep(step)
 
 
 async def test_no_media_reaches_a_client_before_its_op12(autojump_clock: trio.testing.MockClock) -> None:

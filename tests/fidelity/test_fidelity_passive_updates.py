@@ -10,12 +10,12 @@ VOICE_STATE_UPDATE and sees alice as a sharer.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from fake_session import wait_until
 from fakenet_kit import fake_session
 
 from clank.io.websocket import WebSocket
@@ -25,13 +25,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::trio.TrioDeprecationWarning")
 
 OLD_CAPABILITIES = 30717
 assert OLD_CAPABILITIES & PASSIVE_GUILD_UPDATE_V2
-
-
-async def wait_until(predicate: Callable[[], bool], step: float = 0.05) -> None:
-    while True:
-        if predicate():
-            return
-        await trio.sleep(step)
 
 
 async def _dispatches(ws: WebSocket, into: list[dict[str, Any]]) -> None:
