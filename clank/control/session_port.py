@@ -493,4 +493,5 @@ class LiveSessionPort:
             qos=qos,
             dave=_dave_status(None if conn is None else conn.dave, {}),
             ended_reason=handle.reason,
+            also_failed=stats.also_failed,
         )

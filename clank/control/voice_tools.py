@@ -84,7 +84,8 @@ VOICE_TOOLS: Final[tuple[tuple[str, str, tuple[dict[str, Any], ...]], ...]] = (
     ),
     (
         "music_status",
-        "What music plays: state, track name, position and duration in seconds, gain, and the queue.",
+        "What music plays: state, track name, position and duration in seconds, gain, the queue, and "
+        "otherAudio: other tracks in the mix, such as the song of our own Go Live.",
         (),
     ),
     (

@@ -159,6 +159,11 @@ class RoleHandle(Generic[ApiT]):
         return self._reason
 
     @property
+    def also_failed(self) -> tuple[str, ...]:
+        """Errors beside :attr:`reason` when several ended the role at once (cheap: no detail)."""
+        return self._also_failed
+
+    @property
     def close_code(self) -> int | None:
         return self._close_code
 

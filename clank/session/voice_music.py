@@ -23,7 +23,7 @@ from clank.io.offload import run_cpu
 from clank.logging import get_logger
 from clank.media.audio import Pcm, PcmSource, iter_file_pcm, probe_audio
 from clank.media.mixer import Mixer
-from clank.session.voice_playback import MUSIC_PREFIX, PlaybackEvents
+from clank.session.voice_playback import MUSIC_PREFIX, SPEECH_TRACK, PlaybackEvents
 
 __all__ = ["DEFAULT_MUSIC_FADE_S", "FILE_PREBUFFER_S", "MusicPlayer"]
 
@@ -266,7 +266,23 @@ class MusicPlayer:
             ],
             "taps": len(self._taps),
             "errors": self.errors,
+            "otherAudio": self._other_audio(),
         }
+
+    def _other_audio(self) -> list[dict[str, Any]]:
+        """Mixer tracks that are neither speech nor this player's, e.g. the song of our own Go Live
+        (its visualizer plays into track ``golive-music``): without them a caller asking "is music
+        playing?" would read ``idle`` while the channel hears a song."""
+        return [
+            {
+                "name": t.name,
+                "state": t.state.value,
+                "positionS": round(t.played_s, 3),
+                "gain": round(t.gain, 4),
+            }
+            for t in self._mixer.statistics().tracks
+            if t.name != SPEECH_TRACK and not t.name.startswith(MUSIC_PREFIX)
+        ]
 
 
 def _redact(source: str) -> str:

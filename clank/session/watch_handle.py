@@ -132,6 +132,8 @@ class WatchStatistics:
     """Times the stream leg reconnected on a mid-watch STREAM_SERVER_UPDATE."""
     remb: RembStatistics | None = None
     """Congestion feedback this watch's pipeline sent (REMB count, current estimate)."""
+    also_failed: tuple[str, ...] = ()
+    """Errors beside ``reason`` when several ended the watch's role at once."""
 
 
 class WatchState:
@@ -203,6 +205,7 @@ class WatchState:
             connection=None if self.connection is None else self.connection.statistics(),
             server_moves=self.server_moves,
             remb=None if pipeline is None else pipeline.remb_statistics(),
+            also_failed=() if handle is None else handle.also_failed,
         )
 
 

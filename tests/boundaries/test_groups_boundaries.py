@@ -69,6 +69,7 @@ async def test_two_simultaneous_failures_in_a_role_are_both_reported(autojump_cl
     assert stats.reason in both and len(stats.also_failed) == 1, stats
     (other,) = stats.also_failed
     assert {stats.reason, other} == both
+    assert handle.also_failed == stats.also_failed  # what a watch's status entry reads
     also = [e for e in logs if e["event"] == "also failed"]
     assert len(also) == 1 and also[0]["error"] == other and also[0]["first"] == stats.reason
     assert also[0]["log_level"] == "warning" and also[0]["role"] == "voice"

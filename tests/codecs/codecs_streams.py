@@ -60,7 +60,7 @@ def h264_access_units(count: int = 30) -> tuple[bytes, ...]:
 def vp8_frames(count: int = 30) -> tuple[bytes, ...]:
     """VP8 frames from libvpx (keyframe every 10 frames)."""
     return tuple(
-        _encode("libvpx", {"g": "10", "deadline": "realtime", "cpu-used": "8", "threads": "1"}, count)
+        _encode("libvpx", {"g": "10", "deadline": "realtime", "cpu-used": "-4", "threads": "1"}, count)
     )
 
 

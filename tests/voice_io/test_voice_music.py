@@ -158,3 +158,26 @@ async def test_leaving_voice_while_music_plays_ends_cleanly(
             await wait_until(lambda: r.voice.music_status()["state"] == "playing")
             await trio.sleep(0.5)
         # Leaving the block tears the session down with the track still playing: no exception.
+
+
+def test_music_status_names_other_audio_in_the_mix_but_not_speech() -> None:
+    from clank.session.voice_music import MusicPlayer
+    from clank.session.voice_playback import SPEECH_TRACK, PlaybackEvents
+
+    mixer = Mixer()
+    player = MusicPlayer(mixer, PlaybackEvents(), lambda: None)
+    assert player.status()["otherAudio"] == []
+    song, speech = PcmSource(), PcmSource()
+    for source in (song, speech):
+        source.push(np.full((FRAME_SAMPLES * 10, 2), 1000, dtype=np.int16))
+    mixer.play("golive-music", song, gain=0.5)  # what our Go Live's visualizer plays
+    mixer.play(SPEECH_TRACK, speech)
+    for _ in range(3):
+        mixer.mix()
+    status = player.status()
+    assert status["state"] == "idle"  # the player itself plays nothing
+    assert status["otherAudio"] == [
+        {"name": "golive-music", "state": "playing", "positionS": 0.06, "gain": 0.5}
+    ]
+    mixer.pause("golive-music", fade_s=0)
+    assert [a["state"] for a in player.status()["otherAudio"]] == ["paused"]
