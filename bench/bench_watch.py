@@ -20,7 +20,11 @@ JPEG and ffmpeg) are ``bench/bench_realistic.py``.
    pass and the first failure until they are within ``RESOLUTION``; the two searches run
    interleaved (a decode-only run, then a watch run, ...: both see the same machine load) within
    ``CAPACITY_BUDGET`` for both; capped at ``MAX_STREAMS`` (printed as ">= K"). Printed: each run
-   and why it was not realtime, the capacities with their brackets, the ratio with its bracket.
+   and why it was not realtime, how the trio thread spent the run (on a CPU / runnable but waiting
+   for one, from ``/proc/thread-self/schedstat``) and the watch's UDP drains (packets per drain,
+   share cut by ``DRAIN_BUDGET``), the capacities with their brackets, the ratio with its bracket.
+   The realtime checks poll bare counters (``VideoPipeline.decoded_frames``), not statistics
+   snapshots: they run on the trio thread the watches need.
    Goal: watch / decode >= 0.8.
 3. Last packet of a frame -> JPEG available at 720p (one live stream, 6 pictures/s): the decode
    worker's submit -> JPEG delay (submit happens inline when the frame's last packet arrives).
@@ -47,6 +51,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import attrs
 import trio
 from benchkit import FPS, KEY, TICKS, sealed_datagrams
 from content import PROFILES, encode_content
@@ -80,6 +85,7 @@ BACKLOG_SAMPLE = 0.2  # seconds between decode-backlog samples (both capacity se
 LIVE_GRACE = 1.5  # seconds after the last frame for the decoders to catch up
 RCVBUF = 2 * 1024 * 1024
 LAST_FAILURE = [""]  # why the last live run was not realtime (printed by ``capacity``)
+LAST_DIAGNOSIS = [""]  # the last live run's trio-thread time and UDP drains (printed likewise)
 SENDER = r"""
 import pickle, socket, sys, time
 with open(sys.argv[1], "rb") as f:
@@ -185,15 +191,13 @@ async def live_watch(
     count = len(streams)
     frames = len(streams[0])
     lateness: list[float] = []
+    trio_thread = TrioThreadTime()
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "schedule.pickle"
         async with trio.open_nursery() as nursery:
-            pipelines: list[VideoPipeline] = []
-            ports: list[int] = []
+            runs: list[_LiveStream] = []
             for k in range(count):
-                pipeline = await nursery.start(_run_stream, streams[k], watchers[k], 1000 + k, settings)
-                pipelines.append(pipeline[0])
-                ports.append(pipeline[1])
+                runs.append(await nursery.start(_run_stream, streams[k], watchers[k], 1000 + k, settings))
             stagger = max(1, FPS // count) if count > 1 else 0
             schedule: list[list[tuple[int, bytes]]] = [[] for _ in range(frames + stagger * count + 1)]
             for k, stream in enumerate(streams):
@@ -201,25 +205,24 @@ async def live_watch(
                 for index, batch in enumerate(stream):
                     schedule[index + offset] += [(k, d) for d in batch]
             with path.open("wb") as f:
-                pickle.dump((ports, schedule), f)
+                pickle.dump(([run.port for run in runs], schedule), f)
             sender = await trio.lowlevel.open_process([sys.executable, "-c", SENDER, str(path)])
-            backlog: list[list[float]] = [[] for _ in pipelines]
-            nursery.start_soon(_sample_backlog, pipelines, frames, backlog)
+            backlog: list[list[float]] = [[] for _ in runs]
+            trio_thread.start()
+            nursery.start_soon(_sample_backlog, runs, frames, backlog)
             if pace_audio:
                 nursery.start_soon(_pace, lateness)
                 if precise_lateness is not None:
                     nursery.start_soon(_pace_precise, precise_lateness)
             await sender.wait()
             deadline = trio.current_time() + LIVE_GRACE
-            while trio.current_time() < deadline:
-                stats = [p.stream_statistics().get(1000 + k) for k, p in enumerate(pipelines)]
-                if all(
-                    s is not None and s.decode is not None and s.decode.decoded_frames >= frames
-                    for s in stats
-                ):
-                    break
+            # Polling the bare counters (not the statistics snapshots): this loop runs on the
+            # trio thread that the watches' receive path needs.
+            while trio.current_time() < deadline and any(run.decoded() < frames for run in runs):  # noqa: ASYNC110
                 await trio.sleep(0.05)
-            stats = [p.stream_statistics().get(1000 + k) for k, p in enumerate(pipelines)]
+            drains = _drain_summary([run.endpoint.statistics() for run in runs])
+            LAST_DIAGNOSIS[0] = trio_thread.describe() + drains
+            stats = [run.pipeline.stream_statistics().get(run.ssrc) for run in runs]
             nursery.cancel_scope.cancel()
     failures = [why for s, b in zip(stats, backlog, strict=True) if (why := _watch_failure(s, frames, b))]
     if failures:
@@ -227,19 +230,72 @@ async def live_watch(
     return not failures, stats, lateness
 
 
-async def _sample_backlog(pipelines: list[VideoPipeline], frames: int, backlog: list[list[float]]) -> None:
+@attrs.define(eq=False)
+class _LiveStream:
+    """One live watch of the capacity run: its pipeline, socket and first-packet time."""
+
+    pipeline: VideoPipeline
+    endpoint: Any
+    ssrc: int
+    port: int
+    first_packet_at: float | None = None
+
+    def decoded(self) -> int:
+        return self.pipeline.decoded_frames(self.ssrc)
+
+
+class TrioThreadTime:
+    """How the trio thread spent a run's wall time: on a CPU, or runnable but waiting for one
+    (Linux ``/proc/thread-self/schedstat``; the run queue wait is the CPU share the scheduler
+    gave the other runnable threads: the decoders, other processes)."""
+
+    def __init__(self) -> None:
+        self._start: tuple[float, int, int] | None = None
+
+    @staticmethod
+    def _read() -> tuple[int, int] | None:
+        try:
+            with open("/proc/thread-self/schedstat") as f:
+                on_cpu, waiting, _ = (int(x) for x in f.read().split())
+        except (OSError, ValueError):
+            return None
+        return on_cpu, waiting
+
+    def start(self) -> None:
+        now = self._read()
+        self._start = None if now is None else (time.perf_counter(), *now)
+
+    def describe(self) -> str:
+        now = self._read()
+        if self._start is None or now is None:
+            return "trio thread: (no schedstat)"
+        wall = max(1e-9, time.perf_counter() - self._start[0])
+        on_cpu = (now[0] - self._start[1]) / 1e9 / wall
+        waiting = (now[1] - self._start[2]) / 1e9 / wall
+        return f"trio thread {on_cpu:.0%} on a CPU, {waiting:.0%} waiting for one"
+
+
+def _drain_summary(stats: list[Any]) -> str:
+    packets = sum(s.packets_received for s in stats)
+    drains = sum(s.drain_batches for s in stats)
+    cut = sum(s.budget_yields for s in stats)
+    if not drains:
+        return ""
+    return f"; {packets / drains:.1f} packets/drain, {cut / drains:.0%} of drains cut by the budget"
+
+
+async def _sample_backlog(runs: list[_LiveStream], frames: int, backlog: list[list[float]]) -> None:
     """Every ``BACKLOG_SAMPLE`` s: how far each stream's decoding is behind the live schedule, in
     seconds: frames due since its first packet (30 fps) minus frames decoded. Counts every place
     a frame can wait: the socket buffer, the trio thread, the decode queue."""
     while True:
         await trio.sleep(BACKLOG_SAMPLE)
         now = trio.current_time()
-        for k, pipeline in enumerate(pipelines):
-            s = pipeline.stream_statistics().get(1000 + k)
-            first = None if s is None else s.receive.first_packet_at
-            if s is not None and s.decode is not None and first is not None:
+        for k, run in enumerate(runs):
+            first = run.first_packet_at
+            if first is not None:
                 due = min(frames, int((now - first) * FPS) + 1)
-                backlog[k].append(max(0, due - s.decode.decoded_frames) / FPS)
+                backlog[k].append(max(0, due - run.decoded()) / FPS)
 
 
 def _watch_failure(s: Any, frames: int, backlog: list[float]) -> str:
@@ -265,7 +321,7 @@ async def _run_stream(
     ssrc: int,
     settings: WatchSettings,
     *,
-    task_status: trio.TaskStatus[tuple[VideoPipeline, int]] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[_LiveStream] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     cipher = TransportCipher.create(AES256_GCM_RTPSIZE, KEY)
     receiver = _receiver(watcher, ssrc)
@@ -274,12 +330,16 @@ async def _run_stream(
         open_video_pipeline(receiver, settings, lambda datagram: True) as pipeline,
     ):
         pipeline.add_sink((str(STREAMER), "screen"), FrameSink(LatestFrameStore()))
+        run = _LiveStream(pipeline, endpoint, ssrc, endpoint.local_address[1])
 
         def on_datagram(data: bytes, address: object) -> None:
             header, payload = cipher.open_rtp(data)
-            pipeline.on_packet(header, payload, trio.current_time())
+            now = trio.current_time()
+            if run.first_packet_at is None:
+                run.first_packet_at = now
+            pipeline.on_packet(header, payload, now)
 
-        task_status.started((pipeline, endpoint.local_address[1]))
+        task_status.started(run)
         await endpoint.drain_loop(on_datagram)
 
 
@@ -318,12 +378,14 @@ async def live_decode_only(aus: list[EncodedFrame], count: int) -> bool:
     ``BACKLOG_SAMPLE`` s, with a p99 under ``REALTIME_DELAY_P99``.
     """
     frames = min(len(aus), LIVE_SECONDS * FPS)
+    trio_thread = TrioThreadTime()
     async with trio.open_nursery() as nursery:
         workers = []
         for _ in range(count):
             cm = open_decode_worker("h264", on_output=lambda image: None, max_fps=0.1)
             workers.append(await nursery.start(_hold, cm))
         start = trio.current_time()
+        trio_thread.start()
         stagger = max(1, FPS // count)
         backlog: list[list[float]] = [[] for _ in workers]
         every = max(1, round(BACKLOG_SAMPLE * FPS))
@@ -334,11 +396,12 @@ async def live_decode_only(aus: list[EncodedFrame], count: int) -> bool:
                 if 0 <= index < frames:
                     worker.submit(aus[index].data, index * TICKS, keyframe=aus[index].keyframe)
                     if tick % every == 0:  # due = submitted (this loop keeps the schedule)
-                        backlog[k].append((index + 1 - worker.statistics().decoded_frames) / FPS)
+                        backlog[k].append((index + 1 - worker.decoded_frames) / FPS)
         deadline = trio.current_time() + LIVE_GRACE
         # Polling is deliberate: the decoders are threads with no trio event to wait on.
-        while trio.current_time() < deadline and any(w.statistics().decoded_frames < frames for w in workers):  # noqa: ASYNC110
+        while trio.current_time() < deadline and any(w.decoded_frames < frames for w in workers):  # noqa: ASYNC110
             await trio.sleep(0.05)
+        LAST_DIAGNOSIS[0] = trio_thread.describe()
         stats = [w.statistics() for w in workers]
         nursery.cancel_scope.cancel()
     delays = [percentile(b, 0.99) if b else 0.0 for b in backlog]
@@ -373,7 +436,7 @@ class CapacitySearch:
     def record(self, ok: bool, seconds: float) -> None:
         why = "" if ok else f": {LAST_FAILURE[0]}"
         print(f"    {self.label}: {self.count:>3} streams -> {'realtime' if ok else 'NOT realtime'}"
-              f" ({seconds:.1f} s){why}")  # fmt: skip
+              f" ({seconds:.1f} s){why}\n      {LAST_DIAGNOSIS[0]}")  # fmt: skip
         if ok:
             self.passed = self.count
         else:

@@ -192,6 +192,11 @@ class DecodeWorker(WorkerThread[_Submitted, DecodedImage]):
         """True when the sender should be asked for a keyframe (PLI/FIR); rate-limit the asks."""
         return self._chain_broken or self._decoder.needs_keyframe
 
+    @property
+    def decoded_frames(self) -> int:
+        """Pictures decoded so far: the counter alone, without building a statistics snapshot."""
+        return self._decoded
+
     def submit(
         self, access_unit: bytes, timestamp: int, *, keyframe: bool | None = None, conceal: bool = False
     ) -> bool:

@@ -405,6 +405,16 @@ class VideoPipeline:
             )
         return out
 
+    def decoded_frames(self, ssrc: int) -> int:
+        """Pictures of ``ssrc`` decoded so far (0 before its decoder runs): the one figure a
+        realtime check polls, without building the statistics snapshot (``bench_watch`` polls
+        it for every stream several times a second, on the trio thread it measures)."""
+        decoder = self._decoders.get(ssrc)
+        if decoder is not None and decoder.worker is not None:
+            return decoder.worker.decoded_frames
+        finished = self._finished.get(ssrc)
+        return 0 if finished is None else finished.decoded_frames
+
     @property
     def unwanted_frames(self) -> int:
         return self._unwanted

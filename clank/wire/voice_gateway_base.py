@@ -1,17 +1,17 @@
-"""Voice gateway wire constants, opcodes and the field readers the payload modules share.
+"""Voice gateway wire constants, opcodes and the error every voice gateway parser raises.
 
 Sans-io. Part of the voice gateway wire format (``clank.wire.voice_gateway`` re-exports the
-public names); every reader raises :class:`MalformedMessage` with close code 4002 naming the field.
+public names); malformed input raises :class:`MalformedMessage` with close code 4002.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from types import MappingProxyType
-from typing import Any, Final, Literal, TypeGuard
+from typing import Final, Literal
 
 from clank.errors import MalformedMessage
+from clank.wire.convert import Family
+from clank.wire.convert import is_int as _is_int
 
 KIND: Final = "voice_gateway"
 DECODE_FAILED: Final = 4002
@@ -81,126 +81,17 @@ def _bad(reason: str) -> MalformedMessage:
     return MalformedMessage(KIND, reason, close_code=DECODE_FAILED)
 
 
-# --------------------------------------------------------------------------- field readers
+def _fail(payload: str, key: str | None, problem: str) -> MalformedMessage:
+    return _bad(f"{payload} {problem}" if key is None else f"{payload}.{key} {problem}")
 
 
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _obj(d: object, what: str) -> Mapping[str, Any]:
-    if not isinstance(d, dict):
-        raise _bad(f"{what} payload is not an object")
-    return d
-
-
-def _integral(value: object) -> int | None:
-    """An integer, or a float with an integral value (``30.0``: Discord's JSON has those)."""
-    if _is_int(value):
-        return int(value)
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
-def _int(d: Mapping[str, Any], key: str, what: str) -> int:
-    value = _integral(d.get(key))
-    if value is None:
-        raise _bad(f"{what}.{key} is missing or not an integer")
-    return value
-
-
-def _opt_int(d: Mapping[str, Any], key: str, what: str) -> int | None:
-    raw = d.get(key)
-    if raw is None:
-        return None
-    value = _integral(raw)
-    if value is None:
-        raise _bad(f"{what}.{key} is not an integer")
-    return value
-
-
-def _number(d: Mapping[str, Any], key: str, what: str) -> float:
-    value = d.get(key)
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise _bad(f"{what}.{key} is missing or not a number")
-    return float(value)
-
-
-def _str(d: Mapping[str, Any], key: str, what: str) -> str:
-    value = d.get(key)
-    if not isinstance(value, str):
-        raise _bad(f"{what}.{key} is missing or not a string")
-    return value
-
-
-def _opt_str(d: Mapping[str, Any], key: str, what: str) -> str | None:
-    value = d.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise _bad(f"{what}.{key} is not a string")
-    return value
-
-
-def _snowflake(d: Mapping[str, Any], key: str, what: str) -> str:
+def _snowflake(value: object) -> str | None:
     """Snowflakes are decimal strings; tolerate integers from sloppy peers."""
-    value = d.get(key)
-    if isinstance(value, str) and value:
-        return value
-    if _is_int(value):
-        return str(value)
-    raise _bad(f"{what}.{key} is missing or not a snowflake")
+    if isinstance(value, str):
+        return value or None
+    return str(value) if _is_int(value) else None
 
 
-def _opt_snowflake(d: Mapping[str, Any], key: str, what: str) -> str | None:
-    if d.get(key) is None:
-        return None
-    return _snowflake(d, key, what)
-
-
-def _bool(d: Mapping[str, Any], key: str, what: str, default: bool) -> bool:
-    value = d.get(key, default)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise _bad(f"{what}.{key} is not a boolean")
-    return value
-
-
-def _opt_bool(d: Mapping[str, Any], key: str, what: str) -> bool | None:
-    value = d.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise _bad(f"{what}.{key} is not a boolean")
-    return value
-
-
-def _list(d: Mapping[str, Any], key: str, what: str) -> list[Any]:
-    value = d.get(key, [])
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise _bad(f"{what}.{key} is not a list")
-    return value
-
-
-def _str_tuple(d: Mapping[str, Any], key: str, what: str) -> tuple[str, ...]:
-    items = _list(d, key, what)
-    if not all(isinstance(item, str) for item in items):
-        raise _bad(f"{what}.{key} holds a non-string")
-    return tuple(items)
-
-
-def _snowflake_tuple(d: Mapping[str, Any], key: str, what: str) -> tuple[str, ...]:
-    items = _list(d, key, what)
-    return tuple(_snowflake({"id": item}, "id", f"{what}.{key}[]") for item in items)
-
-
-def _drop_none(obj: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in obj.items() if v is not None}
-
-
-def _frozen_map(value: Mapping[Any, Any]) -> Mapping[Any, Any]:
-    return MappingProxyType(dict(value))
+VOICE_GATEWAY: Final = Family(_fail, _snowflake)
+"""The voice gateway family: errors read ``<payload>.<key> <problem>`` with close code 4002."""
+converter: Final = VOICE_GATEWAY.converter

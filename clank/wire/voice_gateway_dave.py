@@ -8,18 +8,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar, Final
+from typing import ClassVar, Final
 
 import attrs
 
-from clank.wire.voice_gateway_base import (
-    VoiceOp,
-    _bad,
-    _drop_none,
-    _int,
-    _obj,
-    _opt_int,
-)
+from clank.wire.convert import Message, Shape
+from clank.wire.voice_gateway_base import VOICE_GATEWAY, VoiceOp, _bad
 
 _TRANSITION_PREFIX = struct.Struct(">H")
 
@@ -43,100 +37,57 @@ class TransitionPayload:
 
 
 # --------------------------------------------------------------------------- DAVE JSON ops
+# Field readers and writers come from the voice gateway family converter (wire/convert.py).
 
 
+@VOICE_GATEWAY.message
 @attrs.frozen
-class DavePrepareTransition:
+class DavePrepareTransition(Message):
     OP: ClassVar[int] = VoiceOp.DAVE_PREPARE_TRANSITION
+    WIRE: ClassVar[Shape] = Shape("dave_prepare_transition")
 
     transition_id: int
     protocol_version: int
 
-    @classmethod
-    def parse(cls, d: object) -> DavePrepareTransition:
-        o = _obj(d, "dave_prepare_transition")
-        w = "dave_prepare_transition"
-        return cls(transition_id=_int(o, "transition_id", w), protocol_version=_int(o, "protocol_version", w))
 
-    def serialize(self) -> dict[str, Any]:
-        return {"transition_id": self.transition_id, "protocol_version": self.protocol_version}
-
-
+@VOICE_GATEWAY.message
 @attrs.frozen
-class DaveExecuteTransition:
+class DaveExecuteTransition(Message):
     OP: ClassVar[int] = VoiceOp.DAVE_EXECUTE_TRANSITION
+    WIRE: ClassVar[Shape] = Shape("dave_execute_transition")
 
     transition_id: int
 
-    @classmethod
-    def parse(cls, d: object) -> DaveExecuteTransition:
-        return cls(
-            transition_id=_int(_obj(d, "dave_execute_transition"), "transition_id", "dave_execute_transition")
-        )
 
-    def serialize(self) -> dict[str, Any]:
-        return {"transition_id": self.transition_id}
-
-
+@VOICE_GATEWAY.message
 @attrs.frozen
-class DaveTransitionReady:
+class DaveTransitionReady(Message):
     OP: ClassVar[int] = VoiceOp.DAVE_TRANSITION_READY
+    WIRE: ClassVar[Shape] = Shape("dave_transition_ready")
 
     transition_id: int
 
-    @classmethod
-    def parse(cls, d: object) -> DaveTransitionReady:
-        return cls(
-            transition_id=_int(_obj(d, "dave_transition_ready"), "transition_id", "dave_transition_ready")
-        )
 
-    def serialize(self) -> dict[str, Any]:
-        return {"transition_id": self.transition_id}
-
-
+@VOICE_GATEWAY.message
 @attrs.frozen
-class DavePrepareEpoch:
+class DavePrepareEpoch(Message):
     OP: ClassVar[int] = VoiceOp.DAVE_PREPARE_EPOCH
+    WIRE: ClassVar[Shape] = Shape("dave_prepare_epoch", drop_none=True)
 
     protocol_version: int
     epoch: int
     transition_id: int | None = None
 
-    @classmethod
-    def parse(cls, d: object) -> DavePrepareEpoch:
-        o = _obj(d, "dave_prepare_epoch")
-        w = "dave_prepare_epoch"
-        return cls(
-            protocol_version=_int(o, "protocol_version", w),
-            epoch=_int(o, "epoch", w),
-            transition_id=_opt_int(o, "transition_id", w),
-        )
 
-    def serialize(self) -> dict[str, Any]:
-        return _drop_none(
-            {
-                "protocol_version": self.protocol_version,
-                "epoch": self.epoch,
-                "transition_id": self.transition_id,
-            }
-        )
-
-
+@VOICE_GATEWAY.message
 @attrs.frozen
-class DaveInvalidCommitWelcome:
+class DaveInvalidCommitWelcome(Message):
     """op31 — sent as JSON (protocol notes §9 #3), not as a binary frame."""
 
     OP: ClassVar[int] = VoiceOp.DAVE_MLS_INVALID_COMMIT_WELCOME
+    WIRE: ClassVar[Shape] = Shape("dave_invalid_commit_welcome")
 
     transition_id: int
-
-    @classmethod
-    def parse(cls, d: object) -> DaveInvalidCommitWelcome:
-        w = "dave_invalid_commit_welcome"
-        return cls(transition_id=_int(_obj(d, w), "transition_id", w))
-
-    def serialize(self) -> dict[str, Any]:
-        return {"transition_id": self.transition_id}
 
 
 DaveJsonPayload = (

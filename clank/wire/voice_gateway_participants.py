@@ -1,247 +1,151 @@
 """Voice gateway participant and media-state payloads: op5, op11-op15, op18, op20.
 
 Sans-io. Part of the voice gateway wire format (``clank.wire.voice_gateway`` re-exports them).
+Each class declares its wire rules; the family converter (``wire/convert.py``) reads and writes it.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import attrs
 
-from clank.wire.voice_gateway_base import (
-    VoiceOp,
-    _bad,
-    _bool,
-    _drop_none,
-    _frozen_map,
-    _int,
-    _is_int,
-    _obj,
-    _opt_int,
-    _opt_snowflake,
-    _opt_str,
-    _snowflake,
-    _snowflake_tuple,
-)
-from clank.wire.voice_gateway_handshake import (
-    Codec,
-    _codecs,
-)
+from clank.wire.convert import Fail, FieldHook, Message, Shape, wire
+from clank.wire.convert import is_int as _is_int
+from clank.wire.voice_gateway_base import VOICE_GATEWAY, VoiceOp, _bad, converter
+from clank.wire.voice_gateway_handshake import Codec
 
 # --------------------------------------------------------------------------- participants
 
 
+def _speaking_flags(fail: Fail) -> FieldHook:
+    def read(value: object, _t: Any = None) -> int:
+        if type(value) is int:
+            return value
+        if isinstance(value, bool):  # very old clients sent a boolean
+            return int(value)
+        if not _is_int(value):
+            raise fail("is missing or not an integer")
+        return int(value)
+
+    return read
+
+
+@VOICE_GATEWAY.message
 @attrs.frozen
-class Speaking:
+class Speaking(Message):
     """op5 in both directions: client sends ``{speaking, delay, ssrc}``, server adds ``user_id``."""
 
     OP: ClassVar[int] = VoiceOp.SPEAKING
+    WIRE: ClassVar[Shape] = Shape("speaking", order=("speaking", "delay", "ssrc", "user_id"), drop_none=True)
     VOICE: ClassVar[int] = 1
     SOUNDSHARE: ClassVar[int] = 2
     PRIORITY: ClassVar[int] = 4
 
-    speaking: int
+    speaking: int = attrs.field(metadata=wire(read=_speaking_flags))
     ssrc: int
-    user_id: str | None = None
+    user_id: str | None = attrs.field(default=None, metadata=wire(snowflake=True))
     delay: int | None = None
 
-    @classmethod
-    def parse(cls, d: object) -> Speaking:
-        o = _obj(d, "speaking")
-        flags = o.get("speaking")
-        if isinstance(flags, bool):  # very old clients sent a boolean
-            flags = int(flags)
-        if not _is_int(flags):
-            raise _bad("speaking.speaking is missing or not an integer")
-        return cls(
-            speaking=int(flags),
-            ssrc=_int(o, "ssrc", "speaking"),
-            user_id=_opt_snowflake(o, "user_id", "speaking"),
-            delay=_opt_int(o, "delay", "speaking"),
-        )
 
-    def serialize(self) -> dict[str, Any]:
-        return _drop_none(
-            {"speaking": self.speaking, "delay": self.delay, "ssrc": self.ssrc, "user_id": self.user_id}
-        )
-
-
+@VOICE_GATEWAY.message
 @attrs.frozen
-class ClientsConnect:
+class ClientsConnect(Message):
     OP: ClassVar[int] = VoiceOp.CLIENTS_CONNECT
+    WIRE: ClassVar[Shape] = Shape("clients_connect")
 
-    user_ids: tuple[str, ...]
-
-    @classmethod
-    def parse(cls, d: object) -> ClientsConnect:
-        return cls(user_ids=_snowflake_tuple(_obj(d, "clients_connect"), "user_ids", "clients_connect"))
-
-    def serialize(self) -> dict[str, Any]:
-        return {"user_ids": list(self.user_ids)}
+    user_ids: tuple[str, ...] = attrs.field(metadata=wire(snowflake=True, missing=()))
 
 
+@VOICE_GATEWAY.message
 @attrs.frozen
-class ClientDisconnect:
+class ClientDisconnect(Message):
     OP: ClassVar[int] = VoiceOp.CLIENT_DISCONNECT
+    WIRE: ClassVar[Shape] = Shape("client_disconnect")
 
-    user_id: str
-
-    @classmethod
-    def parse(cls, d: object) -> ClientDisconnect:
-        return cls(user_id=_snowflake(_obj(d, "client_disconnect"), "user_id", "client_disconnect"))
-
-    def serialize(self) -> dict[str, Any]:
-        return {"user_id": self.user_id}
+    user_id: str = attrs.field(metadata=wire(snowflake=True))
 
 
+@VOICE_GATEWAY.message
 @attrs.frozen
-class MaxResolution:
-    type: str = "source"
+class MaxResolution(Message):
+    WIRE: ClassVar[Shape] = Shape("max_resolution")
+
+    type: str = attrs.field(default="source", metadata=wire(empty_is_missing=True))
     width: int = 0
     height: int = 0
 
-    @classmethod
-    def parse(cls, d: object) -> MaxResolution:
-        o = _obj(d, "max_resolution")
-        return cls(
-            type=_opt_str(o, "type", "max_resolution") or "source",
-            width=_opt_int(o, "width", "max_resolution") or 0,
-            height=_opt_int(o, "height", "max_resolution") or 0,
-        )
 
-    def serialize(self) -> dict[str, Any]:
-        return {"type": self.type, "width": self.width, "height": self.height}
-
-
+@VOICE_GATEWAY.message
 @attrs.frozen
-class VideoStream:
-    """One simulcast layer in op12."""
+class VideoStream(Message):
+    """One simulcast layer in op12.
 
-    ssrc: int
+    Every field is optional on the wire (a stream entry without ``ssrc`` reads as ssrc 0: not
+    sending); an absent ``rid``/``quality`` reads as None, not as the constructor's default.
+    """
+
+    WIRE: ClassVar[Shape] = Shape(
+        "video.stream",
+        order=(
+            "type",
+            "rid",
+            "ssrc",
+            "rtx_ssrc",
+            "active",
+            "quality",
+            "max_bitrate",
+            "max_framerate",
+            "max_resolution",
+        ),
+        drop_none=True,
+    )
+
+    ssrc: int = attrs.field(metadata=wire(missing=0))
     rtx_ssrc: int | None = None
-    type: str = "video"
-    rid: str | None = "100"
-    quality: int | None = 100
+    type: str = attrs.field(default="video", metadata=wire(empty_is_missing=True))
+    rid: str | None = attrs.field(default="100", metadata=wire(missing=None))
+    quality: int | None = attrs.field(default=100, metadata=wire(missing=None))
     active: bool = True
     max_bitrate: int | None = None
     max_framerate: int | None = None
     max_resolution: MaxResolution | None = None
 
-    @classmethod
-    def parse(cls, d: object) -> VideoStream:
-        """Every field is optional (a stream entry without ``ssrc`` reads as ssrc 0: not sending)."""
-        o = _obj(d, "video.stream")
-        w = "video.stream"
-        res = o.get("max_resolution")
-        return cls(
-            ssrc=_opt_int(o, "ssrc", w) or 0,
-            rtx_ssrc=_opt_int(o, "rtx_ssrc", w),
-            type=_opt_str(o, "type", w) or "video",
-            rid=_opt_str(o, "rid", w),
-            quality=_opt_int(o, "quality", w),
-            active=_bool(o, "active", w, True),
-            max_bitrate=_opt_int(o, "max_bitrate", w),
-            max_framerate=_opt_int(o, "max_framerate", w),
-            max_resolution=None if res is None else MaxResolution.parse(res),
-        )
 
-    def serialize(self) -> dict[str, Any]:
-        return _drop_none(
-            {
-                "type": self.type,
-                "rid": self.rid,
-                "ssrc": self.ssrc,
-                "rtx_ssrc": self.rtx_ssrc,
-                "active": self.active,
-                "quality": self.quality,
-                "max_bitrate": self.max_bitrate,
-                "max_framerate": self.max_framerate,
-                "max_resolution": None if self.max_resolution is None else self.max_resolution.serialize(),
-            }
-        )
-
-
+@VOICE_GATEWAY.message
 @attrs.frozen
-class Video:
+class Video(Message):
     """op12 in both directions. ``None`` means "absent" (a partial update); ``streams=()`` is present, empty.
 
     The client never sets ``user_id``; the server always does.
     """
 
     OP: ClassVar[int] = VoiceOp.VIDEO
+    WIRE: ClassVar[Shape] = Shape("video", drop_none=True)
 
-    user_id: str | None = None
+    user_id: str | None = attrs.field(default=None, metadata=wire(snowflake=True))
     audio_ssrc: int | None = None
     video_ssrc: int | None = None
     rtx_ssrc: int | None = None
     streams: tuple[VideoStream, ...] | None = None
 
-    @classmethod
-    def parse(cls, d: object) -> Video:
-        o = _obj(d, "video")
-        streams = o.get("streams")
-        if streams is not None and not isinstance(streams, list):
-            raise _bad("video.streams is not a list")
-        return cls(
-            user_id=_opt_snowflake(o, "user_id", "video"),
-            audio_ssrc=_opt_int(o, "audio_ssrc", "video"),
-            video_ssrc=_opt_int(o, "video_ssrc", "video"),
-            rtx_ssrc=_opt_int(o, "rtx_ssrc", "video"),
-            streams=None if streams is None else tuple(VideoStream.parse(s) for s in streams),
-        )
 
-    def serialize(self) -> dict[str, Any]:
-        return _drop_none(
-            {
-                "user_id": self.user_id,
-                "audio_ssrc": self.audio_ssrc,
-                "video_ssrc": self.video_ssrc,
-                "rtx_ssrc": self.rtx_ssrc,
-                "streams": None if self.streams is None else [s.serialize() for s in self.streams],
-            }
-        )
-
-
+@VOICE_GATEWAY.message
 @attrs.frozen
-class SessionUpdate:
+class SessionUpdate(Message):
     """op14. Client -> server carries ``codecs``; server -> client the changed session fields."""
 
     OP: ClassVar[int] = VoiceOp.SESSION_UPDATE
+    WIRE: ClassVar[Shape] = Shape("session_update", drop_none=True)
 
     codecs: tuple[Codec, ...] | None = None
     audio_codec: str | None = None
     video_codec: str | None = None
     media_session_id: str | None = None
     keyframe_interval: int | None = None
-
-    @classmethod
-    def parse(cls, d: object) -> SessionUpdate:
-        o = _obj(d, "session_update")
-        w = "session_update"
-        codecs = o.get("codecs")
-        if codecs is not None and not isinstance(codecs, list):
-            raise _bad("session_update.codecs is not a list")
-        return cls(
-            codecs=None if codecs is None else _codecs(codecs),
-            audio_codec=_opt_str(o, "audio_codec", w),
-            video_codec=_opt_str(o, "video_codec", w),
-            media_session_id=_opt_str(o, "media_session_id", w),
-            keyframe_interval=_opt_int(o, "keyframe_interval", w),
-        )
-
-    def serialize(self) -> dict[str, Any]:
-        return _drop_none(
-            {
-                "codecs": None if self.codecs is None else [c.serialize() for c in self.codecs],
-                "audio_codec": self.audio_codec,
-                "video_codec": self.video_codec,
-                "media_session_id": self.media_session_id,
-                "keyframe_interval": self.keyframe_interval,
-            }
-        )
 
 
 class SinkWantsFormat(enum.Enum):
@@ -266,11 +170,22 @@ def _quality(value: object, what: str) -> int:
     return int(value)
 
 
+def _frozen_map(value: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    return MappingProxyType(dict(value))
+
+
+def _object(d: object, what: str) -> Mapping[Any, Any]:
+    if not isinstance(d, dict):
+        raise _bad(f"{what} payload is not an object")
+    return d
+
+
 @attrs.frozen
 class MediaSinkWants:
     """op15: per-SSRC wanted quality 0-100 (0 = don't send), ``any`` = default for others.
 
-    Mappings are read-only; this value is comparable but not hashable.
+    Mappings are read-only; this value is comparable but not hashable. Its wire form is keyed by
+    SSRC (flat and/or nested), not by field, so its two converter hooks are written out below.
     """
 
     OP: ClassVar[int] = VoiceOp.MEDIA_SINK_WANTS
@@ -282,76 +197,75 @@ class MediaSinkWants:
     @classmethod
     def parse(cls, d: object) -> MediaSinkWants:
         """Accept both the nested and the flat form."""
-        o = _obj(d, "media_sink_wants")
-        any_q = o.get("any")
-        if any_q is not None and not _is_int(any_q):
-            raise _bad("media_sink_wants.any is not an integer")
-        streams: dict[int, int] = {}
-        nested = o.get("streams")
-        if nested is not None:
-            for key, value in _obj(nested, "media_sink_wants.streams").items():
-                streams[_ssrc_key(key, "media_sink_wants.streams")] = _quality(value, "media_sink_wants")
-        for key, value in o.items():
-            # Flat form: decimal keys are SSRCs; other unknown keys are tolerated.
-            if key in ("any", "streams", "pixelCounts") or not (isinstance(key, str) and key.isdecimal()):
-                continue
-            streams[_ssrc_key(key, "media_sink_wants")] = _quality(value, "media_sink_wants")
-        pixels: dict[int, float] = {}
-        raw_pixels = o.get("pixelCounts")
-        if raw_pixels is not None:
-            for key, value in _obj(raw_pixels, "media_sink_wants.pixelCounts").items():
-                if not isinstance(value, int | float) or isinstance(value, bool):
-                    raise _bad("media_sink_wants.pixelCounts value is not a number")
-                pixels[_ssrc_key(key, "media_sink_wants.pixelCounts")] = float(value)
-        return cls(any=None if any_q is None else int(any_q), streams=streams, pixel_counts=pixels)
+        return _structure_sink_wants(d)
 
     def serialize(self, fmt: SinkWantsFormat = SinkWantsFormat.NESTED) -> dict[str, Any]:
-        qualities = {str(ssrc): q for ssrc, q in self.streams.items()}
-        out: dict[str, Any] = {}
-        if self.any is not None:
-            out["any"] = self.any
-        out |= qualities
-        if fmt is SinkWantsFormat.NESTED:
-            out["streams"] = dict(qualities)
-        if self.pixel_counts:
-            out["pixelCounts"] = {str(ssrc): px for ssrc, px in self.pixel_counts.items()}
-        return out
+        return _unstructure_sink_wants(self, fmt)
 
 
+def _structure_sink_wants(d: object, _t: Any = MediaSinkWants) -> MediaSinkWants:
+    o = _object(d, "media_sink_wants")
+    any_q = o.get("any")
+    if any_q is not None and not _is_int(any_q):
+        raise _bad("media_sink_wants.any is not an integer")
+    streams: dict[int, int] = {}
+    nested = o.get("streams")
+    if nested is not None:
+        for key, value in _object(nested, "media_sink_wants.streams").items():
+            streams[_ssrc_key(key, "media_sink_wants.streams")] = _quality(value, "media_sink_wants")
+    for key, value in o.items():
+        # Flat form: decimal keys are SSRCs; other unknown keys are tolerated.
+        if key in ("any", "streams", "pixelCounts") or not (isinstance(key, str) and key.isdecimal()):
+            continue
+        streams[_ssrc_key(key, "media_sink_wants")] = _quality(value, "media_sink_wants")
+    pixels: dict[int, float] = {}
+    raw_pixels = o.get("pixelCounts")
+    if raw_pixels is not None:
+        for key, value in _object(raw_pixels, "media_sink_wants.pixelCounts").items():
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise _bad("media_sink_wants.pixelCounts value is not a number")
+            pixels[_ssrc_key(key, "media_sink_wants.pixelCounts")] = float(value)
+    return MediaSinkWants(any=None if any_q is None else int(any_q), streams=streams, pixel_counts=pixels)
+
+
+def _unstructure_sink_wants(
+    wants: MediaSinkWants, fmt: SinkWantsFormat = SinkWantsFormat.NESTED
+) -> dict[str, Any]:
+    qualities = {str(ssrc): q for ssrc, q in wants.streams.items()}
+    out: dict[str, Any] = {}
+    if wants.any is not None:
+        out["any"] = wants.any
+    out |= qualities
+    if fmt is SinkWantsFormat.NESTED:
+        out["streams"] = dict(qualities)
+    if wants.pixel_counts:
+        out["pixelCounts"] = {str(ssrc): px for ssrc, px in wants.pixel_counts.items()}
+    return out
+
+
+converter.register_structure_hook(MediaSinkWants, _structure_sink_wants)
+converter.register_unstructure_hook(MediaSinkWants, _unstructure_sink_wants)
+
+
+@VOICE_GATEWAY.message
 @attrs.frozen
-class ClientFlags:
+class ClientFlags(Message):
     """op18 ``{user_id, flags}``. Not video state."""
 
     OP: ClassVar[int] = VoiceOp.CLIENT_FLAGS
+    WIRE: ClassVar[Shape] = Shape("client_flags")
 
-    user_id: str
-    flags: int
-
-    @classmethod
-    def parse(cls, d: object) -> ClientFlags:
-        o = _obj(d, "client_flags")
-        return cls(
-            user_id=_snowflake(o, "user_id", "client_flags"), flags=_opt_int(o, "flags", "client_flags") or 0
-        )
-
-    def serialize(self) -> dict[str, Any]:
-        return {"user_id": self.user_id, "flags": self.flags}
+    user_id: str = attrs.field(metadata=wire(snowflake=True))
+    flags: int = attrs.field(metadata=wire(missing=0))
 
 
+@VOICE_GATEWAY.message
 @attrs.frozen
-class ClientPlatform:
+class ClientPlatform(Message):
     """op20 ``{user_id, platform}``."""
 
     OP: ClassVar[int] = VoiceOp.CLIENT_PLATFORM
+    WIRE: ClassVar[Shape] = Shape("client_platform")
 
-    user_id: str
-    platform: int
-
-    @classmethod
-    def parse(cls, d: object) -> ClientPlatform:
-        o = _obj(d, "client_platform")
-        w = "client_platform"
-        return cls(user_id=_snowflake(o, "user_id", w), platform=_opt_int(o, "platform", w) or 0)
-
-    def serialize(self) -> dict[str, Any]:
-        return {"user_id": self.user_id, "platform": self.platform}
+    user_id: str = attrs.field(metadata=wire(snowflake=True))
+    platform: int = attrs.field(metadata=wire(missing=0))

@@ -71,6 +71,98 @@ def test_payload_round_trip(value: Any) -> None:
     assert type(value).parse(json.loads(json.dumps(frame.d))) == value
 
 
+# The exact text frames the hand-written serializers produced before the converter (same order
+# as SAMPLES): key order, omitted keys and number forms are part of what peers see.
+GOLDEN: list[str] = [
+    '{"op":0,"d":{"server_id":"111","channel_id":"222","user_id":"333","session_id":"sess","token":"tok","video":true,"streams":[{"type":"screen","rid":"100","quality":100}],"max_dave_protocol_version":1}}',
+    '{"op":0,"d":{"server_id":"111","user_id":"333","session_id":"sess","token":"tok","max_dave_protocol_version":0}}',
+    '{"op":7,"d":{"server_id":"111","channel_id":"222","session_id":"sess","token":"tok","seq_ack":7}}',
+    '{"op":2,"d":{"ssrc":12871,"ip":"127.0.0.1","port":1234,"modes":["aead_aes256_gcm_rtpsize","aead_xchacha20_poly1305_rtpsize"],"experiments":["fixed_keyframe_interval"],"streams":[{"type":"video","rid":"100","ssrc":12872,"rtx_ssrc":12873,"quality":100,"active":false}]}}',
+    '{"op":1,"d":{"protocol":"udp","data":{"address":"203.0.113.5","port":50123,"mode":"aead_aes256_gcm_rtpsize"},"codecs":[{"name":"opus","type":"audio","priority":1000,"payload_type":120},{"name":"H264","type":"video","priority":1000,"payload_type":103,"rtx_payload_type":104,"encode":false,"decode":true},{"name":"VP8","type":"video","priority":2000,"payload_type":105,"rtx_payload_type":106,"encode":false,"decode":true}],"experiments":["x"]}}',
+    '{"op":4,"d":{"mode":"aead_xchacha20_poly1305_rtpsize","secret_key":[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31],"audio_codec":"opus","video_codec":"H264","media_session_id":"89f1","dave_protocol_version":1,"keyframe_interval":60}}',
+    '{"op":8,"d":{"v":9,"heartbeat_interval":41250}}',
+    '{"op":8,"d":{"heartbeat_interval":13750.5}}',
+    '{"op":3,"d":{"t":1700000000000,"seq_ack":5}}',
+    '{"op":3,"d":{"t":1,"seq_ack":-1}}',
+    '{"op":6,"d":{"t":42}}',
+    '{"op":5,"d":{"speaking":1,"delay":0,"ssrc":20}}',
+    '{"op":5,"d":{"speaking":2,"ssrc":10,"user_id":"444"}}',
+    '{"op":11,"d":{"user_ids":["444","555"]}}',
+    '{"op":13,"d":{"user_id":"444"}}',
+    '{"op":12,"d":{"user_id":"444","audio_ssrc":10,"video_ssrc":11,"rtx_ssrc":12,"streams":[{"type":"video","rid":"100","ssrc":11,"rtx_ssrc":12,"active":true,"quality":100,"max_bitrate":2500000,"max_framerate":30,"max_resolution":{"type":"fixed","width":1280,"height":720}}]}}',
+    '{"op":12,"d":{"audio_ssrc":10,"video_ssrc":0,"rtx_ssrc":0,"streams":[]}}',
+    '{"op":12,"d":{"user_id":"444","video_ssrc":11}}',
+    '{"op":14,"d":{"codecs":[{"name":"opus","type":"audio","priority":1000,"payload_type":120},{"name":"H264","type":"video","priority":1000,"payload_type":103,"rtx_payload_type":104,"encode":true,"decode":false}]}}',
+    '{"op":14,"d":{"video_codec":"VP8","keyframe_interval":60}}',
+    '{"op":18,"d":{"user_id":"444","flags":2}}',
+    '{"op":20,"d":{"user_id":"444","platform":1}}',
+    '{"op":21,"d":{"transition_id":3,"protocol_version":0}}',
+    '{"op":22,"d":{"transition_id":3}}',
+    '{"op":23,"d":{"transition_id":3}}',
+    '{"op":24,"d":{"protocol_version":1,"epoch":1}}',
+    '{"op":24,"d":{"protocol_version":1,"epoch":1,"transition_id":4}}',
+    '{"op":31,"d":{"transition_id":3}}',
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "golden"), zip(SAMPLES, GOLDEN, strict=True), ids=lambda v: type(v).__name__
+)
+def test_payload_serializes_to_golden_bytes(value: Any, golden: str) -> None:
+    assert vg.text_frame(value) == golden
+
+
+def test_media_sink_wants_serializes_to_golden_bytes() -> None:
+    wants = vg.MediaSinkWants(100, {12346: 100, 12347: 0}, {12346: 921600.0})
+    assert vg.sink_wants_frame(wants, vg.SinkWantsFormat.NESTED) == (
+        '{"op":15,"d":{"any":100,"12346":100,"12347":0,"streams":{"12346":100,"12347":0},"pixelCounts":{"12346":921600.0}}}'
+    )
+    assert vg.sink_wants_frame(wants, vg.SinkWantsFormat.FLAT) == (
+        '{"op":15,"d":{"any":100,"12346":100,"12347":0,"pixelCounts":{"12346":921600.0}}}'
+    )
+
+
+def test_liberal_accept_rules() -> None:
+    """Unknown keys, null-as-absent, integral floats, integer snowflakes, boolean speaking flags."""
+    assert vg.Speaking.parse({"speaking": True, "ssrc": 7.0, "user_id": 444, "delay": None, "x": []}) == (
+        vg.Speaking(1, 7, "444")
+    )
+    assert vg.Heartbeat.parse(None) == vg.Heartbeat(0)
+    assert vg.DavePrepareEpoch.parse({"protocol_version": 1.0, "epoch": 2, "transition_id": None}) == (
+        vg.DavePrepareEpoch(1, 2)
+    )
+    stream = vg.VideoStream.parse({"type": "", "active": None})
+    assert stream == vg.VideoStream(0, rid=None, quality=None)  # absent rid/quality: None, not defaults
+    ready = vg.ReadyStream.parse({"ssrc": 5, "rid": "", "type": None, "quality": 0})
+    assert ready == vg.ReadyStream("video", "100", 5, 6, 100, False)
+    assert vg.SessionDescription.parse({"mode": "m", "secret_key": list(KEY)}).audio_codec is None
+    assert vg.ClientFlags.parse({"user_id": "1", "flags": None}) == vg.ClientFlags("1", 0)
+    assert vg.Ready.parse({"ssrc": 1, "ip": "h", "port": 2}).modes == ()
+
+
+@pytest.mark.parametrize(
+    ("kind", "d", "reason"),
+    [
+        (vg.Speaking, {"speaking": 1, "ssrc": "x"}, "speaking.ssrc is missing or not an integer"),
+        (vg.Speaking, {"speaking": 1}, "speaking.ssrc is missing"),
+        (vg.Speaking, {"speaking": 1, "ssrc": 2, "user_id": ""}, "speaking.user_id is not a snowflake"),
+        (vg.Heartbeat, {"t": 1, "seq_ack": "x"}, "heartbeat.seq_ack is not an integer"),
+        (vg.DaveExecuteTransition, [], "dave_execute_transition payload is not an object"),
+        (vg.Ready, {"ssrc": 1, "ip": "h", "port": 70000}, "ready.port out of range"),
+        (vg.Ready, {"ssrc": 1, "ip": "h", "port": 1, "streams": [{}]}, "ready.stream.ssrc is missing"),
+        (vg.Ready, {"ssrc": 1, "ip": "h", "port": 1, "modes": [1]}, "ready.modes holds a non-string"),
+        (vg.SelectProtocol, {"protocol": "udp", "data": 1}, "select_protocol.data payload is not an object"),
+        (vg.SelectProtocol, {"protocol": "udp", "data": {}}, "select_protocol.data.address is missing"),
+        (vg.Hello, {"heartbeat_interval": 0}, "hello.heartbeat_interval out of range"),
+        (vg.Video, {"streams": {}}, "video.streams is not a list"),
+    ],
+)
+def test_errors_name_the_field(kind: Any, d: Any, reason: str) -> None:
+    with pytest.raises(MalformedMessage) as info:
+        kind.parse(d)
+    assert info.value.reason.startswith(reason) and info.value.close_code == 4002
+
+
 def test_reference_examples_parse() -> None:
     ready = vg.Ready.parse(
         {

@@ -72,6 +72,7 @@ async def _frames_reach_the_store_and_channel(
             while store.latest is not None and store.latest.rtp_timestamp < 27 * 3000:
                 await store.wait_frame(after_sequence=store.latest.sequence)
             stats = pipeline.stream_statistics()[MEDIA_SSRC]
+            decoded = pipeline.decoded_frames(MEDIA_SSRC)
     latest = store.latest
     assert latest is not None and first.sequence == 1
     assert 8 <= latest.sequence <= 11
@@ -85,6 +86,7 @@ async def _frames_reach_the_store_and_channel(
     assert plane_psnr(decoded_luma, source_luma) >= 25.0  # luma after full-range JPEG, both ways
     assert stats.receive.frames_emitted == 30 and stats.decode is not None
     assert stats.decode.decoded_frames == 30 and stats.frames_out == latest.sequence
+    assert decoded == 30  # the bare counter agrees with the snapshot
     assert stats.width == 320
     # Whatever feedback went out is well-formed RTCP (the keyframe came first: no PLI needed).
     assert all(parse_compound(d) for d in sent)
@@ -109,3 +111,4 @@ async def test_unwanted_frames_are_not_decoded(
             await trio.sleep(0.1)
             assert pipeline.unwanted_frames == 5
             assert pipeline.stream_statistics()[MEDIA_SSRC].decode is None
+            assert pipeline.decoded_frames(MEDIA_SSRC) == 0
