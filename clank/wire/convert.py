@@ -125,6 +125,14 @@ _FAST: Final[Mapping[Any, type]] = {int: int, float: float, str: str, bool: bool
 """Field types whose exact-type values need no conversion (the common case, kept to one test)."""
 
 
+def _noun(tp: Any, snowflake: bool) -> str:
+    if typing.get_origin(tp) is tuple:
+        return "a list"
+    if snowflake:
+        return "a snowflake"
+    return _NOUNS.get(tp, "an object")
+
+
 def _to_int(value: object) -> object:
     out = integral(value)
     return _FAIL if out is None else out
@@ -239,7 +247,7 @@ class Family:
         if isinstance(missing, attrs.Factory):  # type: ignore[arg-type]
             raise TypeError(f"{owner}.{key}: a factory default needs wire(missing=...)")
         to = self._item_reader(tp, rules, fail)
-        noun = "a snowflake" if rules.snowflake else _NOUNS.get(tp, "valid")
+        noun = _noun(tp, rules.snowflake)
         problem = f"is missing or not {noun}" if missing is REQUIRED else f"is not {noun}"
         empty, check = rules.empty_is_missing, rules.check
 
