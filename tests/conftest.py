@@ -91,6 +91,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A module whose tests share a module-scoped fixture (a sandbox process, started examples, a
     DAVE pair) keeps them on one xdist worker (``--dist loadgroup``): it is set up once, as in a
     single process, and its tests see it in the order they were written."""
+    # Serial tests first: at the start no other test is half-way through, so none waits for one.
+    items.sort(key=lambda item: item.get_closest_marker("serial") is None)
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
         defs = [] if info is None else [d for ds in info.name2fixturedefs.values() for d in ds]
