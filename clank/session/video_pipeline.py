@@ -270,6 +270,10 @@ class VideoPipeline:
                 try:
                     await trio.sleep_forever()
                 finally:
+                    # Cancelled with the session, the worker closes before the UDP task has seen the
+                    # cancellation: a datagram it still hands on is held in ``pending`` (dropped with
+                    # the pipeline), not submitted to a closed worker (a UsageError, the watch failed).
+                    decoder.worker = None
                     decoder.stats = worker.statistics()
                     self._finished[ssrc] = decoder.stats
 
