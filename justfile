@@ -18,7 +18,7 @@ run *ARGS: env
 # Lint, type check and run every test, one pytest-xdist worker per core (PYTEST_XDIST_AUTO_NUM_WORKERS=N
 # to choose; `just test -n 0` runs in one process). Tests marked `serial` run while no other test runs.
 test *ARGS: env lint typecheck
-    {{py}} -m pytest -n auto {{ARGS}}
+    {{py}} -m pytest -n auto --dist loadgroup {{ARGS}}
 
 # Benchmarks (print figures next to their goals).
 bench: env

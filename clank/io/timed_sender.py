@@ -8,11 +8,11 @@ loop prepares each packet :data:`SEND_LEAD_S` ahead of its slot (sealing it ther
 numbers and timestamps are taken in order by the sans-io core, as before) and :meth:`submit`s
 it; this thread sleeps on a blocking timerfd, with the GIL released, and sends it at the
 deadline. A trio step now reaches the wire only when it is longer than the lead. What the thread
-still waits for after waking is the GIL: about ``sys.getswitchinterval()`` (clank sets 0.5 ms,
-``runner.GIL_SWITCH_INTERVAL``) while the trio thread runs Python without pause, until the end of
-its burst while it keeps releasing and retaking the GIL around socket calls (CPython's convoy
-effect), and as long as a C call holds it (davey decrypting a keyframe). bench/bench_voice_pacing.py
-prints this path beside the other two ``TimedSender.mode`` values in one run.
+still waits for after waking is the GIL: up to ``sys.getswitchinterval()`` (clank sets 0.5 ms,
+``runner.GIL_SWITCH_INTERVAL``) while the trio thread runs pure Python, little while it makes
+socket calls (each releases the GIL: measured p50 0.06-0.08 ms against 0.7 ms beside pure
+Python), and as long as a C call holds it (davey decrypting a keyframe, ~1.2 ms at 1080p).
+bench/bench_voice_pacing.py prints this path beside the other two ``TimedSender.mode`` values.
 
 The thread sends on its own duplicate of the endpoint's connected socket
 (``UdpEndpoint.thread_socket``), so a reconnect closing the endpoint cannot leave it writing to a
