@@ -203,8 +203,12 @@ class VoiceState(Message):
     def parse(cls, d: object, guild_id: str | None = None) -> VoiceState:
         if guild_id is not None and isinstance(d, dict) and d.get("guild_id") is None:
             d = d | {"guild_id": guild_id}
-        state: VoiceState = GATEWAY_EVENTS.converter.structure(d, cls)
+        state: VoiceState = _VOICE_STATE(d, cls)
         return state
+
+
+_VOICE_STATE: Final = GATEWAY_EVENTS.converter.get_structure_hook(VoiceState)
+"""VoiceState's converter hook (its own ``parse`` adds the guild, so it is not bound as ``parse``)."""
 
 
 @GATEWAY_EVENTS.message
