@@ -15,10 +15,10 @@ run *ARGS: env
     if [ -t 0 ]; then set -m; fi
     {{py}} -m clank run {{ARGS}}
 
-# Lint, type check and run every test, one pytest-xdist worker per core (CLANK_TEST_WORKERS=N to
-# choose; 0 = in this process). Tests marked `serial` run while no other test runs (tests/conftest.py).
+# Lint, type check and run every test, one pytest-xdist worker per core (PYTEST_XDIST_AUTO_NUM_WORKERS=N
+# to choose; `just test -n 0` runs in one process). Tests marked `serial` run while no other test runs.
 test *ARGS: env lint typecheck
-    {{py}} -m pytest -n "${CLANK_TEST_WORKERS:-$(nproc)}" {{ARGS}}
+    {{py}} -m pytest -n auto --dist loadgroup {{ARGS}}
 
 # Benchmarks (print figures next to their goals).
 bench: env

@@ -2,7 +2,7 @@
 
 1. First audio out: a 20 ms PCM chunk pushed over the speak WebSocket (idle voice role) until the
    sandbox listener receives our first audio packet; p50/p99 of 20 tries. Goal <= 60 ms.
-2. Audio pacing: the voice role's own send-loop lateness (``FramePacer.recent``) while we speak
+2. Audio pacing: the voice role's own send lateness on the wire (``TimedSender.recent``) while we speak
    continuously, a 1080p30 Go Live watch decodes and a listener is subscribed to a speaker (the
    sandbox, with its 1080p encoder, runs in a separate process); p99 against the same loop without
    the watch and the listener. Goal p99 <= 2 ms.
@@ -145,9 +145,10 @@ async def _speak_and_measure(role: VoiceRole) -> list[float]:
     stream.push(tone(300.0, PACING_SECONDS + 2.0))
     stream.end()
     await trio.sleep(1.0)
-    role.pacer.recent.clear()
+    assert role.sender is not None
+    role.sender.recent.clear()  # the send lateness on the wire (io/timed_sender.py)
     await trio.sleep(PACING_SECONDS)
-    return list(role.pacer.recent)
+    return list(role.sender.recent)
 
 
 async def pacing_alone() -> list[float]:

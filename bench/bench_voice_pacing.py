@@ -2,20 +2,29 @@
 
 clank alone in this process (the voice session speaking a tone, and a Go Live watch of a
 1080p30 ~6 Mbit/s screen share); the sandbox (its 1080p encoder, a simulated speaker) runs in a
-child process, as Discord would be elsewhere. The figure is the voice role's own pacer
-(``FramePacer.recent``: the wake-up lateness of the real send loop, on its timerfd), over
-``SECONDS`` per phase, ``RUNS`` interleaved rounds of three phases:
+child process, as Discord would be elsewhere. The figure is the voice role's send lateness on the
+wire (``TimedSender.recent``: how long after its 20 ms slot the socket took each packet), for
+each of the three send paths (``TimedSender.mode``) in turn within every phase, in a rotating
+order, so all three see the same load:
+
+* ``sender thread``: what clank runs (io/timed_sender.py) — the goal figure;
+* ``trio, prepared ahead``: the same prepared packets sent by a trio task on a timerfd (what
+  other trio steps queued ahead of its wake-up still cost);
+* ``trio inline (before)``: sent as soon as the send loop has prepared it, as before the sender
+  (its wake-up lateness plus its own ~0.8 ms step).
+
+Over ``SECONDS`` per path and phase, ``RUNS`` interleaved rounds of three phases:
 
 1. alone (speaking, no watch);
 2. beside the 1080p watch (its decode worker, JPEGs and notes-free pipeline);
 3. beside the watch with one core busy: a child process spinning in pure Python (its own GIL),
    bounded in time — a second program on a 2-core machine.
 
-Per phase: median p50 / median p99 / worst p99 over the runs. Goals (issue 16): p99 <= 1 ms on an
+Per phase and path: median p50 / median p99 / worst p99 over the runs. Goals (issue 16): p99 <= 1 ms on an
 idle machine (phases 1-2), <= 2 ms with one core busy (phase 3). The figures are meaningless when
 the load average exceeds the core count (printed): re-run on an idle machine.
 
-Bounded: about RUNS x (3 x SECONDS + 3) s plus start-up. Always exits 0.
+Bounded: about RUNS x (9 x (SECONDS + 0.1) + 3) s plus start-up (~110 s). Always exits 0.
 Run: .venv/bin/python bench/bench_voice_pacing.py [runs] [seconds per phase]
 """
 
@@ -36,6 +45,7 @@ from bench_voice_io import SANDBOX_PROCESS, SETTINGS, wait_until
 from benchkit import read_json_line
 
 from clank.io.gateway import open_gateway_client
+from clank.io.timed_sender import SendMode
 from clank.logging import configure_logging
 from clank.media.audio import tone
 from clank.runner import GIL_SWITCH_INTERVAL
@@ -44,7 +54,7 @@ from clank.session.voice_role import VoiceRole
 from clank.session.voice_session import open_voice_session
 
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-SECONDS = float(sys.argv[2]) if len(sys.argv) > 2 else 3.0
+SECONDS = float(sys.argv[2]) if len(sys.argv) > 2 else 2.0
 WATCH_SETTLE = 1.5  # seconds for the watch's first keyframe before measuring
 GOAL_IDLE_MS = 1.0
 GOAL_BUSY_MS = 2.0
@@ -52,19 +62,40 @@ BUSY_CHILD = (
     "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end: pass\n"
 )
 PHASES = ("alone", "beside the 1080p watch", "watch + one core busy")
+# (name, TimedSender.mode, switch interval): the first is what clank runs, the last the path before it.
+VARIANTS: tuple[tuple[str, SendMode, float], ...] = (
+    ("sender thread", "thread", GIL_SWITCH_INTERVAL),
+    ("trio, prepared ahead", "trio", GIL_SWITCH_INTERVAL),
+    ("trio inline (before)", "inline", GIL_SWITCH_INTERVAL),
+)
 
 
-async def _measure(role: VoiceRole) -> list[float]:
-    role.pacer.recent.clear()
-    await trio.sleep(SECONDS)
-    return list(role.pacer.recent)
+async def _measure(role: VoiceRole, rotation: int) -> dict[str, list[float]]:
+    """Send lateness on the wire per variant over one phase (variants in a rotating order)."""
+    sender = role.sender
+    assert sender is not None
+    lateness: dict[str, list[float]] = {}
+    for n in range(len(VARIANTS)):
+        name, mode, interval = VARIANTS[(n + rotation) % len(VARIANTS)]
+        sender.mode = mode
+        sys.setswitchinterval(interval)
+        await trio.sleep(0.1)  # packets queued under the previous variant are out
+        sender.recent.clear()
+        await trio.sleep(SECONDS)
+        lateness[name] = list(sender.recent)
+    sender.mode = "thread"
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    return lateness
 
 
-async def _run_all() -> tuple[dict[str, list[list[float]]], dict[str, Any]]:
+Runs = dict[str, list[dict[str, list[float]]]]
+
+
+async def _run_all() -> tuple[Runs, dict[str, Any]]:
     process = await trio.lowlevel.open_process(
         [sys.executable, "-c", SANDBOX_PROCESS], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
-    results: dict[str, list[list[float]]] = {phase: [] for phase in PHASES}
+    results: Runs = {phase: [] for phase in PHASES}
     seen: dict[str, Any] = {"decoded": 0, "sizes": set()}
     try:
         assert process.stdout is not None and process.stdin is not None
@@ -82,20 +113,20 @@ async def _run_all() -> tuple[dict[str, list[list[float]]], dict[str, Any]]:
                 await wait_until(lambda: role.ssrc is not None and role.connection.dave.ready, 0.01)
             await process.stdin.send_all(b"go\n")  # alice goes live (1080p30), bob speaks
             stream = role.speech.open_stream(48_000, 2)
-            stream.push(tone(300.0, RUNS * (3 * SECONDS + WATCH_SETTLE + 2.0) + 5.0))
+            stream.push(tone(300.0, RUNS * (3 * len(VARIANTS) * (SECONDS + 0.1) + WATCH_SETTLE + 2.0) + 5.0))
             stream.end()
             await trio.sleep(1.0)
-            for _ in range(RUNS):
-                results[PHASES[0]].append(await _measure(role))
+            for run in range(RUNS):
+                results[PHASES[0]].append(await _measure(role, run))
                 watch = await start_stream_watch(session, info["alice"], settings=SETTINGS.watch)
                 await trio.sleep(WATCH_SETTLE)
-                results[PHASES[1]].append(await _measure(role))
+                results[PHASES[1]].append(await _measure(role, run))
                 busy = await trio.lowlevel.open_process(
-                    [sys.executable, "-c", BUSY_CHILD, str(SECONDS + 1.0)]
+                    [sys.executable, "-c", BUSY_CHILD, str(len(VARIANTS) * (SECONDS + 0.1) + 1.0)]
                 )
                 try:
                     await trio.sleep(0.2)
-                    results[PHASES[2]].append(await _measure(role))
+                    results[PHASES[2]].append(await _measure(role, run))
                 finally:
                     busy.kill()
                     with trio.move_on_after(2.0):
@@ -128,20 +159,25 @@ def main() -> None:
     started = time.perf_counter()
     results, seen = trio.run(_run_all)
     for phase in PHASES:
-        runs = [r for r in results[phase] if r]
-        if not runs:
-            print(f"  {phase:<26} no frames measured")
-            continue
-        p50 = float(np.median([_ms(r, 50) for r in runs]))
-        p99s = [_ms(r, 99) for r in runs]
-        worst = max(p99s)
         goal = GOAL_BUSY_MS if "busy" in phase else GOAL_IDLE_MS
-        print(
-            f"  {phase:<26} p50 {p50:6.3f} / p99 median {float(np.median(p99s)):6.3f}"
-            f" / p99 worst {worst:6.3f} ms (max {max(_ms(r, 100) for r in runs):6.2f} ms)"
-            f"   goal p99 <= {goal:.0f} ms{' (idle machine)' if goal == GOAL_IDLE_MS else ''}"
-            f"  {'ok' if worst <= goal else 'MISS'}"
-        )
+        for index, (name, _, _) in enumerate(VARIANTS):
+            runs = [r[name] for r in results[phase] if r.get(name)]
+            if not runs:
+                print(f"  {phase:<24} {name:<21} no frames measured")
+                continue
+            p50 = float(np.median([_ms(r, 50) for r in runs]))
+            p99s = [_ms(r, 99) for r in runs]
+            worst = max(p99s)
+            verdict = (
+                f"goal p99 <= {goal:.0f} ms{' (idle machine)' if goal == GOAL_IDLE_MS else ''}"
+                f"  {'ok' if worst <= goal else 'MISS'}"
+                if index == 0
+                else "(informative)"
+            )
+            print(
+                f"  {phase:<24} {name:<21} p50 {p50:6.3f} / p99 median {float(np.median(p99s)):6.3f}"
+                f" / worst {worst:6.3f} ms (max {max(_ms(r, 100) for r in runs):6.2f})   {verdict}"
+            )
     sizes = "/".join(sorted(seen["sizes"])) or "none"
     print(f"  (the watch decoded {seen['decoded']} frames, {sizes}; {time.perf_counter() - started:.0f} s)")
 

@@ -8,7 +8,7 @@ with bob watching it, the HTTP API on a free port) and, after the demo settles, 
   step and how many steps took > 0.5 ms (those delay the audio pacer);
 * ``cProfile`` on the trio thread only (``sys.setprofile`` is per thread), top functions by
   own time and by cumulative time;
-* the voice role's own send loop's pacing lateness (``FramePacer.recent``) at the same time
+* the voice role's send lateness on the wire (``TimedSender.recent``) at the same time
   (a copy of the loop, ``paced_tone``, only when no voice role sends: a copy would double the
   audio work on the thread being measured).
 
@@ -121,8 +121,8 @@ async def main() -> None:
                     await trio.sleep(SECONDS)
 
             role = _voice_role(info)
-            if role is not None:
-                role.pacer.recent.clear()
+            if role is not None and role.sender is not None:
+                role.sender.recent.clear()  # the send lateness on the wire
             trio.lowlevel.add_instrument(timer)
             if profiler is not None:
                 profiler.enable()
@@ -133,7 +133,7 @@ async def main() -> None:
             if profiler is not None:
                 profiler.disable()
             trio.lowlevel.remove_instrument(timer)
-        voice = [] if role is None else list(role.pacer.recent)
+        voice = [] if role is None or role.sender is None else list(role.sender.recent)
         _report(timer, profiler, busy_cpu, elapsed, result.get("lateness", voice), voice)
 
 

@@ -86,6 +86,18 @@ def pytest_runtest_protocol(
         return (yield)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A module whose tests share a module-scoped fixture (a sandbox process, started examples, a
+    DAVE pair) keeps them on one xdist worker (``--dist loadgroup``): it is set up once, as in a
+    single process, and its tests see it in the order they were written."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = [] if info is None else [d for ds in info.name2fixturedefs.values() for d in ds]
+        if any(d.scope == "module" for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+
+
 def _lock_base(run_id: str) -> Path:
     return Path(tempfile.gettempdir()) / f"clank-pytest-{run_id}"
 

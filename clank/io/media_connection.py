@@ -19,6 +19,7 @@ API for a role (voice, stream_watch, stream_publish)::
                                      event_handler=on_event) as conn:
         conn.send_rtp(pt, payload, ssrc=..., timestamp=..., marker=...)   # never blocks; bool
         conn.send_rtcp(plain)                                             # NACK / PLI / RR
+        conn.seal_rtp(pt, payload) / send_sealed / count_sent / endpoint  # timed sends (voice)
         await conn.speaking(flags); await conn.video_state(active, ...); await conn.media_sink_wants(w)
         conn.dave                       # the leg's DaveSessionCore (encrypt_video / decrypt)
         conn.ssrc, conn.ready_streams, conn.ssrc_map(), conn.video_state_of(user_id)
@@ -52,7 +53,7 @@ from clank.errors import ConnectionClosed, TransportError, UsageError
 from clank.io.groups import raise_single
 from clank.io.media_connection_statistics import MediaConnectionStatistics, leg_statistics, log_leg_event
 from clank.io.media_leg_params import MediaConnectionParams, MessageSocket
-from clank.io.udp import Address, DatagramEndpoint, discover_ip
+from clank.io.udp import Address, DatagramEndpoint, UdpEndpoint, discover_ip
 from clank.logging import bound, register_secret
 from clank.protocol import voice_gateway as vgc
 from clank.protocol.media_datagrams import DROP_REASONS, RtcpIn, RtpIn
@@ -193,8 +194,8 @@ class MediaConnection:
         """Seal (``MediaDatagrams.seal_rtp``: our seq/timestamps per SSRC) and send one RTP
         packet; False (and counted) when not connected or the socket is full."""
         if self._udp is None:
-            return self._send_sealed(None)
-        return self._send_sealed(
+            return self.send_sealed(None)
+        return self.send_sealed(
             self._datagrams.seal_rtp(
                 payload_type,
                 payload,
@@ -206,21 +207,40 @@ class MediaConnection:
             )
         )
 
+    def seal_rtp(self, payload_type: int, payload: bytes, *, timestamp_step: int = 0) -> bytes | None:
+        """Seal one RTP packet on our SSRC now (its seq/timestamp taken) for a later send by
+        ``io/timed_sender.py``; None (counted) when not connected."""
+        if self._udp is None:
+            self._datagrams.datagram_sent(b"", False)
+            return None
+        return self._datagrams.seal_rtp(payload_type, payload, timestamp_step=timestamp_step)
+
+    @property
+    def endpoint(self) -> DatagramEndpoint | None:
+        """The generation's datagram endpoint (None between generations)."""
+        return self._udp
+
+    def count_sent(self, endpoint: UdpEndpoint, packet: bytes, ok: bool) -> None:
+        """Count a sealed packet another thread sent on ``endpoint.thread_socket()``."""
+        endpoint.count_sent(len(packet), ok)
+        self._datagrams.datagram_sent(packet, ok)
+
     def send_rtp_packet(self, header: RtpHeader, plaintext: bytes) -> bool:
         """Seal and send a packet whose header a send core built (the publish role's
         ``VideoSendCore`` owns its sequence numbers for its RTX store); False as ``send_rtp``."""
         if self._udp is None:
-            return self._send_sealed(None)
-        return self._send_sealed(self._datagrams.seal_rtp_packet(header, plaintext))
+            return self.send_sealed(None)
+        return self.send_sealed(self._datagrams.seal_rtp_packet(header, plaintext))
 
     def send_rtcp(self, plain: bytes) -> bool:
         """Protect (header + sender SSRC as AAD) and send one plain RTCP datagram."""
         if self._udp is None:
-            return self._send_sealed(None)
-        return self._send_sealed(self._datagrams.seal_rtcp(plain))
+            return self.send_sealed(None)
+        return self.send_sealed(self._datagrams.seal_rtcp(plain))
 
-    def _send_sealed(self, packet: bytes | None) -> bool:
-        """The one datagram send path: ``None`` is a packet the core could not seal (counted)."""
+    def send_sealed(self, packet: bytes | None) -> bool:
+        """The one datagram send path (also for :meth:`seal_rtp`'s packets): ``None`` is a packet
+        the core could not seal (counted); False (counted) when not connected or full."""
         udp = self._udp
         if udp is None:
             self._datagrams.datagram_sent(b"", False)

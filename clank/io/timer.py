@@ -42,16 +42,19 @@ class _Itimerspec(ctypes.Structure):
 
 
 class _Timerfd:
-    """One non-blocking CLOCK_MONOTONIC timerfd, armed at absolute deadlines."""
+    """One CLOCK_MONOTONIC timerfd, armed at absolute deadlines: non-blocking for trio's
+    ``wait_readable``, or ``blocking`` for a thread that waits in ``read`` (GIL released)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, blocking: bool = False) -> None:
         self._libc: Any = None
         create = getattr(os, "timerfd_create", None)
         if create is not None:
-            self.fd: int = create(time.CLOCK_MONOTONIC, flags=os.TFD_NONBLOCK | os.TFD_CLOEXEC)  # type: ignore[attr-defined]
+            flags = os.TFD_CLOEXEC if blocking else os.TFD_NONBLOCK | os.TFD_CLOEXEC  # type: ignore[attr-defined]
+            self.fd: int = create(time.CLOCK_MONOTONIC, flags=flags)
             return
         libc = ctypes.CDLL(None, use_errno=True)
-        fd = int(libc.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC))
+        flags = _TFD_CLOEXEC if blocking else _TFD_NONBLOCK | _TFD_CLOEXEC
+        fd = int(libc.timerfd_create(_CLOCK_MONOTONIC, flags))
         if fd < 0:
             raise OSError(ctypes.get_errno(), "timerfd_create failed")
         self._libc = libc
@@ -78,11 +81,11 @@ class _Timerfd:
         os.close(self.fd)
 
 
-def _make_timerfd() -> _Timerfd | None:
+def _make_timerfd(*, blocking: bool = False) -> _Timerfd | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return _Timerfd()
+        return _Timerfd(blocking=blocking)
     except (OSError, AttributeError):
         return None
 
@@ -132,6 +135,44 @@ class PreciseTimer:
     def _close(self) -> None:
         if self._timerfd is not None:
             trio.lowlevel.notify_closing(self._timerfd.fd)
+            self._timerfd.close()
+            self._timerfd = None
+
+
+class ThreadTimer:
+    """Blocking absolute sleeps for a (non-trio) thread: a blocking timerfd where there is one
+    (no timer slack: ``time.sleep`` adds the thread's 50 µs slack), else ``time.sleep``.
+    Deadlines are ``time.perf_counter()`` values (``CLOCK_MONOTONIC`` on Linux). One sleeper;
+    :meth:`cancel` (from any thread) ends the sleep in progress and every later one at once.
+    """
+
+    def __init__(self) -> None:
+        self._timerfd = _make_timerfd(blocking=True)
+        self.cancelled = False
+
+    def sleep_until(self, deadline: float) -> None:
+        delay = deadline - time.perf_counter()
+        if delay <= 0 or self.cancelled:
+            return
+        timerfd = self._timerfd
+        if timerfd is None:
+            time.sleep(delay)
+            return
+        timerfd.arm(deadline)
+        if self._cancelled_meanwhile():  # cancel() ran before arm() and its expiry was overwritten
+            return
+        os.read(timerfd.fd, 8)  # returns at expiry; the GIL is released meanwhile
+
+    def _cancelled_meanwhile(self) -> bool:
+        return self.cancelled  # read again: another thread may have set it since the last look
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self._timerfd is not None:
+            self._timerfd.arm(time.perf_counter())  # already past: a blocked read returns now
+
+    def close(self) -> None:
+        if self._timerfd is not None:
             self._timerfd.close()
             self._timerfd = None
 

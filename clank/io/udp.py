@@ -129,6 +129,21 @@ class UdpEndpoint:
         self._bytes_sent += len(data)
         return True
 
+    def thread_socket(self) -> socket.socket | None:
+        """A duplicate of the connected socket for a sending thread (``io/timed_sender.py``),
+        which owns and closes it: the same kernel socket under another descriptor, so closing
+        this endpoint can never leave the thread sending on a reused descriptor. None when
+        unconnected (the thread has no address to send to)."""
+        return None if self._remote is None else self._sock.dup()
+
+    def count_sent(self, nbytes: int, ok: bool) -> None:
+        """Count a datagram another thread sent on :meth:`thread_socket` (reported in trio)."""
+        if ok:
+            self._packets_sent += 1
+            self._bytes_sent += nbytes
+        else:
+            self._send_dropped += 1
+
     async def send(self, data: bytes) -> None:
         """Send to the connected remote, waiting for buffer space if needed."""
         await self.sendto(data, None)

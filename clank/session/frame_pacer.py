@@ -44,20 +44,26 @@ class FramePacer:
     def restart(self) -> None:
         self._deadline = trio.current_time()
 
-    async def wait_next(self) -> float:
-        """Sleep until the next slot; returns how late we woke (seconds)."""
+    @property
+    def deadline(self) -> float:
+        """The current slot's deadline (trio clock): ``restart`` time, then one period later each."""
         if self._deadline is None:
             self.restart()
         assert self._deadline is not None
-        deadline = self._deadline + self.period
+        return self._deadline
+
+    async def wait_next(self, lead: float = 0.0) -> float:
+        """Sleep until ``lead`` seconds before the next slot (``io/timed_sender.py`` sends the
+        packet prepared then at the slot itself); returns how late we woke (seconds)."""
+        deadline = self.deadline + self.period
         now = trio.current_time()
         if now - deadline > self.max_lag:
             missed = int((now - deadline) / self.period)
             self.skipped += missed
             deadline += missed * self.period
         self._deadline = deadline
-        await self._timer.sleep_until(deadline)
-        lateness = max(0.0, trio.current_time() - deadline)
+        await self._timer.sleep_until(deadline - lead)
+        lateness = max(0.0, trio.current_time() - (deadline - lead))
         self.frames += 1
         if lateness > LATE_THRESHOLD_S:
             self.late += 1

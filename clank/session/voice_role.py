@@ -5,7 +5,8 @@ voice_role, params)``); the handle's ``api`` is a :class:`VoiceRole`::
 
     voice role nursery
      ├─ media connection       WS + UDP (receive drains inline into _on_packet)
-     ├─ send loop              every 20 ms at absolute deadlines (trio.sleep_until: no drift)
+     ├─ send loop              prepares a frame 10 ms before each 20 ms slot (absolute: no drift)
+     ├─ sender thread          puts each prepared frame on the wire at its slot (io/timed_sender)
      ├─ speaking timer         silence timeouts of remote speakers
      ├─ listen timer           listeners' speaking_stopped after their silence (every 20 ms)
      └─ file feeders           speech/music files: PyAV decode on a worker thread, bounded prebuffer
@@ -42,6 +43,7 @@ from clank.io.media_connection import (
 )
 from clank.io.media_connection_statistics import MediaConnectionStatistics
 from clank.io.media_leg_params import MediaConnectionParams
+from clank.io.timed_sender import TimedSender, open_timed_sender
 from clank.logging import get_logger
 from clank.media.audio import (
     CHANNELS,
@@ -149,6 +151,7 @@ class VoiceRole:
         self._send_failures = 0
         self._dave_not_ready = 0
         self._pacer = FramePacer()
+        self._sender: TimedSender | None = None
         self._reannounce = False
         self._video_packets = 0
         self._video_unhandled = 0
@@ -163,8 +166,13 @@ class VoiceRole:
 
     @property
     def pacer(self) -> FramePacer:
-        """The send loop's pacer (lateness history for benches and status)."""
+        """The send loop's pacer: when the trio loop woke to prepare each frame (benches)."""
         return self._pacer
+
+    @property
+    def sender(self) -> TimedSender | None:
+        """Puts the frames on the wire: ``sender.recent`` is the send lateness (benches)."""
+        return self._sender
 
     @property
     def ssrc(self) -> int | None:
@@ -178,13 +186,14 @@ class VoiceRole:
         return {} if self._conn is None else self._conn.ssrc_map()
 
     def statistics(self) -> VoiceRoleStatistics:
+        sender = self._sender
         return VoiceRoleStatistics(
             frames_sent=self._frames_sent,
             silence_frames_sent=self._silence_sent,
-            send_failures=self._send_failures,
+            send_failures=self._send_failures + (0 if sender is None else sender.failures),
             dave_not_ready_drops=self._dave_not_ready,
-            late_frames=self._pacer.late,
-            max_lateness_s=self._pacer.max_lateness,
+            late_frames=0 if sender is None else sender.late,  # as sent, not as prepared
+            max_lateness_s=0.0 if sender is None else sender.max_lateness,
             skipped_frames=self._pacer.skipped,
             decoded_frames=self._opus.decoded,
             concealed_frames=self._opus.concealed,
@@ -372,11 +381,14 @@ class VoiceRole:
             await trio.sleep(SPEAKING_TIMER_S)
             self._audio_events(self._receive.tick(trio.current_time()))
 
-    async def _send_loop(self, conn: MediaConnection) -> None:
+    async def _send_loop(self, conn: MediaConnection, sender: TimedSender) -> None:
         """One frame per 20 ms at absolute deadlines while there is audio (or trailing silence).
 
-        The Opus encode (~0.4 ms) stays on the trio thread: handing it to a worker thread was
-        measured to drop frames on a loaded machine (docs/performance.md, "Tried and not kept")."""
+        Each frame is prepared (mix, Opus, DAVE, seal) ``sender.lead(conn)`` before its slot and
+        put on the wire at the slot by the sender's thread (``io/timed_sender.py``), so neither
+        this step (~0.8 ms) nor the trio steps ahead of its wake-up reach the wire. The Opus
+        encode itself stays on the trio thread: handing it to a worker thread was measured to
+        drop frames on a loaded machine (docs/performance.md, "Tried and not kept")."""
         speaking = False
         silence_left = 0
         pacer = self._pacer
@@ -390,13 +402,14 @@ class VoiceRole:
                     self._reannounce = False
                     await conn.speaking(SPEAKING_VOICE)
                     speaking = True
-                self._send_audio(conn, frame)
+                self._send_audio(conn, sender, frame)
                 silence_left = SILENCE_FRAMES_AFTER_AUDIO
             elif silence_left:
-                self._send_opus(conn, OPUS_SILENCE)
+                self._send_opus(conn, sender, OPUS_SILENCE)
                 self._silence_sent += 1
                 silence_left -= 1
                 if silence_left == 0 and speaking:
+                    await trio.sleep_until(pacer.deadline)  # op5 0 after the last silence frame
                     await conn.speaking(0)
                     speaking = False
             elif not self.mixer.active:
@@ -408,13 +421,13 @@ class VoiceRole:
                 pacer.restart()
                 continue
             self._after_mix()
-            await pacer.wait_next()
+            await pacer.wait_next(sender.lead(conn))
 
     def _after_mix(self) -> None:
         self.speech.after_mix()
         self.music.after_mix()
 
-    def _send_audio(self, conn: MediaConnection, frame: Pcm) -> None:
+    def _send_audio(self, conn: MediaConnection, sender: TimedSender, frame: Pcm) -> None:
         opus = self._encoder.encode(frame)
         if opus is None:
             return
@@ -423,12 +436,15 @@ class VoiceRole:
         except DaveError:
             self._dave_not_ready += 1  # never send clear audio into a DAVE call
             return
-        self._send_opus(conn, payload)
+        self._send_opus(conn, sender, payload)
         self._frames_sent += 1
 
-    def _send_opus(self, conn: MediaConnection, payload: bytes) -> None:
-        if not conn.send_rtp(OPUS_PT, payload, timestamp_step=FRAME_SAMPLES):
+    def _send_opus(self, conn: MediaConnection, sender: TimedSender, payload: bytes) -> None:
+        packet = conn.seal_rtp(OPUS_PT, payload, timestamp_step=FRAME_SAMPLES)
+        if packet is None:
             self._send_failures += 1
+            return
+        sender.submit(self._pacer.deadline, packet, conn)
 
 
 async def voice_role(
@@ -441,10 +457,12 @@ async def voice_role(
     role = VoiceRole(handle, params.user_id, params.settings)
     handle.attach(role, role.statistics)
     task_status.started()
-    async with open_media_connection(
-        params, packet_handler=role._on_packet, event_handler=role._on_event
-    ) as conn:
+    async with (
+        open_media_connection(params, packet_handler=role._on_packet, event_handler=role._on_event) as conn,
+        open_timed_sender() as sender,
+    ):
         role._conn = conn
+        role._sender = sender
         handle.set_state(RoleState.READY)
         # An op5 before any media (UDOC: "invalid SSRC" otherwise); DPY sends 0 right after op4.
         await conn.speaking(0)
@@ -455,7 +473,7 @@ async def voice_role(
             role._nursery = nursery
             role.music.bind(nursery)
             role.speech.bind(nursery)
-            nursery.start_soon(role._send_loop, conn)
+            nursery.start_soon(role._send_loop, conn, sender)
             nursery.start_soon(role._speaking_timer)
             nursery.start_soon(role.listening.run_timer)
             try:

@@ -4,6 +4,8 @@ Sans-io. Every value is frozen and built by ``X.parse(d)`` from the decoded ``d`
 (``VOICE_STATE_UPDATE``, ``VOICE_SERVER_UPDATE``, ``STREAM_CREATE``, ``STREAM_SERVER_UPDATE``,
 ``STREAM_UPDATE``, ``STREAM_DELETE``, ``GUILD_CREATE``, ``READY_SUPPLEMENTAL``). Unknown fields are
 tolerated; a known field of the wrong type raises :class:`MalformedMessage` (and nothing else).
+The payload classes declare their fields once; the family converter :data:`GATEWAY_EVENTS`
+(``wire/convert.py``) reads them.
 Snowflakes are kept as decimal strings (Discord sends strings; integers are accepted and converted).
 
 Stream keys (discord-protocol.md §2.7)::
@@ -25,11 +27,12 @@ Outgoing Go Live opcodes (18-22, §2.6) are built by the ``*_frame`` functions a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final, Literal
 
 import attrs
 
 from clank.errors import MalformedMessage
+from clank.wire.convert import REQUIRED, Fail, Family, FieldHook, Message, Shape, wire
 from clank.wire.gateway import GatewayFrame, Op
 
 STREAM_KEY_KIND: Final = "stream_key"
@@ -41,7 +44,34 @@ MAX_SNOWFLAKE_DIGITS: Final = 20
 StreamKind = Literal["guild", "call"]
 
 
-# --- field readers: every type check of untrusted input goes through these ------------------
+# --- the family: every type check of untrusted input goes through its converter ---------------
+
+
+def _fail(payload: str, key: str | None, problem: str) -> MalformedMessage:
+    return MalformedMessage(payload, problem if key is None else f"{key!r} {problem}")
+
+
+def _is_snowflake_text(value: str) -> bool:
+    return 0 < len(value) <= MAX_SNOWFLAKE_DIGITS and value.isascii() and value.isdigit()
+
+
+def _snowflake_text(value: object) -> str | None:
+    if isinstance(value, str):
+        return value if _is_snowflake_text(value) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64:
+        return str(value)
+    return None
+
+
+GATEWAY_EVENTS: Final = Family(_fail, _snowflake_text)
+"""The dispatch payload family: errors are ``MalformedMessage(<payload>, "'<key>' <problem>")``."""
+
+
+def _to_snowflake(value: object, kind: str, field: str) -> str:
+    text = _snowflake_text(value)
+    if text is None:
+        raise MalformedMessage(kind, f"{field!r} is not a snowflake")
+    return text
 
 
 def _object(d: object, kind: str) -> Mapping[str, Any]:
@@ -50,74 +80,30 @@ def _object(d: object, kind: str) -> Mapping[str, Any]:
     return d
 
 
-def _is_snowflake_text(value: str) -> bool:
-    return 0 < len(value) <= MAX_SNOWFLAKE_DIGITS and value.isascii() and value.isdigit()
-
-
-def _to_snowflake(value: object, kind: str, field: str) -> str:
-    if isinstance(value, str) and _is_snowflake_text(value):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64:
-        return str(value)
-    raise MalformedMessage(kind, f"{field!r} is not a snowflake")
-
-
-def _snowflake(d: Mapping[str, Any], field: str, kind: str) -> str:
-    return _to_snowflake(d.get(field), kind, field)
-
-
-def _optional_snowflake(d: Mapping[str, Any], field: str, kind: str) -> str | None:
-    value = d.get(field)
-    return None if value is None else _to_snowflake(value, kind, field)
-
-
-def _optional_str(d: Mapping[str, Any], field: str, kind: str) -> str | None:
-    value = d.get(field)
-    if value is None:
-        return None
+def _parse_stream_key(value: object) -> StreamKey:
     if not isinstance(value, str):
-        raise MalformedMessage(kind, f"{field!r} is not a string")
-    return value
-
-
-def _optional_nonempty_str(d: Mapping[str, Any], field: str, kind: str) -> str | None:
-    """Like :func:`_optional_str`, but ``""`` means absent (Discord sends both for "none")."""
-    value = _optional_str(d, field, kind)
-    return value or None
-
-
-def _bool(d: Mapping[str, Any], field: str, kind: str, default: bool = False) -> bool:
-    value = d.get(field)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise MalformedMessage(kind, f"{field!r} is not a boolean")
-    return value
-
-
-def _optional_bool(d: Mapping[str, Any], field: str, kind: str) -> bool | None:
-    value = d.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise MalformedMessage(kind, f"{field!r} is not a boolean")
-    return value
-
-
-def _snowflake_list(d: Mapping[str, Any], field: str, kind: str) -> tuple[str, ...] | None:
-    value = d.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, list):
-        raise MalformedMessage(kind, f"{field!r} is not a list")
-    return tuple(_to_snowflake(item, kind, field) for item in value)
-
-
-def _stream_key_field(d: Mapping[str, Any]) -> StreamKey:
-    raw = d.get("stream_key")
-    if not isinstance(raw, str):
         raise MalformedMessage(STREAM_KEY_KIND, "missing or non-string 'stream_key'")
-    return StreamKey.parse(raw)
+    return StreamKey.parse(value)
+
+
+def _key_first(d: dict[str, Any]) -> dict[str, Any]:
+    """A bad stream key is reported before any other field, under its own kind (the registry
+    counts those apart)."""
+    return d | {"stream_key": _parse_stream_key(d.get("stream_key"))}
+
+
+def _stream_key(fail: Fail) -> FieldHook:
+    def read(value: object, _t: Any = None) -> StreamKey:
+        return value if isinstance(value, StreamKey) else _parse_stream_key(value)
+
+    return read
+
+
+_SNOWFLAKE: Final = wire(snowflake=True)
+_OPTIONAL_SNOWFLAKE: Final = wire(snowflake=True, missing=None)
+_NONEMPTY: Final = wire(empty_is_missing=True, missing=None)
+"""``""`` reads as absent (Discord sends both for "none")."""
+_STREAM_KEY: Final = wire(read=_stream_key, write=str)
 
 
 # --- stream keys ------------------------------------------------------------------------------
@@ -189,8 +175,9 @@ def dave_group_id_for_stream(rtc_server_id: str) -> int:
 # --- voice ------------------------------------------------------------------------------------
 
 
+@GATEWAY_EVENTS.message
 @attrs.frozen
-class VoiceState:
+class VoiceState(Message):
     """A user's voice state. ``channel_id is None`` means the user left voice.
 
     ``guild_id`` is ``None`` for DM calls. GUILD_CREATE / READY_SUPPLEMENTAL carry partial states
@@ -198,10 +185,12 @@ class VoiceState:
     (Discord omits e.g. ``self_stream`` when it is false).
     """
 
-    guild_id: str | None
-    channel_id: str | None
-    user_id: str
-    session_id: str | None = None
+    WIRE: ClassVar[Shape] = Shape("voice_state")
+
+    guild_id: str | None = attrs.field(metadata=_OPTIONAL_SNOWFLAKE)
+    channel_id: str | None = attrs.field(metadata=_OPTIONAL_SNOWFLAKE)
+    user_id: str = attrs.field(metadata=_SNOWFLAKE)
+    session_id: str | None = attrs.field(default=None, metadata=_NONEMPTY)
     self_mute: bool = False
     self_deaf: bool = False
     self_video: bool = False
@@ -212,46 +201,27 @@ class VoiceState:
 
     @classmethod
     def parse(cls, d: object, guild_id: str | None = None) -> VoiceState:
-        kind = "voice_state"
-        obj = _object(d, kind)
-        parsed_guild = _optional_snowflake(obj, "guild_id", kind)
-        return cls(
-            guild_id=parsed_guild if parsed_guild is not None else guild_id,
-            channel_id=_optional_snowflake(obj, "channel_id", kind),
-            user_id=_snowflake(obj, "user_id", kind),
-            session_id=_optional_nonempty_str(obj, "session_id", kind),
-            self_mute=_bool(obj, "self_mute", kind),
-            self_deaf=_bool(obj, "self_deaf", kind),
-            self_video=_bool(obj, "self_video", kind),
-            self_stream=_bool(obj, "self_stream", kind),
-            mute=_bool(obj, "mute", kind),
-            deaf=_bool(obj, "deaf", kind),
-            suppress=_bool(obj, "suppress", kind),
-        )
+        if guild_id is not None and isinstance(d, dict) and d.get("guild_id") is None:
+            d = d | {"guild_id": guild_id}
+        state: VoiceState = _VOICE_STATE(d, cls)
+        return state
 
 
+_VOICE_STATE: Final = GATEWAY_EVENTS.converter.get_structure_hook(VoiceState)
+"""VoiceState's converter hook (its own ``parse`` adds the guild, so it is not bound as ``parse``)."""
+
+
+@GATEWAY_EVENTS.message
 @attrs.frozen
-class VoiceServerUpdate:
+class VoiceServerUpdate(Message):
     """Credentials for the voice server. ``endpoint is None`` = server being reallocated."""
 
-    token: str = attrs.field(repr=False)
-    guild_id: str | None
-    channel_id: str | None
-    endpoint: str | None
+    WIRE: ClassVar[Shape] = Shape("voice_server_update")
 
-    @classmethod
-    def parse(cls, d: object) -> VoiceServerUpdate:
-        kind = "voice_server_update"
-        obj = _object(d, kind)
-        token = _optional_str(obj, "token", kind)
-        if not token:
-            raise MalformedMessage(kind, "missing 'token'")
-        return cls(
-            token=token,
-            guild_id=_optional_snowflake(obj, "guild_id", kind),
-            channel_id=_optional_snowflake(obj, "channel_id", kind),
-            endpoint=_optional_nonempty_str(obj, "endpoint", kind),
-        )
+    token: str = attrs.field(repr=False, metadata=wire(empty_is_missing=True, missing=REQUIRED))
+    guild_id: str | None = attrs.field(metadata=_OPTIONAL_SNOWFLAKE)
+    channel_id: str | None = attrs.field(metadata=_OPTIONAL_SNOWFLAKE)
+    endpoint: str | None = attrs.field(metadata=_NONEMPTY)
 
 
 @attrs.frozen
@@ -273,7 +243,7 @@ class GuildVoiceStates:
     def parse(cls, d: object) -> GuildVoiceStates:
         kind = "guild_voice_states"
         obj = _object(d, kind)
-        guild_id = _snowflake(obj, "id", kind)
+        guild_id = _to_snowflake(obj.get("id"), kind, "id")
         raw = obj.get("voice_states")
         if raw is None:
             return cls(guild_id=guild_id)
@@ -318,91 +288,58 @@ class ReadySupplemental:
 # --- Go Live ----------------------------------------------------------------------------------
 
 
+@GATEWAY_EVENTS.message
 @attrs.frozen
-class StreamCreate:
+class StreamCreate(Message):
     """STREAM_CREATE. ``rtc_server_id`` is the stream leg's voice ``server_id`` (clanky tolerates its
     absence, so do we: such a stream can never have full credentials)."""
 
-    stream_key: StreamKey
-    rtc_server_id: str | None
-    rtc_channel_id: str | None = None
-    region: str | None = None
-    viewer_ids: tuple[str, ...] = ()
+    WIRE: ClassVar[Shape] = Shape("stream_create", pre=_key_first)
+
+    stream_key: StreamKey = attrs.field(metadata=_STREAM_KEY)
+    rtc_server_id: str | None = attrs.field(metadata=_OPTIONAL_SNOWFLAKE)
+    rtc_channel_id: str | None = attrs.field(default=None, metadata=_SNOWFLAKE)
+    region: str | None = attrs.field(default=None, metadata=_NONEMPTY)
+    viewer_ids: tuple[str, ...] = attrs.field(default=(), metadata=_SNOWFLAKE)
     paused: bool = False
 
-    @classmethod
-    def parse(cls, d: object) -> StreamCreate:
-        kind = "stream_create"
-        obj = _object(d, kind)
-        return cls(
-            stream_key=_stream_key_field(obj),
-            rtc_server_id=_optional_snowflake(obj, "rtc_server_id", kind),
-            rtc_channel_id=_optional_snowflake(obj, "rtc_channel_id", kind),
-            region=_optional_nonempty_str(obj, "region", kind),
-            viewer_ids=_snowflake_list(obj, "viewer_ids", kind) or (),
-            paused=_bool(obj, "paused", kind),
-        )
 
-
+@GATEWAY_EVENTS.message
 @attrs.frozen
-class StreamServerUpdate:
+class StreamServerUpdate(Message):
     """STREAM_SERVER_UPDATE. ``endpoint is None`` = the stream server is being reallocated."""
 
-    stream_key: StreamKey
-    endpoint: str | None
-    token: str | None = attrs.field(repr=False)
-    guild_id: str | None = None
+    WIRE: ClassVar[Shape] = Shape("stream_server_update", pre=_key_first)
 
-    @classmethod
-    def parse(cls, d: object) -> StreamServerUpdate:
-        kind = "stream_server_update"
-        obj = _object(d, kind)
-        return cls(
-            stream_key=_stream_key_field(obj),
-            endpoint=_optional_nonempty_str(obj, "endpoint", kind),
-            token=_optional_nonempty_str(obj, "token", kind),
-            guild_id=_optional_snowflake(obj, "guild_id", kind),
-        )
+    stream_key: StreamKey = attrs.field(metadata=_STREAM_KEY)
+    endpoint: str | None = attrs.field(metadata=_NONEMPTY)
+    token: str | None = attrs.field(repr=False, metadata=_NONEMPTY)
+    guild_id: str | None = attrs.field(default=None, metadata=_SNOWFLAKE)
 
 
+@GATEWAY_EVENTS.message
 @attrs.frozen
-class StreamUpdate:
+class StreamUpdate(Message):
     """STREAM_UPDATE. Fields absent from the payload are ``None`` (= unchanged)."""
 
-    stream_key: StreamKey
-    viewer_ids: tuple[str, ...] | None = None
+    WIRE: ClassVar[Shape] = Shape("stream_update", pre=_key_first)
+
+    stream_key: StreamKey = attrs.field(metadata=_STREAM_KEY)
+    viewer_ids: tuple[str, ...] | None = attrs.field(default=None, metadata=_SNOWFLAKE)
     paused: bool | None = None
-    region: str | None = None
-
-    @classmethod
-    def parse(cls, d: object) -> StreamUpdate:
-        kind = "stream_update"
-        obj = _object(d, kind)
-        return cls(
-            stream_key=_stream_key_field(obj),
-            viewer_ids=_snowflake_list(obj, "viewer_ids", kind),
-            paused=_optional_bool(obj, "paused", kind),
-            region=_optional_nonempty_str(obj, "region", kind),
-        )
+    region: str | None = attrs.field(default=None, metadata=_NONEMPTY)
 
 
+@GATEWAY_EVENTS.message
 @attrs.frozen
-class StreamDelete:
+class StreamDelete(Message):
     """STREAM_DELETE. Also the answer to a failed watch request (``reason`` says why)."""
 
-    stream_key: StreamKey
-    reason: str | None = None
-    unavailable: bool = False
+    WIRE: ClassVar[Shape] = Shape("stream_delete", pre=_key_first)
 
-    @classmethod
-    def parse(cls, d: object) -> StreamDelete:
-        kind = "stream_delete"
-        obj = _object(d, kind)
-        return cls(
-            stream_key=_stream_key_field(obj),
-            reason=_optional_nonempty_str(obj, "reason", kind),
-            unavailable=_bool(obj, "unavailable", kind),
-        )
+    stream_key: StreamKey = attrs.field(metadata=_STREAM_KEY)
+    reason: str | None = attrs.field(default=None, metadata=_NONEMPTY)
+    unavailable: bool = False
 
 
 # --- outgoing Go Live opcodes (§2.6) ----------------------------------------------------------

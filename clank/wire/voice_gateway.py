@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import attrs
 
+from clank.wire.convert import is_int as _is_int
 from clank.wire.voice_gateway_base import (
     CLIENT_BINARY_OPS,
     DAVE_BINARY_OPS,
@@ -46,7 +47,6 @@ from clank.wire.voice_gateway_base import (
     Role,
     VoiceOp,
     _bad,
-    _is_int,
 )
 from clank.wire.voice_gateway_dave import (
     DAVE_JSON_TYPES,

@@ -7,9 +7,11 @@ public names); malformed input raises :class:`MalformedMessage` with close code 
 from __future__ import annotations
 
 import enum
-from typing import Final, Literal, TypeGuard
+from typing import Final, Literal
 
 from clank.errors import MalformedMessage
+from clank.wire.convert import Family
+from clank.wire.convert import is_int as _is_int
 
 KIND: Final = "voice_gateway"
 DECODE_FAILED: Final = 4002
@@ -79,14 +81,17 @@ def _bad(reason: str) -> MalformedMessage:
     return MalformedMessage(KIND, reason, close_code=DECODE_FAILED)
 
 
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _fail(payload: str, key: str | None, problem: str) -> MalformedMessage:
+    return _bad(f"{payload} {problem}" if key is None else f"{payload}.{key} {problem}")
 
 
-def _integral(value: object) -> int | None:
-    """An integer, or a float with an integral value (``30.0``: Discord's JSON has those)."""
-    if _is_int(value):
-        return int(value)
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
+def _snowflake(value: object) -> str | None:
+    """Snowflakes are decimal strings; tolerate integers from sloppy peers."""
+    if isinstance(value, str):
+        return value or None
+    return str(value) if _is_int(value) else None
+
+
+VOICE_GATEWAY: Final = Family(_fail, _snowflake)
+"""The voice gateway family: errors read ``<payload>.<key> <problem>`` with close code 4002."""
+converter: Final = VOICE_GATEWAY.converter

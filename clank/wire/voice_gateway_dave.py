@@ -12,8 +12,8 @@ from typing import ClassVar, Final
 
 import attrs
 
-from clank.wire.voice_gateway_base import VoiceOp, _bad
-from clank.wire.voice_gateway_convert import Message, Shape, converted
+from clank.wire.convert import Message, Shape
+from clank.wire.voice_gateway_base import VOICE_GATEWAY, VoiceOp, _bad
 
 _TRANSITION_PREFIX = struct.Struct(">H")
 
@@ -37,10 +37,10 @@ class TransitionPayload:
 
 
 # --------------------------------------------------------------------------- DAVE JSON ops
-# Field readers and writers come from the voice gateway converter (voice_gateway_convert).
+# Field readers and writers come from the voice gateway family converter (wire/convert.py).
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class DavePrepareTransition(Message):
     OP: ClassVar[int] = VoiceOp.DAVE_PREPARE_TRANSITION
@@ -50,7 +50,7 @@ class DavePrepareTransition(Message):
     protocol_version: int
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class DaveExecuteTransition(Message):
     OP: ClassVar[int] = VoiceOp.DAVE_EXECUTE_TRANSITION
@@ -59,7 +59,7 @@ class DaveExecuteTransition(Message):
     transition_id: int
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class DaveTransitionReady(Message):
     OP: ClassVar[int] = VoiceOp.DAVE_TRANSITION_READY
@@ -68,7 +68,7 @@ class DaveTransitionReady(Message):
     transition_id: int
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class DavePrepareEpoch(Message):
     OP: ClassVar[int] = VoiceOp.DAVE_PREPARE_EPOCH
@@ -79,7 +79,7 @@ class DavePrepareEpoch(Message):
     transition_id: int | None = None
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class DaveInvalidCommitWelcome(Message):
     """op31 — sent as JSON (protocol notes §9 #3), not as a binary frame."""

@@ -1,7 +1,7 @@
 """Voice gateway handshake and liveness payloads: codecs, op0/op7/op2/op1/op4, op8/op3/op6.
 
 Sans-io. Part of the voice gateway wire format (``clank.wire.voice_gateway`` re-exports them).
-Each class declares its wire rules; the converter (``voice_gateway_convert``) reads and writes it.
+Each class declares its wire rules; the family converter (``wire/convert.py``) reads and writes it.
 """
 
 from __future__ import annotations
@@ -12,25 +12,26 @@ from typing import Any, ClassVar, Final
 
 import attrs
 
+from clank.wire.convert import REQUIRED, Fail, FieldHook, Message, Shape, wire
+from clank.wire.convert import integral as _integral
+from clank.wire.convert import is_int as _is_int
 from clank.wire.voice_gateway_base import (
     H264_PT,
     H264_RTX_PT,
     OPUS_PT,
     SECRET_KEY_SIZE,
+    VOICE_GATEWAY,
     VP8_PT,
     VP8_RTX_PT,
     Role,
     VoiceOp,
     _bad,
-    _integral,
-    _is_int,
 )
-from clank.wire.voice_gateway_convert import REQUIRED, FieldHook, Message, Shape, converted, wire
 
 # --------------------------------------------------------------------------- codecs
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class Codec(Message):
     """One entry of op1/op14 ``codecs``. ``encode``/``decode`` are only set for video."""
@@ -68,7 +69,7 @@ def codecs_for_role(role: Role) -> tuple[Codec, ...]:
 # --------------------------------------------------------------------------- handshake payloads
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class StreamRequest(Message):
     """A simulcast layer offered in Identify (``{"type":"screen","rid":"100","quality":100}``)."""
@@ -89,7 +90,7 @@ def _identify_keys(out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class Identify(Message):
     OP: ClassVar[int] = VoiceOp.IDENTIFY
@@ -105,7 +106,7 @@ class Identify(Message):
     max_dave_protocol_version: int = 0
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class Resume(Message):
     OP: ClassVar[int] = VoiceOp.RESUME
@@ -127,7 +128,7 @@ def _default_rtx(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class ReadyStream(Message):
     """A send layer the server assigned to us in Ready. ``rtx_ssrc`` defaults to ``ssrc + 1``."""
@@ -142,7 +143,7 @@ class ReadyStream(Message):
     active: bool = False
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class Ready(Message):
     # A heartbeat_interval in Ready is ignored on purpose (it is not authoritative).
@@ -177,7 +178,7 @@ def _nest_data(out: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class SelectProtocol(Message):
     OP: ClassVar[int] = VoiceOp.SELECT_PROTOCOL
@@ -191,18 +192,18 @@ class SelectProtocol(Message):
     experiments: tuple[str, ...] = ()
 
 
-def _key_bytes(path: str) -> FieldHook:
+def _key_bytes(fail: Fail) -> FieldHook:
     def read(value: object, _t: Any = None) -> bytes:
         if not isinstance(value, list) or len(value) != SECRET_KEY_SIZE:
-            raise _bad(f"{path} is not a list of {SECRET_KEY_SIZE} integers")
+            raise fail(f"is not a list of {SECRET_KEY_SIZE} integers")
         if not all(_is_int(b) and 0 <= b <= 0xFF for b in value):
-            raise _bad(f"{path} holds a non-byte")
+            raise fail("holds a non-byte")
         return bytes(value)
 
     return read
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class SessionDescription(Message):
     OP: ClassVar[int] = VoiceOp.SESSION_DESCRIPTION
@@ -224,7 +225,7 @@ def _whole_ms(interval: float) -> float | int:
     return int(interval) if interval == int(interval) else interval
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class Hello(Message):
     OP: ClassVar[int] = VoiceOp.HELLO
@@ -243,7 +244,7 @@ def _bare_nonce(d: object) -> object:
     return {"t": 0} if d is None else d  # a server heartbeat request may carry no payload
 
 
-def _seq_ack(path: str) -> FieldHook:
+def _seq_ack(fail: Fail) -> FieldHook:
     """Negative acks (-1: "none yet") read as None."""
 
     def read(value: object, _t: Any = None) -> int | None:
@@ -251,13 +252,13 @@ def _seq_ack(path: str) -> FieldHook:
             return None
         seq = _integral(value)
         if seq is None:
-            raise _bad(f"{path} is not an integer")
+            raise fail("is not an integer")
         return None if seq < 0 else seq
 
     return read
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class Heartbeat(Message):
     """op3. ``seq_ack`` is None before any seq was seen (serialized as -1)."""
@@ -275,7 +276,7 @@ def _bare_ack(d: object) -> object:
     return {"t": d} if _is_int(d) else d
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class HeartbeatAck(Message):
     OP: ClassVar[int] = VoiceOp.HEARTBEAT_ACK

@@ -1,7 +1,7 @@
 """Voice gateway participant and media-state payloads: op5, op11-op15, op18, op20.
 
 Sans-io. Part of the voice gateway wire format (``clank.wire.voice_gateway`` re-exports them).
-Each class declares its wire rules; the converter (``voice_gateway_convert``) reads and writes it.
+Each class declares its wire rules; the family converter (``wire/convert.py``) reads and writes it.
 """
 
 from __future__ import annotations
@@ -13,27 +13,28 @@ from typing import Any, ClassVar
 
 import attrs
 
-from clank.wire.voice_gateway_base import VoiceOp, _bad, _is_int
-from clank.wire.voice_gateway_convert import FieldHook, Message, Shape, converted, converter, wire
+from clank.wire.convert import Fail, FieldHook, Message, Shape, wire
+from clank.wire.convert import is_int as _is_int
+from clank.wire.voice_gateway_base import VOICE_GATEWAY, VoiceOp, _bad, converter
 from clank.wire.voice_gateway_handshake import Codec
 
 # --------------------------------------------------------------------------- participants
 
 
-def _speaking_flags(path: str) -> FieldHook:
+def _speaking_flags(fail: Fail) -> FieldHook:
     def read(value: object, _t: Any = None) -> int:
         if type(value) is int:
             return value
         if isinstance(value, bool):  # very old clients sent a boolean
             return int(value)
         if not _is_int(value):
-            raise _bad(f"{path} is missing or not an integer")
+            raise fail("is missing or not an integer")
         return int(value)
 
     return read
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class Speaking(Message):
     """op5 in both directions: client sends ``{speaking, delay, ssrc}``, server adds ``user_id``."""
@@ -50,7 +51,7 @@ class Speaking(Message):
     delay: int | None = None
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class ClientsConnect(Message):
     OP: ClassVar[int] = VoiceOp.CLIENTS_CONNECT
@@ -59,7 +60,7 @@ class ClientsConnect(Message):
     user_ids: tuple[str, ...] = attrs.field(metadata=wire(snowflake=True, missing=()))
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class ClientDisconnect(Message):
     OP: ClassVar[int] = VoiceOp.CLIENT_DISCONNECT
@@ -68,7 +69,7 @@ class ClientDisconnect(Message):
     user_id: str = attrs.field(metadata=wire(snowflake=True))
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class MaxResolution(Message):
     WIRE: ClassVar[Shape] = Shape("max_resolution")
@@ -78,7 +79,7 @@ class MaxResolution(Message):
     height: int = 0
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class VideoStream(Message):
     """One simulcast layer in op12.
@@ -114,7 +115,7 @@ class VideoStream(Message):
     max_resolution: MaxResolution | None = None
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class Video(Message):
     """op12 in both directions. ``None`` means "absent" (a partial update); ``streams=()`` is present, empty.
@@ -132,7 +133,7 @@ class Video(Message):
     streams: tuple[VideoStream, ...] | None = None
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class SessionUpdate(Message):
     """op14. Client -> server carries ``codecs``; server -> client the changed session fields."""
@@ -246,7 +247,7 @@ converter.register_structure_hook(MediaSinkWants, _structure_sink_wants)
 converter.register_unstructure_hook(MediaSinkWants, _unstructure_sink_wants)
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class ClientFlags(Message):
     """op18 ``{user_id, flags}``. Not video state."""
@@ -258,7 +259,7 @@ class ClientFlags(Message):
     flags: int = attrs.field(metadata=wire(missing=0))
 
 
-@converted
+@VOICE_GATEWAY.message
 @attrs.frozen
 class ClientPlatform(Message):
     """op20 ``{user_id, platform}``."""

@@ -26,6 +26,7 @@ from clank.wire.rtp import RtpHeader
 HEX_DUMP = re.compile(r"\b[0-9a-f]{64,}\b")
 
 
+@pytest.mark.serial  # the real demo on a real clock: another test's load could make it late, and loud
 async def test_the_demo_happy_path_logs_no_warning_and_no_hex_dump() -> None:
     settings = clank.load_settings(environ={})
     settings = attrs.evolve(settings, link=attrs.evolve(settings.link, port=0))

@@ -39,7 +39,9 @@ async def test_auto_watch_starts_a_watch_on_the_live_sharer(auto_watch: bool) ->
                 await trio.sleep(0.02)
             alice = next(s for s in service.list_sharers() if s["label"] == "Alice")
             watched: list[dict[str, object]] = []
-            with trio.move_on_after(AFTER_DISCOVERY):
+            # On, the watch comes at the next poll: waited for without a deadline of its own (the
+            # poll's timing is decided on the fake clock). Off, nothing may start within it.
+            with trio.move_on_after(LIMIT if auto_watch else AFTER_DISCOVERY):
                 while not watched:
                     watched = _running(service)
                     await trio.sleep(0.02)

@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 import httpx
+import pytest
 import trio
 
 from clank.config import load_settings
@@ -54,6 +55,7 @@ async def _wait_status(seconds: float, predicate: Any) -> None:
             await trio.sleep(0.02)
 
 
+@pytest.mark.serial  # real-clock windows (the interval while alice talks, the pipeline's tail)
 async def test_speaking_holds_the_cue_silence_releases_it_static_never() -> None:
     settings = load_settings(environ={"CLANK_LINK_PORT": "0"})  # any free share-link port
     notes = attrs.evolve(settings.notes, enabled=True, commentary_interval_s=INTERVAL, quiet_window_s=QUIET)

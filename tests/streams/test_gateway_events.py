@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -251,6 +252,26 @@ def test_stream_delete() -> None:
     assert sd == StreamDelete(stream_key=StreamKey.parse("guild:111:222:444"), reason="stream_ended")
     with pytest.raises(MalformedMessage):
         StreamDelete.parse({"stream_key": "guild:111:222:444", "unavailable": "no"})
+
+
+def test_dispatch_values_round_trip_through_their_converter() -> None:
+    """The family's converter writes what it reads (stream keys as text, tuples as lists)."""
+    key = StreamKey.parse("guild:111:222:444")
+    values: list[
+        VoiceState | VoiceServerUpdate | StreamCreate | StreamServerUpdate | StreamUpdate | StreamDelete
+    ] = [
+        VoiceState.parse(DOC_VOICE_STATE),
+        VoiceServerUpdate("tok", "111", None, "voice.example:443"),
+        StreamCreate(key, "555", "666", "us-east", ("1", "2"), paused=True),
+        StreamServerUpdate(key, "stream.example:443", "tok", "111"),
+        StreamUpdate(key, viewer_ids=(), paused=False),
+        StreamDelete(key, "stream_ended", unavailable=True),
+    ]
+    for value in values:
+        d = value.serialize()
+        assert json.loads(json.dumps(d)) == d
+        assert type(value).parse(d) == value
+    assert values[2].serialize()["stream_key"] == "guild:111:222:444"
 
 
 def test_guild_voice_states_fill_the_guild_and_skip_bad_entries() -> None:

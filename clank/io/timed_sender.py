@@ -1,0 +1,266 @@
+"""Audio packets on the wire at their 20 ms slots: one long-lived sender thread on a timerfd.
+
+Why a thread: the voice send loop runs on the trio thread, so every trio step queued in front of
+its wake-up (a UDP drain completing a 1080p frame with davey's decrypt, a publish keyframe, a
+status) and the loop's own step (mix, Opus + FEC, DAVE, transport seal: ~0.8 ms) reached the
+wire as pacing jitter: p99 2-4 ms beside a watch or dashboards (issues 14 and 16). Now the trio
+loop prepares each packet :data:`SEND_LEAD_S` ahead of its slot (sealing it there, so sequence
+numbers and timestamps are taken in order by the sans-io core, as before) and :meth:`submit`s
+it; this thread sleeps on a blocking timerfd, with the GIL released, and sends it at the
+deadline. A trio step now reaches the wire only when it is longer than the lead. What the thread
+still waits for after waking is the GIL: up to ``sys.getswitchinterval()`` (clank sets 0.5 ms,
+``runner.GIL_SWITCH_INTERVAL``) while the trio thread runs pure Python, little while it makes
+socket calls (each releases the GIL: measured p50 0.06-0.08 ms against 0.7 ms beside pure
+Python), and as long as a C call holds it (davey decrypting a keyframe, ~1.2 ms at 1080p).
+bench/bench_voice_pacing.py prints this path beside the other two ``TimedSender.mode`` values.
+
+The thread sends on its own duplicate of the endpoint's connected socket
+(``UdpEndpoint.thread_socket``), so a reconnect closing the endpoint cannot leave it writing to a
+reused descriptor; results come back to trio (``WorkerThread`` delivery) to be counted where
+``send_rtp`` counted them. A packet queued when the voice role stops is dropped with the thread
+(at most the lead's worth of audio; the stop cuts the thread's sleep short).
+
+An endpoint without a real socket (the fake network on a real clock) gets the same lead from a
+trio task sleeping on a timerfd. Under a virtual clock (tests, :mod:`clank.io.offload`) no thread
+runs: :meth:`TimedSender.lead` is 0 and :meth:`submit` sends at once on the trio thread, the path
+this replaced, so virtual-time tests keep their timing.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
+
+import attrs
+import trio
+
+from clank.io.timer import PreciseTimer, ThreadTimer
+from clank.io.udp import UdpEndpoint
+from clank.io.worker_thread import WorkerThread
+
+if TYPE_CHECKING:
+    from clank.io.media_connection import MediaConnection
+
+__all__ = [
+    "MAX_PENDING",
+    "SEND_HISTORY",
+    "SEND_LEAD_S",
+    "TimedSender",
+    "open_timed_sender",
+]
+
+#: How far ahead of its slot the trio loop prepares a packet: the trio thread may wake this much
+#: late (a loop lag p99 is 2-3 ms, its max 6-9 ms in bench_dashboard) before a packet misses its
+#: slot. It is added latency (not for the first packet after silence, which goes at once).
+SEND_LEAD_S: Final = 0.010
+#: Packets queued for the thread beyond which new ones are dropped (counted): 100 ms of audio
+#: means the thread is stuck, and queueing more would only make the audio later.
+MAX_PENDING: Final = 5
+SEND_HISTORY: Final = 3000  # 60 s of 20 ms packets
+#: A packet sent later than this after its deadline counts as late (as FramePacer's threshold).
+LATE_THRESHOLD_S: Final = 0.005
+
+
+_MSG_DONTWAIT: Final = 0x40
+SendMode = Literal["thread", "trio", "inline"]
+
+
+def _held_send_function() -> Any:
+    """libc ``send`` through ``ctypes.PyDLL``, a call that keeps the GIL: ``socket.send``
+    releases it around the ~10 µs syscall, which hands it to a waiting trio thread, and this
+    thread would then wait up to a switch interval to take it back before it reads the clock
+    (the figure would include that wait). None off Linux: ``socket.send`` then."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.PyDLL(None).send
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
+    function.restype = ctypes.c_ssize_t
+    return function
+
+
+_held_send = _held_send_function()
+
+
+def _send(sock: socket.socket, packet: bytes) -> bool:
+    """One datagram on the connected ``sock``; False for a full buffer, an earlier ICMP error or
+    a closed socket (dropped and counted: the media policy)."""
+    if _held_send is not None:
+        return bool(_held_send(sock.fileno(), packet, len(packet), _MSG_DONTWAIT) >= 0)
+    try:
+        sock.send(packet)
+    except OSError:
+        return False
+    return True
+
+
+@attrs.frozen
+class _Job:
+    deadline: float  # time.perf_counter() seconds
+    packet: bytes
+    sock: socket.socket
+    endpoint: UdpEndpoint
+    conn: MediaConnection
+
+
+@attrs.frozen
+class _Sent:
+    job: _Job
+    ok: bool
+
+
+class TimedSender(WorkerThread[_Job, _Sent]):
+    """Sends sealed packets at absolute deadlines (see the module docstring).
+
+    ``recent`` holds the send lateness (seconds after the deadline, measured in the thread when
+    the socket took the packet) of the last :data:`SEND_HISTORY` packets: the figure that reaches
+    the wire, which the benches print.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recent: collections.deque[float] = collections.deque(maxlen=SEND_HISTORY)
+        self.sent = 0
+        self.late = 0
+        self.max_lateness = 0.0
+        self.failures = 0  # socket full, refused or closed; or dropped with the thread stuck
+        self.mode: SendMode = "thread"
+        """Who puts packets on the wire (benches compare all three in one run): ``"thread"``
+        (this module's thread), ``"trio"`` (a trio task sleeping on a timerfd until the slot: the
+        packet is prepared ahead too, but the wake-up waits behind other trio steps) or
+        ``"inline"`` (sent at submit, with no lead: the path before this module)."""
+        self._pending = 0  # submitted to the thread, not yet reported back (trio side)
+        self._results: list[_Sent] = []  # guarded by _lock
+        self._timer = ThreadTimer()
+        self._endpoint: UdpEndpoint | None = None  # the endpoint self._sockets[-1] duplicates
+        self._sockets: list[socket.socket] = []  # every duplicate made (closed at the end)
+        self._thread_sock: socket.socket | None = None  # thread side: the one it sends on
+        self._trio_jobs: collections.deque[tuple[float, bytes, MediaConnection]] = collections.deque()
+        self._trio_wake = trio.Event()
+
+    def lead(self, conn: MediaConnection) -> float:
+        """Seconds before a slot to :meth:`submit` its packet on ``conn``: 0 when it is sent at once."""
+        return 0.0 if self._mode(conn.endpoint) == "inline" else SEND_LEAD_S
+
+    def _mode(self, endpoint: object) -> SendMode:
+        if self._inline or self.mode == "inline":
+            return "inline"
+        connected = isinstance(endpoint, UdpEndpoint) and endpoint.remote_address is not None
+        if self.mode == "thread" and self._thread_started and connected:
+            return "thread"
+        return "trio" if endpoint is not None else "inline"
+
+    def submit(self, deadline: float, packet: bytes, conn: MediaConnection) -> None:
+        """Send ``packet`` (from ``conn.seal_rtp``) at ``deadline`` (trio clock), or at once if
+        that has passed. Never blocks; a failure is counted in :attr:`failures`."""
+        endpoint = conn.endpoint
+        mode = self._mode(endpoint)
+        if mode == "inline":
+            self._send_now(deadline, packet, conn)
+            return
+        if self._pending >= MAX_PENDING:
+            self.failures += 1
+            return
+        self._pending += 1
+        if mode == "trio":
+            self._trio_jobs.append((deadline, packet, conn))
+            self._trio_wake.set()
+            return
+        assert isinstance(endpoint, UdpEndpoint)
+        if endpoint is not self._endpoint:
+            sock = endpoint.thread_socket()
+            assert sock is not None  # connected: checked by _mode
+            self._sockets.append(sock)
+            self._endpoint = endpoint
+        offset = trio.current_time() - time.perf_counter()
+        self._queue.put(_Job(deadline - offset, packet, self._sockets[-1], endpoint, conn))
+
+    def _send_now(self, deadline: float, packet: bytes, conn: MediaConnection) -> None:
+        ok = conn.send_sealed(packet)
+        self._record(max(0.0, trio.current_time() - deadline))
+        if not ok:
+            self.failures += 1
+
+    async def _trio_sends(self) -> NoReturn:
+        """The ``"trio"`` mode's task: each packet at its slot, on a timerfd (io/timer.py)."""
+        timer = PreciseTimer.create()
+        while True:
+            while not self._trio_jobs:
+                self._trio_wake = trio.Event()
+                await self._trio_wake.wait()
+            deadline, packet, conn = self._trio_jobs.popleft()
+            await timer.sleep_until(deadline)
+            self._pending -= 1
+            self._send_now(deadline, packet, conn)
+
+    def _record(self, lateness: float) -> None:
+        with self._lock:  # the thread records its sends, trio the ones it made itself
+            self.recent.append(lateness)
+            self.sent += 1
+            if lateness > LATE_THRESHOLD_S:
+                self.late += 1
+            self.max_lateness = max(self.max_lateness, lateness)
+
+    # ---- thread side -----------------------------------------------------------------------
+
+    def _process(self, job: _Job) -> None:
+        if job.sock is not self._thread_sock:
+            if self._thread_sock is not None:
+                self._thread_sock.close()  # the endpoint changed: nothing queued uses it any more
+            self._thread_sock = job.sock
+        self._timer.sleep_until(job.deadline)  # the GIL released
+        if self._closing:
+            return  # stopping: dropped with the thread (see the module docstring)
+        ok = _send(job.sock, job.packet)
+        self._record(max(0.0, time.perf_counter() - job.deadline))
+        with self._lock:
+            self._results.append(_Sent(job, ok))
+        self._wake_trio_soon()
+
+    # ---- trio side -------------------------------------------------------------------------
+
+    def _take(self) -> list[_Sent]:
+        with self._lock:
+            results, self._results = self._results, []
+        return results
+
+    def _on_sent(self, sent: _Sent) -> None:
+        self._pending -= 1
+        if not sent.ok:
+            self.failures += 1
+        sent.job.conn.count_sent(sent.job.endpoint, sent.job.packet, sent.ok)
+
+    async def _stop(self) -> None:
+        self._closing = True
+        self._timer.cancel()  # a packet waiting for its slot is dropped now, not at the slot
+        await super()._stop()
+
+    def _close(self) -> None:
+        if self._thread_started and not self._thread_done.is_set():
+            return  # a stop that timed out: the thread may still use them (the process ends soon)
+        for sock in self._sockets:
+            sock.close()
+        self._timer.close()
+
+
+@asynccontextmanager
+async def open_timed_sender(name: str = "clank-audio-send") -> AsyncIterator[TimedSender]:
+    """A :class:`TimedSender` whose thread lives for the block (none under a virtual clock)."""
+    sender = TimedSender()
+    try:
+        async with sender._running(sender._on_sent, name), trio.open_nursery() as nursery:
+            nursery.start_soon(sender._trio_sends)
+            try:
+                yield sender
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        sender._close()

@@ -1,0 +1,139 @@
+"""The audio sender (io/timed_sender.py): its thread over a real loopback UDP socket (in order,
+never before the slot, counted back in trio, bounded stops), the trio task for endpoints without
+a socket, inline sends; no thread under a virtual clock."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from typing import cast
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from clank.io.lossy import open_memory_datagram_pair
+from clank.io.media_connection import MediaConnection
+from clank.io.timed_sender import MAX_PENDING, SEND_LEAD_S, TimedSender, open_timed_sender
+from clank.io.udp import DatagramEndpoint, UdpEndpoint, open_udp_endpoint
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd is Linux-only")
+
+
+@attrs.define
+class _Conn:
+    """The three things the sender uses of a MediaConnection, over a real endpoint."""
+
+    endpoint: DatagramEndpoint | None
+    sent_now: list[bytes] = attrs.Factory(list)
+    counted: list[tuple[bytes, bool]] = attrs.Factory(list)
+    counted_changed: trio.Event = attrs.Factory(trio.Event)
+
+    @property
+    def as_connection(self) -> MediaConnection:
+        return cast(MediaConnection, self)
+
+    def send_sealed(self, packet: bytes | None) -> bool:
+        assert packet is not None and self.endpoint is not None
+        self.sent_now.append(packet)
+        return self.endpoint.send_nowait(packet)
+
+    def count_sent(self, endpoint: UdpEndpoint, packet: bytes, ok: bool) -> None:
+        assert endpoint is self.endpoint
+        endpoint.count_sent(len(packet), ok)
+        self.counted.append((packet, ok))
+        self.counted_changed.set()
+        self.counted_changed = trio.Event()
+
+
+async def _receive(sock: socket.socket, count: int) -> list[tuple[bytes, float]]:
+    got: list[tuple[bytes, float]] = []
+    tsock = trio.socket.from_stdlib_socket(sock)
+    while len(got) < count:
+        data = await tsock.recv(2048)
+        got.append((data, trio.current_time()))
+    return got
+
+
+async def test_packets_go_out_in_order_never_before_their_slot_and_are_counted_in_trio() -> None:
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    with trio.fail_after(10), receiver:
+        async with open_udp_endpoint(receiver.getsockname()) as endpoint, open_timed_sender() as sender:
+            conn = _Conn(endpoint)
+            assert sender.lead(conn.as_connection) == SEND_LEAD_S
+            start = trio.current_time() + 0.05
+            deadlines = [start + n * 0.02 for n in range(MAX_PENDING)]
+            for n, deadline in enumerate(deadlines):
+                sender.submit(deadline, b"packet %d" % n, conn.as_connection)
+            got = await _receive(receiver, MAX_PENDING)
+            assert [data for data, _ in got] == [b"packet %d" % n for n in range(MAX_PENDING)]
+            for (_, arrived), deadline in zip(got, deadlines, strict=True):
+                assert arrived >= deadline, "a packet left before its slot"
+            with trio.fail_after(1):
+                while len(conn.counted) < MAX_PENDING:
+                    await conn.counted_changed.wait()
+            sent = [(b"packet %d" % n, True) for n in range(MAX_PENDING)]
+            assert conn.counted == sent
+            assert conn.sent_now == []  # all from the thread
+            assert endpoint.statistics().packets_sent == MAX_PENDING
+            assert sender.sent == len(sender.recent) == MAX_PENDING and sender.failures == 0
+
+
+async def test_a_stop_drops_queued_packets_at_once_and_a_full_queue_drops_new_ones() -> None:
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    with receiver:
+        async with open_udp_endpoint(receiver.getsockname()) as endpoint:
+            conn = _Conn(endpoint)
+            started = trio.current_time()
+            async with open_timed_sender() as sender:
+                for n in range(MAX_PENDING + 1):  # slots a minute away: the thread waits on the first
+                    sender.submit(trio.current_time() + 60.0 + n, b"late", conn.as_connection)
+                assert sender.failures == 1  # the one beyond MAX_PENDING
+            # Leaving did not wait for the slot (nor for THREAD_STOP_TIMEOUT): the sleep was cut.
+            assert trio.current_time() - started < 1.0
+            receiver.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                receiver.recv(2048)  # nothing was sent early on the way out
+            assert sender.sent == 0
+
+
+async def test_without_a_real_socket_a_trio_task_sends_at_the_slot() -> None:
+    with trio.fail_after(5):
+        async with open_memory_datagram_pair() as (ours, theirs), open_timed_sender() as sender:
+            conn = _Conn(ours)
+            assert sender.lead(conn.as_connection) == SEND_LEAD_S
+            deadline = trio.current_time() + 0.05
+            sender.submit(deadline, b"at the slot", conn.as_connection)
+            assert conn.sent_now == []
+            assert (await theirs.receive())[0] == b"at the slot"
+            assert trio.current_time() >= deadline
+            assert conn.sent_now == [b"at the slot"] and sender.sent == 1
+
+
+async def test_inline_mode_sends_at_once_with_no_lead() -> None:
+    with trio.fail_after(5):
+        async with open_memory_datagram_pair() as (ours, theirs), open_timed_sender() as sender:
+            sender.mode = "inline"
+            conn = _Conn(ours)
+            assert sender.lead(conn.as_connection) == 0.0
+            sender.submit(trio.current_time() + 5.0, b"now", conn.as_connection)
+            assert conn.sent_now == [b"now"]
+            assert (await theirs.receive())[0] == b"now"
+
+
+async def test_under_a_virtual_clock_no_thread_runs_and_sends_are_inline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    with trio.fail_after(5), receiver:
+        async with open_udp_endpoint(receiver.getsockname()) as endpoint, open_timed_sender() as sender:
+            conn = _Conn(endpoint)
+            assert sender.lead(conn.as_connection) == 0.0
+            sender.submit(trio.current_time(), b"inline", conn.as_connection)
+            assert conn.sent_now == [b"inline"]
+            assert isinstance(sender, TimedSender) and sender.sent == 1
+            assert receiver.recv(2048) == b"inline"
