@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import math
+import os
 import queue
 import time
 from collections.abc import AsyncIterator, Callable
@@ -40,7 +41,7 @@ import attrs
 import trio
 
 from clank.errors import UsageError
-from clank.io.worker_thread import WorkerThread
+from clank.io.worker_thread import CpuSlots, WorkerThread
 from clank.media.decoder import DecodedFrame, VideoCodec, VideoDecoder, access_unit_is_keyframe
 from clank.media.jpeg import DEFAULT_JPEG_QUALITY, FrameScaler, JpegImage
 from clank.media.metrics import ChangeSample, ChangeTracker
@@ -56,6 +57,22 @@ _MIN_SPAN = 0.5  # smallest divisor of a rate while the first window fills
 # Niceness of decode threads (Linux, per thread): when decoders saturate the cores, the trio
 # thread (receive, audio pacing, heartbeats) still gets the CPU first. 5 = ~3x less CPU weight.
 DECODE_THREAD_NICE = 5
+
+
+def _usable_cpus() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
+# At most one decode job per usable CPU runs at once, process-wide: every stream keeps its own
+# thread (its decoder state, queue and drop policy), and waits for a slot, first come first
+# served. With one runnable thread per stream, 16-32 watched streams starved the trio thread:
+# the scheduler shares a CPU among its runnable threads by weight, so the receive loop (nice 0)
+# waited for a CPU about as long as it ran, and the watches fell behind their live schedule
+# (bench_watch prints the trio thread's share). One slot per CPU is all the decoders can use.
+# The price: against other busy processes, the decoders now weigh as one thread per CPU, not
+# one per stream (docs/performance.md has the measured effect both ways).
+DECODE_SLOTS = CpuSlots(_usable_cpus())
 
 _TIMESTAMP_MODULUS = 1 << 32
 
@@ -143,6 +160,8 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
 
 class DecodeWorker(WorkerThread[_Submitted, DecodedImage]):
     """Decode one stream off the trio thread. Create with ``open_decode_worker``."""
+
+    _cpu_slots = DECODE_SLOTS
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ cannot jump while a job is half done.
 
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import threading
@@ -27,9 +28,10 @@ import attrs
 import outcome
 import trio
 
+from clank.errors import UsageError
 from clank.io.offload import inline_cpu
 
-__all__ = ["THREAD_STOP_TIMEOUT", "WorkerThread", "lower_thread_priority"]
+__all__ = ["THREAD_STOP_TIMEOUT", "CpuSlots", "CpuSlotsStatistics", "WorkerThread", "lower_thread_priority"]
 
 THREAD_STOP_TIMEOUT: Final = 2.0  # seconds to wait for the thread to finish its current job
 
@@ -55,8 +57,61 @@ def lower_thread_priority(nice: int) -> bool:
     return True
 
 
+@attrs.frozen
+class CpuSlotsStatistics:
+    total: int
+    held: int
+    waiting: int  # threads queued for a slot
+
+
+class CpuSlots:
+    """At most ``count`` holders at once (``with slots:``), served first come, first served.
+
+    A released slot is handed straight to the oldest waiter. ``threading.Semaphore`` lets the
+    releasing thread take it back at once (it is still running, the woken waiter is not yet):
+    a decode thread with a backlog kept its slot job after job while the other streams' queues
+    overflowed.
+    """
+
+    def __init__(self, count: int) -> None:
+        if count < 1:
+            raise UsageError(f"need at least one slot, got {count}")
+        self._lock = threading.Lock()
+        self._total = count
+        self._free = count
+        self._waiters: collections.deque[threading.Lock] = collections.deque()
+
+    def statistics(self) -> CpuSlotsStatistics:
+        with self._lock:
+            return CpuSlotsStatistics(self._total, self._total - self._free, len(self._waiters))
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._free and not self._waiters:
+                self._free -= 1
+                return
+            waiter = threading.Lock()
+            waiter.acquire()
+            self._waiters.append(waiter)
+        waiter.acquire()  # released by __exit__ of the holder whose slot this becomes
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            if self._waiters:
+                self._waiters.popleft().release()
+            else:
+                self._free += 1
+
+
 class WorkerThread(Generic[JobT, OutT]):
-    """One job queue, one thread, one delivery task. Subclasses give ``_process`` and ``_take``."""
+    """One job queue, one thread, one delivery task. Subclasses give ``_process`` and ``_take``.
+
+    ``_cpu_slots``: when a subclass sets it, its threads run ``_process`` only while holding one
+    of its slots (shared by every worker of that subclass), so at most that many of them are
+    runnable at once however many streams there are.
+    """
+
+    _cpu_slots: CpuSlots | None = None
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[JobT | _Stop] = queue.SimpleQueue()
@@ -146,14 +201,24 @@ class WorkerThread(Generic[JobT, OutT]):
     # ---- thread side -----------------------------------------------------------------------
 
     def _run(self) -> None:
+        slots = self._cpu_slots
         while not self._trio_finished:
             job = self._queue.get()
             if isinstance(job, _Stop):
                 return
-            if not self._closing:
-                started = time.thread_time()
-                self._process(job)
-                self._cpu_seconds += time.thread_time() - started
+            if self._closing:
+                continue
+            if slots is None:
+                self._timed(job)
+                continue
+            with slots:
+                if not self._closing:  # (it may have closed while this thread waited for a slot)
+                    self._timed(job)
+
+    def _timed(self, job: JobT) -> None:
+        started = time.thread_time()
+        self._process(job)
+        self._cpu_seconds += time.thread_time() - started
 
     def _thread_finished(self, result: outcome.Outcome[None]) -> None:
         def record() -> None:
