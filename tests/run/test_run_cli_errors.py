@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import trio
+from clank_cli import clank_env, run_clank_once
 
 from clank.cli import EXIT_CHANNEL, EXIT_LISTEN
 from clank.sandbox.app import open_sandbox
@@ -20,9 +20,7 @@ LIMIT = 120
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLANK_")}
-    env.update({"CLANK_LOG_FORMAT": "json", **extra})
-    return env
+    return clank_env(CLANK_LOG_FORMAT="json", **extra)
 
 
 @contextmanager
@@ -86,15 +84,7 @@ async def test_a_wrong_channel_id_has_its_own_reason_and_exit_code() -> None:
                     CLANK_GUILD_ID=sb.guild_id,
                     CLANK_CHANNEL_ID=sb.text_channel_id if channel == "text" else channel,
                 )
-                proc = await trio.run_process(
-                    [sys.executable, "-m", "clank", "run", "--port", "0"],
-                    capture_stdout=True,
-                    capture_stderr=True,
-                    check=False,
-                    cwd=ROOT,
-                    env=env,
-                )
-                outcomes[channel] = (proc.returncode, proc.stderr.decode())
+                outcomes[channel] = await run_clank_once(["run", "--port", "0"], env)
 
             async with trio.open_nursery() as nursery:  # both at once: each mostly starts Python
                 for channel, _ in CHANNEL_CASES:

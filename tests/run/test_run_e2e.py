@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import attrs
 import httpx
 import numpy as np
 import trio
+from clank_cli import clank_env, run_clank_once
 from PIL import Image
 
 from clank.config import load_settings
@@ -96,9 +96,7 @@ async def test_agent_watches_the_only_streamer_and_sees_its_screen() -> None:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLANK_")}
-    env.update({"CLANK_LOG_FORMAT": "json", **extra})
-    return env
+    return clank_env(CLANK_LOG_FORMAT="json", **extra)
 
 
 async def _read_banner(stream: trio.abc.ReceiveStream) -> dict[str, str]:
@@ -170,15 +168,7 @@ async def test_clank_run_fails_with_one_clear_line() -> None:
                     CLANK_CHANNEL_ID=sb.voice_channel_id,
                     CLANK_DISCORD_CONNECT_ATTEMPTS="1",
                 )
-                proc = await trio.run_process(
-                    [sys.executable, "-m", "clank", "run", "--port", "0"],
-                    capture_stdout=True,
-                    capture_stderr=True,
-                    check=False,
-                    cwd=ROOT,
-                    env=env,
-                )
-                outcomes[case] = (proc.returncode, proc.stderr.decode())
+                outcomes[case] = await run_clank_once(["run", "--port", "0"], env)
 
             async with trio.open_nursery() as nursery:  # both at once: each mostly starts Python
                 for case, _, _ in FAILURES:

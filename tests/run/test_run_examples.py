@@ -4,7 +4,6 @@ clank writes nothing but the script's own output on stdout."""
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+from clank_cli import clank_env
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 90
@@ -55,7 +55,7 @@ class _Run:
 def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, _Run]]:
     """Every example at once (each mostly waits on its sandbox's scenario, not on the CPU); each
     test then waits for its own one. Output goes to files: no pipe can fill while another runs."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLANK_")}
+    env = clank_env()
     folder = tmp_path_factory.mktemp("examples")
     runs: dict[str, _Run] = {}
     with contextlib.ExitStack() as files:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from clank_cli import clank_env
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 60.0
@@ -28,8 +29,7 @@ def _read(fd: int, timeout: float) -> bytes:
 
 @pytest.mark.skipif(shutil.which("just") is None, reason="needs just")
 def test_ctrl_c_on_just_run_exits_quietly_with_clanks_code() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLANK_")}
-    env["CLANK_LOG_FORMAT"] = "json"
+    env = clank_env(CLANK_LOG_FORMAT="json")
     pid, fd = pty.fork()
     if pid == 0:  # the child: just on a fresh terminal
         os.chdir(ROOT)

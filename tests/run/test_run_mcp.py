@@ -18,6 +18,7 @@ import mcp_types as types
 import numpy as np
 import pytest
 import trio
+from clank_cli import clank_env
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from PIL import Image
@@ -72,11 +73,9 @@ def _schemas(tools: list[types.Tool]) -> list[dict[str, Any]]:
 
 
 async def test_clank_mcp_over_stdio_in_sandbox_mode(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLANK_")}
-    env["CLANK_LOG_FORMAT"] = "json"
-    env["CLANK_LINK_PORT"] = "0"  # any free share-link port: other clank processes may hold 8788
-    # The MCP transport is under test; screen notes (OCR) over MCP: the HTTP test below.
-    env["CLANK_NOTES_ENABLED"] = "false"
+    # Any free share-link port (other clank processes may hold 8788). The MCP transport is under
+    # test; screen notes (OCR) over MCP: the HTTP test below.
+    env = clank_env(CLANK_LOG_FORMAT="json", CLANK_LINK_PORT="0", CLANK_NOTES_ENABLED="false")
     params = StdioServerParameters(
         command=sys.executable, args=["-m", "clank", "mcp", "--scenario", "streamer"], env=env, cwd=ROOT
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
+from clank_cli import clank_env
 from structlog.testing import capture_logs
 
 from clank import runner
@@ -44,7 +44,7 @@ def _banner(info: RunInfo, problem: str | None) -> str:
 
 
 async def test_the_json_line_is_the_whole_recipe() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLANK_")}
+    env = clank_env()
     with trio.fail_after(LIMIT):
         process = await trio.lowlevel.open_process(
             [sys.executable, "-m", "clank", "sandbox", "--scenario", "streamer"],

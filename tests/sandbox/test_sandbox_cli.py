@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import trio
+from clank_cli import clank_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +21,7 @@ async def _drain(stream: trio.abc.ReceiveStream, into: bytearray) -> None:
 
 
 async def test_sandbox_prints_one_json_line_and_stops_on_ctrl_c() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLANK_")}
+    env = clank_env()
     stderr = bytearray()
     with trio.fail_after(60):
         process = await trio.lowlevel.open_process(
