@@ -17,8 +17,9 @@ Figures per case:
 * loop lag: ``trio.sleep(1 ms)`` repeatedly; lag = wake-up time - deadline.
 * audio pacing: the voice role's own music frames, as sent: how long after its 20 ms slot the
   socket took each packet (``TimedSender.recent``), a third of each case per send path
-  (``TimedSender.mode``, in a rotating order): the sender thread (what clank runs), a trio task
-  sending the packets prepared ahead, and inline as before (sent once the loop has prepared it).
+  (``TimedSender.mode``, in a rotating order): the send process (what clank runs), the sender
+  thread (the fallback), a trio task sending the packets prepared ahead, and inline as before
+  (sent once the loop has prepared it).
 * the CPU share of the trio thread (``time.thread_time``): what the dashboards cost our loop,
   unlike lag, which other processes on a busy machine inflate too.
 
@@ -99,6 +100,7 @@ def _voice_role(info: RunInfo) -> Any:
 
 # (name, TimedSender.mode): the first is what clank runs, the last the path before the sender.
 VARIANTS: tuple[tuple[str, SendMode], ...] = (
+    ("send process", "process"),
     ("sender thread", "thread"),
     ("trio, prepared ahead", "trio"),
     ("trio inline (before)", "inline"),

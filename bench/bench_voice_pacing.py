@@ -4,10 +4,12 @@ clank alone in this process (the voice session speaking a tone, and a Go Live wa
 1080p30 ~6 Mbit/s screen share); the sandbox (its 1080p encoder, a simulated speaker) runs in a
 child process, as Discord would be elsewhere. The figure is the voice role's send lateness on the
 wire (``TimedSender.recent``: how long after its 20 ms slot the socket took each packet), for
-each of the three send paths (``TimedSender.mode``) in turn within every phase, in a rotating
-order, so all three see the same load:
+each of the four send paths (``TimedSender.mode``) in turn within every phase, in a rotating
+order, so all four see the same load:
 
-* ``sender thread``: what clank runs (io/timed_sender.py) — the goal figure;
+* ``send process``: what clank runs (io/send_process_child.py) — the goal figure; whether it had
+  realtime priority is printed (it needs root, CAP_SYS_NICE or an RLIMIT_RTPRIO);
+* ``sender thread``: the fallback where the process cannot start (io/timed_sender.py);
 * ``trio, prepared ahead``: the same prepared packets sent by a trio task on a timerfd (what
   other trio steps queued ahead of its wake-up still cost);
 * ``trio inline (before)``: sent as soon as the send loop has prepared it, as before the sender
@@ -24,7 +26,7 @@ Per phase and path: median p50 / median p99 / worst p99 over the runs. Goals (is
 idle machine (phases 1-2), <= 2 ms with one core busy (phase 3). The figures are meaningless when
 the load average exceeds the core count (printed): re-run on an idle machine.
 
-Bounded: about RUNS x (9 x (SECONDS + 0.1) + 3) s plus start-up (~110 s). Always exits 0.
+Bounded: about RUNS x (12 x (SECONDS + 0.1) + 3) s plus start-up (~150 s). Always exits 0.
 Run: .venv/bin/python bench/bench_voice_pacing.py [runs] [seconds per phase]
 """
 
@@ -64,6 +66,7 @@ BUSY_CHILD = (
 PHASES = ("alone", "beside the 1080p watch", "watch + one core busy")
 # (name, TimedSender.mode, switch interval): the first is what clank runs, the last the path before it.
 VARIANTS: tuple[tuple[str, SendMode, float], ...] = (
+    ("send process", "process", GIL_SWITCH_INTERVAL),
     ("sender thread", "thread", GIL_SWITCH_INTERVAL),
     ("trio, prepared ahead", "trio", GIL_SWITCH_INTERVAL),
     ("trio inline (before)", "inline", GIL_SWITCH_INTERVAL),
@@ -83,7 +86,7 @@ async def _measure(role: VoiceRole, rotation: int) -> dict[str, list[float]]:
         sender.recent.clear()
         await trio.sleep(SECONDS)
         lateness[name] = list(sender.recent)
-    sender.mode = "thread"
+    sender.mode = VARIANTS[0][1]
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     return lateness
 
@@ -116,6 +119,8 @@ async def _run_all() -> tuple[Runs, dict[str, Any]]:
             stream.push(tone(300.0, RUNS * (3 * len(VARIANTS) * (SECONDS + 0.1) + WATCH_SETTLE + 2.0) + 5.0))
             stream.end()
             await trio.sleep(1.0)
+            assert role.sender is not None
+            seen["send path"] = role.sender.path_description()
             for run in range(RUNS):
                 results[PHASES[0]].append(await _measure(role, run))
                 watch = await start_stream_watch(session, info["alice"], settings=SETTINGS.watch)
@@ -179,7 +184,10 @@ def main() -> None:
                 f" / worst {worst:6.3f} ms (max {max(_ms(r, 100) for r in runs):6.2f})   {verdict}"
             )
     sizes = "/".join(sorted(seen["sizes"])) or "none"
-    print(f"  (the watch decoded {seen['decoded']} frames, {sizes}; {time.perf_counter() - started:.0f} s)")
+    print(
+        f"  (the watch decoded {seen['decoded']} frames, {sizes}; clank's send path:"
+        f" {seen.get('send path')}; {time.perf_counter() - started:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -414,6 +414,8 @@ class LiveSessionPort:
                 "concealedFrames": detail.concealed_frames,
                 "speaking": ", ".join(self._directory.name_of(u) for u in detail.speaking_users) or None,
                 "videoPackets": detail.video_packets,
+                "lateFrames": detail.late_frames,
+                "sendPath": detail.send_path,
             }
         return RoleStatus(
             name="voice",

@@ -1,34 +1,41 @@
-"""Audio packets on the wire at their 20 ms slots: one long-lived sender thread on a timerfd.
+"""Audio packets on the wire at their 20 ms slots: a send process, or a long-lived sender thread.
 
-Why a thread: the voice send loop runs on the trio thread, so every trio step queued in front of
+Why not the trio thread: the voice send loop runs there, so every trio step queued in front of
 its wake-up (a UDP drain completing a 1080p frame with davey's decrypt, a publish keyframe, a
 status) and the loop's own step (mix, Opus + FEC, DAVE, transport seal: ~0.8 ms) reached the
 wire as pacing jitter: p99 2-4 ms beside a watch or dashboards (issues 14 and 16). Now the trio
 loop prepares each packet :data:`SEND_LEAD_S` ahead of its slot (sealing it there, so sequence
 numbers and timestamps are taken in order by the sans-io core, as before) and :meth:`submit`s
-it; this thread sleeps on a blocking timerfd, with the GIL released, and sends it at the
-deadline. A trio step now reaches the wire only when it is longer than the lead. What the thread
-still waits for after waking is the GIL: up to ``sys.getswitchinterval()`` (clank sets 0.5 ms,
-``runner.GIL_SWITCH_INTERVAL``) while the trio thread runs pure Python, little while it makes
-socket calls (each releases the GIL: measured p50 0.06-0.08 ms against 0.7 ms beside pure
-Python), and as long as a C call holds it (davey decrypting a keyframe, ~1.2 ms at 1080p).
-bench/bench_voice_pacing.py prints this path beside the other two ``TimedSender.mode`` values.
+it; something that is not waiting for trio sends it at the deadline:
 
-The thread sends on its own duplicate of the endpoint's connected socket
-(``UdpEndpoint.thread_socket``), so a reconnect closing the endpoint cannot leave it writing to a
-reused descriptor; results come back to trio (``WorkerThread`` delivery) to be counted where
-``send_rtp`` counted them. A packet queued when the voice role stops is dropped with the thread
-(at most the lead's worth of audio; the stop cuts the thread's sleep short).
+* ``"process"`` (what clank runs on Linux): :mod:`clank.io.send_process_child`, a tiny standard-
+  library process with its own interpreter, so no GIL stands between its wake-up and the send;
+  at realtime priority when the account may have it. A trio task reads its reports back.
+* ``"thread"`` (the fallback if the process cannot start or dies): a thread sleeping on a
+  blocking timerfd with the GIL released. After waking it still waits for the GIL: up to
+  ``sys.getswitchinterval()`` (clank sets 0.5 ms, ``runner.GIL_SWITCH_INTERVAL``) while the trio
+  thread runs pure Python, and as long as a C call holds it (a status's ``json.dumps``, davey
+  decrypting a keyframe, ~1.2 ms at 1080p): p99 3-6 ms with three dashboards open.
+
+bench/bench_voice_pacing.py and bench/bench_dashboard.py print every ``TimedSender.mode`` side
+by side.
+
+The process and the thread send on their own duplicate of the endpoint's connected socket
+(``UdpEndpoint.thread_socket``; the process receives it over its control socket), so a reconnect
+closing the endpoint cannot leave them writing to a reused descriptor; results come back to trio
+to be counted where ``send_rtp`` counted them. A packet queued when the voice role stops is
+dropped (at most the lead's worth of audio; the stop cuts the sleep short).
 
 An endpoint without a real socket (the fake network on a real clock) gets the same lead from a
 trio task sleeping on a timerfd. Under a virtual clock (tests, :mod:`clank.io.offload`) no thread
-runs: :meth:`TimedSender.lead` is 0 and :meth:`submit` sends at once on the trio thread, the path
+or process runs: :meth:`TimedSender.lead` is 0 and :meth:`submit` sends at once on the trio thread, the path
 this replaced, so virtual-time tests keep their timing.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import socket
 import sys
@@ -40,9 +47,12 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
 import attrs
 import trio
 
+from clank.errors import TransportError
+from clank.io.send_process import SendProcess, SentReport, open_send_process
 from clank.io.timer import PreciseTimer, ThreadTimer
 from clank.io.udp import UdpEndpoint
 from clank.io.worker_thread import WorkerThread
+from clank.logging import get_logger
 
 if TYPE_CHECKING:
     from clank.io.media_connection import MediaConnection
@@ -67,8 +77,10 @@ SEND_HISTORY: Final = 3000  # 60 s of 20 ms packets
 LATE_THRESHOLD_S: Final = 0.005
 
 
+log = get_logger("clank.io.timed_sender")
+
 _MSG_DONTWAIT: Final = 0x40
-SendMode = Literal["thread", "trio", "inline"]
+SendMode = Literal["process", "thread", "trio", "inline"]
 
 
 def _held_send_function() -> Any:
@@ -132,11 +144,17 @@ class TimedSender(WorkerThread[_Job, _Sent]):
         self.late = 0
         self.max_lateness = 0.0
         self.failures = 0  # socket full, refused or closed; or dropped with the thread stuck
-        self.mode: SendMode = "thread"
-        """Who puts packets on the wire (benches compare all three in one run): ``"thread"``
-        (this module's thread), ``"trio"`` (a trio task sleeping on a timerfd until the slot: the
-        packet is prepared ahead too, but the wake-up waits behind other trio steps) or
-        ``"inline"`` (sent at submit, with no lead: the path before this module)."""
+        self.mode: SendMode = "process"
+        """Who puts packets on the wire (benches compare them in one run): ``"process"`` (the
+        send process, :mod:`clank.io.send_process_child`; the thread while it is unavailable),
+        ``"thread"`` (this module's thread), ``"trio"`` (a trio task sleeping on a timerfd until
+        the slot: the packet is prepared ahead too, but the wake-up waits behind other trio
+        steps) or ``"inline"`` (sent at submit, with no lead: the path before this module)."""
+        self.process: SendProcess | None = None  # running while open_timed_sender's block is
+        self._process_endpoint: UdpEndpoint | None = None  # the endpoint the child sends for
+        self._process_jobs: dict[int, tuple[UdpEndpoint, MediaConnection, bytes]] = {}
+        self._next_job_id = 1
+        self.process_ended = trio.Event()  # the child ended early: the thread sends from then on
         self._pending = 0  # submitted to the thread, not yet reported back (trio side)
         self._results: list[_Sent] = []  # guarded by _lock
         self._timer = ThreadTimer()
@@ -154,7 +172,9 @@ class TimedSender(WorkerThread[_Job, _Sent]):
         if self._inline or self.mode == "inline":
             return "inline"
         connected = isinstance(endpoint, UdpEndpoint) and endpoint.remote_address is not None
-        if self.mode == "thread" and self._thread_started and connected:
+        if self.mode == "process" and self.process is not None and self.process.alive and connected:
+            return "process"
+        if self.mode in ("process", "thread") and self._thread_started and connected:
             return "thread"
         return "trio" if endpoint is not None else "inline"
 
@@ -175,6 +195,9 @@ class TimedSender(WorkerThread[_Job, _Sent]):
             self._trio_wake.set()
             return
         assert isinstance(endpoint, UdpEndpoint)
+        if mode == "process":
+            self._submit_to_process(deadline, packet, conn, endpoint)
+            return
         if endpoint is not self._endpoint:
             sock = endpoint.thread_socket()
             assert sock is not None  # connected: checked by _mode
@@ -182,6 +205,68 @@ class TimedSender(WorkerThread[_Job, _Sent]):
             self._endpoint = endpoint
         offset = trio.current_time() - time.perf_counter()
         self._queue.put(_Job(deadline - offset, packet, self._sockets[-1], endpoint, conn))
+
+    @property
+    def path(self) -> SendMode:
+        """Who sends now (the status shows it): :attr:`mode`, or what it fell back to."""
+        if self._inline or self.mode == "inline":
+            return "inline"
+        if self.mode == "process" and self.process is not None and self.process.alive:
+            return "process"
+        return "thread" if self.mode in ("process", "thread") and self._thread_started else "trio"
+
+    def path_description(self) -> str:
+        """:attr:`path`, and whether the send process has realtime priority (the status)."""
+        path = self.path
+        if path == "process" and self.process is not None and self.process.realtime:
+            return "process (realtime)"
+        return path
+
+    def _submit_to_process(
+        self, deadline: float, packet: bytes, conn: MediaConnection, endpoint: UdpEndpoint
+    ) -> None:
+        process = self.process
+        assert process is not None  # checked by _mode
+        job_id = self._next_job_id
+        self._next_job_id += 1
+        udp = endpoint.thread_socket() if endpoint is not self._process_endpoint else None
+        offset = trio.current_time() - time.perf_counter()
+        try:
+            ok = process.submit(job_id, deadline - offset, packet, udp)
+        finally:
+            if udp is not None:
+                udp.close()  # the child received its own descriptor (or none was sent)
+        if not ok:
+            self._pending -= 1
+            self.failures += 1
+            return
+        if udp is not None:
+            self._process_endpoint = endpoint
+        self._process_jobs[job_id] = (endpoint, conn, packet)
+
+    def _on_process_report(self, report: SentReport) -> None:
+        job = self._process_jobs.pop(report.job_id, None)
+        if job is None:
+            return
+        self._pending -= 1
+        endpoint, conn, packet = job
+        if report.sent:
+            self._record(report.lateness)
+        else:
+            self.failures += 1
+        conn.count_sent(endpoint, packet, report.sent)
+
+    async def _run_process(self, process: SendProcess) -> None:
+        """Read the child's reports; if it dies, count what it held and go on from the thread."""
+        await process.run(self._on_process_report)
+        if self._closing:
+            return
+        lost = len(self._process_jobs)
+        self._pending -= lost
+        self.failures += lost
+        self._process_jobs.clear()
+        self.process_ended.set()
+        log.warning("audio_send_process_ended", returncode=process.process.poll(), lost_packets=lost)
 
     def _send_now(self, deadline: float, packet: bytes, conn: MediaConnection) -> None:
         ok = conn.send_sealed(packet)
@@ -256,11 +341,23 @@ async def open_timed_sender(name: str = "clank-audio-send") -> AsyncIterator[Tim
     """A :class:`TimedSender` whose thread lives for the block (none under a virtual clock)."""
     sender = TimedSender()
     try:
-        async with sender._running(sender._on_sent, name), trio.open_nursery() as nursery:
+        async with (
+            sender._running(sender._on_sent, name),
+            trio.open_nursery() as nursery,
+            contextlib.AsyncExitStack() as stack,
+        ):
             nursery.start_soon(sender._trio_sends)
+            if not sender._inline and sys.platform.startswith("linux"):
+                try:
+                    sender.process = await stack.enter_async_context(open_send_process())
+                except TransportError as exc:
+                    log.warning("audio_send_process_unavailable", error=str(exc), fallback="thread")
+                else:
+                    nursery.start_soon(sender._run_process, sender.process)
             try:
                 yield sender
             finally:
+                sender._closing = True  # the child's end is expected now, not a failure
                 nursery.cancel_scope.cancel()
     finally:
         sender._close()

@@ -6,7 +6,8 @@ voice_role, params)``); the handle's ``api`` is a :class:`VoiceRole`::
     voice role nursery
      ├─ media connection       WS + UDP (receive drains inline into _on_packet)
      ├─ send loop              prepares a frame 10 ms before each 20 ms slot (absolute: no drift)
-     ├─ sender thread          puts each prepared frame on the wire at its slot (io/timed_sender)
+     ├─ timed sender           puts each prepared frame on the wire at its slot: the audio send
+     │                         process (its own interpreter), or a thread (io/timed_sender)
      ├─ speaking timer         silence timeouts of remote speakers
      ├─ listen timer           listeners' speaking_stopped after their silence (every 20 ms)
      └─ file feeders           speech/music files: PyAV decode on a worker thread, bounded prebuffer
@@ -111,6 +112,7 @@ class VoiceRoleStatistics:
     dave_not_ready_drops: int
     late_frames: int
     max_lateness_s: float
+    send_path: str  # who puts audio on the wire: "process", "process (realtime)", "thread", ...
     skipped_frames: int
     decoded_frames: int
     concealed_frames: int
@@ -194,6 +196,7 @@ class VoiceRole:
             dave_not_ready_drops=self._dave_not_ready,
             late_frames=0 if sender is None else sender.late,  # as sent, not as prepared
             max_lateness_s=0.0 if sender is None else sender.max_lateness,
+            send_path="none" if sender is None else sender.path_description(),
             skipped_frames=self._pacer.skipped,
             decoded_frames=self._opus.decoded,
             concealed_frames=self._opus.concealed,
@@ -385,7 +388,7 @@ class VoiceRole:
         """One frame per 20 ms at absolute deadlines while there is audio (or trailing silence).
 
         Each frame is prepared (mix, Opus, DAVE, seal) ``sender.lead(conn)`` before its slot and
-        put on the wire at the slot by the sender's thread (``io/timed_sender.py``), so neither
+        put on the wire at the slot by the send process (``io/timed_sender.py``), so neither
         this step (~0.8 ms) nor the trio steps ahead of its wake-up reach the wire. The Opus
         encode itself stays on the trio thread: handing it to a worker thread was measured to
         drop frames on a loaded machine (docs/performance.md, "Tried and not kept")."""

@@ -1,6 +1,7 @@
-"""The audio sender (io/timed_sender.py): its thread over a real loopback UDP socket (in order,
-never before the slot, counted back in trio, bounded stops), the trio task for endpoints without
-a socket, inline sends; no thread under a virtual clock."""
+"""The audio sender (io/timed_sender.py): its send process and its thread over a real loopback
+UDP socket (in order, never before the slot, counted back in trio, bounded stops), the process
+across a reconnect and a crash, the trio task for endpoints without a socket, inline sends; no
+thread or process under a virtual clock."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import trio.testing
 
 from clank.io.lossy import open_memory_datagram_pair
 from clank.io.media_connection import MediaConnection
-from clank.io.timed_sender import MAX_PENDING, SEND_LEAD_S, TimedSender, open_timed_sender
+from clank.io.timed_sender import MAX_PENDING, SEND_LEAD_S, SendMode, TimedSender, open_timed_sender
 from clank.io.udp import DatagramEndpoint, UdpEndpoint, open_udp_endpoint
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd is Linux-only")
@@ -56,11 +57,22 @@ async def _receive(sock: socket.socket, count: int) -> list[tuple[bytes, float]]
     return got
 
 
-async def test_packets_go_out_in_order_never_before_their_slot_and_are_counted_in_trio() -> None:
+async def _wait_counted(conn: _Conn, count: int) -> None:
+    with trio.fail_after(2):
+        while len(conn.counted) < count:
+            await conn.counted_changed.wait()
+
+
+@pytest.mark.parametrize("mode", ["process", "thread"])
+async def test_packets_go_out_in_order_never_before_their_slot_and_are_counted_in_trio(
+    mode: SendMode,
+) -> None:
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiver.bind(("127.0.0.1", 0))
     with trio.fail_after(10), receiver:
         async with open_udp_endpoint(receiver.getsockname()) as endpoint, open_timed_sender() as sender:
+            sender.mode = mode
+            assert sender.path == mode
             conn = _Conn(endpoint)
             assert sender.lead(conn.as_connection) == SEND_LEAD_S
             start = trio.current_time() + 0.05
@@ -71,17 +83,16 @@ async def test_packets_go_out_in_order_never_before_their_slot_and_are_counted_i
             assert [data for data, _ in got] == [b"packet %d" % n for n in range(MAX_PENDING)]
             for (_, arrived), deadline in zip(got, deadlines, strict=True):
                 assert arrived >= deadline, "a packet left before its slot"
-            with trio.fail_after(1):
-                while len(conn.counted) < MAX_PENDING:
-                    await conn.counted_changed.wait()
+            await _wait_counted(conn, MAX_PENDING)
             sent = [(b"packet %d" % n, True) for n in range(MAX_PENDING)]
             assert conn.counted == sent
-            assert conn.sent_now == []  # all from the thread
+            assert conn.sent_now == []  # all from the process or the thread
             assert endpoint.statistics().packets_sent == MAX_PENDING
             assert sender.sent == len(sender.recent) == MAX_PENDING and sender.failures == 0
 
 
-async def test_a_stop_drops_queued_packets_at_once_and_a_full_queue_drops_new_ones() -> None:
+@pytest.mark.parametrize("mode", ["process", "thread"])
+async def test_a_stop_drops_queued_packets_at_once_and_a_full_queue_drops_new_ones(mode: SendMode) -> None:
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiver.bind(("127.0.0.1", 0))
     with receiver:
@@ -89,15 +100,64 @@ async def test_a_stop_drops_queued_packets_at_once_and_a_full_queue_drops_new_on
             conn = _Conn(endpoint)
             started = trio.current_time()
             async with open_timed_sender() as sender:
+                sender.mode = mode
                 for n in range(MAX_PENDING + 1):  # slots a minute away: the thread waits on the first
                     sender.submit(trio.current_time() + 60.0 + n, b"late", conn.as_connection)
                 assert sender.failures == 1  # the one beyond MAX_PENDING
             # Leaving did not wait for the slot (nor for THREAD_STOP_TIMEOUT): the sleep was cut.
-            assert trio.current_time() - started < 1.0
+            assert trio.current_time() - started < 1.5
+            if mode == "process":
+                assert sender.process is not None and sender.process.process.returncode == 0
             receiver.setblocking(False)
             with pytest.raises(BlockingIOError):
                 receiver.recv(2048)  # nothing was sent early on the way out
             assert sender.sent == 0
+
+
+async def test_the_process_follows_a_reconnect_and_drops_what_was_sealed_for_the_old_socket() -> None:
+    old_receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    new_receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for sock in (old_receiver, new_receiver):
+        sock.bind(("127.0.0.1", 0))
+    with trio.fail_after(10), old_receiver, new_receiver:
+        async with (
+            open_udp_endpoint(old_receiver.getsockname()) as old,
+            open_udp_endpoint(new_receiver.getsockname()) as new,
+            open_timed_sender() as sender,
+        ):
+            old_conn, new_conn = _Conn(old), _Conn(new)
+            sender.submit(trio.current_time(), b"old now", old_conn.as_connection)
+            assert (await _receive(old_receiver, 1))[0][0] == b"old now"
+            sender.submit(trio.current_time() + 30.0, b"old stale", old_conn.as_connection)
+            sender.submit(trio.current_time() + 0.02, b"new", new_conn.as_connection)
+            assert (await _receive(new_receiver, 1))[0][0] == b"new"
+            await _wait_counted(old_conn, 2)
+            await _wait_counted(new_conn, 1)
+            assert old_conn.counted == [(b"old now", True), (b"old stale", False)]
+            assert new_conn.counted == [(b"new", True)]
+            assert sender.failures == 1 and sender.sent == 2
+            assert old.statistics().send_dropped == 1 and new.statistics().packets_sent == 1
+
+
+async def test_if_the_process_dies_its_packets_are_counted_lost_and_the_thread_takes_over() -> None:
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    with trio.fail_after(10), receiver:
+        async with open_udp_endpoint(receiver.getsockname()) as endpoint, open_timed_sender() as sender:
+            conn = _Conn(endpoint)
+            assert sender.path == "process" and sender.process is not None
+            assert sender.path_description() in ("process", "process (realtime)")
+            sender.submit(trio.current_time() + 30.0, b"held by the child", conn.as_connection)
+            sender.process.process.kill()
+            await sender.process.process.wait()
+            with trio.fail_after(2):
+                await sender.process_ended.wait()
+            assert sender.path == "thread"
+            assert sender.failures == 1 and conn.counted == []  # lost with the child, counted
+            sender.submit(trio.current_time() + 0.02, b"from the thread", conn.as_connection)
+            assert (await _receive(receiver, 1))[0][0] == b"from the thread"
+            await _wait_counted(conn, 1)
+            assert conn.counted == [(b"from the thread", True)] and sender.path_description() == "thread"
 
 
 async def test_without_a_real_socket_a_trio_task_sends_at_the_slot() -> None:
@@ -122,6 +182,9 @@ async def test_inline_mode_sends_at_once_with_no_lead() -> None:
             sender.submit(trio.current_time() + 5.0, b"now", conn.as_connection)
             assert conn.sent_now == [b"now"]
             assert (await theirs.receive())[0] == b"now"
+            assert sender.late == 0 and sender.path == "inline"
+            sender.submit(trio.current_time() - 0.02, b"20 ms late", conn.as_connection)
+            assert sender.late == 1 and sender.max_lateness >= 0.02  # the status's lateFrames
 
 
 async def test_under_a_virtual_clock_no_thread_runs_and_sends_are_inline(
@@ -136,4 +199,5 @@ async def test_under_a_virtual_clock_no_thread_runs_and_sends_are_inline(
             sender.submit(trio.current_time(), b"inline", conn.as_connection)
             assert conn.sent_now == [b"inline"]
             assert isinstance(sender, TimedSender) and sender.sent == 1
+            assert sender.process is None and sender.path == "inline"
             assert receiver.recv(2048) == b"inline"

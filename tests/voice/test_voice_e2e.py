@@ -77,10 +77,11 @@ async def test_we_send_a_tone_and_a_simulated_user_hears_it() -> None:
             assert abs(listener.heard_frequency(ours) - 440.0) < 10.0
             stats = session.voice.api.statistics()
             assert stats.frames_sent >= 50 and stats.dave_not_ready_drops == 0
-            # Real sockets, real clock: the frames went out from the sender thread at their slots
+            # Real sockets, real clock: the frames went out from the send process at their slots
             # (io/timed_sender.py), and each was counted back in trio.
             sender = session.voice.api.sender
-            assert sender is not None and sender._mode(session.voice.api.connection.endpoint) == "thread"
+            assert sender is not None and sender._mode(session.voice.api.connection.endpoint) == "process"
+            assert stats.send_path.startswith("process")
             sent = sender.sent
             assert sent >= 50 and stats.send_failures == 0
             connection = session.voice.api.connection

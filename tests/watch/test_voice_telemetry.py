@@ -66,6 +66,7 @@ async def test_voice_figures_move_with_media_and_stop_without(autojump_clock: tr
                 session.voice.api.play_pcm(tone(1.0))
                 c = await until(port, lambda q: q["framesSent"] >= b["framesSent"] + 40)
                 assert c["framesSent"] <= b["framesSent"] + 60  # 1 s clip = 50 frames, not a runaway count
+                assert c["sendPath"] == "inline" and c["lateFrames"] == 0  # a virtual clock: no process
 
                 await sb.media.faults.link(sb.our_user_id, "downlink", loss=0.2, seed=2)
                 d = await until(port, lambda q: q["concealedFrames"] > c["concealedFrames"])
