@@ -16,7 +16,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 import attrs
 import trio
@@ -24,12 +24,14 @@ import trio
 from clank.errors import TransportError
 from clank.io import send_process_child as child
 
-__all__ = ["CHILD_PATH", "SendProcess", "SentReport", "open_send_process"]
+__all__ = ["CHILD_PATH", "PRIORITIES", "Priority", "SendProcess", "SentReport", "open_send_process"]
 
 CHILD_PATH: Final = Path(child.__file__)
 START_TIMEOUT_S: Final = 5.0  # the greeting; a cold start on a busy machine takes ~0.1 s
 EXIT_WAIT_S: Final = 1.0
 _CONTROL_BUFFER: Final = 256 * 1024  # ~100 queued audio packets either way; MAX_PENDING is 5
+Priority = Literal["realtime", "raised", "normal"]
+PRIORITIES: Final[tuple[Priority, ...]] = ("realtime", "raised", "normal")
 
 
 @attrs.frozen
@@ -42,11 +44,12 @@ class SentReport:
 class SendProcess:
     """A running child: :meth:`submit` jobs; :meth:`run` reports what it did."""
 
-    def __init__(self, control: socket.socket, process: trio.Process, realtime: bool) -> None:
+    def __init__(self, control: socket.socket, process: trio.Process, priority: Priority) -> None:
         self._control = control
         self.process = process
-        self.realtime = realtime
-        """Whether the child runs at realtime priority (``SCHED_FIFO``; root or CAP_SYS_NICE)."""
+        self.priority = priority
+        """The child's scheduling priority: ``realtime`` (``SCHED_FIFO``: root, CAP_SYS_NICE or
+        RLIMIT_RTPRIO), ``raised`` (negative nice: RLIMIT_NICE) or ``normal``."""
         self.alive = True
 
     def submit(self, job_id: int, deadline: float, packet: bytes, udp: socket.socket | None) -> bool:
@@ -100,6 +103,20 @@ class SendProcess:
             self._control.close()
 
 
+async def _greeting(control: socket.socket) -> Priority:
+    """The priority the child reports once it is ready (its first message)."""
+    with trio.move_on_after(START_TIMEOUT_S):
+        await trio.lowlevel.wait_readable(control)
+    try:
+        message = control.recv(64, socket.MSG_DONTWAIT)
+    except OSError:
+        message = b""
+    priority = message.removeprefix(child.GREETING).decode("ascii", "replace")
+    if not message.startswith(child.GREETING) or priority not in PRIORITIES:
+        raise TransportError("the audio send process did not start (no greeting)")
+    return priority
+
+
 @asynccontextmanager
 async def open_send_process() -> AsyncIterator[SendProcess]:
     """Start the child and wait for its greeting; raise :class:`TransportError` if it cannot
@@ -120,14 +137,9 @@ async def open_send_process() -> AsyncIterator[SendProcess]:
     finally:
         child_end.close()
     parent_end.setblocking(False)
-    sender = SendProcess(parent_end, process, realtime=False)
+    sender = SendProcess(parent_end, process, priority="normal")
     try:
-        with trio.move_on_after(START_TIMEOUT_S):
-            await trio.lowlevel.wait_readable(parent_end)
-        greeting = next(sender._drain(), None)
-        if greeting is None or greeting.job_id != child.GREETING_ID:
-            raise TransportError("the audio send process did not start (no greeting)")
-        sender.realtime = greeting.sent
+        sender.priority = await _greeting(parent_end)
         yield sender
     finally:
         sender.close()

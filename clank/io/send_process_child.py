@@ -15,8 +15,10 @@ The control socket is an ``AF_UNIX`` ``SOCK_SEQPACKET`` pair: one message per jo
   (``SCM_RIGHTS``) switches to that UDP socket from then on: a reconnect. Jobs still queued for the
   previous socket are reported as not sent (stale: sealed for the old connection).
 * child → parent: :data:`RESULT` (job id, sent, lateness in seconds after the deadline, measured
-  after the socket took the packet). Job id 0 is the greeting, sent once at start, whose ``sent``
-  says whether realtime priority was granted.
+  after the socket took the packet). The first message is the greeting instead,
+  :data:`GREETING` and the priority the child got: ``realtime`` (``SCHED_FIFO``), ``raised`` (a
+  negative nice value: the account may not have realtime but may renice, RLIMIT_NICE) or
+  ``normal``.
 * End of file on the control socket (the parent closed it or died) ends the process at once;
   queued packets are dropped, as a stopping voice role drops them.
 """
@@ -34,23 +36,33 @@ import time
 
 JOB = struct.Struct("<Qd")  # job id, deadline (CLOCK_MONOTONIC s); the packet follows
 RESULT = struct.Struct("<Q?d")  # job id, sent, lateness (s)
-GREETING_ID = 0
+GREETING = b"ready "  # + b"realtime" | b"raised" | b"normal"
 MAX_MESSAGE = 2048  # an RTP audio packet is < 1,500 bytes
 FD_SPACE = socket.CMSG_SPACE(4)  # room for one descriptor (a C int)
 REALTIME_PRIORITY = 10  # SCHED_FIFO 1-99: above normal tasks, below the kernel's own threads
 # A SCHED_FIFO task that never blocks would own a core; this loop blocks every 20 ms. If it ever
 # ran 50 ms of CPU without blocking, the kernel sends SIGXCPU (which ends it), 100 ms SIGKILL.
 RTTIME_LIMIT_US = (50_000, 100_000)
+NICE_STEPS = (-10, -5, -1)  # the first the account may take (RLIMIT_NICE allows 20 - limit)
 
 
-def _realtime() -> bool:
-    """Realtime priority if this account may have it (root, CAP_SYS_NICE or RLIMIT_RTPRIO)."""
+def _raise_priority() -> str:
+    """The highest priority this account may have: realtime (root, CAP_SYS_NICE or
+    RLIMIT_RTPRIO), else a negative nice value (RLIMIT_NICE), else none."""
     try:
         resource.setrlimit(resource.RLIMIT_RTTIME, RTTIME_LIMIT_US)
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(REALTIME_PRIORITY))
     except (OSError, AttributeError, ValueError):
-        return False
-    return True
+        pass
+    else:
+        return "realtime"
+    for nice in NICE_STEPS:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        except (OSError, AttributeError):
+            continue
+        return "raised"
+    return "normal"
 
 
 def _take_messages(
@@ -82,7 +94,7 @@ def _take_messages(
 
 def main(control_fd: int) -> None:
     control = socket.socket(fileno=control_fd)
-    control.send(RESULT.pack(GREETING_ID, _realtime(), 0.0))
+    control.send(GREETING + _raise_priority().encode())
     clock = time.perf_counter  # CLOCK_MONOTONIC on Linux: the parent's clock too
     pending: collections.deque[tuple[int, float, bytes]] = collections.deque()
     udp: socket.socket | None = None

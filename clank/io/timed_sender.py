@@ -216,10 +216,11 @@ class TimedSender(WorkerThread[_Job, _Sent]):
         return "thread" if self.mode in ("process", "thread") and self._thread_started else "trio"
 
     def path_description(self) -> str:
-        """:attr:`path`, and whether the send process has realtime priority (the status)."""
+        """:attr:`path`, and the send process's priority unless normal (the status):
+        ``process (realtime)``, ``process (raised)``, ``process``, ``thread``, ..."""
         path = self.path
-        if path == "process" and self.process is not None and self.process.realtime:
-            return "process (realtime)"
+        if path == "process" and self.process is not None and self.process.priority != "normal":
+            return f"process ({self.process.priority})"
         return path
 
     def _submit_to_process(

@@ -5,6 +5,7 @@ thread or process under a virtual clock."""
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from typing import cast
@@ -16,6 +17,7 @@ import trio.testing
 
 from clank.io.lossy import open_memory_datagram_pair
 from clank.io.media_connection import MediaConnection
+from clank.io.send_process import open_send_process
 from clank.io.timed_sender import MAX_PENDING, SEND_LEAD_S, SendMode, TimedSender, open_timed_sender
 from clank.io.udp import DatagramEndpoint, UdpEndpoint, open_udp_endpoint
 
@@ -146,7 +148,7 @@ async def test_if_the_process_dies_its_packets_are_counted_lost_and_the_thread_t
         async with open_udp_endpoint(receiver.getsockname()) as endpoint, open_timed_sender() as sender:
             conn = _Conn(endpoint)
             assert sender.path == "process" and sender.process is not None
-            assert sender.path_description() in ("process", "process (realtime)")
+            assert sender.path_description() in ("process", "process (raised)", "process (realtime)")
             sender.submit(trio.current_time() + 30.0, b"held by the child", conn.as_connection)
             sender.process.process.kill()
             await sender.process.process.wait()
@@ -158,6 +160,15 @@ async def test_if_the_process_dies_its_packets_are_counted_lost_and_the_thread_t
             assert (await _receive(receiver, 1))[0][0] == b"from the thread"
             await _wait_counted(conn, 1)
             assert conn.counted == [(b"from the thread", True)] and sender.path_description() == "thread"
+
+
+async def test_the_process_reports_the_priority_the_kernel_gave_it() -> None:
+    with trio.fail_after(10):
+        async with open_send_process() as process:
+            pid = process.process.pid
+            policy, nice = os.sched_getscheduler(pid), os.getpriority(os.PRIO_PROCESS, pid)
+            expected = "realtime" if policy == os.SCHED_FIFO else "raised" if nice < 0 else "normal"
+            assert process.priority == expected, (policy, nice)
 
 
 async def test_without_a_real_socket_a_trio_task_sends_at_the_slot() -> None:
