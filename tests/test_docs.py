@@ -244,12 +244,14 @@ def test_exit_code_table_is_the_cli_table() -> None:
     assert documented == {0} | {code for _kind, code, _prefix in EXIT_TABLE}, documented
 
 
-# Names the docs quote from other projects (davey, discord.py, MLS, browsers, the stdlib, PyAV).
+# Names the docs quote from other projects (davey, discord.py, MLS, browsers, the stdlib, PyAV, systemd).
 EXTERNAL_NAMES = frozenset(
     {
         "DaveSession",
         "DiscordWebSocket",
         "EventSource",
+        "LimitNICE",  # systemd unit settings
+        "LimitRTPRIO",
         "MissingProposal",
         "NamedTuple",
         "OpenAI",
