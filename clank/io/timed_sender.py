@@ -66,9 +66,11 @@ __all__ = [
 ]
 
 #: How far ahead of its slot the trio loop prepares a packet: the trio thread may wake this much
-#: late (a loop lag p99 is 2-3 ms, its max 6-9 ms in bench_dashboard) before a packet misses its
-#: slot. It is added latency (not for the first packet after silence, which goes at once).
-SEND_LEAD_S: Final = 0.010
+#: late before a packet misses its slot. bench_dashboard's loop lag is 2-4 ms at p99 but reaches
+#: 10-21 ms at its max, and with 10 ms those stalls showed as one late packet in a thousand (send
+#: process p99 2.7 ms in one round of three); with 20 ms none. It is added latency, one frame
+#: (not for the first packet after silence, which goes at once).
+SEND_LEAD_S: Final = 0.020
 #: Packets queued for the thread beyond which new ones are dropped (counted): 100 ms of audio
 #: means the thread is stuck, and queueing more would only make the audio later.
 MAX_PENDING: Final = 5

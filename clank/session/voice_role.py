@@ -5,7 +5,7 @@ voice_role, params)``); the handle's ``api`` is a :class:`VoiceRole`::
 
     voice role nursery
      ├─ media connection       WS + UDP (receive drains inline into _on_packet)
-     ├─ send loop              prepares a frame 10 ms before each 20 ms slot (absolute: no drift)
+     ├─ send loop              prepares a frame 20 ms before each 20 ms slot (absolute: no drift)
      ├─ timed sender           puts each prepared frame on the wire at its slot: the audio send
      │                         process (its own interpreter), or a thread (io/timed_sender)
      ├─ speaking timer         silence timeouts of remote speakers

@@ -67,6 +67,13 @@ async def test_voice_figures_move_with_media_and_stop_without(autojump_clock: tr
                 c = await until(port, lambda q: q["framesSent"] >= b["framesSent"] + 40)
                 assert c["framesSent"] <= b["framesSent"] + 60  # 1 s clip = 50 frames, not a runaway count
                 assert c["sendPath"] == "inline" and c["lateFrames"] == 0  # a virtual clock: no process
+                # A 30 ms stall of the loop (the clock jumps while no task runs): the next frame
+                # leaves after its slot and is counted late.
+                session.voice.api.play_pcm(tone(0.5))
+                await until(port, lambda q: q["framesSent"] >= c["framesSent"] + 5)
+                autojump_clock.jump(0.03)
+                late = await until(port, lambda q: q["lateFrames"] > 0)
+                assert late["lateFrames"] <= 2, late  # one stall, not every frame after it
 
                 await sb.media.faults.link(sb.our_user_id, "downlink", loss=0.2, seed=2)
                 d = await until(port, lambda q: q["concealedFrames"] > c["concealedFrames"])
