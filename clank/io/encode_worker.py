@@ -35,6 +35,9 @@ __all__ = [
 
 ENCODE_QUEUE_SIZE: Final = 3
 LATENCY_WINDOW: Final = 512
+# Niceness of the encode thread (Linux, per thread), as the decode threads': a 30 fps encode has
+# 33 ms per frame, while the trio thread's receive and timers are late by any wait for a core.
+ENCODE_THREAD_NICE: Final = 5
 
 
 @attrs.frozen
@@ -150,5 +153,5 @@ async def open_encode_worker(
 ) -> AsyncIterator[EncodeWorker]:
     """Run an encode thread for ``encoder``; ``on_output`` is called in trio per access unit."""
     worker = EncodeWorker(encoder, queue_size)
-    async with worker._running(on_output, "clank encode h264"):
+    async with worker._running(on_output, "clank encode h264", nice=ENCODE_THREAD_NICE):
         yield worker
