@@ -42,6 +42,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from clank.config import ApiSettings
 from clank.control.dashboard import dashboard_html
@@ -171,7 +172,7 @@ class _Routes:
         )
 
     async def events(self, request: Request) -> Response:
-        return StreamingResponse(
+        return _ClosingStreamingResponse(
             self._event_stream(),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
@@ -208,6 +209,23 @@ class _Routes:
                 yield _sse("commentary_due", cue.to_json())  # no image: imageUrl fetches the frame
             with trio.move_on_after(SSE_INTERVAL):
                 await self.closing.wait()
+
+
+class _ClosingStreamingResponse(StreamingResponse):
+    """A streaming response that closes its generator when the response ends, however it ends.
+
+    Starlette stops iterating when the client goes away or the server cancels the request, and a
+    generator left suspended at a ``yield`` is then closed by the garbage collector, outside trio
+    (trio warns: "Async generator ... was garbage collected before it had been exhausted")."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                with trio.CancelScope(shield=True):  # closing runs no await of ours: quick
+                    await aclose()
 
 
 def _sse(event: str, data: object) -> bytes:

@@ -11,9 +11,10 @@ import httpx
 import pytest
 import trio
 from control_fakes import ALICE, BOB, RegistrySession, real_frame
+from starlette.requests import ClientDisconnect
 
 from clank.config import ApiSettings
-from clank.control.http import HttpApi, open_http_api
+from clank.control.http import HttpApi, _ClosingStreamingResponse, open_http_api
 from clank.control.service import ClankService
 from clank.control.tools import tool_schemas
 from clank.logging import RECENT
@@ -257,3 +258,38 @@ async def test_dashboards_share_one_status_per_tick() -> None:
     assert received >= 3 * 3  # each stream got its status events (one per 0.5 s)
     assert calls <= received / 2 + 1
     assert calls <= 1.6 / 0.25 + 2
+
+
+@pytest.mark.parametrize("spec_version", ["2.0", "2.4"])
+async def test_an_event_stream_left_by_its_client_closes_its_generator(spec_version: str) -> None:
+    """A dashboard closing its tab mid-stream leaves the generator suspended at a ``yield``:
+    the response closes it then, not the garbage collector later (trio's ResourceWarning)."""
+    closed = trio.Event()
+    second_chunk = trio.Event()
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"data: x\n\n"
+        finally:
+            closed.set()
+
+    async def receive() -> dict[str, object]:  # 2.0: starlette listens for the disconnect
+        await second_chunk.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        if message.get("body"):
+            if second_chunk.is_set():
+                if spec_version == "2.4":
+                    raise OSError("client gone")  # 2.4: the send itself fails
+                await trio.sleep_forever()  # cancelled by the disconnect, mid-send
+            second_chunk.set()
+
+    scope = {"type": "http", "asgi": {"spec_version": spec_version}}
+    with trio.fail_after(LIMIT):
+        try:
+            await _ClosingStreamingResponse(stream(), media_type="text/event-stream")(scope, receive, send)
+        except ClientDisconnect:
+            assert spec_version == "2.4"
+        assert closed.is_set()
