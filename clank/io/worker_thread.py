@@ -16,7 +16,6 @@ cannot jump while a job is half done.
 from __future__ import annotations
 
 import collections
-import os
 import queue
 import threading
 import time
@@ -29,7 +28,7 @@ import outcome
 import trio
 
 from clank.errors import UsageError
-from clank.io.offload import inline_cpu
+from clank.io.offload import inline_cpu, lower_thread_priority
 
 __all__ = ["THREAD_STOP_TIMEOUT", "CpuSlots", "CpuSlotsStatistics", "WorkerThread", "lower_thread_priority"]
 
@@ -42,19 +41,6 @@ OutT = TypeVar("OutT")
 @attrs.frozen
 class _Stop:
     """Tells the thread to finish; it skips whatever is still queued once closing is set."""
-
-
-def lower_thread_priority(nice: int) -> bool:
-    """Raise the calling thread's niceness by ``nice`` (Linux); False where unsupported."""
-    setpriority = getattr(os, "setpriority", None)
-    if setpriority is None or not hasattr(threading, "get_native_id"):
-        return False
-    try:
-        tid = threading.get_native_id()
-        setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
-    except OSError:
-        return False
-    return True
 
 
 @attrs.frozen

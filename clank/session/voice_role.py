@@ -5,7 +5,8 @@ voice_role, params)``); the handle's ``api`` is a :class:`VoiceRole`::
 
     voice role nursery
      ├─ media connection       WS + UDP (receive drains inline into _on_packet)
-     ├─ send loop              prepares a frame 20 ms before each 20 ms slot (absolute: no drift)
+     ├─ send loop              mixes a frame 20 ms before each 20 ms slot (absolute: no drift)
+     ├─ Opus encode thread     encodes it (io/audio_encode_worker); back in trio: DAVE, seal
      ├─ timed sender           puts each prepared frame on the wire at its slot: the audio send
      │                         process (its own interpreter), or a thread (io/timed_sender)
      ├─ speaking timer         silence timeouts of remote speakers
@@ -36,6 +37,13 @@ import trio
 
 from clank.config import Settings
 from clank.errors import DaveError, UsageError
+from clank.io.audio_encode_worker import (
+    AudioEncodeStatistics,
+    AudioEncodeWorker,
+    EncodedAudio,
+    EncodePath,
+    open_audio_encode_worker,
+)
 from clank.io.media_connection import (
     MediaConnection,
     MediaEvent,
@@ -110,6 +118,9 @@ class VoiceRoleStatistics:
     silence_frames_sent: int
     send_failures: int
     dave_not_ready_drops: int
+    encode_dropped: int  # frames the Opus encode thread could not take (its queue was full)
+    encode: AudioEncodeStatistics | None
+    encode_fallbacks: int  # times a slow hand-off moved the encode inline (io/audio_encode_worker)
     late_frames: int
     max_lateness_s: float
     send_path: str  # who puts audio on the wire: "process", "process (realtime)", "thread", ...
@@ -142,6 +153,9 @@ class VoiceRole:
         self.listening = ListenerSet()
         """Listeners and the Go Live stream audio of running watches (:mod:`clank.session.voice_listen`)."""
         self._encoder = OpusEncoder()
+        self._audio_encoder: AudioEncodeWorker | None = None
+        self._encode_dropped = 0
+        self._encode_path = EncodePath()
         self._audio_wake = trio.Event()
         self._receive = AudioReceiveCore(user_id, decrypt=self._dave_decrypt, trial=self._dave_trial)
         self._opus = PacketDecoder()
@@ -194,6 +208,9 @@ class VoiceRole:
             silence_frames_sent=self._silence_sent,
             send_failures=self._send_failures + (0 if sender is None else sender.failures),
             dave_not_ready_drops=self._dave_not_ready,
+            encode_dropped=self._encode_dropped,
+            encode=None if self._audio_encoder is None else self._audio_encoder.statistics(),
+            encode_fallbacks=self._encode_path.fallbacks,
             late_frames=0 if sender is None else sender.late,  # as sent, not as prepared
             max_lateness_s=0.0 if sender is None else sender.max_lateness,
             send_path="none" if sender is None else sender.path_description(),
@@ -387,11 +404,12 @@ class VoiceRole:
     async def _send_loop(self, conn: MediaConnection, sender: TimedSender) -> None:
         """One frame per 20 ms at absolute deadlines while there is audio (or trailing silence).
 
-        Each frame is prepared (mix, Opus, DAVE, seal) ``sender.lead(conn)`` before its slot and
-        put on the wire at the slot by the send process (``io/timed_sender.py``), so neither
-        this step (~0.8 ms) nor the trio steps ahead of its wake-up reach the wire. The Opus
-        encode itself stays on the trio thread: handing it to a worker thread was measured to
-        drop frames on a loaded machine (docs/performance.md, "Tried and not kept")."""
+        Each frame is mixed ``sender.lead(conn)`` (20 ms) before its slot, Opus-encoded on the
+        encode thread (``io/audio_encode_worker.py``: libopus was the largest part of this step,
+        ~0.8 ms of the trio thread per frame), DAVE-encrypted and sealed when it comes back
+        (:meth:`_on_encoded`) and put on the wire at the slot by the send process
+        (``io/timed_sender.py``), so neither the hand-offs nor the trio steps ahead of them
+        reach the wire unless they add up to the lead (then ``lateFrames`` counts it)."""
         speaking = False
         silence_left = 0
         pacer = self._pacer
@@ -405,11 +423,10 @@ class VoiceRole:
                     self._reannounce = False
                     await conn.speaking(SPEAKING_VOICE)
                     speaking = True
-                self._send_audio(conn, sender, frame)
+                self._send_audio(frame)
                 silence_left = SILENCE_FRAMES_AFTER_AUDIO
             elif silence_left:
-                self._send_opus(conn, sender, OPUS_SILENCE)
-                self._silence_sent += 1
+                self._send_silence()
                 silence_left -= 1
                 if silence_left == 0 and speaking:
                     await trio.sleep_until(pacer.deadline)  # op5 0 after the last silence frame
@@ -430,24 +447,54 @@ class VoiceRole:
         self.speech.after_mix()
         self.music.after_mix()
 
-    def _send_audio(self, conn: MediaConnection, sender: TimedSender, frame: Pcm) -> None:
-        opus = self._encoder.encode(frame)
-        if opus is None:
+    def _send_audio(self, frame: Pcm) -> None:
+        encoder, now, slot = self._audio_encoder, trio.current_time(), self._pacer.deadline
+        if encoder is None or not self._encode_path.use_thread(now):
+            opus = self._encoder.encode(frame)  # inline: nothing is in flight on the thread
+            if opus is not None:
+                self._on_encoded(EncodedAudio(slot, opus, voice=True))
             return
-        try:
-            payload = conn.dave.encrypt_opus(opus)
-        except DaveError:
-            self._dave_not_ready += 1  # never send clear audio into a DAVE call
-            return
-        self._send_opus(conn, sender, payload)
-        self._frames_sent += 1
+        self._encode_path.submitted(now)
+        if not encoder.submit_pcm(slot, frame):
+            self._encode_path.not_taken()
+            self._encode_dropped += 1
 
-    def _send_opus(self, conn: MediaConnection, sender: TimedSender, payload: bytes) -> None:
+    def _send_silence(self) -> None:
+        encoder, now, slot = self._audio_encoder, trio.current_time(), self._pacer.deadline
+        if encoder is None or not self._encode_path.use_thread(now):
+            self._on_encoded(EncodedAudio(slot, OPUS_SILENCE, voice=False))
+            return
+        self._encode_path.submitted(now)
+        if not encoder.submit_opus(slot, OPUS_SILENCE):
+            self._encode_path.not_taken()
+            self._encode_dropped += 1
+
+    def _on_thread_encoded(self, item: EncodedAudio) -> None:
+        self._encode_path.delivered(trio.current_time())
+        if item.opus:  # empty: libopus held the frame back
+            self._on_encoded(item)
+
+    def _on_encoded(self, item: EncodedAudio) -> None:
+        """In trio, per packet from the encode thread (in submit order): DAVE, seal, to the sender."""
+        conn, sender = self._conn, self._sender
+        if conn is None or sender is None:
+            return
+        payload = item.opus
+        if item.voice:
+            try:
+                payload = conn.dave.encrypt_opus(payload)
+            except DaveError:
+                self._dave_not_ready += 1  # never send clear audio into a DAVE call
+                return
         packet = conn.seal_rtp(OPUS_PT, payload, timestamp_step=FRAME_SAMPLES)
         if packet is None:
             self._send_failures += 1
             return
-        sender.submit(self._pacer.deadline, packet, conn)
+        sender.submit(item.slot, packet, conn)
+        if item.voice:
+            self._frames_sent += 1
+        else:
+            self._silence_sent += 1
 
 
 async def voice_role(
@@ -463,9 +510,11 @@ async def voice_role(
     async with (
         open_media_connection(params, packet_handler=role._on_packet, event_handler=role._on_event) as conn,
         open_timed_sender() as sender,
+        open_audio_encode_worker(role._encoder, on_output=role._on_thread_encoded) as audio_encoder,
     ):
         role._conn = conn
         role._sender = sender
+        role._audio_encoder = audio_encoder
         handle.set_state(RoleState.READY)
         # An op5 before any media (UDOC: "invalid SSRC" otherwise); DPY sends 0 right after op4.
         await conn.speaking(0)
