@@ -415,7 +415,7 @@ class LiveSessionPort:
                 "speaking": ", ".join(self._directory.name_of(u) for u in detail.speaking_users) or None,
                 "videoPackets": detail.video_packets,
                 "lateFrames": detail.late_frames,
-                "encodeDropped": detail.encode_dropped,
+                "encodeDropped": 0 if detail.encode is None else detail.encode.dropped,
                 "encodeFallbacks": detail.encode_fallbacks,
                 "sendPath": detail.send_path,
             }

@@ -24,7 +24,7 @@ from typing import Final
 
 import attrs
 
-from clank.io.worker_thread import WorkerThread
+from clank.io.worker_thread import WorkerThread, nearest_percentile
 from clank.media.audio import OpusEncoder, Pcm
 
 __all__ = [
@@ -103,12 +103,7 @@ class AudioEncodeStatistics:
 @attrs.frozen
 class _Job:
     slot: float
-    pcm: Pcm | None = attrs.field(repr=False)
-    opus: bytes | None = attrs.field(repr=False)
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    return values[min(len(values) - 1, max(0, round(fraction * (len(values) - 1))))]
+    frame: Pcm | bytes = attrs.field(repr=False)  # bytes: already Opus (silence)
 
 
 class AudioEncodeWorker(WorkerThread[_Job, EncodedAudio]):
@@ -125,15 +120,10 @@ class AudioEncodeWorker(WorkerThread[_Job, EncodedAudio]):
         self._held_back = 0
         self._durations: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
 
-    def submit_pcm(self, slot: float, pcm: Pcm) -> bool:
-        """Queue one 20 ms frame to encode for ``slot``; False (counted) when the queue is full."""
-        return self._submit(_Job(slot, pcm, None))
-
-    def submit_opus(self, slot: float, opus: bytes) -> bool:
-        """Queue an already encoded frame behind the ones before it (silence)."""
-        return self._submit(_Job(slot, None, opus))
-
-    def _submit(self, job: _Job) -> bool:
+    def submit(self, slot: float, frame: Pcm | bytes) -> bool:
+        """Queue one 20 ms frame for ``slot``: PCM to encode, or bytes already Opus (silence),
+        which wait behind the frames before them. False (counted) when the queue is full."""
+        job = _Job(slot, frame)
         self._submitted += 1
         if self._closing or self._queue.qsize() >= self._queue_size:
             self._dropped += 1
@@ -153,8 +143,8 @@ class AudioEncodeWorker(WorkerThread[_Job, EncodedAudio]):
             dropped=self._dropped,
             encoded=encoded,
             held_back=held_back,
-            encode_p50_ms=_percentile(durations, 0.5) * 1000 if durations else None,
-            encode_p99_ms=_percentile(durations, 0.99) * 1000 if durations else None,
+            encode_p50_ms=nearest_percentile(durations, 0.5) * 1000 if durations else None,
+            encode_p99_ms=nearest_percentile(durations, 0.99) * 1000 if durations else None,
             worker_cpu_seconds=self._cpu_seconds,
         )
 
@@ -165,13 +155,12 @@ class AudioEncodeWorker(WorkerThread[_Job, EncodedAudio]):
         return items
 
     def _process(self, job: _Job) -> None:
-        if job.pcm is None:
-            assert job.opus is not None
-            item = EncodedAudio(job.slot, job.opus, voice=False)
+        if isinstance(job.frame, bytes):
+            item = EncodedAudio(job.slot, job.frame, voice=False)
             elapsed = None
         else:
             started = time.perf_counter()
-            opus = self._encoder.encode(job.pcm)
+            opus = self._encoder.encode(job.frame)
             elapsed = time.perf_counter() - started
             # Held back (None): an empty packet still comes back, so trio sees every frame return.
             item = EncodedAudio(job.slot, opus or b"", voice=True)

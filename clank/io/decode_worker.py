@@ -41,6 +41,7 @@ import attrs
 import trio
 
 from clank.errors import UsageError
+from clank.io.offload import BACKGROUND_NICE
 from clank.io.worker_thread import CpuSlots, WorkerThread
 from clank.media.decoder import DecodedFrame, VideoCodec, VideoDecoder, access_unit_is_keyframe
 from clank.media.jpeg import DEFAULT_JPEG_QUALITY, FrameScaler, JpegImage
@@ -56,7 +57,7 @@ _MIN_SPAN = 0.5  # smallest divisor of a rate while the first window fills
 
 # Niceness of decode threads (Linux, per thread): when decoders saturate the cores, the trio
 # thread (receive, audio pacing, heartbeats) still gets the CPU first. 5 = ~3x less CPU weight.
-DECODE_THREAD_NICE = 5
+DECODE_THREAD_NICE = BACKGROUND_NICE
 
 
 def _usable_cpus() -> int:

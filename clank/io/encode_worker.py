@@ -22,7 +22,8 @@ from typing import Final
 import attrs
 import av
 
-from clank.io.worker_thread import WorkerThread
+from clank.io.offload import BACKGROUND_NICE
+from clank.io.worker_thread import WorkerThread, nearest_percentile
 from clank.media.encoder import VideoEncoder
 
 __all__ = [
@@ -37,7 +38,7 @@ ENCODE_QUEUE_SIZE: Final = 3
 LATENCY_WINDOW: Final = 512
 # Niceness of the encode thread (Linux, per thread), as the decode threads': a 30 fps encode has
 # 33 ms per frame, while the trio thread's receive and timers are late by any wait for a core.
-ENCODE_THREAD_NICE: Final = 5
+ENCODE_THREAD_NICE: Final = BACKGROUND_NICE
 
 
 @attrs.frozen
@@ -67,11 +68,6 @@ class _Job:
     frame: av.VideoFrame = attrs.field(repr=False)
     capture_time: float
     keyframe: bool
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    index = min(len(values) - 1, max(0, round(fraction * (len(values) - 1))))
-    return values[index]
 
 
 class EncodeWorker(WorkerThread[_Job, EncodedAccessUnit]):
@@ -116,8 +112,8 @@ class EncodeWorker(WorkerThread[_Job, EncodedAccessUnit]):
             dropped=self._dropped,
             encoded=self._encoded,
             keyframes=self._keyframes,
-            encode_p50_ms=_percentile(durations, 0.5) * 1000 if durations else None,
-            encode_p99_ms=_percentile(durations, 0.99) * 1000 if durations else None,
+            encode_p50_ms=nearest_percentile(durations, 0.5) * 1000 if durations else None,
+            encode_p99_ms=nearest_percentile(durations, 0.99) * 1000 if durations else None,
             worker_cpu_seconds=self._cpu_seconds,
             queue_depth=self._queue.qsize(),
         )

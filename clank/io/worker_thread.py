@@ -30,12 +30,25 @@ import trio
 from clank.errors import UsageError
 from clank.io.offload import inline_cpu, lower_thread_priority
 
-__all__ = ["THREAD_STOP_TIMEOUT", "CpuSlots", "CpuSlotsStatistics", "WorkerThread", "lower_thread_priority"]
+__all__ = [
+    "THREAD_STOP_TIMEOUT",
+    "CpuSlots",
+    "CpuSlotsStatistics",
+    "WorkerThread",
+    "lower_thread_priority",
+    "nearest_percentile",
+]
 
 THREAD_STOP_TIMEOUT: Final = 2.0  # seconds to wait for the thread to finish its current job
 
 JobT = TypeVar("JobT")
 OutT = TypeVar("OutT")
+
+
+def nearest_percentile(sorted_values: list[float], fraction: float) -> float:
+    """The value at the rounded index ``fraction`` of the way through (the workers' latency figures)."""
+    index = min(len(sorted_values) - 1, max(0, round(fraction * (len(sorted_values) - 1))))
+    return sorted_values[index]
 
 
 @attrs.frozen

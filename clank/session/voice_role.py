@@ -118,8 +118,7 @@ class VoiceRoleStatistics:
     silence_frames_sent: int
     send_failures: int
     dave_not_ready_drops: int
-    encode_dropped: int  # frames the Opus encode thread could not take (its queue was full)
-    encode: AudioEncodeStatistics | None
+    encode: AudioEncodeStatistics | None  # the Opus encode thread (``dropped``: its queue was full)
     encode_fallbacks: int  # times a slow hand-off moved the encode inline (io/audio_encode_worker)
     late_frames: int
     max_lateness_s: float
@@ -154,7 +153,6 @@ class VoiceRole:
         """Listeners and the Go Live stream audio of running watches (:mod:`clank.session.voice_listen`)."""
         self._encoder = OpusEncoder()
         self._audio_encoder: AudioEncodeWorker | None = None
-        self._encode_dropped = 0
         self._encode_path = EncodePath()
         self._audio_wake = trio.Event()
         self._receive = AudioReceiveCore(user_id, decrypt=self._dave_decrypt, trial=self._dave_trial)
@@ -208,7 +206,6 @@ class VoiceRole:
             silence_frames_sent=self._silence_sent,
             send_failures=self._send_failures + (0 if sender is None else sender.failures),
             dave_not_ready_drops=self._dave_not_ready,
-            encode_dropped=self._encode_dropped,
             encode=None if self._audio_encoder is None else self._audio_encoder.statistics(),
             encode_fallbacks=self._encode_path.fallbacks,
             late_frames=0 if sender is None else sender.late,  # as sent, not as prepared
@@ -423,10 +420,10 @@ class VoiceRole:
                     self._reannounce = False
                     await conn.speaking(SPEAKING_VOICE)
                     speaking = True
-                self._send_audio(frame)
+                self._prepare(frame)
                 silence_left = SILENCE_FRAMES_AFTER_AUDIO
             elif silence_left:
-                self._send_silence()
+                self._prepare(OPUS_SILENCE)
                 silence_left -= 1
                 if silence_left == 0 and speaking:
                     await trio.sleep_until(pacer.deadline)  # op5 0 after the last silence frame
@@ -447,27 +444,21 @@ class VoiceRole:
         self.speech.after_mix()
         self.music.after_mix()
 
-    def _send_audio(self, frame: Pcm) -> None:
+    def _prepare(self, frame: Pcm | bytes) -> None:
+        """To the encode thread for the pacer's slot, or inline (``EncodePath``) and on at once.
+        ``bytes`` are already Opus (silence): not DAVE-encrypted, counted as silence."""
         encoder, now, slot = self._audio_encoder, trio.current_time(), self._pacer.deadline
-        if encoder is None or not self._encode_path.use_thread(now):
-            opus = self._encoder.encode(frame)  # inline: nothing is in flight on the thread
-            if opus is not None:
-                self._on_encoded(EncodedAudio(slot, opus, voice=True))
+        if encoder is not None and self._encode_path.use_thread(now):
+            self._encode_path.submitted(now)
+            if not encoder.submit(slot, frame):
+                self._encode_path.not_taken()  # counted by the worker (its queue was full)
             return
-        self._encode_path.submitted(now)
-        if not encoder.submit_pcm(slot, frame):
-            self._encode_path.not_taken()
-            self._encode_dropped += 1
-
-    def _send_silence(self) -> None:
-        encoder, now, slot = self._audio_encoder, trio.current_time(), self._pacer.deadline
-        if encoder is None or not self._encode_path.use_thread(now):
-            self._on_encoded(EncodedAudio(slot, OPUS_SILENCE, voice=False))
+        if isinstance(frame, bytes):  # inline from here: nothing is in flight on the thread
+            self._on_encoded(EncodedAudio(slot, frame, voice=False))
             return
-        self._encode_path.submitted(now)
-        if not encoder.submit_opus(slot, OPUS_SILENCE):
-            self._encode_path.not_taken()
-            self._encode_dropped += 1
+        opus = self._encoder.encode(frame)
+        if opus is not None:
+            self._on_encoded(EncodedAudio(slot, opus, voice=True))
 
     def _on_thread_encoded(self, item: EncodedAudio) -> None:
         self._encode_path.delivered(trio.current_time())
@@ -475,7 +466,7 @@ class VoiceRole:
             self._on_encoded(item)
 
     def _on_encoded(self, item: EncodedAudio) -> None:
-        """In trio, per packet from the encode thread (in submit order): DAVE, seal, to the sender."""
+        """Per packet, in order (from the encode thread or inline): DAVE, seal, to the sender."""
         conn, sender = self._conn, self._sender
         if conn is None or sender is None:
             return

@@ -50,9 +50,9 @@ async def test_packets_come_back_in_order_with_their_slots() -> None:
     with trio.fail_after(BOUND):
         async with open_audio_encode_worker(encoder, on_output=on_output, queue_size=8) as worker:
             for i in range(5):
-                assert worker.submit_pcm(10.0 + i * 0.02, _tone(i))
+                assert worker.submit(10.0 + i * 0.02, _tone(i))
             for i in range(5, 8):
-                assert worker.submit_opus(10.0 + i * 0.02, OPUS_SILENCE)
+                assert worker.submit(10.0 + i * 0.02, OPUS_SILENCE)
             await done.wait()
             stats = worker.statistics()
     assert [round(item.slot, 2) for item in got] == [round(10.0 + i * 0.02, 2) for i in range(8)]
@@ -78,7 +78,7 @@ async def test_a_full_queue_drops_the_new_frame_and_counts_it() -> None:
     got: list[EncodedAudio] = []
     with trio.fail_after(BOUND):
         async with open_audio_encode_worker(encoder, on_output=got.append, queue_size=2) as worker:
-            accepted = [worker.submit_pcm(float(i), _tone(i)) for i in range(4)]
+            accepted = [worker.submit(float(i), _tone(i)) for i in range(4)]
             # The thread holds one job (or none yet): at most queue_size + 1 are accepted.
             assert accepted[:2] == [True, True] and accepted[3] is False
             release.set()
@@ -92,7 +92,7 @@ async def test_under_a_virtual_clock_the_encode_is_inline(autojump_clock: trio.t
     got: list[EncodedAudio] = []
     async with open_audio_encode_worker(OpusEncoder(), on_output=got.append) as worker:
         assert isinstance(worker, AudioEncodeWorker)
-        worker.submit_pcm(1.0, _tone(0))
+        worker.submit(1.0, _tone(0))
         assert worker.statistics().encoded == 1  # done inside submit
         await trio.testing.wait_all_tasks_blocked()  # delivered before any virtual time passes
         assert trio.current_time() == 0
